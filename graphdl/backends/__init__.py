@@ -1,0 +1,1 @@
+"""Backends: code generation, compilation and launch for each device (cpu; cuda later)."""

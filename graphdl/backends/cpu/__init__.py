@@ -1,0 +1,1 @@
+"""The CPU backend: Numba code generation, the kernel library and the on-disk cache."""

@@ -1,0 +1,81 @@
+"""The kernel cache: generated source at a stable path named by a content hash.
+
+Numba can only cache a function whose source is an importable file, and a new process
+can only load that cache when the module is importable by the same name. So generated
+source is written to ``<cache>/cpu/gdl_<hash>.py`` and imported as ``graphdl_gen.gdl_<hash>``
+registered in ``sys.modules``. The hash covers the source itself plus everything the
+compiled code depends on that the source does not show: the kernel library's and the ops'
+source files (Numba does not notice when a callee in another file changes), the graphdl,
+Numba and NumPy versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import sys
+import types
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+import graphdl
+
+PACKAGE = "graphdl_gen"
+
+
+def cache_dir() -> Path:
+    """GRAPHDL_CACHE_DIR, else the user's cache folder (XDG_CACHE_HOME or ~/.cache)."""
+    env = os.environ.get("GRAPHDL_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "graphdl"
+
+
+@cache
+def _toolchain_fingerprint() -> str:
+    import numba
+
+    h = hashlib.sha256()
+    h.update(f"graphdl={graphdl.__version__};numba={numba.__version__};numpy={np.__version__}".encode())
+    root = Path(graphdl.__file__).parent
+    for sub in ("ops", "backends/cpu"):
+        for f in sorted((root / sub).glob("*.py")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def source_key(source: str) -> str:
+    h = hashlib.sha256()
+    h.update(_toolchain_fingerprint().encode())
+    h.update(source.encode())
+    return h.hexdigest()[:20]
+
+
+def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
+    """Write (if new) and import a generated module; returns (module, path, was_cached)."""
+    key = source_key(source)
+    directory = cache_dir() / "cpu"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"gdl_{key}.py"
+    existed = path.exists()
+    if not existed:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(source, encoding="utf-8")
+        os.replace(tmp, path)
+    modname = f"{PACKAGE}.gdl_{key}"
+    if modname in sys.modules:
+        return sys.modules[modname], path, True
+    if PACKAGE not in sys.modules:
+        pkg = types.ModuleType(PACKAGE)
+        pkg.__path__ = [str(directory)]
+        sys.modules[PACKAGE] = pkg
+    spec = importlib.util.spec_from_file_location(modname, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    spec.loader.exec_module(module)
+    return module, path, existed

@@ -1,0 +1,110 @@
+"""Matrix product, batched, with transpose flags so gradients need no transpose copies."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphdl.ir.types import TensorType
+from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, register
+
+
+def _mk(t: TensorType, transposed: bool):
+    m, k = t.shape[-2], t.shape[-1]
+    return (k, m) if transposed else (m, k)
+
+
+def _infer(attrs, types):
+    a, b = types
+    if a.rank < 2 or b.rank < 2:
+        raise ShapeError(f"matmul needs rank >= 2 inputs, got {a} and {b}")
+    if a.dtype != b.dtype or a.dtype not in ("float32", "float64"):
+        raise ShapeError(f"matmul needs matching float dtypes, got {a.dtype} and {b.dtype}")
+    m, k1 = _mk(a, attrs["transpose_a"])
+    k2, n = _mk(b, attrs["transpose_b"])
+    if k1 != k2:
+        raise ShapeError(
+            f"matmul inner dims differ: {list(a.shape)} @ {list(b.shape)} ({k1} vs {k2})"
+        )
+    if b.rank > 2 and a.shape[:-2] != b.shape[:-2]:
+        raise ShapeError(f"matmul batch dims differ: {list(a.shape[:-2])} vs {list(b.shape[:-2])}")
+    if b.rank > 2 and a.rank != b.rank:
+        raise ShapeError(f"matmul ranks differ: {a} and {b}")
+    return [TensorType(tuple(a.shape[:-2]) + (m, n), a.dtype)]
+
+
+def _ref(attrs, a, b):
+    if attrs["transpose_a"]:
+        a = np.swapaxes(a, -1, -2)
+    if attrs["transpose_b"]:
+        b = np.swapaxes(b, -1, -2)
+    return np.matmul(a, b).astype(a.dtype)
+
+
+def _grad(g, attrs, ins, outs, gouts):
+    a, b = ins
+    gy = gouts[0]
+    ta, tb = attrs["transpose_a"], attrs["transpose_b"]
+    at, bt = g.type_of(a), g.type_of(b)
+    # dA = gY @ B^T (or its transpose), dB = A^T @ gY (or its transpose)
+    if ta:
+        da = g.op("matmul", b, gy, transpose_a=tb, transpose_b=True)
+    else:
+        da = g.op("matmul", gy, b, transpose_a=False, transpose_b=not tb)
+    if bt.rank == 2 and at.rank > 2:
+        # a shared 2-D weight under a batched input: fold the batch into rows
+        a2 = g.op("reshape", a, shape=(-1, at.shape[-1]))
+        g2 = g.op("reshape", gy, shape=(-1, g.type_of(gy).shape[-1]))
+        if ta:
+            raise ShapeError("transpose_a with a batched input and a 2-D weight is not supported")
+        db = g.op("matmul", g2, a2, transpose_a=True) if tb else g.op("matmul", a2, g2, transpose_a=True)
+    elif tb:
+        db = g.op("matmul", gy, a, transpose_a=True, transpose_b=ta)
+    else:
+        db = g.op("matmul", a, gy, transpose_a=not ta, transpose_b=False)
+    return [da, db]
+
+
+def _emit(ctx, attrs, ins, outs):
+    a, b = ctx.var(ins[0]), ctx.var(ins[1])
+    out = ctx.var(outs[0])
+    at, bt = ctx.type(ins[0]), ctx.type(ins[1])
+    sa = ".T" if attrs["transpose_a"] else ""
+    sb = ".T" if attrs["transpose_b"] else ""
+    if at.rank == 2:
+        return [f"np.dot({a}{sa}, {b}{sb}, {out})"]
+    if bt.rank == 2 and not attrs["transpose_a"]:
+        # rows of every batch at once: one large GEMM
+        k = ctx.shape(ins[0])[-1]
+        n = ctx.shape(outs[0])[-1]
+        return [f"np.dot({a}.reshape((-1, {k})), {b}{sb}, {out}.reshape((-1, {n})))"]
+    sh_a, sh_b, sh_o = ctx.shape(ins[0]), ctx.shape(ins[1]), ctx.shape(outs[0])
+    batch = " * ".join(sh_a[:-2])
+    a3 = f"{a}.reshape(({batch}, {sh_a[-2]}, {sh_a[-1]}))"
+    b3 = f"{b}.reshape(({batch}, {sh_b[-2]}, {sh_b[-1]}))" if bt.rank > 2 else None
+    o3 = f"{out}.reshape(({batch}, {sh_o[-2]}, {sh_o[-1]}))"
+    i = ctx.fresh("i")
+    a3v, o3v = ctx.fresh("a3"), ctx.fresh("o3")
+    lines = [f"{a3v} = {a3}", f"{o3v} = {o3}"]
+    if b3:
+        b3v = ctx.fresh("b3")
+        lines.append(f"{b3v} = {b3}")
+        rhs = f"{b3v}[{i}]{sb}"
+    else:
+        rhs = f"{b}{sb}"
+    lines += [f"for {i} in range({batch}):", f"    np.dot({a3v}[{i}]{sa}, {rhs}, {o3v}[{i}])"]
+    return lines
+
+
+register(
+    OpDef(
+        name="matmul",
+        inputs=("a", "b"),
+        infer=_infer,
+        reference=_ref,
+        pattern=Pattern.OUT_FUSABLE,
+        attrs={"transpose_a": Attr(bool, False), "transpose_b": Attr(bool, False)},
+        grad=_grad,
+        emit_cpu=_emit,
+        doc="a @ b over the last two axes; leading axes are batch (b may be 2-D and shared)",
+    )
+)

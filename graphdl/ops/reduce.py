@@ -1,0 +1,175 @@
+"""Reductions over axes: sum, mean, max (keepdims or not).
+
+The CPU kernels see the input as a 3-D view (A, R, B): the reduced axes (made contiguous
+by a transpose when they are not) collapse into R, the axes before into A, after into B.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphdl.ir.types import TensorType
+from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
+
+
+def normalize_axes(axes, rank: int) -> tuple[int, ...]:
+    if axes is None:
+        return tuple(range(rank))
+    if isinstance(axes, int):
+        axes = (axes,)
+    out = []
+    for a in axes:
+        if not -rank <= a < rank:
+            raise ShapeError(f"axis {a} is out of range for a rank-{rank} tensor")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        raise ShapeError(f"axes {tuple(axes)} repeat an axis")
+    return tuple(sorted(out))
+
+
+def _infer(attrs, types):
+    t = types[0]
+    axes = normalize_axes(attrs["axes"], t.rank)
+    if attrs["keepdims"]:
+        shape = tuple(1 if i in axes else d for i, d in enumerate(t.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(t.shape) if i not in axes)
+    return [TensorType(shape, t.dtype)]
+
+
+def _ref(fn):
+    def ref(attrs, x):
+        axes = normalize_axes(attrs["axes"], x.ndim)
+        return np.asarray(fn(x, axis=axes, keepdims=attrs["keepdims"]), dtype=x.dtype)
+
+    return ref
+
+
+def reduced_count(t: TensorType, axes) -> tuple:
+    """The reduced dims (ints or symbols), for mean's divisor."""
+    return tuple(t.shape[a] for a in normalize_axes(axes, t.rank))
+
+
+def _expand_grad(g, gout, x_type: TensorType, attrs):
+    """Reshape a reduced gradient back to keepdims form so it broadcasts over x."""
+    axes = normalize_axes(attrs["axes"], x_type.rank)
+    kd = tuple(1 if i in axes else d for i, d in enumerate(x_type.shape))
+    if not attrs["keepdims"]:
+        gout = g.op("reshape", gout, shape=kd)
+    return g.op("broadcast_to", gout, shape=x_type.shape)
+
+
+def _g_sum(g, attrs, ins, outs, gouts):
+    return [_expand_grad(g, gouts[0], g.type_of(ins[0]), attrs)]
+
+
+def _g_mean(g, attrs, ins, outs, gouts):
+    xt = g.type_of(ins[0])
+    full = _expand_grad(g, gouts[0], xt, attrs)
+    return [g.op("mul_scalar", full, c=1.0, div=reduced_count(xt, attrs["axes"]))]
+
+
+def _g_max(g, attrs, ins, outs, gouts):
+    # the gradient goes to the elements equal to the max (all of them on a tie)
+    xt = g.type_of(ins[0])
+    axes = normalize_axes(attrs["axes"], xt.rank)
+    kd = tuple(1 if i in axes else d for i, d in enumerate(xt.shape))
+    m = outs[0] if attrs["keepdims"] else g.op("reshape", outs[0], shape=kd)
+    gk = gouts[0] if attrs["keepdims"] else g.op("reshape", gouts[0], shape=kd)
+    mask = g.op("eq", ins[0], m)
+    zero = g.const(0.0, xt.dtype)
+    return [g.op("where", mask, gk, zero)]
+
+
+def emit_reduce(kernel: str):
+    def emit(ctx, attrs, ins, outs):
+        xt = ctx.type(ins[0])
+        axes = normalize_axes(attrs["axes"], xt.rank)
+        x = ctx.var(ins[0])
+        shape = ctx.shape(ins[0])
+        lines = []
+        if axes and axes != tuple(range(axes[0], axes[-1] + 1)):
+            # make the reduced axes contiguous (rare: only non-adjacent axes)
+            kept = [i for i in range(xt.rank) if i not in axes]
+            perm = kept[:1] + list(axes) + kept[1:] if kept and kept[0] < axes[0] else list(axes) + kept
+            tmp = ctx.fresh("perm")
+            lines.append(f"{tmp} = np.ascontiguousarray(np.transpose({x}, {tuple(perm)}))")
+            x = tmp
+            shape = tuple(shape[i] for i in perm)
+            axes = tuple(range(perm.index(axes[0]), perm.index(axes[0]) + len(axes)))
+        a = _prod(shape[: axes[0]]) if axes else _prod(shape)
+        r = _prod(shape[axes[0] : axes[-1] + 1]) if axes else "1"
+        b = _prod(shape[axes[-1] + 1 :]) if axes else "1"
+        out = ctx.var(outs[0])
+        lines.append(
+            f"{ctx.kernel(kernel)}({x}.reshape(({a}, {r}, {b})), {out}.reshape(({a}, {b})))"
+        )
+        return lines
+
+    return emit
+
+
+def _prod(dims) -> str:
+    return " * ".join(str(d) for d in dims) if dims else "1"
+
+
+@cpu_kernel
+def reduce_sum_arb(x, out):
+    na, nr, nb = x.shape
+    for a in range(na):
+        for b in range(nb):
+            out[a, b] = 0
+        for r in range(nr):
+            for b in range(nb):
+                out[a, b] += x[a, r, b]
+
+
+@cpu_kernel
+def reduce_mean_arb(x, out):
+    na, nr, nb = x.shape
+    for a in range(na):
+        for b in range(nb):
+            out[a, b] = 0
+        for r in range(nr):
+            for b in range(nb):
+                out[a, b] += x[a, r, b]
+    scale = out.dtype.type(1.0) / out.dtype.type(nr)
+    for a in range(na):
+        for b in range(nb):
+            out[a, b] *= scale
+
+
+@cpu_kernel
+def reduce_max_arb(x, out):
+    na, nr, nb = x.shape
+    for a in range(na):
+        for b in range(nb):
+            out[a, b] = x[a, 0, b]
+        for r in range(1, nr):
+            for b in range(nb):
+                v = x[a, r, b]
+                # NaN wins, as in NumPy, so non-finite values are never hidden
+                if v > out[a, b] or v != v:
+                    out[a, b] = v
+
+
+_ATTRS = {"axes": Attr(object, None), "keepdims": Attr(bool, False)}
+
+for _name, _np, _grad, _kernel in (
+    ("sum", np.sum, _g_sum, "reduce_sum_arb"),
+    ("mean", np.mean, _g_mean, "reduce_mean_arb"),
+    ("max", np.max, _g_max, "reduce_max_arb"),
+):
+    register(
+        OpDef(
+            name=_name,
+            inputs=("x",),
+            infer=_infer,
+            reference=_ref(_np),
+            pattern=Pattern.REDUCTION,
+            attrs=dict(_ATTRS),
+            grad=_grad,
+            emit_cpu=emit_reduce(_kernel),
+            doc=f"{_name} over `axes` (None: all), keeping reduced dims as 1 with `keepdims`",
+        )
+    )

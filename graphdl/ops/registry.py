@@ -1,0 +1,148 @@
+"""The op registry: one `OpDef` per primitive op, kernels registered beside it.
+
+An `OpDef` is the whole contract of an op (see DESIGN.md "Op contract"): signature,
+pattern kind, `infer` (types from types), `grad` (gradient as graph construction),
+`reference` (NumPy ground truth) and kernels. Elementwise ops give one scalar function
+(`scalar`) from which the backends generate loops and fused loops. Other ops register
+plain functions as CPU kernels with `@cpu_kernel` and an `emit_cpu` that writes the call
+into the generated step function. Nothing here imports numba: backends jit lazily.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Callable
+
+from graphdl.ir.types import TensorType
+
+
+class Pattern(IntEnum):
+    """Fusion pattern kinds, in TVM's order: a lower kind fuses into a higher one."""
+
+    ELEMWISE = 0
+    BROADCAST = 1
+    INJECTIVE = 2
+    REDUCTION = 3
+    OUT_FUSABLE = 4
+    OPAQUE = 5
+
+
+class ShapeError(Exception):
+    """Raised by `infer`: the message names what is wrong; `help` says how to fix it."""
+
+    def __init__(self, message: str, help: str | None = None):
+        super().__init__(message)
+        self.help = help
+
+
+REQUIRED = object()
+
+
+@dataclass
+class Attr:
+    kind: type | tuple = object
+    default: Any = REQUIRED
+    allowed: tuple | None = None
+
+
+@dataclass
+class OpDef:
+    name: str
+    inputs: tuple[str, ...]
+    infer: Callable[[dict, list[TensorType]], list[TensorType]]
+    reference: Callable[..., Any]
+    pattern: Pattern = Pattern.OPAQUE
+    outputs: tuple[str, ...] = ("out",)
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    grad: Callable | None = None
+    no_grad_reason: str | None = None
+    differentiable: tuple[int, ...] | None = None  # None: every float input
+    variadic: bool = False  # the last input may repeat (concat)
+    version: int = 1
+    scalar: Callable | None = None  # elementwise: scalar function (inputs..., attrs...)
+    scalar_attrs: tuple[str, ...] = ()  # attrs passed to `scalar` after the inputs
+    emit_cpu: Callable | None = None  # non-elementwise: writes the kernel call (see backends/cpu)
+    view: bool = False  # output aliases input 0's buffer (reshape of a contiguous value)
+    inplace_ok: tuple[int, ...] = ()  # input slots whose buffer the output may overwrite
+    doc: str = ""
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.outputs)
+
+    def check_attrs(self, attrs: dict) -> dict:
+        """Fill defaults and reject unknown or missing attributes (a bug, not a user error)."""
+        out = {}
+        for k in attrs:
+            if k not in self.attrs:
+                raise TypeError(f"op {self.name}: unknown attribute {k!r}")
+        for k, a in self.attrs.items():
+            if k in attrs:
+                v = attrs[k]
+                if a.allowed is not None and v not in a.allowed:
+                    raise TypeError(f"op {self.name}: attribute {k}={v!r} not in {a.allowed}")
+                out[k] = v
+            elif a.default is REQUIRED:
+                raise TypeError(f"op {self.name}: missing attribute {k!r}")
+            else:
+                out[k] = a.default
+        return out
+
+
+_OPS: dict[str, OpDef] = {}
+_CPU_KERNELS: dict[str, Callable] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in _OPS:
+        raise ValueError(f"op {op.name!r} registered twice")
+    _OPS[op.name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    _load_all()
+    try:
+        return _OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op {name!r}") from None
+
+
+def all_ops() -> dict[str, OpDef]:
+    _load_all()
+    return dict(_OPS)
+
+
+def cpu_kernel(fn: Callable) -> Callable:
+    """Register a plain function as a CPU kernel; the CPU backend jits it lazily."""
+    if fn.__name__ in _CPU_KERNELS and _CPU_KERNELS[fn.__name__] is not fn:
+        raise ValueError(f"cpu kernel {fn.__name__!r} registered twice")
+    _CPU_KERNELS[fn.__name__] = fn
+    return fn
+
+
+def cpu_kernels() -> dict[str, Callable]:
+    _load_all()
+    return dict(_CPU_KERNELS)
+
+
+_loaded = False
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from graphdl.ops import (  # noqa: F401  (registration side effects)
+        elementwise,
+        fused,
+        losses,
+        matmul,
+        nn,
+        optim,
+        reduce,
+        shape,
+        sources,
+    )

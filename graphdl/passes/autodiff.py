@@ -1,0 +1,165 @@
+"""autodiff: reverse-mode differentiation as a graph transform, then the optimiser's updates.
+
+From ``outputs["loss"]`` it walks the forward graph in reverse topological order and asks
+each op's `grad` rule to add the nodes computing its inputs' gradients. The driver (not
+the rules) sums fan-out and un-broadcasts. Only trainable parameters get gradient nodes:
+a frozen layer adds nothing to the backward graph. Then it adds gradient clipping by
+global norm and one update op per parameter, so one graph is the whole training step.
+"""
+
+from __future__ import annotations
+
+import networkx as nx
+
+from graphdl.ir.graph import Graph, Provenance, Value
+from graphdl.ir.types import TensorType
+from graphdl.ops.registry import get_op
+
+
+def unbroadcast(g: Graph, grad: Value, target: TensorType) -> Value:
+    """Sum a gradient over the axes that broadcasting added, back to ``target``'s shape."""
+    gt = g.type_of(grad)
+    if gt.shape == target.shape:
+        return grad
+    lead = gt.rank - target.rank
+    axes = list(range(lead))
+    for i, d in enumerate(target.shape):
+        if d == 1 and gt.shape[lead + i] != 1:
+            axes.append(lead + i)
+    if axes:
+        grad = g.op("sum", grad, axes=tuple(axes), keepdims=False)
+    if g.type_of(grad).shape != target.shape:
+        grad = g.op("reshape", grad, shape=target.shape)
+    return grad
+
+
+def _sum_all(g: Graph, vals: list[Value]) -> Value:
+    total = vals[0]
+    for v in vals[1:]:
+        total = g.op("add", total, v)
+    return total
+
+
+def trainable_params(g: Graph) -> list[int]:
+    return sorted(
+        nid for nid in g.nodes_by_op("param") if g.attrs(nid).get("trainable", True)
+    )
+
+
+def build_gradients(g: Graph, loss: Value, wrt: list[int]) -> dict[int, Value]:
+    """Add backward nodes for d(loss)/d(param) for each param node in ``wrt``."""
+    targets = set(wrt)
+    needs = set()  # nodes that depend on a target and feed the loss
+    ancestors = nx.ancestors(g.nx, loss.node) | {loss.node}
+    for t in targets:
+        if t in ancestors:
+            needs |= (nx.descendants(g.nx, t) | {t}) & ancestors
+    forward_order = [n for n in g.topo_order() if n in needs]
+    grads: dict[Value, list[Value]] = {}
+    g.provenance = Provenance(layer="loss", phase="backward")
+    grads[loss] = [g.const(1.0, g.type_of(loss).dtype)]
+    for nid in reversed(forward_order):
+        nd = g.node(nid)
+        if nd["op"] in ("param", "input", "state", "const"):
+            continue
+        outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
+        gouts = [_sum_all(g, grads[o]) if grads.get(o) else None for o in outs]
+        if all(x is None for x in gouts):
+            continue
+        opdef = get_op(nd["op"])
+        ins = g.inputs_of(nid)
+        wanted = [v.node in needs for v in ins]
+        if opdef.grad is None:
+            raise ValueError(f"op {nd['op']} has no gradient ({opdef.no_grad_reason}) "
+                             f"but {g.describe(nid)} lies between a parameter and the loss")
+        g.provenance = Provenance(layer=nd["layer"], line=nd["line"], phase="backward")
+        in_grads = opdef.grad(g, nd["attrs"], ins, outs, gouts)
+        for v, gv, want in zip(ins, in_grads, wanted):
+            if gv is None or not want:
+                continue
+            grads.setdefault(v, []).append(unbroadcast(g, gv, g.type_of(v)))
+    result = {}
+    for t in wrt:
+        gl = grads.get(Value(t))
+        if gl:
+            g.provenance = Provenance(layer=g.node(t)["layer"], phase="backward")
+            result[t] = _sum_all(g, gl)
+    return result
+
+
+def _clip(g: Graph, grads: dict[int, Value], max_norm: float) -> dict[int, Value]:
+    g.provenance = Provenance(layer="gradient_clip", phase="update")
+    total = None
+    for v in grads.values():
+        sq = g.op("sum", g.op("square", v))
+        total = sq if total is None else g.op("add", total, sq)
+    norm = g.op("sqrt", total)
+    limit = g.const(max_norm, "float32")
+    coef = g.op("div", limit, g.op("maximum", norm, limit))  # min(1, max_norm / norm)
+    g.outputs["grad_norm"] = norm
+    return {k: g.op("mul", v, coef) for k, v in grads.items()}
+
+
+def autodiff(graph: Graph) -> Graph:
+    """Add the backward graph from outputs['loss'] and the optimiser's update ops."""
+    g = graph.copy()
+    if "loss" not in g.outputs:
+        raise ValueError("autodiff needs a graph with a 'loss' output")
+    wrt = trainable_params(g)
+    grads = build_gradients(g, g.outputs["loss"], wrt)
+    clip = g.meta.get("gradient_clip")
+    if clip and grads:
+        grads = _clip(g, grads, float(clip["max_norm"]))
+    _add_updates(g, grads, g.meta.get("optimizer") or {"type": "sgd", "lr": 0.01})
+    return g
+
+
+def _add_updates(g: Graph, grads: dict[int, Value], opt: dict) -> None:
+    g.provenance = Provenance(layer="optimizer", phase="update")
+    lr = g.input("lr", TensorType((), "float32"))
+    kind = opt.get("type", "sgd")
+    wd = float(opt.get("weight_decay", 0.01 if kind == "adamw" else 0.0) or 0.0)
+    step = None
+    if kind in ("adam", "adamw"):
+        step_state = g.state("opt.step", TensorType((), "float32"), init="zeros")
+        step = g.op("add_scalar", step_state, c=1.0)
+        g.updates[step_state.node] = step
+    for pid, grad in sorted(grads.items()):
+        pnode = g.node(pid)
+        name = pnode["name"]
+        t = g.type_of(Value(pid))
+        g.provenance = Provenance(layer=pnode["layer"], line=pnode["line"], phase="update")
+        common = {"weight_decay": wd, "lr_mult": float(pnode["attrs"].get("lr_mult", 1.0))}
+        p = Value(pid)
+        if kind == "sgd":
+            nid = g.apply("sgd_update", [p, grad, lr], common)
+            g.updates[pid] = Value(nid, 0)
+        elif kind == "momentum":
+            buf = g.state(f"opt.velocity.{name}", t, init="zeros")
+            nid = g.apply(
+                "momentum_update",
+                [p, grad, buf, lr],
+                {"momentum": float(opt.get("momentum", 0.9)), "nesterov": bool(opt.get("nesterov", False)), **common},
+            )
+            g.updates[pid] = Value(nid, 0)
+            g.updates[buf.node] = Value(nid, 1)
+        elif kind in ("adam", "adamw"):
+            m = g.state(f"opt.m.{name}", t, init="zeros")
+            v = g.state(f"opt.v.{name}", t, init="zeros")
+            b1, b2 = opt.get("betas", (0.9, 0.999))
+            nid = g.apply(
+                "adam_update",
+                [p, grad, m, v, lr, step],
+                {
+                    "beta1": float(b1),
+                    "beta2": float(b2),
+                    "eps": float(opt.get("eps", 1e-8)),
+                    "decoupled": kind == "adamw",
+                    **common,
+                },
+            )
+            g.updates[pid] = Value(nid, 0)
+            g.updates[m.node] = Value(nid, 1)
+            g.updates[v.node] = Value(nid, 2)
+        else:
+            raise ValueError(f"unknown optimizer {kind!r}")

@@ -1,0 +1,150 @@
+"""simplify: constant folding, algebraic identities, CSE and dead-code elimination, to a
+fixed point. The backward graph produces plenty of all four (x * 1, reshape of a reshape,
+the same sum twice, gradients nobody reads)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from graphdl.ir.graph import Graph, Value
+from graphdl.ir.interpret import _wants_bindings
+from graphdl.ops.registry import get_op
+
+SOURCES = ("input", "param", "state", "const")
+FOLD_LIMIT = 4096  # elements: larger constants stay computed at run time
+
+
+def _const_value(g: Graph, v: Value):
+    nd = g.node(v.node)
+    if nd["op"] != "const":
+        return None
+    return np.asarray(nd["attrs"]["value"], dtype=nd["types"][0].dtype)
+
+
+def fold_constants(g: Graph) -> bool:
+    changed = False
+    for nid in g.topo_order():
+        nd = g.node(nid)
+        if nd["op"] in SOURCES or g.num_outputs(nid) != 1 or _wants_bindings(nd["op"]):
+            continue
+        ins = g.inputs_of(nid)
+        vals = [_const_value(g, v) for v in ins]
+        if not ins or any(x is None for x in vals):
+            continue
+        t = nd["types"][0]
+        if not t.is_concrete() or t.numel() > FOLD_LIMIT:
+            continue
+        out = np.asarray(get_op(nd["op"]).reference(nd["attrs"], *vals), dtype=t.dtype)
+        new = g.add_node("const", (), {"value": out.tolist()}, types=[t],
+                         layer=nd["layer"], line=nd["line"], phase=nd["phase"])
+        g.replace_all_uses(Value(nid), Value(new))
+        changed = True
+    return changed
+
+
+def _is_const(g: Graph, v: Value, x: float) -> bool:
+    c = _const_value(g, v)
+    return c is not None and c.size > 0 and bool(np.all(c == x))
+
+
+def identities(g: Graph) -> bool:
+    """Rewrite x*1, x+0, x-0, x/1, neg(neg x), reshape/broadcast to the same shape, ..."""
+    changed = False
+    for nid in g.topo_order():
+        if nid not in g:
+            continue
+        nd = g.node(nid)
+        op, attrs = nd["op"], nd["attrs"]
+        if op in SOURCES or g.num_outputs(nid) != 1:
+            continue
+        ins = g.inputs_of(nid)
+        out_t = nd["types"][0]
+        repl = None
+        if op in ("mul", "add", "sub", "div"):
+            neutral = 1.0 if op in ("mul", "div") else 0.0
+            a, b = ins
+            if _is_const(g, b, neutral) and g.type_of(a) == out_t:
+                repl = a
+            elif op in ("mul", "add") and _is_const(g, a, neutral) and g.type_of(b) == out_t:
+                repl = b
+        elif op == "mul_scalar" and attrs["c"] == 1.0 and not attrs["div"]:
+            repl = ins[0]
+        elif op == "add_scalar" and attrs["c"] == 0.0:
+            repl = ins[0]
+        elif op in ("reshape", "broadcast_to") and g.type_of(ins[0]).shape == out_t.shape:
+            repl = ins[0]
+        elif op == "neg" and g.op_of(ins[0].node) == "neg":
+            repl = g.inputs_of(ins[0].node)[0]
+        elif op == "reshape" and g.op_of(ins[0].node) == "reshape":
+            g.set_inputs(nid, [g.inputs_of(ins[0].node)[0]])
+            changed = True
+        elif op == "mul_scalar" and g.op_of(ins[0].node) == "mul_scalar" and len(g.consumers(ins[0])) == 1:
+            inner = g.attrs(ins[0].node)
+            attrs["c"] = attrs["c"] * inner["c"]
+            attrs["div"] = tuple(attrs["div"]) + tuple(inner["div"])
+            g.set_inputs(nid, [g.inputs_of(ins[0].node)[0]])
+            changed = True
+        if repl is not None:
+            g.replace_all_uses(Value(nid), repl)
+            changed = True
+    return changed
+
+
+def _key(g: Graph, nid: int):
+    nd = g.node(nid)
+    return (
+        nd["op"],
+        json.dumps(nd["attrs"], sort_keys=True, default=str),
+        tuple(g.inputs_of(nid)),
+        tuple(str(t) for t in nd["types"]),
+    )
+
+
+def cse(g: Graph) -> bool:
+    """Merge nodes with the same op, attributes and inputs (constants by value)."""
+    seen: dict = {}
+    changed = False
+    for nid in g.topo_order():
+        nd = g.node(nid)
+        if nd["op"] in ("input", "param", "state"):
+            continue
+        if nd["op"] == "dropout":
+            pass  # same seed and salt give the same mask, so merging is sound
+        k = _key(g, nid)
+        if k in seen:
+            for i in range(g.num_outputs(nid)):
+                g.replace_all_uses(Value(nid, i), Value(seen[k], i))
+            changed = True
+        else:
+            seen[k] = nid
+    return changed
+
+
+def dce(g: Graph) -> bool:
+    """Remove nodes that no output or update needs (graph inputs stay: they are the API)."""
+    import networkx as nx
+
+    live = set()
+    for v in g.roots():
+        live.add(v.node)
+        live |= nx.ancestors(g.nx, v.node)
+    live |= set(g.updates)
+    dead = [n for n in g.nodes() if n not in live and g.op_of(n) != "input"]
+    for n in dead:
+        g.remove_node(n)
+    return bool(dead)
+
+
+def simplify(graph: Graph) -> Graph:
+    g = graph.copy()
+    for _ in range(20):
+        changed = fold_constants(g)
+        changed |= identities(g)
+        changed |= dce(g)
+        changed |= cse(g)
+        changed |= dce(g)
+        if not changed:
+            break
+    return g
