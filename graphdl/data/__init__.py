@@ -1,0 +1,19 @@
+"""graphdl's data layer: sources (built-in, npz, csv), splits and preprocessing.
+
+Public API::
+
+    load_data(spec) -> Splits
+    apply_preprocess(spec, fields, state) -> dict[str, np.ndarray]
+    read_fields(spec, source=None, *, require_target=False) -> dict[str, np.ndarray]
+
+Error codes (GraphdlError, phase "data"): E501 missing/unreadable data file, E502 a field the
+model needs is missing, E503 shape/dtype mismatch with model.inputs (or unusable array),
+E504 NaN/inf in the data, E505 malformed csv, E506 unknown built-in dataset, E507 invalid
+split, E508 invalid data.source/data.preprocess settings.
+"""
+
+from graphdl.data.dataset import Dataset, Splits
+from graphdl.data.loader import apply_preprocess, load_data, read_fields
+from graphdl.data.sources import BUILTINS
+
+__all__ = ["BUILTINS", "Dataset", "Splits", "apply_preprocess", "load_data", "read_fields"]

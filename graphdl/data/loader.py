@@ -1,0 +1,412 @@
+"""`load_data`: spec -> validated, split and preprocessed arrays; `apply_preprocess` for predict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from graphdl.data._diag import diag, did_you_mean, fail, locate, name_list
+from graphdl.data.dataset import SPLIT_NAMES, Dataset, Splits
+from graphdl.data.preprocess import apply_step, fit_step, state_key, steps_of
+from graphdl.data.sources import RawData, load_source
+from graphdl.data.split import split_config, split_indices
+from graphdl.errors import GraphdlError
+
+# --------------------------------------------------------------------------- spec access
+
+
+def _inputs(spec: Any) -> dict:
+    model = getattr(spec, "model", None)
+    return dict(getattr(model, "inputs", None) or {})
+
+
+def _target(spec: Any) -> str | None:
+    train = getattr(spec, "train", None)
+    if train is None:
+        return None
+    t = train.get("target") if isinstance(train, dict) else getattr(train, "target", None)
+    return None if t is None else str(t)
+
+
+def _input_where(spec: Any, name: str, inp: Any) -> dict:
+    return {"loc": getattr(inp, "loc", None)}
+
+
+def _shape_str(shape: tuple) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _shape_matches(expected: tuple, actual: tuple) -> bool:
+    if len(expected) != len(actual):
+        return False
+    return all(e is None or e == -1 or int(e) == a for e, a in zip(expected, actual))
+
+
+def _is_numeric(arr: np.ndarray) -> bool:
+    return arr.dtype.kind in "biuf"
+
+
+# --------------------------------------------------------------------------- field checks
+
+
+def _select_and_count(spec: Any, raw: RawData, required: list[str]) -> tuple[dict, int]:
+    """Drop unusable optional fields; E503 when the used fields disagree on the sample count."""
+    fields = dict(raw.fields)
+    ref_names = [r for r in required if r in fields] or list(fields)
+    counts = {name: fields[name].shape[0] for name in ref_names if fields[name].ndim > 0}
+    n = max(set(counts.values()), key=list(counts.values()).count) if counts else 0
+    for name in list(fields):
+        arr = fields[name]
+        usable = arr.ndim > 0 and arr.shape[0] == n and _is_numeric(arr)
+        if usable:
+            continue
+        if name in raw.optional and name not in required:
+            del fields[name]
+            continue
+        if arr.ndim == 0:
+            raise fail(
+                "E503",
+                f"data field '{name}' in {raw.description} is a scalar, not an array of samples",
+                spec,
+                "data",
+                "source",
+                help="store one row per sample (first dimension = samples)",
+            )
+        if not _is_numeric(arr):
+            raise fail(
+                "E503",
+                f"data field '{name}' in {raw.description} has dtype {arr.dtype}, which is not "
+                "numeric",
+                spec,
+                "data",
+                "source",
+                help="store numbers (integers or floats); encode categories as integers",
+            )
+        sizes = ", ".join(f"'{k}' has {v.shape[0] if v.ndim else 'no'}" for k, v in fields.items())
+        raise fail(
+            "E503",
+            f"data fields in {raw.description} have different numbers of samples: {sizes}",
+            spec,
+            "data",
+            "source",
+            help="every field must have one entry per sample along its first dimension",
+        )
+    return fields, n
+
+
+def _check_required(spec: Any, fields: dict, require_target: bool) -> None:
+    diags = []
+    available = list(fields)
+    hint = f"data fields: {name_list(available)}."
+    for name, inp in _inputs(spec).items():
+        if name not in fields:
+            diags.append(
+                diag(
+                    "E502",
+                    f"model input '{name}' has no matching field in the data",
+                    spec,
+                    "model",
+                    "inputs",
+                    name,
+                    **_input_where(spec, name, inp),
+                    help=f"{hint}{did_you_mean(name, available)} Rename the input, or map the "
+                    "data to it (npz: data.source.fields, csv: data.source.feature_field)",
+                )
+            )
+    target = _target(spec)
+    if require_target and target is not None and target not in fields:
+        diags.append(
+            diag(
+                "E502",
+                f"the training target '{target}' has no matching field in the data",
+                spec,
+                "train",
+                "target",
+                help=f"{hint}{did_you_mean(target, available)} Set train.target to the label "
+                "field (csv: the data.source.target column name)",
+            )
+        )
+    if diags:
+        raise GraphdlError(diags, phase="data")
+
+
+def _canonical_dtypes(spec: Any, fields: dict) -> dict:
+    """Model inputs get their declared dtype; other floats float32, other ints int64."""
+    inputs = _inputs(spec)
+    out = {}
+    diags = []
+    for name, arr in fields.items():
+        declared = str(getattr(inputs.get(name), "dtype", "") or "") if name in inputs else ""
+        if declared.startswith("float"):
+            want = "float32"
+        elif declared.startswith("int"):
+            want = "int64"
+        else:
+            want = "float32" if arr.dtype.kind == "f" else "int64"
+        if want == "int64" and arr.dtype.kind == "f":
+            bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
+            if bad.any():
+                first = int(np.argmax(bad.reshape(arr.shape[0], -1).any(axis=1)))
+                diags.append(
+                    diag(
+                        "E503",
+                        f"model.inputs.{name} has dtype int64 but the data field '{name}' "
+                        f"holds non-integer values (first at sample {first})",
+                        spec,
+                        "model",
+                        "inputs",
+                        name,
+                        **_input_where(spec, name, inputs[name]),
+                        help="declare the input `dtype: float32`, or store integer values",
+                    )
+                )
+                continue
+        dtype = np.float32 if want == "float32" else np.int64
+        with np.errstate(over="ignore", invalid="ignore"):
+            out[name] = np.ascontiguousarray(arr, dtype=dtype)
+    if diags:
+        raise GraphdlError(diags, phase="data")
+    return out
+
+
+def _check_shapes(spec: Any, fields: dict) -> None:
+    diags = []
+    for name, inp in _inputs(spec).items():
+        if name not in fields:
+            continue
+        expected = tuple(getattr(inp, "shape", ()) or ())
+        actual = tuple(fields[name].shape[1:])
+        if _shape_matches(expected, actual):
+            continue
+        help_ = f"set model.inputs.{name}.shape to {_shape_str(actual)} to match the data"
+        if all(isinstance(e, int) and e > 0 for e in expected) and int(
+            np.prod(expected, dtype=np.int64)
+        ) == int(np.prod(actual, dtype=np.int64)):
+            help_ += (
+                f", or reshape the data to [N, {', '.join(str(e) for e in expected)}] "
+                "(the number of values per sample agrees)"
+            )
+        diags.append(
+            diag(
+                "E503",
+                f"model.inputs.{name} has shape {_shape_str(expected)} but the data field "
+                f"'{name}' has per-sample shape {_shape_str(actual)}",
+                spec,
+                "model",
+                "inputs",
+                name,
+                **_input_where(spec, name, inp),
+                help=help_,
+            )
+        )
+    if diags:
+        raise GraphdlError(diags, phase="data")
+
+
+def _check_finite(spec: Any, fields: dict, raw: RawData | None, raw_fields: dict) -> None:
+    for name, arr in fields.items():
+        if arr.dtype.kind != "f" or arr.size == 0:
+            continue
+        finite = np.isfinite(arr)
+        if finite.all():
+            continue
+        n = arr.shape[0]
+        bad = ~finite.reshape(n, -1)
+        sample = int(np.argmax(bad.any(axis=1)))
+        flat_col = int(np.argmax(bad[sample]))
+        per_sample = arr.shape[1:]
+        value = arr.reshape(n, -1)[sample, flat_col]
+        kind = "NaN" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+        where = f"sample {sample}"
+        if raw is not None and raw.row_lines is not None:
+            where += f" (csv line {int(raw.row_lines[sample])})"
+        column: Any = None
+        if len(per_sample) == 1:
+            column = flat_col
+            names = raw.column_names.get(name) if raw is not None else None
+            col_desc = f"column {flat_col}"
+            if names and flat_col < len(names):
+                col_desc += f" ('{names[flat_col]}')"
+            where += f", {col_desc}"
+        elif len(per_sample) > 1:
+            column = [int(i) for i in np.unravel_index(flat_col, per_sample)]
+            where += f", position {column} within the sample"
+        note = None
+        src = raw_fields.get(name)
+        if src is not None and src.dtype.kind in "f" and src.dtype != arr.dtype:
+            orig = src.reshape(n, -1)[sample, flat_col]
+            if np.isfinite(orig):
+                note = f"the stored value {orig!r} is too large for float32"
+        desc = raw.description if raw is not None else "the data"
+        raise fail(
+            "E504",
+            f"data field '{name}' contains {kind} at {where}; "
+            f"{int(bad.sum())} non-finite value(s) in all",
+            spec,
+            "data",
+            "source",
+            help=f"remove or fill the missing/invalid values in {desc}; graphdl does not "
+            "impute data",
+            note=note,
+            extra={"field": name, "sample": sample, "column": column},
+        )
+
+
+def _prepare(spec: Any, raw: RawData, require_target: bool) -> dict:
+    target = _target(spec)
+    required = list(_inputs(spec)) + ([target] if (require_target and target) else [])
+    fields, _ = _select_and_count(spec, raw, required)
+    _check_required(spec, fields, require_target)
+    _check_shapes(spec, fields)
+    out = _canonical_dtypes(spec, fields)
+    _check_finite(spec, out, raw, fields)
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def read_fields(spec: Any, source: dict | None = None, *, require_target: bool = False) -> dict:
+    """Load a data source (default: spec.data.source) as checked, canonical arrays, unsplit
+    and not preprocessed (e.g. new data for predict; follow with `apply_preprocess`)."""
+    if source is None:
+        source = dict((spec.data or {}).get("source") or {})
+    raw = load_source(spec, dict(source), target_optional=not require_target)
+    return _prepare(spec, raw, require_target)
+
+
+def load_data(spec: Any) -> Splits:
+    """Load spec.data.source, check it against model.inputs and train.target, split it
+    (deterministically from spec.seed) and apply data.preprocess fitted on the train split."""
+    cfg = split_config(spec)
+    raw = load_source(spec, dict((spec.data or {}).get("source") or {}))
+    fields = _prepare(spec, raw, require_target=True)
+    target = _target(spec)
+    y = fields.get(target) if target is not None else None
+    n = len(Dataset(fields))
+
+    num_classes = None
+    if y is not None and y.dtype.kind == "i":
+        if raw.num_classes is not None:
+            num_classes = raw.num_classes
+        elif y.size and int(y.min()) >= 0:
+            num_classes = int(y.max()) + 1
+
+    labels = None
+    if cfg.stratify:
+        if y is None or y.dtype.kind != "i" or y.ndim != 1:
+            what = (
+                "there is no target"
+                if y is None
+                else f"the target '{target}' is {y.dtype} with per-sample shape "
+                f"{_shape_str(y.shape[1:])}"
+            )
+            raise fail(
+                "E507",
+                f"data.split.stratify needs an integer class label per sample, but {what}",
+                spec,
+                "data",
+                "split",
+                "stratify",
+                help="set `stratify: false` (stratification is for classification targets)",
+            )
+        labels = y
+
+    full = Dataset(fields)
+    idx = split_indices(n, cfg, int(getattr(spec, "seed", 0) or 0), labels)
+    parts: list[Dataset | None] = [full.subset(i) for i in idx]
+    if len(parts[0]) == 0:
+        raise fail(
+            "E507",
+            f"the train split is empty ({raw.description} has {n} samples, train fraction "
+            f"{cfg.fractions[0]:g})",
+            spec,
+            "data",
+            "split",
+            "train",
+            help="use more data or a larger train fraction",
+        )
+
+    state: dict = {}
+    for i, step in enumerate(steps_of(spec)):
+        entry = fit_step(spec, step, i, parts[0].fields, target)
+        state[state_key(step, i)] = entry
+        parts = [Dataset(apply_step(entry, p.fields)) for p in parts]
+
+    for k in (1, 2):
+        if cfg.fractions[k] == 0.0 or len(parts[k]) == 0:
+            parts[k] = None
+    split_locs = {name: _loc_kwargs(spec, "data", "split", name) for name in SPLIT_NAMES}
+    split_locs["split"] = _loc_kwargs(spec, "data", "split")
+    return Splits(
+        train=parts[0],
+        val=parts[1],
+        test=parts[2],
+        num_classes=num_classes,
+        preprocess_state=state,
+        split_locs=split_locs,
+    )
+
+
+def _loc_kwargs(spec: Any, *path: str) -> dict:
+    return locate(spec, *path)
+
+
+def apply_preprocess(
+    spec: Any, fields: dict[str, np.ndarray], state: dict
+) -> dict[str, np.ndarray]:
+    """Re-apply data.preprocess to new data with the statistics fitted at training time.
+
+    ``fields`` need not hold the target (or any field a step does not touch). Model inputs are
+    cast to their declared dtype and shape-checked; other float fields become float32,
+    integer fields int64. Returns new arrays (C-contiguous); the inputs are not modified.
+    """
+    arrays = {}
+    for name, arr in fields.items():
+        arr = np.asarray(arr)
+        if not _is_numeric(arr) or arr.ndim == 0:
+            raise fail(
+                "E503",
+                f"data field '{name}' must be a numeric array of samples, got "
+                f"{arr.dtype} with shape {_shape_str(arr.shape)}",
+                spec,
+                "model",
+                "inputs",
+                name,
+                help="pass one row per sample (first dimension = samples) of numbers",
+            )
+        arrays[name] = arr
+    _check_shapes(spec, arrays)
+    out = _canonical_dtypes(spec, arrays)
+    _check_finite(spec, out, None, arrays)
+    inputs = _inputs(spec)
+
+    for i, step in enumerate(steps_of(spec)):
+        key = state_key(step, i)
+        entry = (state or {}).get(key)
+        if entry is None:
+            raise fail(
+                "E508",
+                f"the saved preprocessing state has no entry '{key}' for data.preprocess[{i}]",
+                spec,
+                "data",
+                "preprocess",
+                i,
+                help="data.preprocess changed since training; restore it or re-train",
+                note=f"state entries: {name_list(state or {})}",
+            )
+
+        def shape_error(name, actual, expected, i=i):
+            where = ("model", "inputs", name) if name in inputs else ("data", "preprocess", i)
+            return fail(
+                "E503",
+                f"data field '{name}' has per-sample shape {_shape_str(actual)} but "
+                f"data.preprocess[{i}] was fitted on shape {_shape_str(expected)}",
+                spec,
+                *where,
+                help="pass data shaped like the training data",
+            )
+
+        out = apply_step(entry, out, on_shape_error=shape_error)
+    return out

@@ -1,0 +1,492 @@
+"""Data sources: the built-in datasets, ``.npz`` archives and ``.csv`` files.
+
+Each loader returns a `RawData`: the arrays as stored (dtypes are normalised later by
+`graphdl.data.loader`) plus what diagnostics need to point at a bad value.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from graphdl.data._diag import did_you_mean, fail, name_list
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
+
+
+@dataclass
+class RawData:
+    fields: dict[str, np.ndarray]
+    description: str  # "the built-in dataset 'digits'", "npz file /abs/x.npz", ...
+    num_classes: int | None = None  # known class count (built-ins)
+    # field -> one name per column (csv features), for messages about a bad value
+    column_names: dict[str, list[str]] = field(default_factory=dict)
+    # sample index -> 1-based line in the csv file
+    row_lines: np.ndarray | None = None
+    # fields that were not asked for by name (npz default: every array in the file); such a
+    # field is dropped, not reported, when it cannot be used (non-numeric, other length)
+    optional: set[str] = field(default_factory=set)
+
+
+# --------------------------------------------------------------------------- built-ins
+
+
+@dataclass(frozen=True)
+class _Builtin:
+    file: str
+    num_classes: int
+    summary: str
+
+
+BUILTINS: dict[str, _Builtin] = {
+    "digits": _Builtin(
+        file="digits.npz",
+        num_classes=10,
+        summary="8x8 handwritten digits (UCI), x float32 [64] in 0..16, y int64 0..9, 1797 samples",
+    ),
+}
+
+
+@functools.cache
+def _read_builtin(filename: str) -> dict[str, np.ndarray]:
+    with np.load(BUILTIN_DIR / filename, allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    for arr in arrays.values():
+        arr.flags.writeable = False  # cached: callers must copy (the loader always does)
+    return arrays
+
+
+def load_builtin(spec: Any, source: dict) -> RawData:
+    name = source.get("name")
+    if name not in BUILTINS:
+        known = sorted(BUILTINS)
+        raise fail(
+            "E506",
+            f"unknown built-in dataset '{name}'",
+            spec,
+            "data",
+            "source",
+            "name",
+            help=f"built-in datasets: {name_list(known)}.{did_you_mean(str(name), known)}"
+            " For your own data use `source: {type: npz, path: ...}` or "
+            "`source: {type: csv, path: ..., target: ...}`",
+        )
+    entry = BUILTINS[name]
+    arrays = _read_builtin(entry.file)
+    if name == "digits":
+        fields = {"x": arrays["x"].astype(np.float32), "y": arrays["y"].astype(np.int64)}
+    else:  # pragma: no cover - only digits so far
+        fields = {k: np.array(v) for k, v in arrays.items()}
+    return RawData(
+        fields=fields,
+        description=f"the built-in dataset '{name}'",
+        num_classes=entry.num_classes,
+    )
+
+
+# --------------------------------------------------------------------------- files
+
+
+def resolve_path(spec: Any, raw: Any) -> Path:
+    """A data path from the spec; relative paths are relative to the spec file's directory."""
+    p = Path(str(raw)).expanduser()
+    if not p.is_absolute():
+        spec_path = getattr(spec, "path", None)
+        base = Path(spec_path).resolve().parent if spec_path else Path.cwd()
+        p = base / p
+    return p.resolve()
+
+
+def _require_path(spec: Any, source: dict, kind: str) -> Path:
+    raw = source.get("path")
+    if raw is None or str(raw) == "":
+        raise fail(
+            "E508",
+            f"data.source of type {kind} needs a 'path'",
+            spec,
+            "data",
+            "source",
+            help=f"add `path: my_data.{kind}` (relative to the spec file's directory)",
+        )
+    path = resolve_path(spec, raw)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise fail(
+            "E501",
+            f"data file '{path}' {what}",
+            spec,
+            "data",
+            "source",
+            "path",
+            help="fix data.source.path; relative paths are resolved against the directory "
+            "of the spec file",
+            extra={"resolved_path": str(path)},
+        )
+    return path
+
+
+def _unreadable(spec: Any, path: Path, why: str, help: str) -> Exception:
+    return fail(
+        "E501",
+        f"cannot read data file '{path}': {why}",
+        spec,
+        "data",
+        "source",
+        "path",
+        help=help,
+        extra={"resolved_path": str(path)},
+    )
+
+
+def load_npz(spec: Any, source: dict) -> RawData:
+    path = _require_path(spec, source, "npz")
+    mapping = source.get("fields")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise _unreadable(
+            spec,
+            path,
+            str(e) or type(e).__name__,
+            "write the file with numpy.savez or savez_compressed",
+        ) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise _unreadable(
+            spec,
+            path,
+            "it holds a single .npy array, not an .npz archive",
+            "save the arrays with numpy.savez(path, x=..., y=...) so each has a name",
+        )
+    with loaded as npz:
+        available = list(npz.files)
+        if mapping:
+            wanted = {str(k): str(v) for k, v in mapping.items()}
+        else:
+            wanted = {name: name for name in available}
+        fields: dict[str, np.ndarray] = {}
+        for graphdl_name, array_name in wanted.items():
+            if array_name not in available:
+                raise fail(
+                    "E502",
+                    f"npz file '{path}' has no array '{array_name}' "
+                    f"(asked for by data.source.fields.{graphdl_name})",
+                    spec,
+                    "data",
+                    "source",
+                    "fields",
+                    graphdl_name,
+                    help=f"arrays in the file: {name_list(available)}."
+                    f"{did_you_mean(array_name, available)}",
+                )
+            try:
+                arr = npz[array_name]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+                if not mapping and isinstance(e, ValueError) and "allow_pickle" in str(e):
+                    continue  # an object array nobody asked for (e.g. class names): skip it
+                raise _unreadable(
+                    spec,
+                    path,
+                    f"array '{array_name}': {e}",
+                    "store plain numeric arrays (object arrays need pickle, which graphdl "
+                    "never loads)",
+                ) from None
+            fields[graphdl_name] = arr
+    return RawData(
+        fields=fields,
+        description=f"npz file '{path}'",
+        optional=set() if mapping else set(fields),
+    )
+
+
+# --------------------------------------------------------------------------- csv
+
+
+def _bad_csv(spec: Any, path: Path, message: str, help: str, line: int | None = None, **extra):
+    ex = {"csv_file": str(path)}
+    if line is not None:
+        ex["csv_line"] = line
+    ex.update(extra)
+    return fail(
+        "E505",
+        message,
+        spec,
+        "data",
+        "source",
+        "path",
+        help=help,
+        note=f"in {path}" + (f":{line}" if line is not None else ""),
+        extra=ex,
+    )
+
+
+def _parse_columns(
+    spec: Any,
+    path: Path,
+    cells: np.ndarray,
+    col_idx: list[int],
+    header: list[str],
+    lines: np.ndarray,
+) -> np.ndarray:
+    """cells[:, col_idx] as float64 [N, len(col_idx)]; E505 naming the first bad cell."""
+    sub = cells[:, col_idx]
+    try:
+        return sub.astype(np.float64)
+    except ValueError:
+        pass
+    # Slow path only to find the first offending cell (row-major order).
+    best: tuple[int, int] | None = None
+    for j in range(len(col_idx)):
+        try:
+            sub[:, j].astype(np.float64)
+            continue
+        except ValueError:
+            pass
+        for i in range(sub.shape[0]):
+            if best is not None and i > best[0]:
+                break
+            try:
+                float(sub[i, j])
+            except ValueError:
+                if best is None or (i, j) < best:
+                    best = (i, j)
+                break
+    assert best is not None
+    i, j = best
+    value = str(sub[i, j])
+    column = header[col_idx[j]]
+    what = "an empty value" if value.strip() == "" else f"'{value}', which is not a number"
+    raise _bad_csv(
+        spec,
+        path,
+        f"csv line {int(lines[i])}, column '{column}': {what}",
+        "every feature and target value must be numeric; encode categories as integers and "
+        "fill or drop missing values",
+        line=int(lines[i]),
+        csv_column=column,
+    )
+
+
+def _read_header(spec: Any, path: Path, text: str, delimiter: str) -> tuple[list[str], int]:
+    """The first non-blank row (stripped names) and its 1-based line number."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        for row in reader:
+            if row and not (len(row) == 1 and not row[0].strip()):
+                return [c.strip() for c in row], reader.line_num
+    except csv.Error as e:
+        raise _bad_csv(
+            spec, path, f"csv line {reader.line_num}: {e}", "fix the quoting", line=reader.line_num
+        ) from None
+    raise _bad_csv(spec, path, "csv file is empty", "a header row naming the columns is required")
+
+
+def _fast_numeric(
+    text: str, delimiter: str, header_line: int, ncols: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """All data rows as float64 via numpy's C parser, with their line numbers; None when the
+    file needs the careful path (ragged rows, non-numeric cells, odd line endings...)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = np.loadtxt(
+                io.StringIO(text),
+                delimiter=delimiter,
+                skiprows=header_line,
+                dtype=np.float64,
+                comments=None,
+                quotechar='"',
+                ndmin=2,
+            )
+    except (ValueError, TypeError, IndexError):
+        return None
+    physical = text.split("\n")
+    lines = [i + 1 for i in range(header_line, len(physical)) if physical[i].strip()]
+    if values.shape != (len(lines), ncols):
+        return None
+    return values, np.asarray(lines, dtype=np.int64)
+
+
+def _careful_cells(
+    spec: Any, path: Path, text: str, delimiter: str, header: list[str], header_line: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Data rows as a string array [N, C] with line numbers; E505 on a ragged row."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    try:
+        for row in reader:
+            if reader.line_num <= header_line:
+                continue
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank line
+            if len(row) != len(header):
+                raise _bad_csv(
+                    spec,
+                    path,
+                    f"csv line {reader.line_num} has {len(row)} values but the header "
+                    f"(line {header_line}) has {len(header)} columns",
+                    "give every row exactly one value per header column (check for stray or "
+                    f"missing '{delimiter}' delimiters)",
+                    line=reader.line_num,
+                )
+            rows.append(row)
+            lines.append(reader.line_num)
+    except csv.Error as e:
+        raise _bad_csv(
+            spec, path, f"csv line {reader.line_num}: {e}", "fix the quoting", line=reader.line_num
+        ) from None
+    cells = np.array(rows, dtype=str).reshape(len(rows), len(header))
+    return cells, np.asarray(lines, dtype=np.int64)
+
+
+def load_csv(spec: Any, source: dict, target_optional: bool = False) -> RawData:
+    path = _require_path(spec, source, "csv")
+    delimiter = source.get("delimiter", ",") or ","
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise fail(
+            "E508",
+            f"data.source.delimiter must be a single character, got {delimiter!r}",
+            spec,
+            "data",
+            "source",
+            "delimiter",
+            help='e.g. `delimiter: ","`, `delimiter: ";"` or `delimiter: "\\t"` for tabs',
+        )
+    feature_field = str(source.get("feature_field") or "x")
+    target = source.get("target")
+    features = source.get("features")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise _unreadable(spec, path, str(e), "save the csv as UTF-8 text") from None
+
+    header, header_line = _read_header(spec, path, text, delimiter)
+    seen: set[str] = set()
+    for name in header:
+        if name == "" or name in seen:
+            raise _bad_csv(
+                spec,
+                path,
+                f"csv header (line {header_line}) has "
+                + ("an empty column name" if name == "" else f"the column '{name}' twice"),
+                "give every column a distinct name in the header row",
+                line=header_line,
+            )
+        seen.add(name)
+
+    looks_headerless = all(_is_number(c) for c in header)
+    headerless_hint = (
+        " (the first row looks like data: the csv needs a header row naming the columns)"
+        if looks_headerless
+        else ""
+    )
+
+    def _missing_column(name: str, *yaml_path: str | int) -> Exception:
+        return fail(
+            "E502",
+            f"csv file '{path}' has no column '{name}'",
+            spec,
+            *yaml_path,
+            help=f"columns in the header: {name_list(header)}.{did_you_mean(name, header)}"
+            + headerless_hint,
+        )
+
+    if target is not None:
+        target = str(target)
+        if target == feature_field:
+            raise fail(
+                "E508",
+                f"the csv target column '{target}' has the same name as the feature field",
+                spec,
+                "data",
+                "source",
+                "feature_field",
+                help="set data.source.feature_field to another name (it names the float "
+                "array that holds the feature columns)",
+            )
+        if target not in header:
+            if not target_optional:
+                raise _missing_column(target, "data", "source", "target")
+            target = None  # new data for predict may come without the label column
+    if not features:  # absent (or empty): every column except the target
+        feat_cols = [c for c in header if c != target]
+    else:
+        if isinstance(features, str):
+            features = [features]
+        feat_cols = [str(c) for c in features]
+        for i, c in enumerate(feat_cols):
+            if c not in header:
+                raise _missing_column(c, "data", "source", "features", i)
+
+    col_of = {name: i for i, name in enumerate(header)}
+    feat_idx = [col_of[c] for c in feat_cols]
+    fast = _fast_numeric(text, delimiter, header_line, len(header))
+    if fast is not None:
+        values, line_arr = fast
+
+        def column_block(idx: list[int]) -> np.ndarray:
+            return values[:, idx]
+
+    else:
+        cells, line_arr = _careful_cells(spec, path, text, delimiter, header, header_line)
+
+        def column_block(idx: list[int]) -> np.ndarray:
+            return _parse_columns(spec, path, cells, idx, header, line_arr)
+
+    if len(line_arr) == 0:
+        raise _bad_csv(spec, path, "csv file has a header but no data rows", "add data rows")
+
+    fields: dict[str, np.ndarray] = {}
+    if feat_cols:
+        fields[feature_field] = np.ascontiguousarray(column_block(feat_idx), dtype=np.float32)
+    if target is not None:
+        y = column_block([col_of[target]])[:, 0]
+        if np.all(np.isfinite(y)) and np.all(y == np.round(y)) and np.all(np.abs(y) < 2**53):
+            fields[target] = y.astype(np.int64)
+        else:
+            fields[target] = y.astype(np.float32)
+    return RawData(
+        fields=fields,
+        description=f"csv file '{path}'",
+        column_names={feature_field: feat_cols},
+        row_lines=line_arr,
+    )
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def load_source(spec: Any, source: dict, target_optional: bool = False) -> RawData:
+    """Load ``source`` (a data.source mapping). With ``target_optional`` a csv file may lack
+    its target column (new data for predict)."""
+    kind = source.get("type")
+    if kind == "builtin":
+        return load_builtin(spec, source)
+    if kind == "npz":
+        return load_npz(spec, source)
+    if kind == "csv":
+        return load_csv(spec, source, target_optional=target_optional)
+    raise fail(
+        "E508",
+        f"unknown data source type '{kind}'",
+        spec,
+        "data",
+        "source",
+        "type",
+        help="use `type: builtin`, `type: npz` or `type: csv`."
+        + did_you_mean(str(kind), ["builtin", "npz", "csv"]),
+    )

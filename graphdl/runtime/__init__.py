@@ -1,0 +1,1 @@
+"""Runtime: compiled programs, parameter initialisation, the trainer and checkpoints."""
