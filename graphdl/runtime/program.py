@@ -92,6 +92,22 @@ class Program:
     def arena_bytes(self) -> int:
         return sum(a.nbytes for a in self._arenas)
 
+    def warmup(self) -> float:
+        """Compile (or load from the disk cache) by one call on scratch buffers; seconds."""
+        from graphdl.compiler import dummy_feeds
+
+        saved = getattr(self, "_params_state", None)
+        scratch_p = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.param_types.items()}
+        scratch_s = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.state_types.items()}
+        self.bind_params(scratch_p, scratch_s)
+        t0 = time.perf_counter()
+        self(dummy_feeds(self, 1))
+        seconds = time.perf_counter() - t0
+        if saved is not None:
+            self._params_state = saved
+        self._bound_tail = None
+        return seconds
+
     # ------------------------------------------------------------ calling
     def __call__(self, feeds: dict) -> dict[str, np.ndarray]:
         args = []

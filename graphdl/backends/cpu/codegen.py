@@ -62,6 +62,11 @@ class EmitCtx:
             return "(1,)"
         return "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
 
+    def same_buffer(self, out: Value, inp: Value) -> bool:
+        """Whether the memory plan gave ``out`` the buffer of ``inp`` (in place)."""
+        p = self.gen.g.meta["memory_plan"]["values"].get(f"{out.node}:{out.index}", {})
+        return p.get("inplace") == f"{inp.node}:{inp.index}"
+
     def kernel(self, name: str) -> str:
         self.gen.kernels_used.add(name)
         return f"K.{name}"

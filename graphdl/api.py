@@ -1,0 +1,205 @@
+"""The Python API: `load(path) -> Model` with compile, fit, evaluate, predict, save, load_weights.
+
+    import graphdl
+    model = graphdl.load("specs/mlp_digits.yaml")
+    model.fit()                      # trains as `graphdl run` does, into runs/<name>/
+    model.evaluate("test")           # {"loss": ..., "accuracy": ...}
+    model.predict({"x": batch})      # logits, float32
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from graphdl.errors import Diagnostic, GraphdlError
+
+
+def load(path: str | Path):
+    """Load and validate a spec file; nothing is compiled until it is needed."""
+    from graphdl.spec import load_spec
+
+    return Model(load_spec(path))
+
+
+class Model:
+    def __init__(self, spec):
+        self.spec = spec
+        self._compiled: dict = {}
+        self.params: dict[str, np.ndarray] = {}
+        self.state: dict[str, np.ndarray] = {}
+        self.splits = None
+        self.preprocess_state: dict | None = None
+
+    # ------------------------------------------------------------ compiling
+    def compiled(self, mode: str):
+        """The compiled program for ``mode`` (train / eval / predict), built on first use."""
+        if mode not in self._compiled:
+            from graphdl.compiler import compile_spec
+            from graphdl.runtime.params import init_params, init_state
+
+            c = compile_spec(self.spec, mode)
+            self._compiled[mode] = c
+            fresh = init_params(c.graph, self.spec.seed)
+            for k, v in fresh.items():
+                self.params.setdefault(k, v)
+            for k, v in init_state(c.graph).items():
+                self.state.setdefault(k, v)
+            c.program.bind_params(self.params, self.state)
+        return self._compiled[mode]
+
+    def compile(self, modes=("train", "eval")) -> "Model":
+        for m in modes:
+            self.compiled(m)
+        return self
+
+    def train_program(self):
+        return self.compiled("train").program
+
+    def assign_tensors(self, tensors: dict[str, np.ndarray], source: str = "") -> None:
+        """Copy checkpoint tensors ("param/<name>", "state/<name>") into the bound arrays."""
+        for key, value in tensors.items():
+            kind, _, name = key.partition("/")
+            store = self.params if kind == "param" else self.state
+            if name in store:
+                if store[name].shape != value.shape:
+                    raise GraphdlError(Diagnostic(
+                        "E402", f"{source}: tensor {name} has shape {list(value.shape)}, "
+                        f"the model expects {list(store[name].shape)}"))
+                store[name][...] = value
+            else:
+                store[name] = np.ascontiguousarray(value)
+                for c in self._compiled.values():
+                    c.program.bind_params(self.params, self.state)
+
+    # ------------------------------------------------------------ data
+    def data(self):
+        if self.splits is None:
+            from graphdl.data import load_data
+
+            self.splits = load_data(self.spec)
+            self.preprocess_state = self.splits.preprocess_state
+            self._check_labels(self.splits)
+        return self.splits
+
+    def _check_labels(self, splits) -> None:
+        loss = (self.spec.train.get("loss") or {}).get("type", "cross_entropy")
+        if loss != "cross_entropy":
+            return
+        target = self.spec.train["target"]
+        last = self.spec.model.layers[-1]
+        units = last.params.get("units")
+        ignore = (self.spec.train.get("loss") or {}).get("ignore_index")
+        for name in ("train", "val", "test"):
+            ds = getattr(splits, name)
+            if ds is None or not len(ds):
+                continue
+            y = ds.fields[target]
+            valid = y[y != ignore] if ignore is not None else y
+            if valid.size and units is not None and (valid.min() < 0 or valid.max() >= units):
+                bad = int(valid.max() if valid.max() >= units else valid.min())
+                raise GraphdlError(Diagnostic(
+                    "E509",
+                    f"label {bad} in the {name} split is out of range for the loss: "
+                    f"the model's last layer '{last.name}' has {units} outputs (classes 0..{units - 1})",
+                    file=self.spec.path, line=last.loc.line, col=last.loc.col, path=last.yaml_path,
+                    help=f"set units to at least {int(valid.max()) + 1}, or fix the labels",
+                ), phase="data")
+
+    # ------------------------------------------------------------ training
+    def fit(self, run_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
+            epochs: int | None = None) -> list[dict]:
+        """Train as the spec says; returns the per-epoch metrics."""
+        from graphdl.runtime.trainer import Trainer, check_run_dir
+
+        run_dir = Path(run_dir or self.default_run_dir())
+        check_run_dir(run_dir, self.spec)
+        splits = self.data()
+        self.compile()
+        (run_dir / "spec.resolved.yaml").write_text(self.spec.resolved_yaml(), encoding="utf-8")
+        trainer = Trainer(self, splits, run_dir, progress=progress, resume=resume)
+        if epochs is not None:
+            trainer.epochs = epochs
+        history = trainer.fit()
+        self.last_run_dir = run_dir
+        return history
+
+    def default_run_dir(self) -> Path:
+        ckpt = self.spec.train.get("checkpoint") or {}
+        return Path(ckpt.get("dir") or f"runs/{self.spec.name}")
+
+    def evaluate_dataset(self, ds, batch_size: int = 512) -> dict:
+        program = self.compiled("eval").program
+        target = self.spec.train["target"]
+        names = list(self.spec.model.inputs) + [target]
+        loss_sum, n, correct, counted = 0.0, 0, 0.0, 0.0
+        for s in range(0, len(ds), batch_size):
+            feeds = {k: np.ascontiguousarray(ds.fields[k][s : s + batch_size]) for k in names}
+            out = program(feeds)
+            b = len(feeds[target])
+            loss_sum += float(out["data_loss"][0]) * b
+            n += b
+            if "correct" in out:
+                correct += float(out["correct"][0])
+                counted += float(out["count"][0])
+        m = {"loss": loss_sum / max(n, 1)}
+        if counted:
+            m["accuracy"] = correct / counted
+        return m
+
+    def evaluate(self, split: str = "test") -> dict:
+        return self.evaluate_dataset(self.data().get(split))
+
+    def predict(self, inputs, batch_size: int = 256) -> np.ndarray:
+        """Model outputs (the first output, e.g. logits) for raw inputs: a dict of fields
+        or one array for a single-input model. Preprocessing fitted on the train split is
+        applied first."""
+        from graphdl.data import apply_preprocess
+
+        if not isinstance(inputs, dict):
+            (name,) = self.spec.model.inputs
+            inputs = {name: inputs}
+        state = self.preprocess_state
+        if state is None:
+            state = self.data().preprocess_state
+        fields = apply_preprocess(self.spec, inputs, state)
+        program = self.compiled("predict").program
+        out_name = self.spec.model.outputs[0]
+        n = len(next(iter(fields.values())))
+        chunks = []
+        for s in range(0, n, batch_size):
+            feeds = {k: np.ascontiguousarray(fields[k][s : s + batch_size]) for k in self.spec.model.inputs}
+            chunks.append(program(feeds)[out_name])
+        return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+
+    # ------------------------------------------------------------ weights
+    def save(self, path: str | Path) -> None:
+        from graphdl.runtime.checkpoint import save_checkpoint
+
+        tensors = {f"param/{k}": v for k, v in self.params.items()}
+        tensors.update({f"state/{k}": v for k, v in self.state.items()})
+        save_checkpoint(path, tensors, {"spec": self.spec.name, "preprocess": self.preprocess_state or {}})
+
+    def load_weights(self, path: str | Path) -> None:
+        from graphdl.runtime.checkpoint import load_checkpoint
+
+        self.compiled("eval")
+        tensors, meta = load_checkpoint(path)
+        expected = set(self.params)
+        got = {k.partition("/")[2] for k in tensors if k.startswith("param/")}
+        missing = sorted(expected - got)
+        if missing:
+            raise GraphdlError(Diagnostic(
+                "E403", f"{path}: checkpoint lacks {len(missing)} parameter(s): {', '.join(missing[:5])}",
+                help="was it saved from this spec? layer names must match"))
+        self.assign_tensors({k: v for k, v in tensors.items() if k.startswith("param/") or k.partition("/")[2] in self.state}, source=str(path))
+        if meta.get("preprocess"):
+            self.preprocess_state = meta["preprocess"]
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    tmp = run_dir / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
+    tmp.replace(run_dir / "results.json")

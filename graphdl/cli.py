@@ -1,0 +1,315 @@
+"""The command line: graphdl validate | compile | run | predict | gradcheck | bench | schema.
+
+A user's mistake (GraphdlError) prints located diagnostics and exits with code 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from graphdl.errors import Diagnostic, GraphdlError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args) or 0
+    except GraphdlError as e:
+        if getattr(args, "format", "text") == "json":
+            print(e.to_json())
+        else:
+            print(e.format(), file=sys.stderr)
+            n = len(e.diagnostics)
+            print(f"\n{n} error{'s' if n != 1 else ''}; nothing was run." if e.phase in
+                  ("yaml", "schema", "references", "shapes") else "", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; checkpoints written so far are kept", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="graphdl", description="graph-compiled deep learning from YAML specs")
+    sub = p.add_subparsers(dest="command")
+
+    def add(name, func, help_):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        sp.add_argument("--format", choices=("text", "json"), default="text", help="error/output format")
+        return sp
+
+    sp = add("validate", cmd_validate, "check a spec: YAML, schema and references (fast, no compilation)")
+    sp.add_argument("spec")
+    sp = add("compile", cmd_compile, "compile a spec: layer table, pass summary, optional dumps")
+    sp.add_argument("spec")
+    sp.add_argument("--mode", choices=("train", "eval", "predict"), default="train")
+    sp.add_argument("--dump-after", metavar="PASS", action="append", default=[],
+                    help="write the graph after PASS as JSON (lowered, infer_shapes, autodiff, simplify, fuse, schedule, plan_memory, or all)")
+    sp.add_argument("--dump-dir", default=".", help="where --dump-after writes (default: .)")
+    sp.add_argument("--emit-source", metavar="DIR", help="write the generated kernel source into DIR")
+    sp = add("run", cmd_run, "train and evaluate a spec; writes runs/<name>/")
+    sp.add_argument("spec")
+    sp.add_argument("--run-dir", help="run directory (default: train.checkpoint.dir or runs/<name>)")
+    sp.add_argument("--epochs", type=int, help="override train.epochs")
+    sp.add_argument("--resume", action="store_true", help="continue from the run directory's last.ckpt")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
+    sp = add("predict", cmd_predict, "run a trained model on new data")
+    sp.add_argument("spec")
+    sp.add_argument("--weights", help="checkpoint (default: <run dir>/best.ckpt, else last.ckpt)")
+    sp.add_argument("--input", required=True, help="npz or csv file with the model's input fields")
+    sp.add_argument("--output", help="write predictions (npz: logits, classes) here; default prints classes")
+    sp = add("gradcheck", cmd_gradcheck, "check the spec's gradients against finite differences (float64)")
+    sp.add_argument("spec")
+    sp.add_argument("--batch", type=int, default=4)
+    sp.add_argument("--entries", type=int, default=12, help="entries checked per parameter")
+    sp = add("bench", cmd_bench, "measure training and inference speed and compile time")
+    sp.add_argument("spec")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
+    sp.add_argument("--no-cold", action="store_true", help="skip the cold-compile measurement")
+    sp = add("schema", cmd_schema, "print the JSON Schema of specs")
+    return p
+
+
+def _load(path: str):
+    from graphdl.spec import load_spec
+
+    return load_spec(path)
+
+
+# ---------------------------------------------------------------- validate / schema
+
+
+def cmd_validate(args) -> int:
+    spec = _load(args.spec)
+    if args.format == "json":
+        print(json.dumps({"ok": True, "name": spec.name, "layers": len(spec.model.layers)}))
+    else:
+        print(f"{args.spec}: ok ({len(spec.model.layers)} layers, name '{spec.name}')")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from graphdl.spec import schema_text
+
+    print(schema_text())
+    return 0
+
+
+# ---------------------------------------------------------------- compile
+
+
+def cmd_compile(args) -> int:
+    from graphdl.compiler import compile_spec
+    from graphdl.ir.cost import flops
+    from graphdl.passes.plan_memory import peak_bytes
+
+    spec = _load(args.spec)
+    t0 = time.perf_counter()
+    c = compile_spec(spec, args.mode, keep_snapshots=True)
+    total = time.perf_counter() - t0
+    batch = int(spec.train.get("batch_size", 32))
+    bindings = {"N": batch}
+    if args.format == "json":
+        summary = _compile_summary(spec, c, total, batch)
+        print(json.dumps(summary, indent=2))
+    else:
+        print(_layer_table(spec, c.lowered, bindings))
+        print()
+        print(f"passes ({args.mode} graph):")
+        print(f"  {'lowered':<14} {len(c.lowered):>6} nodes")
+        for r in c.ctx.records:
+            print(f"  {r.name:<14} {r.nodes:>6} nodes   {r.seconds * 1000:8.1f} ms")
+        fused = c.graph.nodes_by_op("fused")
+        members = sum(len(c.graph.attrs(n)["members"]) for n in fused)
+        print(f"fused kernels:        {len(fused)} (from {members} ops)")
+        print(f"FLOPs per step:       {flops(c.graph, bindings):,} (batch {batch})")
+        print(f"planned peak memory:  {peak_bytes(c.graph, bindings):,} bytes (batch {batch})")
+        state = "warm (disk cache)" if c.program.was_cached else "cold (compiled now)"
+        print(f"kernel compile:       {c.jit_seconds:.2f} s, {state}; passes {c.pass_seconds:.3f} s; total {total:.2f} s")
+        print(f"generated source:     {c.program.source_path}")
+    stages = args.dump_after
+    if stages:
+        names = list(c.snapshots) if "all" in stages else stages
+        out_dir = Path(args.dump_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if name not in c.snapshots:
+                raise GraphdlError(Diagnostic("E704", f"--dump-after: no pass named {name!r}",
+                                              help="one of: " + ", ".join(c.snapshots)))
+            path = out_dir / f"{spec.name}.{args.mode}.{name}.json"
+            path.write_text(c.snapshots[name].dumps(), encoding="utf-8")
+            print(f"wrote {path}")
+    if args.emit_source:
+        d = Path(args.emit_source)
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{spec.name}.{args.mode}.py"
+        path.write_text(c.program.source, encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
+
+
+def _compile_summary(spec, c, total, batch) -> dict:
+    from graphdl.ir.cost import flops
+    from graphdl.passes.plan_memory import peak_bytes
+
+    return {
+        "spec": spec.name,
+        "passes": [{"name": r.name, "nodes": r.nodes, "seconds": r.seconds} for r in c.ctx.records],
+        "fused_kernels": len(c.graph.nodes_by_op("fused")),
+        "flops_per_step": flops(c.graph, {"N": batch}),
+        "peak_bytes": peak_bytes(c.graph, {"N": batch}),
+        "jit_seconds": c.jit_seconds,
+        "cached": c.program.was_cached,
+        "total_seconds": total,
+    }
+
+
+def _layer_table(spec, g, bindings) -> str:
+    """line | layer | ops | output shape | params, from the lowered graph's provenance."""
+    from graphdl.ir.graph import Value
+
+    rows = [("line", "layer", "type", "ops", "output", "params")]
+    by_layer: dict[str, list[int]] = {}
+    for nid in g.topo_order():
+        by_layer.setdefault(g.node(nid)["layer"], []).append(nid)
+    total = 0
+    for layer in spec.model.layers:
+        nodes = by_layer.get(layer.name, [])
+        ops = [g.op_of(n) for n in nodes if g.op_of(n) not in ("param", "const")]
+        params = sum(g.type_of(Value(n)).numel() for n in nodes if g.op_of(n) == "param")
+        total += params
+        out = "-"
+        computed = [n for n in nodes if g.op_of(n) not in ("param", "const")]
+        if computed:
+            out = str(list(g.type_of(Value(computed[-1])).shape[1:]))
+        elif layer.inputs:
+            out = "(identity)"
+        rows.append((str(layer.loc.line), layer.name, layer.type, ",".join(dict.fromkeys(ops)) or "-", out, f"{params:,}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"total parameters: {total:,}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args) -> int:
+    from graphdl.api import Model, write_results
+
+    spec = _load(args.spec)
+    _check_device(spec, args.device)
+    model = Model(spec)
+    run_dir = Path(args.run_dir) if args.run_dir else model.default_run_dir()
+    t0 = time.perf_counter()
+    history = model.fit(run_dir, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
+    best = run_dir / "best.ckpt"
+    weights = "last"
+    if best.exists():
+        model.load_weights(best)
+        weights = "best"
+    split = spec.evaluate.get("split", "test")
+    results = {split: model.evaluate(split), "weights": weights, "epochs_run": len(history),
+               "seconds": round(time.perf_counter() - t0, 3)}
+    write_results(run_dir, results)
+    m = results[split]
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
+    print(f"{split}: {shown}  ({weights} weights; run directory {run_dir})")
+    return 0
+
+
+def _check_device(spec, override) -> None:
+    device = override or spec.train.get("device", "auto")
+    if device == "cuda":
+        loc = spec.loc("train", "device")
+        raise GraphdlError(Diagnostic(
+            "E701", "device 'cuda' is not available: this build of graphdl has no CUDA backend yet",
+            file=loc.file, line=loc.line, col=loc.col,
+            help="use device: cpu (or auto)"), phase="runtime")
+
+
+# ---------------------------------------------------------------- predict
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from graphdl.api import Model
+    from graphdl.data import read_fields
+
+    spec = _load(args.spec)
+    model = Model(spec)
+    weights = args.weights
+    if weights is None:
+        run_dir = model.default_run_dir()
+        for name in ("best.ckpt", "last.ckpt"):
+            if (run_dir / name).exists():
+                weights = run_dir / name
+                break
+        else:
+            raise GraphdlError(Diagnostic("E401", f"no trained weights in {run_dir}",
+                                          help="run 'graphdl run' first or pass --weights"))
+    model.load_weights(weights)
+    path = Path(args.input)
+    source = {"type": "csv" if path.suffix == ".csv" else "npz", "path": str(path.resolve())}
+    if source["type"] == "csv":
+        source["target"] = spec.train["target"]
+    fields = read_fields(spec, source)
+    logits = model.predict({k: fields[k] for k in spec.model.inputs})
+    classes = logits.argmax(axis=-1) if logits.ndim == 2 else logits
+    if args.output:
+        np.savez(args.output, logits=logits, classes=classes)
+        print(f"wrote {args.output} ({len(logits)} rows)")
+    else:
+        print(json.dumps({"classes": classes.tolist()}))
+    return 0
+
+
+# ---------------------------------------------------------------- gradcheck
+
+
+def cmd_gradcheck(args) -> int:
+    from graphdl.runtime.gradcheck import gradcheck_spec
+
+    spec = _load(args.spec)
+    report = gradcheck_spec(spec, batch=args.batch, entries=args.entries)
+    worst = max(report.values()) if report else 0.0
+    if args.format == "json":
+        print(json.dumps({"max_rel_error": report, "ok": worst < 1e-4}))
+    else:
+        width = max(len(k) for k in report) if report else 10
+        for k, v in report.items():
+            print(f"{k:<{width}}  max rel error {v:.2e}")
+        print(f"{'ok' if worst < 1e-4 else 'FAILED'}: worst {worst:.2e} (float64, central differences)")
+    return 0 if worst < 1e-4 else 1
+
+
+# ---------------------------------------------------------------- bench
+
+
+def cmd_bench(args) -> int:
+    from graphdl.runtime.bench import bench_spec
+
+    result = bench_spec(args.spec, seconds=args.seconds, cold=not args.no_cold)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:<22} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

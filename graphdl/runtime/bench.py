@@ -1,0 +1,99 @@
+"""`graphdl bench`: training and inference speed and compile time of a spec.
+
+Cold compile time is measured in a fresh subprocess with empty graphdl and Numba cache
+directories; warm compile time in a second subprocess reusing them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+_COMPILE_SNIPPET = """
+import json, sys, time
+t0 = time.perf_counter()
+from graphdl.api import Model
+from graphdl.spec import load_spec
+m = Model(load_spec(sys.argv[1]))
+m.compile(("train", "eval", "predict"))
+print(json.dumps({"seconds": time.perf_counter() - t0}))
+"""
+
+
+def _compile_subprocess(spec_path: str, cache: str) -> float:
+    env = dict(os.environ, GRAPHDL_CACHE_DIR=cache, NUMBA_CACHE_DIR=os.path.join(cache, "numba"))
+    out = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET, spec_path], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def random_feeds(spec, program, batch: int, rng) -> dict:
+    feeds = {}
+    units = spec.model.layers[-1].params.get("units", 2)
+    for info in program.inputs:
+        if info.scalar:
+            feeds[info.name] = info.dtype.type(1e-3 if info.name == "lr" else 1)
+            continue
+        shape = tuple(batch if isinstance(d, str) else d for d in info.shape)
+        if info.dtype.kind == "i":
+            feeds[info.name] = rng.integers(0, units, shape).astype(info.dtype)
+        else:
+            feeds[info.name] = rng.standard_normal(shape).astype(info.dtype)
+    return feeds
+
+
+def _rate(fn, seconds: float, warm: int = 20) -> float:
+    """Calls per second of fn, over about ``seconds`` (after ``warm`` calls)."""
+    for _ in range(warm):
+        fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        for _ in range(20):
+            fn()
+        n += 20
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            return n / dt
+
+
+def bench_spec(spec_path: str, seconds: float = 2.0, cold: bool = True) -> dict:
+    from graphdl.api import Model
+    from graphdl.spec import load_spec
+
+    spec = load_spec(spec_path)
+    result = {}
+    if cold:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["compile_s_cold"] = round(_compile_subprocess(spec_path, tmp), 3)
+            result["compile_s_warm"] = round(_compile_subprocess(spec_path, tmp), 3)
+    model = Model(spec)
+    model.compile(("train", "eval", "predict"))
+    batch = int(spec.train.get("batch_size", 32))
+    rng = np.random.default_rng(0)
+    train = model.compiled("train").program
+    feeds = random_feeds(spec, train, batch, rng)
+    result["batch_size"] = batch
+    result["train_steps_per_s"] = round(_rate(lambda: train(feeds), seconds), 1)
+    ev = model.compiled("eval").program
+    eval_batch = 512
+    efeeds = random_feeds(spec, ev, eval_batch, rng)
+    result["eval_samples_per_s"] = round(_rate(lambda: ev(efeeds), seconds) * eval_batch, 1)
+    pred = model.compiled("predict").program
+    pfeeds = random_feeds(spec, pred, 1, rng)
+    for _ in range(200):
+        pred(pfeeds)
+    times = []
+    for _ in range(2000):
+        t0 = time.perf_counter()
+        pred(pfeeds)
+        times.append(time.perf_counter() - t0)
+    result["infer_batch1_ms"] = round(float(np.median(times)) * 1000, 4)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result

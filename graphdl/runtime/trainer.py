@@ -1,0 +1,320 @@
+"""The trainer: epochs, seeded shuffling, batching, metrics, validation, early stopping,
+learning-rate schedules, checkpoints (atomic, resumable) and a progress bar.
+
+Reproducibility: the shuffle of epoch e draws from (seed, e), the dropout seed of step s is
+a function of (seed, s) and the learning rate of a step comes from the schedule, so a run
+resumed from the checkpoint of epoch e continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.runtime.checkpoint import load_checkpoint, save_checkpoint
+from graphdl.runtime.schedules import learning_rate
+
+
+@dataclass
+class EpochStats:
+    loss_sum: float = 0.0
+    data_loss_sum: float = 0.0
+    samples: int = 0
+    correct: float = 0.0
+    counted: float = 0.0
+
+    def add(self, out: dict, n: int) -> None:
+        self.loss_sum += float(out["loss"][0]) * n
+        self.data_loss_sum += float(out.get("data_loss", out["loss"])[0]) * n
+        self.samples += n
+        if "correct" in out:
+            self.correct += float(out["correct"][0])
+            self.counted += float(out["count"][0])
+
+    def metrics(self) -> dict:
+        m = {"loss": self.loss_sum / max(self.samples, 1)}
+        if self.counted:
+            m["accuracy"] = self.correct / self.counted
+        return m
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken
+    best: float | None = None
+    best_epoch: int | None = None
+    wait: int = 0
+    history: list = field(default_factory=list)
+
+
+def dropout_seed(seed: int, step: int) -> np.int64:
+    return np.int64(zlib.crc32(f"{seed}:{step}".encode()))
+
+
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([seed, 7919, epoch]).permutation(n)
+
+
+def _mode_for(monitor: str, mode: str) -> str:
+    if mode != "auto":
+        return mode
+    return "max" if "accuracy" in monitor else "min"
+
+
+class Trainer:
+    def __init__(self, model, splits, run_dir: Path, *, progress: bool = True, resume: bool = False):
+        self.model = model
+        self.spec = model.spec
+        self.splits = splits
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.resume = resume
+        t = self.spec.train
+        self.epochs = int(t.get("epochs", 10))
+        self.batch_size = int(t.get("batch_size", 32))
+        opt = t.get("optimizer") or {}
+        self.base_lr = float(opt.get("lr", 1e-3))
+        self.schedule = t.get("schedule")
+        ckpt = t.get("checkpoint") or {}
+        self.save_mode = ckpt.get("save", "best")
+        self.ckpt_monitor = ckpt.get("monitor", "val_loss")
+        es = t.get("early_stopping")
+        self.early = es
+        self.state = TrainState()
+
+    # ------------------------------------------------------------ checkpoints
+    def _tensors(self) -> dict[str, np.ndarray]:
+        out = {f"param/{k}": v for k, v in self.model.params.items()}
+        out.update({f"state/{k}": v for k, v in self.model.state.items()})
+        return out
+
+    def _save(self, name: str) -> None:
+        s = self.state
+        meta = {
+            "spec": self.spec.name,
+            "epoch": s.epoch,
+            "step": s.step,
+            "best": s.best,
+            "best_epoch": s.best_epoch,
+            "wait": s.wait,
+            "history": s.history,
+            "preprocess": self.splits.preprocess_state,
+        }
+        save_checkpoint(self.run_dir / name, self._tensors(), meta)
+
+    def _restore(self, path: Path) -> None:
+        tensors, meta = load_checkpoint(path)
+        self.model.assign_tensors(tensors, source=str(path))
+        s = self.state
+        s.epoch, s.step = int(meta["epoch"]), int(meta["step"])
+        s.best, s.best_epoch, s.wait = meta.get("best"), meta.get("best_epoch"), int(meta.get("wait", 0))
+        s.history = list(meta.get("history", []))
+
+    # ------------------------------------------------------------ loop
+    def fit(self) -> list[dict]:
+        model = self.model
+        train = self.splits.train
+        target = self.spec.train["target"]
+        feeds_fields = [n for n in model.spec.model.inputs] + [target]
+        arrays = {k: np.ascontiguousarray(train.fields[k]) for k in feeds_fields}
+        n = len(train)
+        shuffle = bool(self.spec.train.get("shuffle", True))
+        steps_per_epoch = math.ceil(n / self.batch_size)
+        if self.resume:
+            last = self.run_dir / "last.ckpt"
+            if not last.exists():
+                raise GraphdlError(Diagnostic("E703", f"--resume: no checkpoint at {last}",
+                                              help="run without --resume to start a new run"))
+            self._restore(last)
+        program = model.train_program()
+        metrics_path = self.run_dir / "metrics.jsonl"
+        if not self.resume and metrics_path.exists():
+            metrics_path.unlink()
+        stop = False
+        for epoch in range(self.state.epoch, self.epochs):
+            t0 = time.perf_counter()
+            stats = EpochStats()
+            order = epoch_order(self.spec.seed, epoch, n, shuffle)
+            bar = self._bar(epoch, steps_per_epoch)
+            snapshot = {k: v.copy() for k, v in self._tensors().items()}
+            step0 = self.state.step
+            for b in range(steps_per_epoch):
+                idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+                feeds = {k: v[idx] for k, v in arrays.items()}
+                lr = learning_rate(self.base_lr, self.schedule, epoch + b / steps_per_epoch, self.epochs)
+                feeds["lr"] = np.float32(lr)
+                feeds["dropout_seed"] = dropout_seed(self.spec.seed, self.state.step)
+                out = program(feeds)
+                loss = float(out["loss"][0])
+                if not math.isfinite(loss):
+                    self._non_finite(snapshot, arrays, order, epoch, b, step0, steps_per_epoch)
+                self.state.step += 1
+                stats.add(out, len(idx))
+                if bar is not None:
+                    m = stats.metrics()
+                    post = {"loss": f"{m['loss']:.4f}"}
+                    if "accuracy" in m:
+                        post["acc"] = f"{m['accuracy']:.3f}"
+                    bar.set_postfix(post, refresh=False)
+                    bar.update(1)
+            record = {"epoch": epoch + 1, "lr": lr}
+            record.update({f"train_{k}": v for k, v in stats.metrics().items()})
+            if self.splits.val is not None and len(self.splits.val):
+                val = model.evaluate_dataset(self.splits.val)
+                record.update({f"val_{k}": v for k, v in val.items()})
+            record["seconds"] = round(time.perf_counter() - t0, 4)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_"))})
+                bar.close()
+            self.state.epoch = epoch + 1
+            self.state.history.append(record)
+            with open(metrics_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            improved = self._track_best(record)
+            if self.save_mode == "every_epoch":
+                self._save(f"epoch_{epoch + 1:03d}.ckpt")
+            if improved and self.save_mode == "best":
+                self._save("best.ckpt")
+            stop = self._early_stop(record)
+            self._save("last.ckpt")
+            if stop:
+                break
+        return self.state.history
+
+    def _bar(self, epoch: int, total: int):
+        if not self.progress:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", leave=True,
+                    dynamic_ncols=True)
+
+    def _metric(self, record: dict, monitor: str) -> float | None:
+        return record.get(monitor, record.get(monitor.replace("val_", "train_")))
+
+    def _track_best(self, record: dict) -> bool:
+        value = self._metric(record, self.ckpt_monitor)
+        if value is None:
+            return False
+        mode = _mode_for(self.ckpt_monitor, "auto")
+        s = self.state
+        if s.best is None or (value > s.best if mode == "max" else value < s.best):
+            s.best, s.best_epoch = value, record["epoch"]
+            return True
+        return False
+
+    def _early_stop(self, record: dict) -> bool:
+        es = self.early
+        if not es:
+            return False
+        monitor = es.get("monitor", "val_loss")
+        value = self._metric(record, monitor)
+        if value is None:
+            return False
+        mode = _mode_for(monitor, es.get("mode", "auto"))
+        delta = float(es.get("min_delta", 0.0))
+        key = "_es_best"
+        best = getattr(self, key, None)
+        if best is None and self.state.history[:-1]:
+            # resumed: rebuild the early-stopping best from the history
+            for r in self.state.history[:-1]:
+                v = self._metric(r, monitor)
+                if v is not None and (best is None or (v > best if mode == "max" else v < best)):
+                    best = v
+        better = best is None or (value > best + delta if mode == "max" else value < best - delta)
+        if better:
+            setattr(self, key, value)
+            self.state.wait = 0
+            return False
+        setattr(self, key, best)
+        self.state.wait += 1
+        return self.state.wait > int(es.get("patience", 5))
+
+    def _non_finite(self, snapshot, arrays, order, epoch, batch, step0, steps_per_epoch) -> None:
+        """Stop on a non-finite loss: replay the epoch to the failing step, then find the
+        first op that made a non-finite value with the reference interpreter."""
+        from graphdl.ir.interpret import run_reference
+
+        model = self.model
+        model.assign_tensors(snapshot, source="epoch snapshot")
+        program = model.train_program()
+        for b in range(batch):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            feeds = {k: v[idx] for k, v in arrays.items()}
+            feeds["lr"] = np.float32(learning_rate(self.base_lr, self.schedule, epoch + b / steps_per_epoch, self.epochs))
+            feeds["dropout_seed"] = dropout_seed(self.spec.seed, step0 + b)
+            program(feeds)
+        idx = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+        feeds = {k: v[idx] for k, v in arrays.items()}
+        feeds["lr"] = np.asarray(self.base_lr, np.float32)
+        feeds["dropout_seed"] = np.asarray(dropout_seed(self.spec.seed, step0 + batch))
+        g = model.compiled("train").lowered
+        state = {k: v.reshape(()) if v.size == 1 and k.endswith("step") else v for k, v in model.state.items()}
+        _, _, values = run_reference(g, feeds, dict(model.params), state, keep_all=True)
+        culprit = None
+        for nid in g.topo_order():
+            for i in range(g.num_outputs(nid)):
+                v = values.get((nid, i))
+                if v is not None and v.dtype.kind == "f" and not np.all(np.isfinite(v)):
+                    culprit = nid
+                    break
+            if culprit is not None:
+                break
+        model.assign_tensors(snapshot, source="epoch snapshot")
+        step = step0 + batch + 1
+        if culprit is None:
+            where, line = "the optimiser update", None
+        else:
+            nd = g.node(culprit)
+            if nd["op"] == "input":
+                where = f"the input data '{nd['name']}'"
+            elif nd["op"] == "param":
+                where = f"parameter '{nd['name']}' (made non-finite by the previous update)"
+            else:
+                where = f"op '{nd['op']}' in layer '{nd['layer']}'"
+            line = nd["line"]
+        kept = "last.ckpt" if (self.run_dir / "last.ckpt").exists() else "no checkpoint yet"
+        raise GraphdlError(
+            Diagnostic(
+                "E601",
+                f"non-finite loss at step {step} (epoch {epoch + 1}, batch {batch + 1}): "
+                f"the first non-finite value came from {where}",
+                file=self.spec.path,
+                line=line,
+                help="lower the learning rate, add gradient_clip, or check the data for extreme values",
+                note=f"training stopped; the last good weights are kept in {self.run_dir / kept}",
+            ),
+            phase="runtime",
+        )
+
+
+def check_run_dir(run_dir: Path, spec) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write_test_{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        loc = spec.loc("train", "checkpoint", "dir")
+        raise GraphdlError(
+            Diagnostic(
+                "E702",
+                f"cannot write the run directory {run_dir}: {e.strerror or e}",
+                file=loc.file,
+                line=loc.line,
+                col=loc.col,
+                help="choose a writable directory with train.checkpoint.dir or --run-dir",
+            ),
+            phase="runtime",
+        ) from None

@@ -1,0 +1,746 @@
+"""The spec language's key tables, and the JSON Schema (draft-07) generated from them.
+
+The tables below are the single source of truth for which keys exist, their types, ranges,
+defaults and descriptions. ``validate.py`` validates against the generated schema and
+``resolve.py`` fills defaults from the same tables.
+
+Run ``python -m graphdl.spec.schema_gen`` to (re)write ``schemas/model.schema.json`` and the
+package copy ``graphdl/spec/model.schema.json`` (``--check`` only compares).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+REF_PATTERN = r"^\$[A-Za-z_][A-Za-z0-9_]*$"
+IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+# Layer names are identifiers; dotted names (``encoder.0.dense_1``) are what block expansion
+# produces, and are accepted so that a resolved spec loads again.
+LAYER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
+
+SCHEMA_ID = "https://graphdl.dev/schemas/model.schema.json"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING = _Missing()
+
+REF_SCHEMA = {
+    "type": "string",
+    "pattern": REF_PATTERN,
+    "description": "a reference to a block parameter or to an entry of vars: ($name)",
+}
+
+
+# --------------------------------------------------------------------------------------
+# table node types
+# --------------------------------------------------------------------------------------
+
+
+class Leaf:
+    """A value with a plain JSON schema; accepts a ``$name`` reference when ``ref``."""
+
+    def __init__(self, schema: dict, doc: str, default=MISSING, required=False, ref=True):
+        self.schema = schema
+        self.doc = doc
+        self.default = default
+        self.required = required
+        self.ref = ref
+
+    def to_schema(self) -> dict:
+        s = dict(self.schema)
+        if self.ref and s.get("type") == "array" and "items" in s:
+            s["items"] = {"anyOf": [s["items"], REF_SCHEMA]}
+        if self.ref:
+            s = {"anyOf": [s, REF_SCHEMA]}
+        out = {"description": self.doc, **s}
+        if self.default is not MISSING:
+            out["default"] = self.default
+        return out
+
+
+class Obj:
+    """A mapping with a closed key set."""
+
+    def __init__(self, doc: str, fields: dict, required=False, default=MISSING, title=None):
+        self.doc = doc
+        self.fields = fields
+        self.required = required
+        self.default = default
+        self.title = title
+
+    def to_schema(self) -> dict:
+        out: dict = {"description": self.doc, "type": "object"}
+        if self.title:
+            out["title"] = self.title
+        out["properties"] = {k: v.to_schema() for k, v in self.fields.items()}
+        req = [k for k, v in self.fields.items() if v.required]
+        if req:
+            out["required"] = req
+        out["additionalProperties"] = False
+        if self.default is not MISSING:
+            out["default"] = self.default
+        return out
+
+
+class Union:
+    """A tagged union: a mapping whose ``tag`` key picks the variant (each one closed)."""
+
+    def __init__(self, doc, tag, variants: dict, default_variant=None, required=False):
+        self.doc = doc
+        self.tag = tag
+        self.variants = variants  # name -> (doc, fields)
+        self.default_variant = default_variant
+        self.required = required
+        self.default = MISSING if default_variant is None else {tag: default_variant}
+
+    def variant_schema(self, name: str) -> dict:
+        vdoc, fields = self.variants[name]
+        props = {self.tag: {"const": name, "description": f"{self.tag} '{name}': {vdoc}"}}
+        props.update({k: v.to_schema() for k, v in fields.items()})
+        req = [self.tag] + [k for k, v in fields.items() if v.required]
+        return {
+            "title": f"{self.tag}: {name}",
+            "description": vdoc,
+            "type": "object",
+            "properties": props,
+            "required": req,
+            "additionalProperties": False,
+        }
+
+    def to_schema(self) -> dict:
+        out = {
+            "description": self.doc,
+            "anyOf": [self.variant_schema(n) for n in self.variants],
+        }
+        if self.default is not MISSING:
+            out["default"] = self.default
+        return out
+
+
+class MapOf:
+    """A mapping from user-chosen names (matching ``key_pattern``) to values."""
+
+    def __init__(self, doc, value, key_pattern=IDENT_PATTERN, required=False, min_props=0,
+                 default=MISSING):
+        self.doc = doc
+        self.value = value
+        self.key_pattern = key_pattern
+        self.required = required
+        self.min_props = min_props
+        self.default = default
+
+    def to_schema(self) -> dict:
+        out = {
+            "description": self.doc,
+            "type": "object",
+            "propertyNames": {"pattern": self.key_pattern},
+            "additionalProperties": self.value.to_schema(),
+        }
+        if self.min_props:
+            out["minProperties"] = self.min_props
+        return out
+
+
+class ListOf:
+    def __init__(self, doc, item, min_items=0, required=False, default=MISSING):
+        self.doc = doc
+        self.item = item
+        self.min_items = min_items
+        self.required = required
+        self.default = default
+
+    def to_schema(self) -> dict:
+        out = {"description": self.doc, "type": "array", "items": self.item.to_schema()}
+        if self.min_items:
+            out["minItems"] = self.min_items
+        if self.default is not MISSING:
+            out["default"] = self.default
+        return out
+
+
+class LayerRef:
+    """A layer (the tagged union of layer types, defined once under definitions/layer)."""
+
+    doc = "a layer"
+    required = False
+    default = MISSING
+
+    def to_schema(self) -> dict:
+        return {"$ref": "#/definitions/layer"}
+
+
+# --------------------------------------------------------------------------------------
+# leaf helpers
+# --------------------------------------------------------------------------------------
+
+
+def integer(doc, minimum=None, **kw) -> Leaf:
+    s: dict = {"type": "integer"}
+    if minimum is not None:
+        s["minimum"] = minimum
+    return Leaf(s, doc, **kw)
+
+
+def number(doc, minimum=None, maximum=None, exclusive_minimum=None, exclusive_maximum=None,
+           **kw) -> Leaf:
+    s: dict = {"type": "number"}
+    for k, v in (("minimum", minimum), ("maximum", maximum),
+                 ("exclusiveMinimum", exclusive_minimum), ("exclusiveMaximum", exclusive_maximum)):
+        if v is not None:
+            s[k] = v
+    return Leaf(s, doc, **kw)
+
+
+def boolean(doc, **kw) -> Leaf:
+    return Leaf({"type": "boolean"}, doc, **kw)
+
+
+def string(doc, pattern=None, **kw) -> Leaf:
+    s: dict = {"type": "string"}
+    if pattern:
+        s["pattern"] = pattern
+    return Leaf(s, doc, **kw)
+
+
+def enum(doc, values, **kw) -> Leaf:
+    return Leaf({"type": "string", "enum": list(values)}, doc, **kw)
+
+
+def string_list(doc, item_pattern=None, enum_values=None, min_items=1, **kw) -> Leaf:
+    item: dict = {"type": "string"}
+    if item_pattern:
+        item["pattern"] = item_pattern
+    if enum_values:
+        item["enum"] = list(enum_values)
+    s: dict = {"type": "array", "items": item}
+    if min_items:
+        s["minItems"] = min_items
+    return Leaf(s, doc, **kw)
+
+
+def fraction(doc, default) -> Leaf:
+    return number(doc, minimum=0, maximum=1, default=default)
+
+
+# --------------------------------------------------------------------------------------
+# the tables
+# --------------------------------------------------------------------------------------
+
+ACTIVATIONS = [
+    "linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus", "softmax",
+]
+ALPHA_DEFAULTS = {"leaky_relu": 0.01, "elu": 1.0}  # activations that take `alpha`
+KERNEL_INITS = ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "zeros"]
+BIAS_INITS = ["zeros", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal"]
+MONITORS = ["val_loss", "val_accuracy", "train_loss", "train_accuracy"]
+METRICS = ["accuracy", "loss"]
+SPLITS = ["train", "val", "test"]
+
+_ALPHA_DOC = (
+    "negative slope for leaky_relu (default 0.01) or scale for elu (default 1.0); "
+    "only with those two activations"
+)
+
+COMMON_LAYER_KEYS: dict = {
+    "name": string(
+        "unique layer name (default: <type>_<index>); later layers refer to it in inputs:",
+        pattern=LAYER_NAME_PATTERN, ref=False,
+    ),
+    "inputs": string_list(
+        "names of the model inputs or earlier layers this layer reads (default: [prev], "
+        "the previous layer)", ref=False,
+    ),
+    "repeat": integer(
+        "block layers only: make N copies (name.0 ... name.N-1) with separate weights, "
+        "chaining the first input", minimum=1,
+    ),
+    "trainable": boolean("false freezes this layer's weights", default=True),
+    "lr_mult": number("learning-rate multiplier for this layer's weights", minimum=0,
+                      default=1.0),
+    "regularizer": Obj(
+        "per-layer l1/l2 penalty, replacing train.regularization for this layer",
+        {
+            "l1": number("l1 penalty coefficient", minimum=0, default=0.0),
+            "l2": number("l2 penalty coefficient", minimum=0, default=0.0),
+        },
+    ),
+    "doc": string("free text describing the layer", ref=False),
+}
+
+LAYER_TYPES: dict = {
+    "dense": (
+        "fully connected layer: activation(x W + b) over the last axis",
+        {
+            "units": integer("number of output features", minimum=1, required=True),
+            "activation": enum("activation applied to the output", ACTIVATIONS,
+                               default="linear"),
+            "alpha": number(_ALPHA_DOC, minimum=0),
+            "use_bias": boolean("add a learned bias", default=True),
+            "kernel_init": enum("weight initializer", KERNEL_INITS, default="glorot_uniform"),
+            "bias_init": enum("bias initializer", BIAS_INITS, default="zeros"),
+        },
+    ),
+    "activation": (
+        "element-wise activation function",
+        {
+            "activation": enum("the activation function", ACTIVATIONS, required=True),
+            "alpha": number(_ALPHA_DOC, minimum=0),
+        },
+    ),
+    "dropout": (
+        "randomly zeroes a fraction of the inputs during training (inverted dropout)",
+        {"rate": number("fraction of inputs to drop, in [0, 1)", minimum=0,
+                        exclusive_maximum=1, required=True)},
+    ),
+    "flatten": ("flattens all axes but the batch axis", {}),
+    "add": ("element-wise sum of its inputs", {}),
+    "concat": (
+        "concatenates its inputs along an axis",
+        {"axis": integer("axis to concatenate along (batch axis excluded from counting "
+                         "only for negative axes)", default=-1)},
+    ),
+    "residual": (
+        "x + body(x): runs the layers on its input and adds the input back",
+        {"layers": ListOf("the body: a sequential list of layers", LayerRef(), min_items=1,
+                          required=True)},
+    ),
+}
+BUILTIN_LAYER_TYPES = [t for t in LAYER_TYPES if t != "residual"]
+
+SOURCE = Union(
+    "where the data comes from",
+    "type",
+    {
+        "builtin": (
+            "a dataset shipped with graphdl",
+            {"name": enum("dataset name (digits: 8x8 images as x [64], labels y)", ["digits"],
+                          required=True)},
+        ),
+        "npz": (
+            "arrays from a NumPy .npz file",
+            {
+                "path": string("path of the .npz file, relative to the working directory",
+                               required=True),
+                "fields": MapOf(
+                    "map graphdl field name -> array name in the file (default: every array "
+                    "under its own name)",
+                    string("name of the array in the .npz file", ref=False),
+                ),
+            },
+        ),
+        "csv": (
+            "a table from a CSV file with a header row",
+            {
+                "path": string("path of the .csv file", required=True),
+                "target": string("column holding the target; it becomes the field of the same "
+                                 "name", required=True),
+                "features": string_list("feature columns (default: all other columns)"),
+                "feature_field": string("name of the field holding the stacked features",
+                                        default="x"),
+                "delimiter": string("column separator", default=","),
+            },
+        ),
+    },
+    required=True,
+)
+
+SPLIT = Obj(
+    "how the samples are split into train/val/test; fractions must sum to 1 (missing ones "
+    "share what is left; all missing: 0.8/0.1/0.1)",
+    {
+        "train": fraction("fraction of samples for training", 0.8),
+        "val": fraction("fraction of samples for validation", 0.1),
+        "test": fraction("fraction of samples for the final test", 0.1),
+        "shuffle": boolean("shuffle (with the spec seed) before splitting", default=True),
+        "stratify": boolean("keep class proportions equal across splits", default=False),
+    },
+    default={},
+)
+
+_FIELDS_DOC = "fields to apply it to (default: every floating-point field)"
+PREPROCESS = ListOf(
+    "deterministic transforms applied to every split, in order (statistics from the train "
+    "split only)",
+    Union(
+        "a preprocessing step",
+        "op",
+        {
+            "scale": (
+                "multiply by a constant",
+                {
+                    "factor": number("the multiplier", required=True),
+                    "fields": string_list(_FIELDS_DOC),
+                },
+            ),
+            "normalize": (
+                "per-feature normalization with statistics from the train split",
+                {
+                    "mode": enum("zscore: (x - mean) / std; minmax: (x - min) / (max - min)",
+                                 ["zscore", "minmax"], default="zscore"),
+                    "stats": enum("where the statistics come from", ["from_train"],
+                                  default="from_train"),
+                    "fields": string_list(_FIELDS_DOC),
+                },
+            ),
+        },
+    ),
+    default=[],
+)
+
+DATA = Obj(
+    "the data: source, split and preprocessing",
+    {"source": SOURCE, "split": SPLIT, "preprocess": PREPROCESS},
+    required=True,
+)
+
+INPUT = Obj(
+    "a model input",
+    {
+        "shape": Leaf(
+            {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+            "shape of one sample, without the batch axis (images channels-first)",
+            required=True,
+        ),
+        "dtype": enum("element type", ["float32", "int64"], default="float32"),
+    },
+)
+
+MODEL = Obj(
+    "the network",
+    {
+        "inputs": MapOf("the model inputs: name -> shape and dtype; names match data fields",
+                        INPUT, required=True, min_props=1),
+        "layers": ListOf("the layers, in order; a plain list is a sequential model",
+                         LayerRef(), min_items=1, required=True),
+        "outputs": string_list("names of the layers whose outputs the model returns "
+                               "(default: the last layer)", ref=False),
+    },
+    required=True,
+)
+
+_LR_DOC = "learning rate"
+_WD_DOC = "weight decay"
+_BETAS = Leaf(
+    {"type": "array", "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+     "minItems": 2, "maxItems": 2},
+    "decay rates [beta1, beta2] of the moment estimates",
+    default=[0.9, 0.999],
+)
+
+LOSS = Union(
+    "the training loss",
+    "type",
+    {
+        "cross_entropy": (
+            "softmax cross-entropy on logits with integer class targets",
+            {
+                "label_smoothing": number("label smoothing in [0, 1)", minimum=0,
+                                          exclusive_maximum=1, default=0.0),
+                "ignore_index": integer("target value that contributes no loss (e.g. padding)"),
+            },
+        ),
+        "mse": ("mean squared error", {}),
+        "bce_with_logits": ("binary cross-entropy on logits", {}),
+    },
+    default_variant="cross_entropy",
+)
+
+OPTIMIZER = Union(
+    "the optimizer",
+    "type",
+    {
+        "sgd": (
+            "plain stochastic gradient descent",
+            {
+                "lr": number(_LR_DOC, exclusive_minimum=0, required=True),
+                "weight_decay": number(_WD_DOC + " (L2, added to the gradient)", minimum=0,
+                                       default=0.0),
+            },
+        ),
+        "momentum": (
+            "SGD with momentum",
+            {
+                "lr": number(_LR_DOC, exclusive_minimum=0, required=True),
+                "momentum": number("momentum coefficient in [0, 1)", minimum=0,
+                                   exclusive_maximum=1, default=0.9),
+                "nesterov": boolean("use Nesterov momentum", default=False),
+                "weight_decay": number(_WD_DOC + " (L2, added to the gradient)", minimum=0,
+                                       default=0.0),
+            },
+        ),
+        "adam": (
+            "Adam",
+            {
+                "lr": number(_LR_DOC, exclusive_minimum=0, default=1e-3),
+                "betas": _BETAS,
+                "eps": number("term added to the denominator", exclusive_minimum=0,
+                              default=1e-8),
+                "weight_decay": number(_WD_DOC + " (L2 coupled: added to the gradient)",
+                                       minimum=0, default=0.0),
+            },
+        ),
+        "adamw": (
+            "Adam with decoupled weight decay",
+            {
+                "lr": number(_LR_DOC, exclusive_minimum=0, default=1e-3),
+                "betas": _BETAS,
+                "eps": number("term added to the denominator", exclusive_minimum=0,
+                              default=1e-8),
+                "weight_decay": number(_WD_DOC + " (decoupled)", minimum=0, default=0.01),
+            },
+        ),
+    },
+    default_variant="adam",
+)
+
+SCHEDULE = Union(
+    "the learning-rate schedule (per epoch)",
+    "type",
+    {
+        "constant": ("keep the learning rate constant", {}),
+        "step": (
+            "multiply the learning rate by gamma every step_size epochs",
+            {
+                "step_size": integer("epochs between decays", minimum=1, required=True),
+                "gamma": number("decay factor", exclusive_minimum=0, default=0.1),
+            },
+        ),
+        "cosine": (
+            "cosine decay from lr to min_lr over the epochs",
+            {"min_lr": number("final learning rate", minimum=0, default=0.0)},
+        ),
+        "warmup_cosine": (
+            "linear warmup, then cosine decay to min_lr",
+            {
+                "warmup_epochs": integer("epochs of linear warmup", minimum=0, required=True),
+                "min_lr": number("final learning rate", minimum=0, default=0.0),
+            },
+        ),
+    },
+    default_variant="constant",
+)
+
+TRAIN = Obj(
+    "how to train",
+    {
+        "target": string("the data field holding the training target", required=True),
+        "epochs": integer("number of passes over the training split", minimum=1, default=10),
+        "batch_size": integer("samples per step", minimum=1, default=32),
+        "loss": LOSS,
+        "optimizer": OPTIMIZER,
+        "schedule": SCHEDULE,
+        "regularization": Obj(
+            "l1/l2 penalty added to the loss, on weights only (not biases)",
+            {
+                "l1": number("l1 penalty coefficient", minimum=0, default=0.0),
+                "l2": number("l2 penalty coefficient", minimum=0, default=0.0),
+            },
+            default={},
+        ),
+        "gradient_clip": Obj(
+            "clip the global gradient norm",
+            {"max_norm": number("maximum global L2 norm of the gradients",
+                                exclusive_minimum=0, required=True)},
+        ),
+        "early_stopping": Obj(
+            "stop when a monitored metric stops improving",
+            {
+                "monitor": enum("metric to watch", MONITORS, default="val_loss"),
+                "patience": integer("epochs without improvement before stopping", minimum=0,
+                                    default=5),
+                "min_delta": number("smallest change that counts as an improvement",
+                                    minimum=0, default=0.0),
+                "mode": enum("min, max, or auto (max for accuracy, min for loss)",
+                             ["auto", "min", "max"], default="auto"),
+            },
+        ),
+        "metrics": string_list("metrics to report (default: [accuracy] for cross_entropy, "
+                               "else [])", enum_values=METRICS, min_items=0),
+        "checkpoint": Obj(
+            "where and when to save weights",
+            {
+                "dir": string("checkpoint directory (default: runs/<name>)"),
+                "save": enum("best: best monitored value; last: end of training; "
+                             "every_epoch: one file per epoch", ["best", "last", "every_epoch"],
+                             default="best"),
+                "monitor": enum("metric deciding the best checkpoint", MONITORS,
+                                default="val_loss"),
+            },
+            default={},
+        ),
+        "device": enum("where to run", ["auto", "cpu", "cuda"], default="auto"),
+        "shuffle": boolean("reshuffle the training split every epoch", default=True),
+    },
+)
+
+EVALUATE = Obj(
+    "how to evaluate after training",
+    {
+        "split": enum("which split to evaluate on", SPLITS, default="test"),
+        "metrics": string_list("metrics to report (default: train.metrics)",
+                               enum_values=METRICS, min_items=0),
+    },
+)
+
+_SCALAR_OR_LIST = ["number", "string", "boolean", "array"]
+
+BLOCK = Obj(
+    "a reusable sub-graph; its name becomes a new layer type",
+    {
+        "params": MapOf(
+            "parameters with their defaults, referenced inside the block as $name and "
+            "overridable per use as layer keys (a null default makes the key required)",
+            Leaf({"type": _SCALAR_OR_LIST + ["null"], "items": {"type": ["number", "string",
+                                                                          "boolean"]}},
+                 "default value of the parameter", ref=False),
+        ),
+        "inputs": string_list("formal input names (default: [x]); with repeat the first is "
+                              "chained copy to copy and the others are shared",
+                              item_pattern=IDENT_PATTERN, default=["x"], ref=False),
+        "layers": ListOf("the block's layers, in order", LayerRef(), min_items=1,
+                         required=True),
+        "doc": string("free text describing the block", ref=False),
+    },
+)
+
+TOP: dict = {
+    "graphdl": Leaf({"const": 1}, "spec format version; must be 1", required=True, ref=False),
+    "name": string("run name (default: the file name without extension)"),
+    "description": string("free text", ref=False, default=""),
+    "seed": integer("global random seed", minimum=0, default=0),
+    "vars": MapOf(
+        "spec-wide constants, referenced anywhere as $name",
+        Leaf({"type": _SCALAR_OR_LIST, "items": {"type": ["number", "string", "boolean"]}},
+             "a constant: number, string, boolean or a list of them", ref=False),
+    ),
+    "blocks": MapOf("reusable sub-graphs; each becomes a new layer type", BLOCK),
+    "data": DATA,
+    "model": MODEL,
+    "train": TRAIN,
+    "evaluate": EVALUATE,
+}
+
+TOP_DOC = "A graphdl spec: what to build, what data to use, how to train and evaluate it."
+
+
+# --------------------------------------------------------------------------------------
+# schema generation
+# --------------------------------------------------------------------------------------
+
+
+def layer_variant(type_name: str) -> dict:
+    doc, fields = LAYER_TYPES[type_name]
+    props: dict = {"type": {"const": type_name, "description": f"layer type '{type_name}': {doc}"}}
+    props.update({k: v.to_schema() for k, v in COMMON_LAYER_KEYS.items()})
+    props.update({k: v.to_schema() for k, v in fields.items()})
+    return {
+        "title": f"{type_name} layer",
+        "description": doc,
+        "type": "object",
+        "properties": props,
+        "required": ["type"] + [k for k, v in fields.items() if v.required],
+        "additionalProperties": False,
+    }
+
+
+BLOCK_USE_TITLE = "block use"
+
+
+def generic_block_variant() -> dict:
+    """Editor-only stand-in for layers whose type is a user block (replaced per document)."""
+    props: dict = {
+        "type": {
+            "type": "string",
+            "pattern": IDENT_PATTERN,
+            "not": {"enum": list(LAYER_TYPES)},
+            "description": "the name of a block defined under blocks:",
+        }
+    }
+    props.update({k: v.to_schema() for k, v in COMMON_LAYER_KEYS.items()})
+    return {
+        "title": BLOCK_USE_TITLE,
+        "description": "a use of a block defined under blocks:; other keys set its params",
+        "type": "object",
+        "properties": props,
+        "patternProperties": {
+            IDENT_PATTERN: {
+                "description": "a block parameter",
+                "type": _SCALAR_OR_LIST,
+            }
+        },
+        "required": ["type"],
+        "additionalProperties": False,
+    }
+
+
+def block_variant(name: str, params: dict) -> dict:
+    """The layer variant for a use of block ``name`` (with ``params``: name -> default)."""
+    props: dict = {"type": {"const": name, "description": f"block '{name}'"}}
+    props.update({k: v.to_schema() for k, v in COMMON_LAYER_KEYS.items()})
+    required = ["type"]
+    for p, default in params.items():
+        if p in props:
+            continue  # a clash with a common key is reported by validate
+        props[p] = {
+            "description": f"parameter of block '{name}' (default: {default!r})",
+            "type": _SCALAR_OR_LIST,
+        }
+        if default is None:
+            required.append(p)
+    return {
+        "title": f"{name} block",
+        "description": f"a use of block '{name}'",
+        "type": "object",
+        "properties": props,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def build_schema() -> dict:
+    top = Obj(TOP_DOC, TOP).to_schema()
+    layer = {
+        "description": "a layer; its type picks the allowed keys",
+        "anyOf": [layer_variant(t) for t in LAYER_TYPES] + [generic_block_variant()],
+    }
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": SCHEMA_ID,
+        "title": "graphdl spec",
+        **top,
+        "definitions": {"layer": layer},
+    }
+
+
+def schema_json() -> str:
+    return json.dumps(build_schema(), indent=2) + "\n"
+
+
+REPO_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "model.schema.json"
+PACKAGE_SCHEMA = Path(__file__).resolve().parent / "model.schema.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    text = schema_json()
+    targets = [REPO_SCHEMA, PACKAGE_SCHEMA]
+    if "--check" in argv:
+        stale = [str(p) for p in targets if not p.exists() or p.read_text() != text]
+        for p in stale:
+            print(f"out of date: {p}", file=sys.stderr)
+        return 1 if stale else 0
+    for p in targets:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text, encoding="utf-8")
+        print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
