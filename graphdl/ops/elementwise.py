@@ -141,8 +141,8 @@ def _relu(x):
     return x if x > 0 else x * 0
 
 
-def _relu_grad(g, x):
-    return g if x > 0 else g * 0
+def _relu_grad(g, y):
+    return g if y > 0 else g * 0
 
 
 def _leaky_relu(x, alpha):
@@ -434,7 +434,9 @@ register(
     )
 )
 
-elementwise("relu", _relu, _typed(lambda x: np.maximum(x, 0)), _g_with_input("relu_grad"))
+# relu's gradient reads its output (y > 0 exactly when x > 0), so the pre-activation has a
+# single consumer and matmul + bias + relu fuse into one kernel
+elementwise("relu", _relu, _typed(lambda x: np.maximum(x, 0)), _g_with_output("relu_grad"))
 elementwise(
     "relu_grad",
     _relu_grad,
