@@ -124,6 +124,7 @@ class Model:
             trainer.epochs = epochs
         history = trainer.fit()
         self.last_run_dir = run_dir
+        self.first_step_at = trainer.first_step_at
         return history
 
     def default_run_dir(self) -> Path:

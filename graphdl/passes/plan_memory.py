@@ -97,8 +97,11 @@ def plan_memory(graph: Graph) -> Graph:
                     if slot_in >= len(ins):
                         continue
                     x = owner(ins[slot_in])
+                    # no other input may be a view of the same buffer: it would be read
+                    # at other positions while the loop overwrites it
+                    others = [owner(o) for k, o in enumerate(ins) if k != slot_in and o != ins[slot_in]]
                     if (x in slot_of and end_of_owner.get(x) == pos[n]
-                            and g.type_of(ins[slot_in]) == t and ins.count(ins[slot_in]) >= 1):
+                            and g.type_of(ins[slot_in]) == t and x not in others):
                         reuse = slot_of[x]
                         break
             if reuse is None:

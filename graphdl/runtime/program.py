@@ -106,6 +106,8 @@ class Program:
         if saved is not None:
             self._params_state = saved
         self._bound_tail = None
+        self.jit_seconds = seconds
+        self.cold_seconds = _remember_cold_time(self.source_path, seconds, self.was_cached)
         return seconds
 
     # ------------------------------------------------------------ calling
@@ -127,6 +129,24 @@ class Program:
             self._bound_tail = self._params_state + self.consts + self._arenas + [self._offsets]
         result = self.step_fn(*args, *self._bound_tail)
         return dict(zip(self.sig.outputs, result))
+
+
+def _remember_cold_time(source_path, seconds: float, was_cached: bool) -> float | None:
+    """The compile time of the first (cold) compilation, kept beside the generated source
+    so a warm run can report both."""
+    import json
+
+    side = source_path.with_suffix(".json")
+    if not was_cached or not side.exists():
+        try:
+            side.write_text(json.dumps({"cold_seconds": seconds}), encoding="utf-8")
+        except OSError:
+            pass
+        return seconds
+    try:
+        return float(json.loads(side.read_text(encoding="utf-8"))["cold_seconds"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _check_array(arr: np.ndarray, t, name: str) -> np.ndarray:

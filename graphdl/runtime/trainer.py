@@ -92,6 +92,7 @@ class Trainer:
         es = t.get("early_stopping")
         self.early = es
         self.state = TrainState()
+        self.first_step_at: float | None = None  # perf_counter() after the first step
 
     # ------------------------------------------------------------ checkpoints
     def _tensors(self) -> dict[str, np.ndarray]:
@@ -156,6 +157,8 @@ class Trainer:
                 feeds["lr"] = np.float32(lr)
                 feeds["dropout_seed"] = dropout_seed(self.spec.seed, self.state.step)
                 out = program(feeds)
+                if self.first_step_at is None:
+                    self.first_step_at = time.perf_counter()
                 loss = float(out["loss"][0])
                 if not math.isfinite(loss):
                     self._non_finite(snapshot, arrays, order, epoch, b, step0, steps_per_epoch)
