@@ -224,7 +224,8 @@ def load_yaml(file: str, text: str) -> LoadedYaml:
         if e.context:
             note = e.context
             if e.context_mark is not None and e.context_mark is not mark:
-                note += f" (started at line {e.context_mark.line + 1}, column {e.context_mark.column + 1})"
+                cm = e.context_mark
+                note += f" (started at line {cm.line + 1}, column {cm.column + 1})"
         help_ = None
         if "\\t" in problem or "tab" in problem:
             help_ = "YAML does not allow tabs for indentation; use spaces"
@@ -270,6 +271,7 @@ def read_spec_text(path) -> str:
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise GraphdlError(
-            Diagnostic(code="E001", message=f"cannot read spec file '{path}': {reason}", file=str(path)),
+            Diagnostic(code="E001", message=f"cannot read spec file '{path}': {reason}",
+                       file=str(path)),
             phase="yaml",
         ) from None

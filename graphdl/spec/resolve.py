@@ -274,6 +274,8 @@ class Expander:
     # --- references --------------------------------------------------------------------
 
     def resolve_ref(self, ref, path, scope: Scope) -> str | None:
+        if not isinstance(ref, str) or is_ref(ref):
+            return None  # a bad substituted value or an unknown $name: already reported
         if ref == "prev":
             if scope.prev is None:
                 self.err("E202", f"'prev' has no value here: {scope.no_prev}", path, scope)
@@ -320,12 +322,16 @@ class Expander:
             self.layer(layer, path + (i,), scope)
 
     def child_ctx(self, layer: dict, ctx: Ctx, **kw) -> Ctx:
+        # (values are checked by the schema; bad substituted ones are reported, so fall back)
         reg = layer.get("regularizer")
+        lr_mult = layer.get("lr_mult", 1.0)
+        if not isinstance(lr_mult, (int, float)) or isinstance(lr_mult, bool):
+            lr_mult = 1.0
         return replace(
             ctx,
             trainable=ctx.trainable and layer.get("trainable", True) is not False,
-            lr_mult=ctx.lr_mult * float(layer.get("lr_mult", 1.0)),
-            regularizer=fill(sg.COMMON_LAYER_KEYS["regularizer"], reg) if reg is not None
+            lr_mult=ctx.lr_mult * float(lr_mult),
+            regularizer=fill(sg.COMMON_LAYER_KEYS["regularizer"], reg) if isinstance(reg, dict)
             else ctx.regularizer,
             **kw,
         )
@@ -427,8 +433,12 @@ class Expander:
         subst = Substitution()
         body_path = ("blocks", t, "layers")
         body = subst.substitute(bdef["layers"], lookup, body_path)
-        if subst.sites:
-            self.check_copy(body, body_path, subst, t)
+        if subst.sites and self.check_copy(body, body_path, subst, t):
+            # the substituted copy is invalid (reported): do not expand it
+            self.register(scope, local, _UNRESOLVED, line)
+            self.final_names.setdefault(final, line)
+            scope.prev = _UNRESOLVED
+            return
         repeat = layer.get("repeat")
         n = repeat if isinstance(repeat, int) and not isinstance(repeat, bool) and repeat >= 1 \
             else None
@@ -462,8 +472,8 @@ class Expander:
         self.final_names.setdefault(final, line)
         scope.prev = chain
 
-    def check_copy(self, body, body_path, subst: Substitution, t) -> None:
-        """Validate a block's layers after its params were substituted."""
+    def check_copy(self, body, body_path, subst: Substitution, t) -> bool:
+        """Validate a block's layers after its params were substituted; True if invalid."""
 
         def relocate(path):
             hit = subst.site_for(path)
@@ -484,6 +494,7 @@ class Expander:
                 hit = relocate(tuple(p))
                 diags.append(d if hit is None else replace(d, note=hit[1]))
         self.diags.extend(diags)
+        return bool(diags)
 
 
 # --------------------------------------------------------------------------------------
@@ -585,6 +596,8 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
             _, (name, b) = hit
             return path, f"the value comes from ${name} = {show(b.value)}, {b.desc}"
 
+        # reported; the expansion below tolerates the invalid values so that reference
+        # errors are reported too
         diags.extend(schema_errors(raw, schema, r, relocate=relocate))
         diags.extend(semantic_checks(raw, r))
 

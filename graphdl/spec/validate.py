@@ -409,7 +409,8 @@ class ErrorMapper:
                 key=True,
             )
         help_ = None
-        if isinstance(inst, str) and ({"number", "integer"} & set(types)) and _NUMBER_RE.match(inst):
+        numeric = {"number", "integer"} & set(types)
+        if isinstance(inst, str) and numeric and _NUMBER_RE.match(inst):
             key = path[-1] if path and isinstance(path[-1], str) else None
             written = f"{key}: {inst.strip()}" if key else inst.strip()
             help_ = (f"'{inst}' is quoted, so YAML reads it as a string; remove the quotes: "
@@ -632,6 +633,8 @@ def layer_checks(layer: dict, path, r: Reporter) -> list[Diagnostic]:
     """E106 repeat on a built-in layer; alpha with an activation that ignores it."""
     out = []
     t = layer.get("type")
+    if not isinstance(t, str):
+        return out
     if t in sg.LAYER_TYPES and "repeat" in layer:
         out.append(r.at(
             "E106",

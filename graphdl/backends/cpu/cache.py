@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import os
+import re
 import sys
 import types
 from functools import cache
@@ -37,22 +39,51 @@ def cache_dir() -> Path:
 
 @cache
 def _toolchain_fingerprint() -> str:
+    """Versions and the backend's own code (library and code generator)."""
     import numba
 
     h = hashlib.sha256()
     h.update(f"graphdl={graphdl.__version__};numba={numba.__version__};numpy={np.__version__}".encode())
-    root = Path(graphdl.__file__).parent
-    for sub in ("ops", "backends/cpu"):
-        for f in sorted((root / sub).glob("*.py")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
+    here = Path(__file__).parent
+    for name in ("library.py", "codegen.py"):
+        h.update((here / name).read_bytes())
     return h.hexdigest()
 
 
+@cache
+def _function_source(name: str) -> str:
+    """Source of a library function as generated code names it: K.<kernel> or K.s_<op>."""
+    from graphdl.ops.registry import all_ops, cpu_kernels
+
+    kernels = cpu_kernels()
+    if name in kernels:
+        fn = kernels[name]
+    elif name.startswith("s_") and name[2:] in all_ops():
+        fn = all_ops()[name[2:]].scalar
+    else:
+        return f"<unknown {name}>"
+    try:
+        text = inspect.getsource(fn)
+    except OSError:
+        text = fn.__qualname__
+    # module-level constants a scalar function reads are part of its meaning
+    consts = sorted(
+        f"{k}={v!r}" for k, v in fn.__globals__.items()
+        if k in fn.__code__.co_names and isinstance(v, (int, float))
+    )
+    return text + ";".join(consts)
+
+
 def source_key(source: str) -> str:
+    """Hash of the source and of every library function it calls: Numba's cache of the
+    step function holds the callees' machine code, so a changed kernel must change the key
+    (Numba itself only notices changes to the generated file)."""
     h = hashlib.sha256()
     h.update(_toolchain_fingerprint().encode())
     h.update(source.encode())
+    for name in sorted(set(re.findall(r"\bK\.(\w+)", source))):
+        h.update(name.encode())
+        h.update(_function_source(name).encode())
     return h.hexdigest()[:20]
 
 
