@@ -53,6 +53,8 @@ class TrainState:
     best: float | None = None
     best_epoch: int | None = None
     wait: int = 0
+    es_best: float | None = None  # early stopping's best monitored value
+    stopped: bool = False  # early stopping ended the run
     history: list = field(default_factory=list)
 
 
@@ -109,6 +111,8 @@ class Trainer:
             "best": s.best,
             "best_epoch": s.best_epoch,
             "wait": s.wait,
+            "es_best": s.es_best,
+            "stopped": s.stopped,
             "history": s.history,
             "preprocess": self.splits.preprocess_state,
         }
@@ -120,6 +124,7 @@ class Trainer:
         s = self.state
         s.epoch, s.step = int(meta["epoch"]), int(meta["step"])
         s.best, s.best_epoch, s.wait = meta.get("best"), meta.get("best_epoch"), int(meta.get("wait", 0))
+        s.es_best, s.stopped = meta.get("es_best"), bool(meta.get("stopped", False))
         s.history = list(meta.get("history", []))
 
     # ------------------------------------------------------------ loop
@@ -140,9 +145,15 @@ class Trainer:
             self._restore(last)
         program = model.train_program()
         metrics_path = self.run_dir / "metrics.jsonl"
-        if not self.resume and metrics_path.exists():
-            metrics_path.unlink()
-        stop = False
+        if self.resume:
+            # the checkpoint's history is the truth: a line written after it is dropped
+            _write_lines(metrics_path, self.state.history)
+        else:
+            # a new run in an old directory must not report the old run's checkpoints
+            for old in [metrics_path, *self.run_dir.glob("*.ckpt")]:
+                old.unlink(missing_ok=True)
+        if self.state.stopped:
+            return self.state.history  # early stopping had ended this run
         for epoch in range(self.state.epoch, self.epochs):
             t0 = time.perf_counter()
             stats = EpochStats()
@@ -189,9 +200,9 @@ class Trainer:
                 self._save(f"epoch_{epoch + 1:03d}.ckpt")
             if improved and self.save_mode == "best":
                 self._save("best.ckpt")
-            stop = self._early_stop(record)
+            self.state.stopped = self._early_stop(record)
             self._save("last.ckpt")
-            if stop:
+            if self.state.stopped:
                 break
         return self.state.history
 
@@ -218,6 +229,8 @@ class Trainer:
         return False
 
     def _early_stop(self, record: dict) -> bool:
+        """Keras semantics: stop once `patience` epochs in a row brought no improvement
+        of at least `min_delta`."""
         es = self.early
         if not es:
             return False
@@ -226,23 +239,17 @@ class Trainer:
         if value is None:
             return False
         mode = _mode_for(monitor, es.get("mode", "auto"))
-        delta = float(es.get("min_delta", 0.0))
-        key = "_es_best"
-        best = getattr(self, key, None)
-        if best is None and self.state.history[:-1]:
-            # resumed: rebuild the early-stopping best from the history
-            for r in self.state.history[:-1]:
-                v = self._metric(r, monitor)
-                if v is not None and (best is None or (v > best if mode == "max" else v < best)):
-                    best = v
-        better = best is None or (value > best + delta if mode == "max" else value < best - delta)
+        delta = float(es.get("min_delta", 0.0) or 0.0)
+        s = self.state
+        better = s.es_best is None or (
+            value > s.es_best + delta if mode == "max" else value < s.es_best - delta
+        )
         if better:
-            setattr(self, key, value)
-            self.state.wait = 0
+            s.es_best = value
+            s.wait = 0
             return False
-        setattr(self, key, best)
-        self.state.wait += 1
-        return self.state.wait > int(es.get("patience", 5))
+        s.wait += 1
+        return s.wait >= int(es.get("patience", 5))
 
     def _non_finite(self, snapshot, arrays, order, epoch, batch, step0, steps_per_epoch) -> None:
         """Stop on a non-finite loss: replay the epoch to the failing step, then find the
@@ -300,6 +307,12 @@ class Trainer:
             ),
             phase="runtime",
         )
+
+
+def _write_lines(path: Path, records: list[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def check_run_dir(run_dir: Path, spec) -> None:
