@@ -45,22 +45,23 @@ def _grad(g, attrs, ins, outs, gouts):
     gy = gouts[0]
     ta, tb = attrs["transpose_a"], attrs["transpose_b"]
     at, bt = g.type_of(a), g.type_of(b)
+    shared_weight = bt.rank == 2 and at.rank > 2
+    if shared_weight and ta:
+        raise ShapeError("the gradient of matmul with transpose_a, a batched input and a 2-D "
+                         "weight is not supported; transpose the input instead")
     # dA = gY @ B^T (or its transpose), dB = A^T @ gY (or its transpose)
     if ta:
         da = g.op("matmul", b, gy, transpose_a=tb, transpose_b=True)
     else:
         da = g.op("matmul", gy, b, transpose_a=False, transpose_b=not tb)
-    if bt.rank == 2 and at.rank > 2:
-        # a shared 2-D weight under a batched input: fold the batch into rows
-        a2 = g.op("reshape", a, shape=(-1, at.shape[-1]))
-        g2 = g.op("reshape", gy, shape=(-1, g.type_of(gy).shape[-1]))
-        if ta:
-            raise ShapeError("transpose_a with a batched input and a 2-D weight is not supported")
-        db = g.op("matmul", g2, a2, transpose_a=True) if tb else g.op("matmul", a2, g2, transpose_a=True)
-    elif tb:
+    if tb:
         db = g.op("matmul", gy, a, transpose_a=True, transpose_b=ta)
     else:
         db = g.op("matmul", a, gy, transpose_a=not ta, transpose_b=False)
+    if shared_weight:
+        # a 2-D weight shared by every batch entry: its gradient sums over the batch axes
+        # (a reshape to rows cannot express [N, T, K] -> [N*T, K] with a symbolic N)
+        db = g.op("sum", db, axes=tuple(range(at.rank - 2)), keepdims=False)
     return [da, db]
 
 

@@ -140,6 +140,7 @@ def _ref_adam(attrs, p, g, m, v, lr, step):
     lr = float(lr) * attrs["lr_mult"]
     t = float(step)
     b1, b2, eps, wd = attrs["beta1"], attrs["beta2"], attrs["eps"], attrs["weight_decay"]
+    dt = p.dtype
     p = p.astype(np.float64)
     if attrs["decoupled"]:
         p = p * (1 - lr * wd)
@@ -150,7 +151,6 @@ def _ref_adam(attrs, p, g, m, v, lr, step):
     mhat = m / (1 - b1**t)
     vhat = v / (1 - b2**t)
     p = p - lr * mhat / (np.sqrt(vhat) + eps)
-    dt = g.dtype
     return p.astype(dt), m.astype(dt), v.astype(dt)
 
 

@@ -97,7 +97,7 @@ register(
         name="transpose",
         inputs=("x",),
         infer=_infer_transpose,
-        reference=lambda attrs, x: np.ascontiguousarray(np.transpose(x, attrs["perm"])),
+        reference=lambda attrs, x: np.array(np.transpose(x, attrs["perm"]), order="C"),
         pattern=Pattern.INJECTIVE,
         attrs={"perm": Attr(tuple)},
         grad=_g_transpose,
@@ -114,7 +114,7 @@ def _infer_broadcast_to(attrs, types):
 
 
 def _ref_broadcast_to(attrs, x, bindings=None):
-    return np.ascontiguousarray(np.broadcast_to(x, _bind_shape(attrs["shape"], bindings or {})))
+    return np.array(np.broadcast_to(x, _bind_shape(attrs["shape"], bindings or {})), order="C")
 
 
 def _g_broadcast_to(g, attrs, ins, outs, gouts):

@@ -94,7 +94,7 @@ def _clip(g: Graph, grads: dict[int, Value], max_norm: float) -> dict[int, Value
         sq = g.op("sum", g.op("square", v))
         total = sq if total is None else g.op("add", total, sq)
     norm = g.op("sqrt", total)
-    limit = g.const(max_norm, "float32")
+    limit = g.const(max_norm, g.type_of(total).dtype)
     coef = g.op("div", limit, g.op("maximum", norm, limit))  # min(1, max_norm / norm)
     g.outputs["grad_norm"] = norm
     return {k: g.op("mul", v, coef) for k, v in grads.items()}

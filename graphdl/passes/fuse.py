@@ -58,7 +58,7 @@ def find_groups(g: Graph) -> list[list[int]]:
     for nid in order:
         if not _is_elementwise(g, nid):
             continue
-        out_shape = g.node(nid)["types"][0].shape
+        out_type = g.node(nid)["types"][0]
         candidates: list[list[int]] = []
         for v in g.inputs_of(nid):
             if _single_private_consumer(g, v, roots) != nid:
@@ -74,7 +74,8 @@ def find_groups(g: Graph) -> list[list[int]]:
             if grp in absorbed:
                 continue
             grp_head = _is_epilogue_head(g, grp[0])
-            if grp_head and (has_head or g.node(grp[0])["types"][0].shape != out_shape):
+            # the head writes the group's output buffer: it must have the output's full type
+            if grp_head and (has_head or g.node(grp[0])["types"][0] != out_type):
                 continue
             tentative = grp + merged
             if len(tentative) > MAX_MEMBERS or _external_inputs(g, tentative) > MAX_INPUTS:

@@ -7,7 +7,7 @@ Every computed value gets one of:
 - ``alias``: a view of another value's buffer (reshape), which extends that buffer's life;
 - ``inplace``: the buffer of a dying input of the same size (elementwise ops) or of the
   parameter/state it updates (optimiser updates write in place);
-- ``output``: a fresh array returned to the caller.
+- ``output``: a fresh array returned to the caller (a view op's output is copied).
 The plan lives in ``meta["memory_plan"]``; `peak_bytes` evaluates it for a batch size.
 """
 
@@ -58,7 +58,7 @@ def plan_memory(graph: Graph) -> Graph:
         nd = g.node(n)
         if nd["op"] in SOURCES:
             continue
-        if get_op(nd["op"]).view:
+        if get_op(nd["op"]).view and Value(n, 0) not in outputs:
             src = g.inputs_of(n)[0]
             root[Value(n, 0)] = src
     end_of_owner: dict[Value, int] = {}
@@ -78,7 +78,8 @@ def plan_memory(graph: Graph) -> Graph:
             v = Value(n, i)
             t = g.type_of(v)
             if opdef.view:
-                plan[_vkey(v)] = {"alias": _vkey(ins[0])}
+                # a returned view is copied out: the caller keeps it after the next call
+                plan[_vkey(v)] = {"output": True, "view": True} if v in outputs else {"alias": _vkey(ins[0])}
                 continue
             if v in update_of:
                 pid = update_of[v]

@@ -106,6 +106,11 @@ class CpuCodegen:
             for axis, d in enumerate(self.g.type_of(Value(nid)).shape):
                 if isinstance(d, str) and d not in seen:
                     seen[d] = f"{d} = {self.var[Value(nid)]}.shape[{axis}]"
+        for nid in self.g.nodes():
+            for t in self.g.node(nid)["types"]:
+                for d in t.symbols() - set(seen):
+                    raise ValueError(f"symbolic dim {d} of {self.g.describe(nid)} is bound by "
+                                     "no graph input: its size is unknown at run time")
         return list(seen.values())
 
     def _size_expr(self, t: TensorType) -> str:
@@ -119,6 +124,8 @@ class CpuCodegen:
         name = f"v{v.node}_{v.index}" if v.index else f"v{v.node}"
         self.var[v] = name
         shape = ctx.shape_tuple(ctx.shape(v))
+        if plan is not None and plan.get("view"):
+            return []  # the view op binds it; `generate` copies it out
         if plan is None or "output" in plan:
             return [f"{name} = np.empty({shape}, {NP_DTYPE[t.dtype]})"]
         if "alias" in plan:
@@ -148,6 +155,9 @@ class CpuCodegen:
             for v in outs:
                 body += self._allocate(v, ctx)
             body += self._emit_node(nid, ctx)
+            for v in outs:
+                if self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}", {}).get("view"):
+                    body.append(f"{self.var[v]} = {self.var[v]}.copy()")
         # updates that could not be planned in place are copied back
         plan = g.meta["memory_plan"]["values"]
         for pid, v in sorted(g.updates.items()):
@@ -265,7 +275,11 @@ class CpuCodegen:
                     runtime_k += 1
                 else:
                     args.append(repr(m["attrs"][a]))
-            body.append(f"t{j} = K.s_{m['op']}({', '.join(args)})")
+            call = f"K.s_{m['op']}({', '.join(args)})"
+            if m["op"] == "cast":
+                # the scalar function is the identity: the conversion is the typed constructor
+                call = f"{NP_DTYPE[m['attrs']['dtype']]}({call})"
+            body.append(f"t{j} = {call}")
         body.append(f"{store} = t{len(members) - 1}")
         params += [f"k{i}" for i in range(runtime_k)]
         src_body = lines + [indent + b for b in body]

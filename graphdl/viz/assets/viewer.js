@@ -1,0 +1,985 @@
+/* graphdl graph viewer: lays out only the expanded level of the graph with dagre and
+   draws it as SVG. Groups (spec layers, repeated blocks, fused kernels) expand and
+   collapse; clicking a node shows its details; two stages can be compared side by side.
+
+   URL hash commands (also for tests): #expand=<group-or-fused-id>[,...]&collapse=...
+   &select=<node-id> (or b:<node-id> for the right-hand panel)&color=phase|group|flops|memory
+   &expandall=1&collapseall=1. After every render <body> gets data-rendered="1" and
+   data-render-ms (the first render counts from navigation start). */
+(function () {
+  "use strict";
+
+  var DOC = JSON.parse(document.getElementById("graphdl-data").textContent);
+  var LARGE = 300;      // graphs with more nodes open with groups collapsed
+  var BUDGET = 150;     // units laid out when opening a large graph
+  var WORK_BUDGET = 2500;  // ... and units + edges + 2 x edge dummies (see estimate)
+  var FULL_WARN = 900;  // expanding everything above this asks first
+  var PHASE = {
+    forward: ["#dce9f7", "#3b6ea8"],
+    backward: ["#fbe2cc", "#c0622b"],
+    update: ["#dcefd3", "#4a8a3a"]
+  };
+  var OTHER = ["#eeeeee", "#777777"];
+  var SOURCE_OPS = { input: 1, param: 1, state: 1, const: 1 };
+  var state = { color: "phase", sel: null, renders: 0 };
+  var panels = [];
+  var measureCtx = document.createElement("canvas").getContext("2d");
+  var widthCache = {};
+
+  function textWidth(text, px) {
+    var key = px + "|" + text;
+    var w = widthCache[key];
+    if (w === undefined) {
+      measureCtx.font = px + 'px "DejaVu Sans", Helvetica, Arial, sans-serif';
+      w = measureCtx.measureText(text).width;
+      widthCache[key] = w;
+    }
+    return w;
+  }
+
+  function esc(s) {
+    return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+  }
+
+  function human(n) {
+    if (n === null || n === undefined) return "?";
+    var units = [["G", 1e9], ["M", 1e6], ["k", 1e3]];
+    for (var i = 0; i < units.length; i++) {
+      if (Math.abs(n) >= units[i][1]) return (n / units[i][1]).toPrecision(3).replace(/\.?0+$/, "") + units[i][0];
+    }
+    return String(n);
+  }
+
+  function shorten(s, n) {
+    n = n || 44;
+    return s.length <= n ? s : s.slice(0, n - 1) + "\u2026";
+  }
+
+  function mix(a, b, t) {
+    t = Math.max(0, Math.min(1, t));
+    var out = "#";
+    for (var i = 1; i < 7; i += 2) {
+      var x = parseInt(a.substr(i, 2), 16), y = parseInt(b.substr(i, 2), 16);
+      var v = Math.round(x + (y - x) * t).toString(16);
+      out += v.length < 2 ? "0" + v : v;
+    }
+    return out;
+  }
+
+  function hslHex(h, s, l) {
+    var a = s * Math.min(l, 1 - l);
+    function f(n) {
+      var k = (n + h * 12) % 12;
+      var c = l - a * Math.max(-1, Math.min(k - 3, 9 - k, 1));
+      var v = Math.round(c * 255).toString(16);
+      return v.length < 2 ? "0" + v : v;
+    }
+    return "#" + f(0) + f(8) + f(4);
+  }
+
+  function groupColor(k) {
+    var h = (k * 0.618033988749895) % 1;
+    return [hslHex(h, 0.6, 0.84), hslHex(h, 0.6, 0.35)];
+  }
+
+  // ------------------------------------------------------------------ one stage's panel
+
+  function Panel(stage, index, compare) {
+    var self = this;
+    this.stage = stage;
+    this.index = index;
+    this.byId = {};
+    this.groups = {};
+    this.children = {};   // group id -> {groups: [], nodes: []}
+    this.topGroups = [];
+    this.expanded = {};   // group id or "f:<nid>" -> true
+    this.fusedOrder = {};
+    this.marks = {};
+    this.expIndex = {};   // original id -> node ids of this stage standing for it
+    stage.groups.forEach(function (g) {
+      self.groups[g.id] = g;
+      self.children[g.id] = { groups: [], nodes: [] };
+    });
+    stage.groups.forEach(function (g) {
+      if (g.parent) self.children[g.parent].groups.push(g.id);
+      else self.topGroups.push(g.id);
+    });
+    var k = 0;
+    stage.nodes.forEach(function (n) {
+      self.byId[n.id] = n;
+      if (n.group) self.children[n.group].nodes.push(n.id);
+      if (n.fused) self.fusedOrder[n.id] = k++;
+      expansion(n).forEach(function (i) {
+        (self.expIndex[i] = self.expIndex[i] || []).push(n.id);
+      });
+    });
+    // ancestor chains, outermost first
+    this.chainOfGroup = {};
+    stage.groups.forEach(function (g) {
+      var chain = [], cur = g.id;
+      while (cur) { chain.unshift(cur); cur = self.groups[cur].parent; }
+      self.chainOfGroup[g.id] = chain;
+    });
+    if (compare) {
+      var list = index === 0 ? compare.removed : compare.added;
+      var mark = index === 0 ? "removed" : "added";
+      list.forEach(function (i) { self.marks[i] = mark; });
+    }
+    this.groupCounts = {};  // group id -> {removed: n, added: n}
+    stage.nodes.forEach(function (n) {
+      if (!self.marks[n.id] || !n.group) return;
+      self.chainOfGroup[n.group].forEach(function (g) {
+        var c = self.groupCounts[g] = self.groupCounts[g] || { removed: 0, added: 0 };
+        c[self.marks[n.id]] += 1;
+      });
+    });
+    this.defaultExpansion();
+  }
+
+  function expansion(n) {
+    var ids = [n.id];
+    if (n.fused) n.fused.members.forEach(function (m) {
+      if (m.orig_id !== null && m.orig_id !== undefined && ids.indexOf(m.orig_id) < 0) ids.push(m.orig_id);
+    });
+    return ids;
+  }
+
+  Panel.prototype.defaultExpansion = function () {
+    var self = this;
+    this.expanded = {};
+    if (this.stage.nodes.length <= LARGE) {
+      this.stage.groups.forEach(function (g) { self.expanded[g.id] = true; });
+      this.cost = this.estimate();
+      return;
+    }
+    // A large graph opens collapsed, then its outer groups open breadth first while the
+    // layout stays cheap: few units, and few layer crossings by long edges (a training
+    // graph's forward-to-backward edges make dagre slow long before the node count does).
+    // optimiser updates (a state and an update op per parameter) stay folded
+    var queue = this.topGroups.filter(function (g) { return self.groups[g].phase !== "update"; });
+    this.cost = this.estimate();
+    while (queue.length) {
+      var g = queue.shift();
+      this.expanded[g] = true;
+      var c = this.estimate();
+      if (c.units > BUDGET || c.work > WORK_BUDGET) {
+        delete this.expanded[g];
+        continue;
+      }
+      this.cost = c;
+      queue = queue.concat(this.children[g].groups);
+    }
+  };
+
+  // units and layout work (units plus edge dummies over longest-path layers) of the view
+  Panel.prototype.estimate = function () {
+    var self = this, unitOf = {}, index = {}, keys = [];
+    this.stage.nodes.forEach(function (n) {
+      var k = self.rep(n.id);
+      unitOf[n.id] = k;
+      if (index[k] === undefined) { index[k] = keys.length; keys.push(k); }
+    });
+    var m = keys.length, succ = [], indeg = [], seen = {}, edges = [];
+    for (var i = 0; i < m; i++) { succ.push([]); indeg.push(0); }
+    this.stage.nodes.forEach(function (n) {
+      var b = index[unitOf[n.id]];
+      n.inputs.forEach(function (inp) {
+        var ku = unitOf[inp[0]];
+        if (ku === undefined) return;
+        var a = index[ku];
+        if (a === b || seen[a * m + b]) return;
+        seen[a * m + b] = 1;
+        succ[a].push(b); indeg[b] += 1; edges.push([a, b]);
+      });
+    });
+    var rank = [], queue = [], hasPred = [];
+    for (i = 0; i < m; i++) { rank.push(0); hasPred.push(indeg[i] > 0); if (!indeg[i]) queue.push(i); }
+    var order = [];
+    while (queue.length) {
+      var v = queue.pop();
+      order.push(v);
+      succ[v].forEach(function (w) {
+        rank[w] = Math.max(rank[w], rank[v] + 1);
+        if (--indeg[w] === 0) queue.push(w);
+      });
+    }
+    // sources sit just above their first consumer, as a ranker would put them
+    order.forEach(function (v) {
+      if (!hasPred[v] && succ[v].length) {
+        var lo = Infinity;
+        succ[v].forEach(function (w) { lo = Math.min(lo, rank[w]); });
+        rank[v] = lo - 1;
+      }
+    });
+    var dummies = 0;
+    edges.forEach(function (e) { dummies += Math.max(0, Math.abs(rank[e[1]] - rank[e[0]]) - 1); });
+    return { units: m, edges: edges.length, dummies: dummies, work: m + edges.length + 2 * dummies };
+  };
+
+  Panel.prototype.chainOf = function (nid) {
+    var n = this.byId[nid];
+    return n.group ? this.chainOfGroup[n.group] : [];
+  };
+
+  // the visible unit standing for a node: its outermost collapsed group, or itself
+  Panel.prototype.rep = function (nid) {
+    var chain = this.chainOf(nid);
+    for (var i = 0; i < chain.length; i++) {
+      if (!this.expanded[chain[i]]) return "g:" + chain[i];
+    }
+    return "n:" + nid;
+  };
+
+  Panel.prototype.fusedOpen = function (nid) {
+    var n = this.byId[nid];
+    return !!(n && n.fused && this.expanded["f:" + nid] && this.rep(nid) === "n:" + nid);
+  };
+
+  Panel.prototype.reveal = function (nid) {
+    var self = this;
+    this.chainOf(nid).forEach(function (g) { self.expanded[g] = true; });
+  };
+
+  Panel.prototype.expandId = function (id, open) {
+    id = String(id);
+    if (id.indexOf("g:") === 0) id = id.slice(2);
+    if (id.indexOf("f:") === 0) id = id.slice(2);
+    if (this.groups[id]) {
+      if (open) {
+        var self = this;
+        this.chainOfGroup[id].forEach(function (g) { self.expanded[g] = true; });
+      } else {
+        delete this.expanded[id];
+      }
+      return true;
+    }
+    var n = this.byId[id];
+    if (n && n.fused) {
+      if (open) { this.reveal(n.id); this.expanded["f:" + n.id] = true; }
+      else delete this.expanded["f:" + n.id];
+      return true;
+    }
+    return false;
+  };
+
+  Panel.prototype.unitNodes = function (key) {
+    // node ids under a unit key
+    if (key.indexOf("n:") === 0) return [Number(key.slice(2))];
+    if (key.indexOf("m:") === 0) return [Number(key.split(":")[1])];
+    var gid = key.slice(2), out = [], self = this;
+    (function walk(g) {
+      self.children[g].nodes.forEach(function (n) { out.push(n); });
+      self.children[g].groups.forEach(walk);
+    })(gid);
+    return out;
+  };
+
+  // ------------------------------------------------------------------ colours
+
+  Panel.prototype.metric = function (n, mode) {
+    if (mode === "flops") return n.flops;
+    if (n.mem) return n.mem.bytes;
+    if (SOURCE_OPS[n.op]) return 0;
+    var s = 0;
+    n.bytes.forEach(function (b) { s += b || 0; });
+    return s;
+  };
+
+  Panel.prototype.colorOf = function (ids, top) {
+    var mode = state.color, self = this;
+    if (mode === "phase") {
+      var phase = null;
+      for (var i = 0; i < ids.length; i++) {
+        var p = this.byId[ids[i]].phase;
+        if (phase === null) phase = p; else if (phase !== p) return OTHER;
+      }
+      return PHASE[phase] || OTHER;
+    }
+    if (mode === "group") {
+      if (ids.length === 1 && this.byId[ids[0]].fused) return groupColor(this.fusedOrder[ids[0]]);
+      return ["#f4f4f4", "#999999"];
+    }
+    var v = 0, known = false;
+    ids.forEach(function (i) {
+      var x = self.metric(self.byId[i], mode);
+      if (x !== null && x !== undefined) { v += x; known = true; }
+    });
+    if (!known) return ["#ffffff", "#bbbbbb"];
+    var t = top > 0 ? Math.log1p(v) / Math.log1p(top) : 0;
+    if (mode === "flops") return [mix("#fff8e1", "#e4572e", t), mix("#c9a227", "#8c1c13", t)];
+    return [mix("#f1f0fb", "#6a51a3", t), mix("#9e9ac8", "#3f007d", t)];
+  };
+
+  // ------------------------------------------------------------------ layout
+
+  Panel.prototype.build = function () {
+    var self = this, stage = this.stage;
+    var units = {}, order = [], clusters = {};
+    var edges = {};
+
+    function addUnit(key, u) {
+      if (!units[key]) { units[key] = u; order.push(key); }
+    }
+    // Expanded layer groups are not dagre clusters: a compound layout keeps every
+    // cluster contiguous, which stretches a training graph (a layer's forward and backward
+    // ops sit far apart) into long tangled edges. Groups open and close from the tree in
+    // the side bar and from a collapsed group's + box; fused kernels are clusters.
+    stage.nodes.forEach(function (n) {
+      var key = self.rep(n.id);
+      if (key.indexOf("g:") === 0) {
+        addUnit(key, { kind: "group", gid: key.slice(2), parent: null });
+        return;
+      }
+      if (self.fusedOpen(n.id)) {
+        clusters["f:" + n.id] = { kind: "fused", nid: n.id, parent: null };
+        n.fused.members.forEach(function (m, i) {
+          addUnit("m:" + n.id + ":" + i, { kind: "member", nid: n.id, i: i, parent: "f:" + n.id });
+        });
+      } else {
+        addUnit(key, { kind: "node", nid: n.id, parent: null });
+      }
+    });
+
+    function addEdge(src, dst, text, bytes) {
+      if (src === dst) return;
+      var k = src + "|" + dst, e = edges[k];
+      if (!e) { edges[k] = { src: src, dst: dst, text: text, bytes: bytes || 0, count: 1 }; return; }
+      e.count += 1;
+      e.bytes += bytes || 0;
+    }
+    function outUnit(nid) {
+      if (self.fusedOpen(nid)) return "m:" + nid + ":" + (self.byId[nid].fused.members.length - 1);
+      return self.rep(nid);
+    }
+    stage.nodes.forEach(function (n) {
+      var open = self.fusedOpen(n.id);
+      n.inputs.forEach(function (inp, slot) {
+        var src = self.byId[inp[0]];
+        if (!src) return;
+        var text = src.types[inp[1]] || "?";
+        var bytes = src.bytes[inp[1]];
+        var from = outUnit(inp[0]);
+        if (open) {
+          n.fused.members.forEach(function (m, i) {
+            m.inputs.forEach(function (r) {
+              if (r[0] === "input" && r[1] === slot) addEdge(from, "m:" + n.id + ":" + i, text, bytes);
+            });
+          });
+        } else {
+          addEdge(from, self.rep(n.id), text, bytes);
+        }
+      });
+      if (open) {
+        n.fused.members.forEach(function (m, i) {
+          m.inputs.forEach(function (r) {
+            if (r[0] === "member") {
+              var src = n.fused.members[r[1]];
+              addEdge("m:" + n.id + ":" + r[1], "m:" + n.id + ":" + i, src.type || "?", src.bytes);
+            }
+          });
+        });
+      }
+    });
+    this.units = units;
+    this.order = order;
+    this.clusters = clusters;
+    this.edges = Object.keys(edges).map(function (k) { return edges[k]; });
+  };
+
+  Panel.prototype.unitLabel = function (key, u) {
+    if (u.kind === "group") {
+      var g = this.groups[u.gid];
+      var sub = g.size + " ops" + (g.line ? " \u00b7 line " + g.line : "");
+      return ["\u25b8 " + g.label, sub];
+    }
+    if (u.kind === "member") {
+      var m = this.byId[u.nid].fused.members[u.i];
+      return [m.op, m.orig_id !== null && m.orig_id !== undefined ? "was %" + m.orig_id : ""];
+    }
+    var n = this.byId[u.nid];
+    return [shorten(n.title), n.sub];
+  };
+
+  Panel.prototype.layout = function () {
+    var self = this;
+    var g = new dagre.graphlib.Graph({ compound: true });
+    g.setGraph({ rankdir: "TB", nodesep: 16, ranksep: 26, edgesep: 8, marginx: 14, marginy: 14 });
+    g.setDefaultEdgeLabel(function () { return {}; });
+    this.order.forEach(function (key) {
+      var u = self.units[key];
+      var lab = self.unitLabel(key, u);
+      u.label = lab;
+      var w = Math.max(textWidth(lab[0], 12), lab[1] ? textWidth(lab[1], 10) : 0) + 22;
+      if (u.kind === "group" || (u.kind === "node" && self.byId[u.nid].fused)) w += 16;
+      g.setNode(key, { width: Math.max(w, 46), height: lab[1] ? 36 : 24 });
+    });
+    Object.keys(this.clusters).forEach(function (key) {
+      g.setNode(key, {});
+    });
+    Object.keys(this.clusters).forEach(function (key) {
+      var c = self.clusters[key];
+      if (c.parent) g.setParent(key, c.parent);
+    });
+    this.order.forEach(function (key) {
+      var p = self.units[key].parent;
+      if (p) g.setParent(key, p);
+    });
+    var labels = this.edges.length <= 1500;
+    this.edges.forEach(function (e) {
+      var text = e.count > 1 ? e.count + " values" : e.text;
+      e.label = text;
+      var lab = labels ? { width: textWidth(text, 9) + 6, height: 12, labelpos: "c" } : {};
+      g.setEdge(e.src, e.dst, lab);
+    });
+    dagre.layout(g);
+    this.g = g;
+  };
+
+  // ------------------------------------------------------------------ drawing
+
+  function pathOf(points) {
+    var d = "M" + points[0].x.toFixed(1) + "," + points[0].y.toFixed(1);
+    if (points.length === 2) return d + " L" + points[1].x.toFixed(1) + "," + points[1].y.toFixed(1);
+    for (var i = 1; i < points.length - 1; i++) {
+      var p = points[i], q = points[i + 1];
+      var mx = (p.x + q.x) / 2, my = (p.y + q.y) / 2;
+      d += " Q" + p.x.toFixed(1) + "," + p.y.toFixed(1) + " " + (i === points.length - 2 ? q.x : mx).toFixed(1) + "," + (i === points.length - 2 ? q.y : my).toFixed(1);
+    }
+    return d;
+  }
+
+  Panel.prototype.draw = function () {
+    var self = this, g = this.g, out = [];
+    var graph = g.graph();
+    this.width = graph.width || 100;
+    this.height = graph.height || 100;
+    var top = 0, maxBytes = 1;
+    var unitIds = {};
+    this.order.forEach(function (key) {
+      var ids = self.unitNodes(key);
+      unitIds[key] = ids;
+      if (state.color === "flops" || state.color === "memory") {
+        var v = 0;
+        ids.forEach(function (i) { v += self.metric(self.byId[i], state.color) || 0; });
+        top = Math.max(top, v);
+      }
+    });
+    this.edges.forEach(function (e) { maxBytes = Math.max(maxBytes, e.bytes); });
+    out.push('<defs><marker id="arrow' + this.index + '" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#777"/></marker></defs>');
+    out.push('<g class="viewport">');
+    // clusters, outermost first
+    var ckeys = Object.keys(this.clusters).sort(function (a, b) { return self.depth(a) - self.depth(b); });
+    ckeys.forEach(function (key) {
+      var c = self.clusters[key], nd = g.node(key);
+      if (!nd || nd.width === undefined) return;
+      var x = nd.x - nd.width / 2, y = nd.y - nd.height / 2;
+      var col, label, cls;
+      if (c.kind === "fused") {
+        col = self.colorOf([c.nid], top);
+        var n = self.byId[c.nid];
+        label = "\u25be %" + n.id + " fused (" + n.fused.kind + ")";
+        cls = "cluster fusedc";
+      } else {
+        var grp = self.groups[c.gid];
+        col = PHASE[grp.phase] || OTHER;
+        label = "\u25be " + grp.label;
+        cls = "cluster";
+      }
+      out.push('<g class="' + cls + '" data-key="' + esc(key) + '"><rect x="' + x.toFixed(1) + '" y="' + y.toFixed(1) + '" width="' + nd.width.toFixed(1) + '" height="' + nd.height.toFixed(1) + '" rx="6" fill="' + col[0] + '" stroke="' + col[1] + '"/>' +
+        '<text class="ctoggle" data-toggle="' + esc(key) + '" x="' + (x + 5).toFixed(1) + '" y="' + (y + 11).toFixed(1) + '">' + esc(label) + '</text></g>');
+    });
+    out.push('<g class="edges">');
+    this.edges.forEach(function (e, k) {
+      var ed = g.edge(e.src, e.dst);
+      if (!ed || !ed.points) return;
+      var w = e.bytes > 1 ? 0.8 + 3.7 * Math.log1p(e.bytes) / Math.log1p(maxBytes) : 0.8;
+      out.push('<path class="edge" data-edge="' + k + '" d="' + pathOf(ed.points) + '" stroke-width="' + w.toFixed(2) + '" marker-end="url(#arrow' + self.index + ')"><title>' + esc(e.label + (e.bytes ? ", " + human(e.bytes) + "B" : "")) + '</title></path>');
+    });
+    out.push('</g><g class="elabels">');
+    this.edges.forEach(function (e) {
+      var ed = g.edge(e.src, e.dst);
+      if (!ed || ed.x === undefined || !ed.width) return;
+      out.push('<rect class="elabel" x="' + (ed.x - ed.width / 2).toFixed(1) + '" y="' + (ed.y - 6).toFixed(1) + '" width="' + ed.width.toFixed(1) + '" height="12"/>' +
+        '<text class="elabel" x="' + ed.x.toFixed(1) + '" y="' + (ed.y + 3).toFixed(1) + '" text-anchor="middle">' + esc(e.label) + '</text>');
+    });
+    out.push('</g><g class="units">');
+    this.order.forEach(function (key) {
+      var u = self.units[key], nd = g.node(key);
+      var x = nd.x - nd.width / 2, y = nd.y - nd.height / 2;
+      var ids = unitIds[key];
+      var col;
+      if (u.kind === "member") {
+        col = state.color === "phase" ? ["#ffffff", PHASE[self.byId[u.nid].phase] ? PHASE[self.byId[u.nid].phase][1] : "#777"] : ["#ffffff", self.colorOf([u.nid], top)[1]];
+      } else {
+        col = self.colorOf(ids, top);
+      }
+      var cls = "unit " + u.kind;
+      var attrs = ' data-key="' + esc(key) + '"';
+      if (u.kind === "node") {
+        var n = self.byId[u.nid];
+        attrs += ' data-id="' + n.id + '" data-op="' + esc(n.op) + '"' + (n.layer ? ' data-layer="' + esc(n.layer) + '"' : "");
+        if (self.marks[n.id]) cls += " " + self.marks[n.id];
+        if (n.fused) cls += " fused";
+      } else if (u.kind === "member") {
+        var m = self.byId[u.nid].fused.members[u.i];
+        attrs += ' data-member-of="' + u.nid + '" data-op="' + esc(m.op) + '" data-orig="' + (m.orig_id === null || m.orig_id === undefined ? "" : m.orig_id) + '"';
+      } else {
+        attrs += ' data-group="' + esc(u.gid) + '"';
+      }
+      var rx = (u.kind === "node" && SOURCE_OPS[self.byId[u.nid].op]) ? 12 : 4;
+      var s = '<g class="' + cls + '"' + attrs + '><rect class="box" x="' + x.toFixed(1) + '" y="' + y.toFixed(1) + '" width="' + nd.width.toFixed(1) + '" height="' + nd.height.toFixed(1) + '" rx="' + rx + '" fill="' + col[0] + '" stroke="' + col[1] + '"/>';
+      var cx = nd.x - ((u.kind === "group" || (u.kind === "node" && self.byId[u.nid].fused)) ? 8 : 0);
+      if (u.label[1]) {
+        s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (nd.y - 2).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
+        s += '<text class="t2" x="' + cx.toFixed(1) + '" y="' + (nd.y + 11).toFixed(1) + '" text-anchor="middle">' + esc(u.label[1]) + '</text>';
+      } else {
+        s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (nd.y + 4).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
+      }
+      if (u.kind === "group" || (u.kind === "node" && self.byId[u.nid].fused)) {
+        var tk = u.kind === "group" ? "g:" + u.gid : "f:" + u.nid;
+        var tx = x + nd.width - 16, ty = y + 3;
+        s += '<g class="toggle" data-toggle="' + esc(tk) + '"><rect x="' + tx.toFixed(1) + '" y="' + ty.toFixed(1) + '" width="13" height="13" rx="2"/><text x="' + (tx + 6.5).toFixed(1) + '" y="' + (ty + 10.5).toFixed(1) + '" text-anchor="middle">+</text></g>';
+      }
+      if (u.kind === "group" && self.groupCounts[u.gid]) {
+        var gc = self.groupCounts[u.gid], badge = gc.removed ? "\u2212" + gc.removed : "+" + gc.added;
+        s += '<text class="badge ' + (gc.removed ? "removed" : "added") + '" x="' + (x + 4).toFixed(1) + '" y="' + (y + 11).toFixed(1) + '">' + badge + '</text>';
+      }
+      s += '<title>' + esc(self.tooltip(key, u, ids)) + '</title></g>';
+      out.push(s);
+    });
+    out.push("</g></g>");
+    this.svg.innerHTML = out.join("");
+    this.viewport = this.svg.querySelector("g.viewport");
+    this.applyTransform();
+  };
+
+  Panel.prototype.depth = function (key) {
+    var d = 0, c = this.clusters[key];
+    while (c && c.parent) { d += 1; c = this.clusters[c.parent]; }
+    return d;
+  };
+
+  Panel.prototype.tooltip = function (key, u, ids) {
+    if (u.kind === "group") return this.groups[u.gid].label + ": " + ids.length + " nodes (click + to expand)";
+    if (u.kind === "member") {
+      var m = this.byId[u.nid].fused.members[u.i];
+      return m.op + " in fused %" + u.nid + (m.type ? "\n" + m.type : "");
+    }
+    var n = this.byId[u.nid];
+    var t = "%" + n.id + " " + n.title + (n.sub ? "\n" + n.sub : "") + "\nphase: " + n.phase + "\nout: " + n.types.join(", ");
+    if (state.color === "flops" || state.color === "memory") t += "\n" + state.color + ": " + human(this.metric(n, state.color));
+    return t;
+  };
+
+  // ------------------------------------------------------------------ pan and zoom
+
+  Panel.prototype.fit = function () {
+    // the whole graph when it fits at 35 % or more; else 35 % from the top
+    var r = this.canvas.getBoundingClientRect();
+    var cw = r.width || 800, ch = r.height || 600;
+    var all = Math.min((cw - 10) / this.width, (ch - 10) / this.height);
+    var k = Math.min(1, Math.max(all, 0.35));
+    this.k = k;
+    this.tx = this.width * k < cw ? (cw - this.width * k) / 2 : 5;
+    this.ty = 5;
+    this.applyTransform();
+  };
+
+  Panel.prototype.applyTransform = function () {
+    if (this.viewport) this.viewport.setAttribute("transform", "translate(" + this.tx.toFixed(1) + "," + this.ty.toFixed(1) + ") scale(" + this.k.toFixed(4) + ")");
+  };
+
+  Panel.prototype.centerOn = function (key) {
+    if (!this.g || !this.g.hasNode(key)) return;
+    var nd = this.g.node(key), r = this.canvas.getBoundingClientRect();
+    this.tx = (r.width || 800) / 2 - nd.x * this.k;
+    this.ty = (r.height || 600) / 2 - nd.y * this.k;
+    this.applyTransform();
+  };
+
+  Panel.prototype.attach = function (container) {
+    var self = this;
+    var el = document.createElement("div");
+    el.className = "panel";
+    var marks = "";
+    if (DOC.compare) {
+      var c = DOC.compare;
+      marks = this.index === 0 ? c.removed.length + " nodes only here (dashed red)" : c.added.length + " nodes only here (dashed green)";
+    }
+    el.innerHTML = '<h2>' + esc(this.stage.title) + ' \u2014 ' + this.stage.nodes.length + ' nodes<span class="marks">' + esc(marks) + '</span></h2><div class="canvas"><svg id="svg-' + this.index + '" data-stage="' + esc(this.stage.name) + '"></svg></div>';
+    container.appendChild(el);
+    this.canvas = el.querySelector(".canvas");
+    this.svg = el.querySelector("svg");
+    this.k = 1; this.tx = 0; this.ty = 0;
+    var drag = null;
+    this.canvas.addEventListener("mousedown", function (ev) {
+      if (ev.target.closest && ev.target.closest("g.unit, g.toggle, .ctoggle")) return;
+      drag = { x: ev.clientX, y: ev.clientY, tx: self.tx, ty: self.ty };
+      self.canvas.classList.add("dragging");
+    });
+    window.addEventListener("mousemove", function (ev) {
+      if (!drag) return;
+      self.tx = drag.tx + ev.clientX - drag.x;
+      self.ty = drag.ty + ev.clientY - drag.y;
+      self.applyTransform();
+    });
+    window.addEventListener("mouseup", function () { drag = null; self.canvas.classList.remove("dragging"); });
+    this.canvas.addEventListener("wheel", function (ev) {
+      ev.preventDefault();
+      var r = self.canvas.getBoundingClientRect();
+      var mx = ev.clientX - r.left, my = ev.clientY - r.top;
+      var f = Math.exp(-ev.deltaY * 0.0015);
+      var k = Math.max(0.03, Math.min(4, self.k * f));
+      self.tx = mx - (mx - self.tx) * (k / self.k);
+      self.ty = my - (my - self.ty) * (k / self.k);
+      self.k = k;
+      self.applyTransform();
+    }, { passive: false });
+    this.svg.addEventListener("click", function (ev) {
+      var t = ev.target.closest("[data-toggle]");
+      if (t) {
+        var key = t.getAttribute("data-toggle");
+        var id = key.slice(2);
+        var open = key.indexOf("c:") === 0 ? false : key.indexOf("f:") === 0 && self.units["m:" + id + ":0"] ? false : true;
+        self.expandId(key.indexOf("c:") === 0 ? id : key, open);
+        renderAll();
+        return;
+      }
+      var u = ev.target.closest("g.unit");
+      if (!u) return;
+      var k = u.getAttribute("data-key");
+      if (k.indexOf("g:") === 0) { self.expandId(k, true); renderAll(); return; }
+      select(self.index, k);
+    });
+  };
+
+  // ------------------------------------------------------------------ selection
+
+  function selectionIds(panel, key) {
+    if (key.indexOf("m:") === 0) {
+      var p = key.split(":"), m = panel.byId[Number(p[1])].fused.members[Number(p[2])];
+      return m.orig_id === null || m.orig_id === undefined ? [] : [m.orig_id];
+    }
+    if (key.indexOf("n:") === 0) return expansion(panel.byId[Number(key.slice(2))]);
+    return [];
+  }
+
+  function select(pi, key, center) {
+    var panel = panels[pi];
+    if (!panel) return;
+    if (key.indexOf("n:") === 0 && !panel.byId[Number(key.slice(2))]) return;
+    if (key.indexOf("n:") === 0) {
+      var nid = Number(key.slice(2));
+      if (panel.rep(nid) !== key) { panel.reveal(nid); renderAll(); }
+    }
+    state.sel = { panel: pi, key: key };
+    highlight(center);
+    showDetails();
+  }
+
+  function linkedIn(panel, ids) {
+    // units of ``panel`` standing for the given original ids
+    var keys = [], seen = {};
+    function add(k) { if (!seen[k]) { seen[k] = 1; keys.push(k); } }
+    ids.forEach(function (i) {
+      (panel.expIndex[i] || []).forEach(function (nid) {
+        if (panel.fusedOpen(nid)) {
+          var hit = false;
+          panel.byId[nid].fused.members.forEach(function (m, j) {
+            if (ids.indexOf(m.orig_id) >= 0) { add("m:" + nid + ":" + j); hit = true; }
+          });
+          if (!hit || ids.indexOf(nid) >= 0) add("f:" + nid);
+        } else {
+          add(panel.rep(nid));
+        }
+      });
+    });
+    return keys;
+  }
+
+  function highlight(center) {
+    panels.forEach(function (p) {
+      p.svg.querySelectorAll(".selected, .linked").forEach(function (el) { el.classList.remove("selected", "linked"); });
+    });
+    var sel = state.sel;
+    if (!sel) return;
+    var panel = panels[sel.panel];
+    var el = panel.svg.querySelector('[data-key="' + cssEsc(shownKey(panel, sel.key)) + '"]');
+    if (el) el.classList.add("selected");
+    if (panels.length < 2) return;
+    var other = panels[1 - sel.panel];
+    var keys = linkedIn(other, selectionIds(panel, sel.key));
+    keys.forEach(function (k) {
+      var e = other.svg.querySelector('[data-key="' + cssEsc(k) + '"]');
+      if (e) e.classList.add("linked");
+    });
+    if (center !== false && keys.length) other.centerOn(keys[0]);
+  }
+
+  // the drawn element of a selection: an open fused node is drawn as its cluster
+  function shownKey(panel, key) {
+    if (key.indexOf("n:") === 0) {
+      var nid = Number(key.slice(2));
+      if (panel.fusedOpen(nid)) return "f:" + nid;
+      return panel.rep(nid);
+    }
+    return key;
+  }
+
+  function cssEsc(s) { return String(s).replace(/["\\]/g, "\\$&"); }
+
+  function table(rows) {
+    return "<table>" + rows.filter(function (r) { return r[1] !== null && r[1] !== undefined && r[1] !== ""; }).map(function (r) {
+      return "<tr><th>" + esc(r[0]) + "</th><td>" + r[1] + "</td></tr>";
+    }).join("") + "</table>";
+  }
+
+  function nodeLink(pi, nid) {
+    return '<a data-goto="' + pi + ":" + nid + '">%' + nid + "</a>";
+  }
+
+  function specLine(line) {
+    if (line === null || line === undefined) return null;
+    var path = DOC.info.spec_path;
+    return esc((path ? path + ":" : "line ") + line);
+  }
+
+  function showDetails() {
+    var box = document.getElementById("details");
+    var sel = state.sel;
+    if (!sel) { box.innerHTML = '<p class="hint">Click a node for its attributes, types, spec line and, for a fused kernel, the generated source. Click + on a group or a fused node to open it.</p>'; return; }
+    var panel = panels[sel.panel], key = sel.key, html = "";
+    if (key.indexOf("m:") === 0) {
+      var p = key.split(":"), fn = panel.byId[Number(p[1])], m = fn.fused.members[Number(p[2])];
+      html += "<h3>" + esc(m.op) + " <span class=\"hint\">member " + p[2] + " of fused " + nodeLink(sel.panel, fn.id) + "</span></h3>";
+      html += table([["original node", m.orig_id === null || m.orig_id === undefined ? null : "%" + m.orig_id],
+        ["output", esc(m.type || "?") + (m.bytes ? " (" + human(m.bytes) + "B)" : "")],
+        ["layer", esc(m.layer || "")], ["spec line", specLine(m.line)],
+        ["inputs", m.inputs.map(function (r) { return r[0] === "input" ? "fused input " + r[1] : "member " + r[1]; }).join(", ")]]);
+      html += "<h4>attributes</h4><pre>" + esc(JSON.stringify(m.attrs, null, 1)) + "</pre>";
+      if (fn.source) html += "<h4>generated source of the fused kernel</h4><pre class=\"source\">" + esc(fn.source) + "</pre>";
+    } else if (key.indexOf("n:") === 0) {
+      var n = panel.byId[Number(key.slice(2))];
+      html += "<h3>%" + n.id + " " + esc(n.title) + "</h3>";
+      html += table([["op", esc(n.op)], ["name", n.name ? esc(n.name) : null], ["phase", esc(n.phase)],
+        ["spec layer", n.layer ? esc(n.layer) : null], ["spec line", specLine(n.line)],
+        ["stage", esc(panel.stage.title)],
+        ["FLOPs", n.flops === null || n.flops === undefined ? null : n.flops.toLocaleString("en") + " (batch " + batchText(panel) + ")"],
+        ["role", n.roots.length ? esc(n.roots.join("; ")) : null]]);
+      html += "<h4>inputs</h4>" + (n.inputs.length ? table(n.inputs.map(function (inp, i) {
+        var src = panel.byId[inp[0]];
+        return ["#" + i, nodeLink(sel.panel, inp[0]) + (src && src.types.length > 1 ? "." + inp[1] : "") + " " + esc(src ? src.title : "?") + " : " + esc(n.in_types[i] || "?")];
+      })) : '<p class="hint">none</p>');
+      html += "<h4>outputs</h4>" + table(n.types.map(function (t, i) {
+        return ["#" + i, esc(t || "?") + (n.bytes[i] !== null ? " (" + human(n.bytes[i]) + "B)" : "")];
+      }));
+      if (n.mem) html += "<h4>memory plan</h4>" + table([["new bytes", n.mem.bytes.toLocaleString("en")]].concat(n.mem.plan.map(function (s) { return ["", esc(s)]; })));
+      html += "<h4>attributes</h4><pre>" + esc(JSON.stringify(n.attrs, null, 1)) + "</pre>";
+      if (n.fused) {
+        html += "<h4>fused members (" + esc(n.fused.kind) + ")</h4>" + table(n.fused.members.map(function (m, i) {
+          return [String(i), esc(m.op) + " : " + esc(m.type || "?") + (m.orig_id !== null && m.orig_id !== undefined ? ' <span class="hint">was %' + m.orig_id + "</span>" : "") + (m.layer ? ' <span class="hint">' + esc(m.layer) + (m.line ? ":" + m.line : "") + "</span>" : "")];
+        }));
+      }
+      if (n.source) html += "<h4>generated " + (n.fused ? "kernel " : "") + "source</h4><pre class=\"source\">" + esc(n.source) + "</pre>";
+      else if (n.fused) html += '<p class="hint">no generated source for this stage</p>';
+      if (panels.length > 1) {
+        var other = panels[1 - sel.panel], ids = expansion(n), hits = [];
+        ids.forEach(function (i) { (other.expIndex[i] || []).forEach(function (t) { if (hits.indexOf(t) < 0) hits.push(t); }); });
+        html += "<h4>in " + esc(other.stage.title) + "</h4>" + (hits.length ? hits.map(function (t) { return nodeLink(1 - sel.panel, t); }).join(" ") : '<p class="hint">' + (sel.panel === 0 ? "removed: no counterpart" : "added: no counterpart") + "</p>");
+      }
+    }
+    box.innerHTML = html;
+  }
+
+  function batchText(panel) {
+    var b = panel.stage.bindings, keys = Object.keys(b);
+    return keys.length ? keys.map(function (k) { return k + "=" + b[k]; }).join(", ") : "N=" + panel.stage.default_batch;
+  }
+
+  // ------------------------------------------------------------------ group tree
+
+  function treeData() {
+    var groups = {}, order = [];
+    panels.forEach(function (p) {
+      p.stage.groups.forEach(function (g) {
+        if (!groups[g.id]) { groups[g.id] = { id: g.id, label: g.label, parent: g.parent, sizes: [], kids: [] }; order.push(g.id); }
+        groups[g.id].sizes[p.index] = g.size;
+      });
+    });
+    var roots = [];
+    order.forEach(function (id) {
+      var g = groups[id];
+      if (g.parent && groups[g.parent]) groups[g.parent].kids.push(id); else roots.push(id);
+    });
+    return { groups: groups, roots: roots };
+  }
+
+  function isOpen(gid) {
+    for (var i = 0; i < panels.length; i++) if (panels[i].expanded[gid]) return true;
+    return false;
+  }
+
+  function renderTree() {
+    var el = document.getElementById("tree");
+    var t = treeData(), rows = [];
+    if (!t.roots.length) { el.innerHTML = ""; return; }
+    (function walk(ids, depth) {
+      ids.forEach(function (id) {
+        var g = t.groups[id], open = isOpen(id);
+        var size = g.sizes.map(function (x) { return x === undefined ? "-" : x; }).join(" / ");
+        rows.push('<div class="tree-row' + (open ? " open" : "") + '" data-tree="' + esc(id) + '" style="padding-left:' + (depth * 12 + 2) + 'px">' +
+          (open ? "\u25be " : "\u25b8 ") + esc(g.label) + ' <span class="hint">' + size + "</span></div>");
+        if (open) walk(g.kids, depth + 1);
+      });
+    })(t.roots, 0);
+    el.innerHTML = "<h4>groups: spec layers and blocks</h4>" + rows.join("");
+  }
+
+  // ------------------------------------------------------------------ page
+
+  function legend() {
+    var el = document.getElementById("legend"), rows = [];
+    if (state.color === "phase") rows = [["forward", PHASE.forward], ["backward", PHASE.backward], ["update", PHASE.update]];
+    else if (state.color === "group") rows = [["fused kernel (one colour each)", groupColor(0)], ["not fused", ["#f4f4f4", "#999999"]]];
+    else if (state.color === "flops") rows = [["few FLOPs", ["#fff8e1", "#c9a227"]], ["many FLOPs (log scale)", ["#e4572e", "#8c1c13"]]];
+    else rows = [["0 bytes planned", ["#f1f0fb", "#9e9ac8"]], ["most bytes (log scale)", ["#6a51a3", "#3f007d"]]];
+    el.innerHTML = rows.map(function (r) {
+      return '<span><span class="sw" style="background:' + r[1][0] + ";border-color:" + r[1][1] + '"></span>' + esc(r[0]) + "</span>";
+    }).join("");
+  }
+
+  var firstRender = true;
+  function renderAll() {
+    var t0 = performance.now();
+    var count = 0;
+    var tb = 0, tl = 0, td = 0;
+    panels.forEach(function (p) {
+      var a = performance.now();
+      p.build();
+      var b = performance.now();
+      p.layout();
+      var c = performance.now();
+      p.draw();
+      var d = performance.now();
+      tb += b - a; tl += c - b; td += d - c;
+      if (firstRender) p.fit();
+      count += p.order.length;
+    });
+    highlight(false);
+    showDetails();
+    legend();
+    renderTree();
+    var t1 = performance.now();
+    var ms = firstRender ? t1 : t1 - t0;
+    firstRender = false;
+    state.renders += 1;
+    document.body.dataset.renderMs = String(Math.round(ms));
+    document.body.dataset.layoutMs = String(Math.round(t1 - t0));
+    document.body.dataset.phasesMs = [tb, tl, td].map(Math.round).join(",");
+    document.body.dataset.visibleUnits = String(count);
+    document.body.dataset.work = panels.map(function (p) { var c = p.estimate(); return c.units + "/" + c.edges + "/" + c.dummies; }).join(" ");
+    document.body.dataset.renderCount = String(state.renders);
+    document.body.setAttribute("data-rendered", "1");
+  }
+
+  function applyHash() {
+    var h = decodeURIComponent((location.hash || "").replace(/^#/, ""));
+    if (!h) return false;
+    var changed = false, selectCmd = null;
+    h.split("&").forEach(function (part) {
+      var eq = part.indexOf("=");
+      var k = eq < 0 ? part : part.slice(0, eq), v = eq < 0 ? "" : part.slice(eq + 1);
+      if (k === "expand" || k === "collapse") {
+        v.split(",").forEach(function (id) {
+          if (!id) return;
+          panels.forEach(function (p) { if (p.expandId(id, k === "expand")) changed = true; });
+        });
+      } else if (k === "expandall") {
+        panels.forEach(function (p) { p.stage.groups.forEach(function (g) { p.expanded[g.id] = true; }); });
+        changed = true;
+      } else if (k === "collapseall") {
+        panels.forEach(function (p) { p.expanded = {}; });
+        changed = true;
+      } else if (k === "color" && ["phase", "group", "flops", "memory"].indexOf(v) >= 0) {
+        state.color = v;
+        document.getElementById("color").value = v;
+        changed = true;
+      } else if (k === "select") {
+        selectCmd = v;
+      }
+    });
+    if (selectCmd) {
+      var pi = 0, id = selectCmd;
+      if (/^[ab]:/.test(id)) { pi = id[0] === "a" ? 0 : 1; id = id.slice(2); }
+      var key = id.indexOf(":") >= 0 ? id : "n:" + id;
+      var panel = panels[pi];
+      if (panel && key.indexOf("n:") === 0 && panel.byId[Number(key.slice(2))]) {
+        panel.reveal(Number(key.slice(2)));
+        state.sel = { panel: pi, key: key };
+        changed = true;
+      } else if (panel && key.indexOf("m:") === 0) {
+        var parts = key.split(":");
+        panel.expandId(parts[1], true);
+        state.sel = { panel: pi, key: key };
+        changed = true;
+      }
+    }
+    return changed;
+  }
+
+  function init() {
+    var info = DOC.info || {};
+    document.getElementById("title").textContent = DOC.title;
+    var total = DOC.stages.map(function (s) { return s.nodes.length; }).join(" / ");
+    document.getElementById("stats").textContent = total + " nodes" + (info.mode ? " \u00b7 " + info.mode + " program" : "") + (info.batch ? " \u00b7 sizes at batch " + info.batch : "");
+    var container = document.getElementById("panels");
+    DOC.stages.forEach(function (s, i) {
+      var p = new Panel(s, i, DOC.compare);
+      p.attach(container);
+      panels.push(p);
+    });
+    document.getElementById("color").addEventListener("change", function (ev) {
+      state.color = ev.target.value;
+      renderAll();
+    });
+    document.getElementById("fit").addEventListener("click", function () { panels.forEach(function (p) { p.fit(); }); });
+    document.getElementById("expandall").addEventListener("click", function () {
+      var n = 0;
+      panels.forEach(function (p) { n = Math.max(n, p.stage.nodes.length); });
+      if (n > FULL_WARN && !window.confirm("Lay out all " + n + " nodes at once? This can take a while.")) return;
+      panels.forEach(function (p) { p.stage.groups.forEach(function (g) { p.expanded[g.id] = true; }); });
+      renderAll();
+      panels.forEach(function (p) { p.fit(); });
+    });
+    document.getElementById("collapseall").addEventListener("click", function () {
+      panels.forEach(function (p) { p.expanded = {}; });
+      renderAll();
+      panels.forEach(function (p) { p.fit(); });
+    });
+    document.getElementById("details").addEventListener("click", function (ev) {
+      var a = ev.target.closest("[data-goto]");
+      if (!a) return;
+      var parts = a.getAttribute("data-goto").split(":");
+      var pi = Number(parts[0]), nid = Number(parts[1]);
+      select(pi, "n:" + nid, false);
+      panels[pi].centerOn(shownKey(panels[pi], "n:" + nid));
+    });
+    document.getElementById("tree").addEventListener("click", function (ev) {
+      var row = ev.target.closest("[data-tree]");
+      if (!row) return;
+      var gid = row.getAttribute("data-tree"), open = !isOpen(gid);
+      panels.forEach(function (p) { p.expandId(gid, open); });
+      renderAll();
+    });
+    window.addEventListener("hashchange", function () { if (applyHash()) renderAll(); });
+    applyHash();
+    renderAll();
+    if (state.sel) {
+      var p = panels[state.sel.panel];
+      p.centerOn(shownKey(p, state.sel.key));
+      highlight(true);
+    }
+  }
+
+  init();
+})();

@@ -1,0 +1,143 @@
+"""Graphviz DOT: fused kernels as clusters of their member ops, colours by phase (or the
+other colourings), dtype and shape on every edge, pen width by bytes.
+
+Rendering needs Graphviz's ``dot``; :func:`render_with_dot` runs it only when installed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from graphdl.viz.style import (
+    ADDED,
+    REMOVED,
+    SOURCE_OPS,
+    edge_width,
+    human,
+    metric,
+    node_colors,
+    shorten,
+)
+
+
+def _q(s) -> str:
+    """A DOT double-quoted string."""
+    text = str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _attrs(**kw) -> str:
+    items = [f"{k}={_q(v)}" for k, v in kw.items() if v is not None]
+    return "[" + ", ".join(items) + "]"
+
+
+def _stage_lines(stage: dict, color: str, prefix: str, marks: dict, indent: str) -> list[str]:
+    colors = node_colors(stage, color)
+    by_id = {n["id"]: n for n in stage["nodes"]}
+    top = max([b or 0 for n in stage["nodes"] for b in n["bytes"]] or [1])
+    lines: list[str] = []
+
+    def out_port(nid: int) -> str:
+        """The DOT node that produces node ``nid``'s value (a fused node's last member)."""
+        n = by_id[nid]
+        if n.get("fused"):
+            return f"{prefix}n{nid}_{len(n['fused']['members']) - 1}"
+        return f"{prefix}n{nid}"
+
+    for n in stage["nodes"]:
+        fill, stroke = colors[n["id"]]
+        mark = marks.get(n["id"])
+        style_extra = {}
+        if mark:
+            style_extra = {"color": REMOVED if mark == "removed" else ADDED, "penwidth": "2.5"}
+        tip = f"%{n['id']} {n['op']}; phase {n['phase']}"
+        if color in ("flops", "memory"):
+            tip += f"; {color} {human(metric(n, color))}"
+        if mark:
+            tip += f"; {mark}"
+        label = shorten(n["title"]) + (f"\n{n['sub']}" if n["sub"] else "")
+        if n.get("fused"):
+            f = n["fused"]
+            dashed = ",dashed" if mark else ""
+            cluster = _q("cluster_" + prefix + "f" + str(n["id"]))
+            clabel = "%" + str(n["id"]) + " fused (" + str(f["kind"]) + ")"
+            if n["sub"]:
+                clabel += "\n" + n["sub"]
+            gattrs = _attrs(label=clabel, style="rounded,filled" + dashed, fillcolor=fill,
+                            color=style_extra.get("color", stroke),
+                            penwidth=style_extra.get("penwidth"), tooltip=tip, fontsize="9")
+            lines.append(f"{indent}subgraph {cluster} {{")
+            lines.append(f"{indent}  graph {gattrs};")
+            for i, m in enumerate(f["members"]):
+                orig = f" (was %{m['orig_id']})" if m.get("orig_id") is not None else ""
+                lines.append(f"{indent}  {prefix}n{n['id']}_{i} {_attrs(label=m['op'], tooltip=m['op'] + orig, fillcolor='#ffffff', color=stroke)};")
+            for i, m in enumerate(f["members"]):
+                for r in m["inputs"]:
+                    if r[0] == "member":
+                        src = f["members"][r[1]]
+                        lines.append(f"{indent}  {prefix}n{n['id']}_{r[1]} -> {prefix}n{n['id']}_{i} "
+                                     f"{_attrs(label=src.get('type') or '', penwidth=str(edge_width(src.get('bytes'), top)))};")
+            lines.append(f"{indent}}}")
+            continue
+        shape = "ellipse" if n["op"] in SOURCE_OPS else "box"
+        style = "filled" if shape == "ellipse" else "rounded,filled"
+        if mark:
+            style += ",dashed"
+        lines.append(f"{indent}{prefix}n{n['id']} {_attrs(label=label, shape=shape, style=style, fillcolor=fill, color=style_extra.get('color', stroke), penwidth=style_extra.get('penwidth'), tooltip=tip)};")
+
+    for n in stage["nodes"]:
+        targets: list[tuple[str, int]] = []  # (dot node, input slot)
+        if n.get("fused"):
+            for i, m in enumerate(n["fused"]["members"]):
+                for r in m["inputs"]:
+                    if r[0] == "input":
+                        targets.append((f"{prefix}n{n['id']}_{i}", r[1]))
+        else:
+            targets = [(f"{prefix}n{n['id']}", k) for k in range(len(n["inputs"]))]
+        for dst, slot in targets:
+            u, idx = n["inputs"][slot]
+            if u not in by_id:
+                continue
+            src = by_id[u]
+            text = src["types"][idx] or "?"
+            if len(src["types"]) > 1:
+                text = f"out {idx}: {text}"
+            lines.append(f"{indent}{out_port(u)} -> {dst} {_attrs(label=text, penwidth=str(edge_width(src['bytes'][idx], top)))};")
+    return lines
+
+
+def render_dot(stages: list[dict], *, color: str = "phase", title: str = "", compare: dict | None = None) -> str:
+    """A DOT digraph of one stage, or of two as side-by-side clusters (``compare`` marks
+    nodes only one stage has: dashed red in the first, dashed green in the second)."""
+    lines = [
+        f"digraph {_q(title or 'graphdl')} {{",
+        f"  graph {_attrs(rankdir='TB', label=title, labelloc='t', fontname='Helvetica', fontsize='12', newrank='true')};",
+        f"  node {_attrs(shape='box', style='rounded,filled', fontname='Helvetica', fontsize='10')};",
+        f"  edge {_attrs(fontname='Helvetica', fontsize='8', color='#6b6b6b', fontcolor='#444444')};",
+    ]
+    if len(stages) == 1:
+        lines += _stage_lines(stages[0], color, "", {}, "  ")
+    else:
+        marks = [{}, {}]
+        if compare is not None:
+            marks[0] = {i: "removed" for i in compare["removed"]}
+            marks[1] = {i: "added" for i in compare["added"]}
+        for k, stage in enumerate(stages):
+            p = "ab"[k] if k < 2 else f"s{k}"
+            lines.append(f"  subgraph {_q('cluster_' + p)} {{")
+            lines.append(f"    graph {_attrs(label=stage['title'], style='dashed', color='#bbbbbb')};")
+            lines += _stage_lines(stage, color, f"{p}_", marks[k] if k < 2 else {}, "    ")
+            lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def render_with_dot(dot_path: str | Path, out_path: str | Path, fmt: str) -> bool:
+    """Run Graphviz on a DOT file if ``dot`` is installed; False when it is not."""
+    exe = shutil.which("dot")
+    if exe is None:
+        return False
+    subprocess.run([exe, f"-T{fmt}", str(dot_path), "-o", str(out_path)], check=True)
+    return True

@@ -1,0 +1,122 @@
+"""matmul (graphdl/ops/matmul.py): 2-D, batched, transpose flags, batched input @ 2-D weight."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import T, check_kernel, gradcheck, infer, rng
+
+from graphdl.ir.graph import Graph
+from graphdl.ir.interpret import run_reference
+from graphdl.ops.registry import ShapeError
+from graphdl.passes.autodiff import build_gradients
+
+KERNEL_COVERED = {"matmul"}
+GRAD_COVERED = {"matmul"}
+
+KERNEL_CASES = [
+    # shape of a, shape of b, transpose_a, transpose_b
+    (("N", 8), (8, 5), False, False),
+    ((8, "N"), (8, 5), True, False),
+    (("N", 8), (5, 8), False, True),
+    ((8, "N"), (5, 8), True, True),
+    (("N", 3, 4), ("N", 4, 5), False, False),
+    (("N", 4, 3), ("N", 5, 4), True, True),
+    (("N", 3, 4), (4, 5), False, False),  # batched input, shared 2-D weight
+    (("N", 3, 4), (5, 4), False, True),
+    (("N", 4, 3), (4, 5), True, False),
+]
+
+
+@pytest.mark.parametrize("sa,sb,ta,tb", KERNEL_CASES)
+@pytest.mark.parametrize("n", [1, 4])
+def test_matmul_kernel(sa, sb, ta, tb, n):
+    r = rng(n)
+    a = r.standard_normal([n if d == "N" else d for d in sa]).astype(np.float32)
+    b = r.standard_normal([n if d == "N" else d for d in sb]).astype(np.float32)
+    attrs = {"transpose_a": ta, "transpose_b": tb}
+    check_kernel("matmul", [T(*sa), T(*sb)], [a, b], attrs, rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_kernel_float64():
+    r = rng(0)
+    a, b = r.standard_normal((3, 4)), r.standard_normal((4, 2))
+    types = [T("N", 4, dtype="float64"), T(4, 2, dtype="float64")]
+    (out,) = check_kernel("matmul", types, [a, b], rtol=1e-12, atol=1e-12)
+    assert out.dtype == np.float64
+
+
+GRAD_CASES = [
+    ((3, 4), (4, 2), False, False),
+    ((4, 3), (4, 2), True, False),
+    ((3, 4), (2, 4), False, True),
+    ((4, 3), (2, 4), True, True),
+    ((2, 3, 4), (2, 4, 2), False, False),
+    ((2, 4, 3), (2, 2, 4), True, True),
+    ((2, 3, 4), (4, 2), False, False),
+    ((2, 3, 4), (2, 4), False, True),
+]
+
+
+@pytest.mark.parametrize("sa,sb,ta,tb", GRAD_CASES)
+def test_matmul_grad(sa, sb, ta, tb):
+    r = rng(1)
+    gradcheck(
+        "matmul",
+        [r.standard_normal(sa), r.standard_normal(sb)],
+        {"transpose_a": ta, "transpose_b": tb},
+    )
+
+
+def test_matmul_grad_batched_transposed_input_with_2d_weight_is_refused_clearly():
+    r = rng(2)
+    with pytest.raises(ShapeError, match="transpose_a, a batched input and a 2-D weight"):
+        gradcheck(
+            "matmul",
+            [r.standard_normal((2, 4, 3)), r.standard_normal((4, 2))],
+            {"transpose_a": True},
+        )
+
+
+@pytest.mark.parametrize("tb", [False, True])
+def test_matmul_grad_symbolic_batch_with_2d_weight(tb):
+    g = Graph()
+    x = g.input("x", T("N", 3, 4))
+    w = g.param("w", T(2, 4, dtype="float64") if tb else T(4, 2, dtype="float64"))
+    x64 = g.op("cast", x, dtype="float64")
+    y = g.op("matmul", x64, w, transpose_b=tb)
+    loss = g.op("sum", g.op("square", y))
+    grads = build_gradients(g, loss, [w.node])
+    g.outputs["dw"] = grads[w.node]
+    r = rng(3)
+    xv = r.standard_normal((2, 3, 4)).astype(np.float32)
+    wv = r.standard_normal((2, 4) if tb else (4, 2))
+    yv = xv @ (wv.T if tb else wv)
+    want = 2 * np.einsum("btk,btn->kn", xv.astype(np.float64), yv)
+    got = run_reference(g, {"x": xv}, {"w": wv})[0]["dw"]
+    np.testing.assert_allclose(got, want.T if tb else want, rtol=1e-6)
+
+
+def test_infer_symbolic():
+    assert infer("matmul", [T("N", 64), T(64, 10)]) == [T("N", 10)]
+    assert infer("matmul", [T(64, "N"), T(64, 10)], transpose_a=True) == [T("N", 10)]
+    assert infer("matmul", [T("N", 64), T(10, 64)], transpose_b=True) == [T("N", 10)]
+    assert infer("matmul", [T("N", 3, 4), T("N", 4, 5)]) == [T("N", 3, 5)]
+    assert infer("matmul", [T("N", 3, 4), T(4, 5)]) == [T("N", 3, 5)]
+
+
+@pytest.mark.parametrize(
+    "types,attrs,match",
+    [
+        ([T("N", 64), T(32, 10)], {}, r"inner dims differ: \['N', 64\] @ \[32, 10\] \(64 vs 32\)"),
+        ([T("N", 64), T(10, 64)], {}, "inner dims differ"),
+        ([T(64), T(64, 10)], {}, "rank >= 2"),
+        ([T("N", 4), T(4, 2, dtype="float64")], {}, "matching float dtypes"),
+        ([T("N", 4, dtype="int64"), T(4, 2, dtype="int64")], {}, "matching float dtypes"),
+        ([T("N", 3, 4), T("M", 4, 5)], {}, "batch dims differ"),
+        ([T(3, 4), T(2, 4, 5)], {}, "batch dims differ"),
+    ],
+)
+def test_infer_rejects_bad_inputs(types, attrs, match):
+    with pytest.raises(ShapeError, match=match):
+        infer("matmul", types, **attrs)
