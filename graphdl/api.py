@@ -32,6 +32,8 @@ class Model:
         self.state: dict[str, np.ndarray] = {}
         self.splits = None
         self.preprocess_state: dict | None = None
+        self.init_report = None  # what model.init loaded (transfer learning)
+        self.first_step_at: float | None = None
 
     # ------------------------------------------------------------ compiling
     def compiled(self, mode: str):
@@ -43,10 +45,15 @@ class Model:
             c = compile_spec(self.spec, mode)
             self._compiled[mode] = c
             fresh = init_params(c.graph, self.spec.seed)
+            added = [k for k in fresh if k not in self.params]
             for k, v in fresh.items():
                 self.params.setdefault(k, v)
             for k, v in init_state(c.graph).items():
                 self.state.setdefault(k, v)
+            if added and self.init_report is None:
+                from graphdl.runtime.transfer import apply_init
+
+                self.init_report = apply_init(self.spec, self.params, self.state)
             c.program.bind_params(self.params, self.state)
         return self._compiled[mode]
 

@@ -223,6 +223,10 @@ def cmd_run(args) -> int:
     model = Model(spec)
     run_dir = Path(args.run_dir) if args.run_dir else model.default_run_dir()
     t0 = time.perf_counter()
+    if not args.resume:
+        model.compile()
+        if model.init_report is not None:
+            print(model.init_report.format())
     history = model.fit(run_dir, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
     best = run_dir / "best.ckpt"
     weights = "last"

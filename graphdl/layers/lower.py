@@ -17,6 +17,7 @@ from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Graph, Provenance, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import ShapeError
+from graphdl.spec import frozen_layers
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus", "softmax")
 
@@ -30,6 +31,8 @@ class LayerCtx:
     dropout_seed: Value | None
     salt: int
 
+    frozen: bool = False  # train.freeze / trainable: false
+
     def param(self, suffix: str, shape: tuple, init: str, *, fan_in: int, fan_out: int, weight: bool):
         layer = self.layer
         reg = layer.regularizer
@@ -40,7 +43,7 @@ class LayerCtx:
             fan_in=fan_in,
             fan_out=fan_out,
             weight=weight,  # L1/L2 penalties apply to weights only, not biases
-            trainable=bool(layer.trainable),
+            trainable=bool(layer.trainable) and not self.frozen,
             lr_mult=float(layer.lr_mult),
             layer_regularizer=dict(reg) if reg else None,
         )
@@ -146,6 +149,7 @@ def lower(spec, mode: str = "train") -> Graph:
     if training and any(lay.type == "dropout" for lay in spec.model.layers):
         g.provenance = Provenance()
         seed = g.input("dropout_seed", TensorType((), "int64"))
+    frozen = frozen_layers(spec)
     errors: list[Diagnostic] = []
     for i, layer in enumerate(spec.model.layers):
         g.provenance = Provenance(layer=layer.name, line=layer.loc.line)
@@ -154,7 +158,7 @@ def lower(spec, mode: str = "train") -> Graph:
             builder = BUILDERS.get(layer.type)
             if builder is None:
                 raise ShapeError(f"layer type {layer.type!r} has no builder")
-            ctx = LayerCtx(g, spec, layer, training, seed, salt=i + 1)
+            ctx = LayerCtx(g, spec, layer, training, seed, salt=i + 1, frozen=layer.name in frozen)
             values[layer.name] = builder(ctx, inputs)
         except ShapeError as e:
             errors.append(_shape_diag(spec, layer, e))

@@ -46,7 +46,45 @@ def load_spec(path: str | Path, text: str | None = None) -> Spec:
     diags = validate_document(loaded.data, loaded.positions, path_str)
     if diags:
         raise GraphdlError(finish(diags), phase="schema")
-    return resolve_document(loaded, path_str)
+    spec = resolve_document(loaded, path_str)
+    check_freeze(spec)
+    return spec
+
+
+def frozen_layers(spec: Spec) -> set[str]:
+    """Layers whose weights stay fixed: `trainable: false` or matched by `train.freeze`."""
+    import fnmatch
+
+    names = [layer.name for layer in spec.model.layers]
+    frozen = {layer.name for layer in spec.model.layers if not layer.trainable}
+    for glob in spec.train.get("freeze") or []:
+        frozen.update(fnmatch.filter(names, glob))
+    return frozen
+
+
+def check_freeze(spec: Spec) -> None:
+    """A freeze glob that matches no layer is an error (E207): it is almost always a typo."""
+    import difflib
+    import fnmatch
+
+    from graphdl.errors import Diagnostic
+
+    names = [layer.name for layer in spec.model.layers]
+    diags = []
+    for i, glob in enumerate(spec.train.get("freeze") or []):
+        if fnmatch.filter(names, glob):
+            continue
+        loc = spec.loc("train", "freeze", i)
+        close = difflib.get_close_matches(glob, names, n=1)
+        diags.append(Diagnostic(
+            "E207", f"freeze pattern '{glob}' matches no layer",
+            file=loc.file, line=loc.line, col=loc.col, span=loc.span,
+            path=f"train.freeze[{i}]",
+            help=f"did you mean '{close[0]}'?" if close else "check the layer names with 'graphdl compile'",
+            note="layers: " + ", ".join(names[:12]) + (", ..." if len(names) > 12 else ""),
+        ))
+    if diags:
+        raise GraphdlError(diags, phase="references")
 
 
 def schema_text() -> str:

@@ -247,6 +247,18 @@ _ALPHA_DOC = (
     "only with those two activations"
 )
 
+def _int_or_pair(doc, minimum=1, **kw) -> Leaf:
+    return Leaf(
+        {"oneOf": [
+            {"type": "integer", "minimum": minimum},
+            {"type": "array", "items": {"type": "integer", "minimum": minimum},
+             "minItems": 2, "maxItems": 2},
+        ]},
+        doc,
+        **kw,
+    )
+
+
 COMMON_LAYER_KEYS: dict = {
     "name": string(
         "unique layer name (default: <type>_<index>); later layers refer to it in inputs:",
@@ -304,6 +316,64 @@ LAYER_TYPES: dict = {
         "concatenates its inputs along an axis",
         {"axis": integer("axis to concatenate along (batch axis excluded from counting "
                          "only for negative axes)", default=-1)},
+    ),
+    "conv2d": (
+        "2-D convolution over channels-first images [C, H, W], then an activation",
+        {
+            "filters": integer("number of output channels", minimum=1, required=True),
+            "kernel": _int_or_pair("kernel size: an int or [height, width]", required=True),
+            "stride": _int_or_pair("stride: an int or [height, width]", default=1),
+            "padding": Leaf(
+                {"oneOf": [
+                    {"type": "integer", "minimum": 0},
+                    {"type": "array", "items": {"type": "integer", "minimum": 0},
+                     "minItems": 2, "maxItems": 2},
+                    {"enum": ["same", "valid"]},
+                ]},
+                "zero padding: an int, [height, width], 'same' (output size = "
+                "ceil(input / stride)) or 'valid' (none)",
+                default="valid",
+            ),
+            "dilation": _int_or_pair("spacing between kernel taps", default=1),
+            "groups": integer("channel groups (filters and input channels must divide by "
+                              "it; groups = channels is a depthwise convolution)",
+                              minimum=1, default=1),
+            "activation": enum("activation applied to the output", ACTIVATIONS,
+                               default="linear"),
+            "alpha": number(_ALPHA_DOC, minimum=0),
+            "use_bias": boolean("add a learned per-filter bias", default=True),
+            "kernel_init": enum("weight initializer", KERNEL_INITS, default="he_uniform"),
+            "bias_init": enum("bias initializer", BIAS_INITS, default="zeros"),
+        },
+    ),
+    "maxpool2d": (
+        "max over each window of a [C, H, W] image (the gradient goes to the maximum)",
+        {
+            "kernel": _int_or_pair("window size: an int or [height, width]", required=True),
+            "stride": _int_or_pair("stride (default: the window size)"),
+            "padding": _int_or_pair("padding on each side (padded cells never win)",
+                                    minimum=0, default=0),
+        },
+    ),
+    "avgpool2d": (
+        "mean over each window of a [C, H, W] image",
+        {
+            "kernel": _int_or_pair("window size: an int or [height, width]", required=True),
+            "stride": _int_or_pair("stride (default: the window size)"),
+            "padding": _int_or_pair("zero padding on each side", minimum=0, default=0),
+            "count_include_pad": boolean("divide by the full window size, padding included",
+                                         default=True),
+        },
+    ),
+    "global_avgpool2d": ("mean over H and W: [C, H, W] -> [C]", {}),
+    "batchnorm": (
+        "batch normalisation over the channel axis ([C] features or [C, H, W] images): "
+        "batch statistics in training, running statistics in evaluation (and when frozen)",
+        {
+            "momentum": number("weight of the new batch statistic in the running average "
+                               "(PyTorch convention)", minimum=0, maximum=1, default=0.1),
+            "eps": number("added to the variance", exclusive_minimum=0, default=1e-5),
+        },
     ),
     "residual": (
         "x + body(x): runs the layers on its input and adds the input back",
@@ -420,6 +490,23 @@ MODEL = Obj(
                          LayerRef(), min_items=1, required=True),
         "outputs": string_list("names of the layers whose outputs the model returns "
                                "(default: the last layer)", ref=False),
+        "init": Obj(
+            "initialise weights from a checkpoint (transfer learning), by layer name",
+            {
+                "checkpoint": string("checkpoint file (a graphdl .ckpt); relative paths "
+                                     "are relative to the working directory",
+                                     required=True),
+                "include": string_list("globs on layer names to load (default: every layer)",
+                                       ref=False),
+                "exclude": string_list("globs on layer names not to load (freshly "
+                                       "initialised instead)", ref=False),
+                "rename": MapOf("checkpoint layer name -> this model's layer name",
+                                string("the layer name in this model", ref=False),
+                                key_pattern=LAYER_NAME_PATTERN),
+                "strict": boolean("any missing, unexpected or mis-shaped tensor is an error",
+                                  default=True),
+            },
+        ),
     },
     required=True,
 )
@@ -574,6 +661,10 @@ TRAIN = Obj(
             },
             default={},
         ),
+        "freeze": string_list("globs on layer names whose weights stay fixed: no gradient "
+                              "is computed for them, and frozen batch norm stays in "
+                              "evaluation mode; a glob matching no layer is an error",
+                              ref=False),
         "device": enum("where to run", ["auto", "cpu", "cuda"], default="auto"),
         "shuffle": boolean("reshuffle the training split every epoch", default=True),
     },

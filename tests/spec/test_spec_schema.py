@@ -71,7 +71,8 @@ def test_layer_variants_carry_the_common_keys():
     schema = json.loads(schema_text())
     variants = schema["definitions"]["layer"]["anyOf"]
     types = [v["properties"]["type"].get("const") for v in variants]
-    assert types == ["dense", "activation", "dropout", "flatten", "add", "concat", "residual",
+    assert types == ["dense", "activation", "dropout", "flatten", "add", "concat", "conv2d",
+                     "maxpool2d", "avgpool2d", "global_avgpool2d", "batchnorm", "residual",
                      None]  # the last one: an editor-only stand-in for block uses
     for v in variants:
         for key in ("name", "inputs", "repeat", "trainable", "lr_mult", "regularizer", "doc"):
