@@ -205,11 +205,16 @@ def mse_fwd(p, t, out):
     out[0] = s / p.size
 
 
-def _emit_mse(ctx, attrs, ins, outs):
-    return [
-        f"{ctx.kernel('mse_fwd')}({ctx.var(ins[0])}.ravel(), {ctx.var(ins[1])}.ravel(), "
-        f"{ctx.var(outs[0])})"
-    ]
+def _emit_pair_loss(kernel: str):
+    """Emitter of a loss over two same-shape tensors, flattened."""
+
+    def emit(ctx, attrs, ins, outs):
+        return [
+            f"{ctx.kernel(kernel)}({ctx.var(ins[0])}.ravel(), {ctx.var(ins[1])}.ravel(), "
+            f"{ctx.var(outs[0])})"
+        ]
+
+    return emit
 
 
 register(
@@ -220,7 +225,7 @@ register(
         reference=_ref_mse,
         pattern=Pattern.REDUCTION,
         grad=_g_mse,
-        emit_cpu=_emit_mse,
+        emit_cpu=_emit_pair_loss("mse_fwd"),
         doc="mean squared error over all elements",
     )
 )
@@ -241,13 +246,6 @@ def bce_logits_fwd(x, t, out):
     out[0] = s / x.size
 
 
-def _emit_bce(ctx, attrs, ins, outs):
-    return [
-        f"{ctx.kernel('bce_logits_fwd')}({ctx.var(ins[0])}.ravel(), {ctx.var(ins[1])}.ravel(), "
-        f"{ctx.var(outs[0])})"
-    ]
-
-
 def _g_bce(g, attrs, ins, outs, gouts):
     # d/dx = (sigmoid(x) - t) / n: stable, no log of a probability
     shape = g.type_of(ins[0]).shape
@@ -264,7 +262,7 @@ register(
         pattern=Pattern.REDUCTION,
         grad=_g_bce,
         differentiable=(0,),
-        emit_cpu=_emit_bce,
+        emit_cpu=_emit_pair_loss("bce_logits_fwd"),
         doc="mean binary cross-entropy of sigmoid(logits) against targets in [0, 1]",
     )
 )

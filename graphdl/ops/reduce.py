@@ -81,7 +81,7 @@ def _g_max(g, attrs, ins, outs, gouts):
     return [g.op("where", mask, gk, zero)]
 
 
-def emit_reduce(kernel: str):
+def emit_reduce(kernel: str, flag: bool):
     def emit(ctx, attrs, ins, outs):
         xt = ctx.type(ins[0])
         axes = normalize_axes(attrs["axes"], xt.rank)
@@ -102,7 +102,7 @@ def emit_reduce(kernel: str):
         b = _prod(shape[axes[-1] + 1 :]) if axes else "1"
         out = ctx.var(outs[0])
         lines.append(
-            f"{ctx.kernel(kernel)}({x}.reshape(({a}, {r}, {b})), {out}.reshape(({a}, {b})))"
+            f"{ctx.kernel(kernel)}({x}.reshape(({a}, {r}, {b})), {out}.reshape(({a}, {b})), {flag})"
         )
         return lines
 
@@ -114,7 +114,8 @@ def _prod(dims) -> str:
 
 
 @cpu_kernel
-def reduce_sum_arb(x, out):
+def reduce_sum_arb(x, out, mean):
+    """Sum (or mean, when ``mean``) over the middle axis of (A, R, B)."""
     na, nr, nb = x.shape
     for a in range(na):
         for b in range(nb):
@@ -122,25 +123,15 @@ def reduce_sum_arb(x, out):
         for r in range(nr):
             for b in range(nb):
                 out[a, b] += x[a, r, b]
-
-
-@cpu_kernel
-def reduce_mean_arb(x, out):
-    na, nr, nb = x.shape
-    for a in range(na):
-        for b in range(nb):
-            out[a, b] = 0
-        for r in range(nr):
+    if mean:
+        scale = out.dtype.type(1.0) / out.dtype.type(nr)
+        for a in range(na):
             for b in range(nb):
-                out[a, b] += x[a, r, b]
-    scale = out.dtype.type(1.0) / out.dtype.type(nr)
-    for a in range(na):
-        for b in range(nb):
-            out[a, b] *= scale
+                out[a, b] *= scale
 
 
 @cpu_kernel
-def reduce_max_arb(x, out):
+def reduce_max_arb(x, out, unused):
     na, nr, nb = x.shape
     for a in range(na):
         for b in range(nb):
@@ -155,10 +146,10 @@ def reduce_max_arb(x, out):
 
 _ATTRS = {"axes": Attr(object, None), "keepdims": Attr(bool, False)}
 
-for _name, _np, _grad, _kernel in (
-    ("sum", np.sum, _g_sum, "reduce_sum_arb"),
-    ("mean", np.mean, _g_mean, "reduce_mean_arb"),
-    ("max", np.max, _g_max, "reduce_max_arb"),
+for _name, _np, _grad, _kernel, _flag in (
+    ("sum", np.sum, _g_sum, "reduce_sum_arb", False),
+    ("mean", np.mean, _g_mean, "reduce_sum_arb", True),
+    ("max", np.max, _g_max, "reduce_max_arb", False),
 ):
     register(
         OpDef(
@@ -169,7 +160,7 @@ for _name, _np, _grad, _kernel in (
             pattern=Pattern.REDUCTION,
             attrs=dict(_ATTRS),
             grad=_grad,
-            emit_cpu=emit_reduce(_kernel),
+            emit_cpu=emit_reduce(_kernel, _flag),
             doc=f"{_name} over `axes` (None: all), keeping reduced dims as 1 with `keepdims`",
         )
     )
