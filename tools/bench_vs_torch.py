@@ -1,10 +1,12 @@
-"""Benchmark: the same MLP in PyTorch eager (2 threads) and through `graphdl bench`.
+"""Benchmark: the same model in PyTorch eager (2 threads) and through `graphdl bench`.
 
-64 -> 128 -> 64 -> 10 ReLU, Adam, batch 64, cross-entropy (specs/bench_mlp.yaml). The two
-run alternately, several rounds each, in one invocation, because these machines are
-shared and noisy: compare the ratios, not the absolute times.
+--model mlp:   64 -> 128 -> 64 -> 10 ReLU, Adam, batch 64, cross-entropy (specs/bench_mlp.yaml)
+--model lenet: LeNet-5 on 1x28x28, Adam, batch 64 (specs/bench_lenet.yaml)
 
-    pip install -e '.[bench]' && python tools/bench_mlp.py [--rounds 3] [--seconds 2]
+The two run alternately, several rounds each, in one invocation, because these machines
+are shared and noisy: compare the ratios, not the absolute times.
+
+    pip install -e '.[bench]' && python tools/bench_vs_torch.py --model mlp [--rounds 3]
 """
 
 from __future__ import annotations
@@ -18,22 +20,33 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SPEC = ROOT / "specs" / "bench_mlp.yaml"
+SPECS = {"mlp": ROOT / "specs" / "bench_mlp.yaml", "lenet": ROOT / "specs" / "bench_lenet.yaml"}
 
 
-def torch_round(seconds: float) -> dict:
+def torch_model(name: str):
+    """The torch twin of each benchmark spec, and its input shape."""
+    import torch.nn as nn
+
+    if name == "mlp":
+        return nn.Sequential(
+            nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
+        ), (64,)
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+    ), (1, 28, 28)
+
+
+def torch_round(name: str, seconds: float) -> dict:
     import torch
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 128), torch.nn.ReLU(),
-        torch.nn.Linear(128, 64), torch.nn.ReLU(),
-        torch.nn.Linear(64, 10),
-    )
+    model, shape = torch_model(name)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.randn(64, 64)
+    x = torch.randn(64, *shape)
     y = torch.randint(0, 10, (64,))
 
     def step():
@@ -50,7 +63,7 @@ def torch_round(seconds: float) -> dict:
             step()
         n += 20
     steps = n / (time.perf_counter() - t0)
-    x1 = torch.randn(1, 64)
+    x1 = torch.randn(1, *shape)
     times = []
     with torch.inference_mode():
         for _ in range(200):
@@ -62,8 +75,9 @@ def torch_round(seconds: float) -> dict:
     return {"train_steps_per_s": steps, "infer_batch1_ms": statistics.median(times) * 1000}
 
 
-def graphdl_round(seconds: float, cold: bool) -> dict:
-    cmd = [sys.executable, "-m", "graphdl.cli", "bench", str(SPEC), "--json", "--seconds", str(seconds)]
+def graphdl_round(name: str, seconds: float, cold: bool) -> dict:
+    cmd = [sys.executable, "-m", "graphdl.cli", "bench", str(SPECS[name]), "--json",
+           "--seconds", str(seconds)]
     if not cold:
         cmd.append("--no-cold")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
@@ -72,13 +86,14 @@ def graphdl_round(seconds: float, cold: bool) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=sorted(SPECS), default="mlp")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0)
     args = ap.parse_args()
     torch_runs, gdl_runs = [], []
     for r in range(args.rounds):
-        gdl_runs.append(graphdl_round(args.seconds, cold=(r == 0)))
-        torch_runs.append(torch_round(args.seconds))
+        gdl_runs.append(graphdl_round(args.model, args.seconds, cold=(r == 0)))
+        torch_runs.append(torch_round(args.model, args.seconds))
         print(f"round {r + 1}: graphdl {gdl_runs[-1]['train_steps_per_s']:.0f} steps/s, "
               f"{gdl_runs[-1]['infer_batch1_ms'] * 1000:.1f} us batch-1 | torch "
               f"{torch_runs[-1]['train_steps_per_s']:.0f} steps/s, "
@@ -88,6 +103,7 @@ def main() -> int:
         return statistics.median(r[key] for r in runs)
 
     summary = {
+        "model": args.model,
         "graphdl_train_steps_per_s": med(gdl_runs, "train_steps_per_s"),
         "torch_train_steps_per_s": med(torch_runs, "train_steps_per_s"),
         "graphdl_infer_batch1_ms": med(gdl_runs, "infer_batch1_ms"),
