@@ -47,9 +47,11 @@ def init_params(graph: Graph, seed: int) -> dict[str, np.ndarray]:
 
 
 def init_state(graph: Graph) -> dict[str, np.ndarray]:
-    """Optimiser and layer state: zeros (rank-0 state is a 1-element array at run time)."""
+    """Optimiser and layer state, from each node's `init` (zeros or ones, e.g. batch norm's
+    running variance); rank-0 state is a 1-element array at run time."""
     state = {}
     for name, nid in sorted(graph.named("state").items()):
         t = graph.type_of(Value(nid))
-        state[name] = np.zeros(t.shape or (1,), t.dtype)
+        fill = {"zeros": 0, "ones": 1}[graph.attrs(nid).get("init", "zeros")]
+        state[name] = np.full(t.shape or (1,), fill, t.dtype)
     return state

@@ -25,6 +25,12 @@ SOURCES = ("input", "param", "state", "const")
 NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
 
 
+def dim_expr(d) -> str:
+    """A dim in generated code: an int literal, or the variable bound to a symbol (prefixed,
+    so a symbol named K or np cannot shadow the kernel module or NumPy)."""
+    return f"sym_{d}" if isinstance(d, str) else str(d)
+
+
 def _ident(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
@@ -55,7 +61,7 @@ class EmitCtx:
         return self.gen.g.type_of(v)
 
     def shape(self, v: Value) -> tuple[str, ...]:
-        return tuple(str(d) for d in self.gen.g.type_of(v).shape)
+        return tuple(dim_expr(d) for d in self.gen.g.type_of(v).shape)
 
     def shape_tuple(self, shape: tuple[str, ...]) -> str:
         if not shape:
@@ -105,7 +111,7 @@ class CpuCodegen:
         for name, nid in sorted(self.g.named("input").items()):
             for axis, d in enumerate(self.g.type_of(Value(nid)).shape):
                 if isinstance(d, str) and d not in seen:
-                    seen[d] = f"{d} = {self.var[Value(nid)]}.shape[{axis}]"
+                    seen[d] = f"{dim_expr(d)} = {self.var[Value(nid)]}.shape[{axis}]"
         for nid in self.g.nodes():
             for t in self.g.node(nid)["types"]:
                 for d in t.symbols() - set(seen):
@@ -116,7 +122,7 @@ class CpuCodegen:
     def _size_expr(self, t: TensorType) -> str:
         if not t.shape:
             return "1"
-        return " * ".join(str(d) for d in t.shape)
+        return " * ".join(dim_expr(d) for d in t.shape)
 
     def _allocate(self, v: Value, ctx: EmitCtx) -> list[str]:
         plan = self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}")
@@ -208,7 +214,7 @@ class CpuCodegen:
         runtime = []
         for m in members:
             if m["op"] == "mul_scalar" and m["attrs"]["div"]:
-                dims = " * ".join(str(d) for d in m["attrs"]["div"])
+                dims = " * ".join(dim_expr(d) for d in m["attrs"]["div"])
                 k = ctx.fresh("k")
                 lines.append(f"{k} = {m['attrs']['c']!r} / ({dims})")
                 runtime.append(k)

@@ -1,0 +1,370 @@
+"""Batch normalisation: the training-mode op (batch statistics) and its backward op, plus
+the graph builders the batchnorm layer uses.
+
+Channels are axis 1: x is [N, C] (the 1-D form after dense layers) or [N, C, H, W] (any
+rank >= 2 works: every axis but 1 is reduced). Kernels see x as a 3-D view (A, C, B):
+A = the batch axis, B = the product of the axes after the channel (1 for [N, C]).
+
+- ``batch_norm_train(x, gamma, beta) -> (y, batch_mean, batch_var)``, attr ``eps``:
+  y = (x - mean) / sqrt(var + eps) * gamma + beta with the per-channel batch mean and the
+  *biased* batch variance (as PyTorch normalises). The kernel is two-pass with float64
+  accumulators. Its gradient is the op ``batch_norm_train_grad`` (the full gradient through
+  the batch statistics), plus elementwise terms when the statistics outputs themselves
+  receive gradients.
+- ``build_batch_norm(...)``: training mode adds ``batch_norm_train`` and the running
+  statistics update (elementwise ops registered in ``g.updates``; the running variance gets
+  the *unbiased* batch variance, see `unbiased_variance`); eval mode adds
+  `batch_norm_inference`, an elementwise composition that fuses (into a matmul/conv
+  epilogue when one precedes it) and that autodiff differentiates like any other ops, so a
+  frozen batch norm still passes dx to earlier trainable layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from graphdl.ir.graph import Graph, Provenance, Value
+from graphdl.ir.types import TensorType
+from graphdl.ops.reduce import _prod
+from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
+
+FLOATS = ("float32", "float64")
+
+# ----------------------------------------------------------------------- shapes
+
+
+def _channel_type(x: TensorType) -> TensorType:
+    return TensorType((x.shape[1],), x.dtype)
+
+
+def _check_x(x: TensorType) -> None:
+    if x.rank < 2:
+        raise ShapeError(
+            f"batch norm expects x of rank >= 2 with channels on axis 1 ([N, C] or "
+            f"[N, C, H, W]), got {x}",
+            help="batch norm after a dense layer takes [N, C]; after a conv [N, C, H, W]",
+        )
+    if x.dtype not in FLOATS:
+        raise ShapeError(f"batch norm expects a float tensor, got {x.dtype}")
+
+
+def _check_per_channel(x: TensorType, named: list[tuple[str, TensorType]]) -> None:
+    want = _channel_type(x)
+    for name, t in named:
+        if t.shape != want.shape:
+            raise ShapeError(
+                f"batch norm {name} has shape {list(t.shape)} but x {x} has "
+                f"{x.shape[1]} channels (axis 1): expected [{x.shape[1]}]",
+                help="gamma, beta and the running statistics hold one value per channel",
+            )
+        if t.dtype != x.dtype:
+            raise ShapeError(f"batch norm {name} is {t.dtype} but x is {x.dtype}")
+
+
+def _infer_train(attrs, types):
+    x, gamma, beta = types
+    _check_x(x)
+    _check_per_channel(x, [("gamma", gamma), ("beta", beta)])
+    if not attrs["eps"] > 0:
+        raise ShapeError(f"batch norm eps must be > 0, got {attrs['eps']}")
+    c = _channel_type(x)
+    return [x, c, c]
+
+
+def _infer_train_grad(attrs, types):
+    gy, x, gamma, mean, var = types
+    _check_x(x)
+    if gy.shape != x.shape or gy.dtype != x.dtype:
+        raise ShapeError(f"batch norm gradient {gy} does not match x {x}")
+    _check_per_channel(x, [("gamma", gamma), ("batch_mean", mean), ("batch_var", var)])
+    c = _channel_type(x)
+    return [x, c, c]
+
+
+def count_dims(x: TensorType) -> tuple:
+    """The dims batch statistics reduce over (ints or symbols): all but the channel axis.
+
+    Their product is the per-channel sample count M (N for [N, C], N*H*W for images); pass
+    the tuple as mul_scalar's ``div`` to divide by M when N is symbolic."""
+    return (x.shape[0],) + tuple(x.shape[2:])
+
+
+def _stat_axes(ndim: int) -> tuple[int, ...]:
+    return (0,) + tuple(range(2, ndim))
+
+
+def _per_channel_shape(ndim: int, c) -> tuple:
+    return (1, c) + (1,) * (ndim - 2)
+
+
+# ----------------------------------------------------------------------- references
+
+
+def _ref_train(attrs, x, gamma, beta):
+    axes = _stat_axes(x.ndim)
+    bshape = _per_channel_shape(x.ndim, x.shape[1])
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=axes)
+    var = ((x64 - mean.reshape(bshape)) ** 2).mean(axis=axes)
+    inv = 1.0 / np.sqrt(var + attrs["eps"])
+    xhat = (x64 - mean.reshape(bshape)) * inv.reshape(bshape)
+    y = xhat * gamma.astype(np.float64).reshape(bshape) + beta.astype(np.float64).reshape(bshape)
+    dt = x.dtype
+    return y.astype(dt), mean.astype(dt), var.astype(dt)
+
+
+def _ref_train_grad(attrs, gy, x, gamma, mean, var):
+    axes = _stat_axes(x.ndim)
+    bshape = _per_channel_shape(x.ndim, x.shape[1])
+    m = x.size // x.shape[1] if x.shape[1] else 0
+    g64 = gy.astype(np.float64)
+    inv = (1.0 / np.sqrt(var.astype(np.float64) + attrs["eps"])).reshape(bshape)
+    xhat = (x.astype(np.float64) - mean.astype(np.float64).reshape(bshape)) * inv
+    dbeta = g64.sum(axis=axes)
+    dgamma = (g64 * xhat).sum(axis=axes)
+    k = gamma.astype(np.float64).reshape(bshape) * inv
+    dx = k * (g64 - dbeta.reshape(bshape) / m - xhat * dgamma.reshape(bshape) / m)
+    dt = x.dtype
+    return dx.astype(dt), dgamma.astype(dt), dbeta.astype(dt)
+
+
+# ----------------------------------------------------------------------- CPU kernels
+
+
+@cpu_kernel
+def batch_norm_fwd(x, gamma, beta, y, mean, var, eps):
+    """x, y: (A, C, B) views. Two passes per channel with float64 accumulators."""
+    na, nc, nb = x.shape
+    cnt = na * nb
+    for c in range(nc):
+        s = 0.0
+        for a in range(na):
+            for b in range(nb):
+                s += x[a, c, b]
+        m = s / cnt
+        s2 = 0.0
+        for a in range(na):
+            for b in range(nb):
+                d = x[a, c, b] - m
+                s2 += d * d
+        v = s2 / cnt
+        mean[c] = m
+        var[c] = v
+        scale = np.float64(gamma[c]) / math.sqrt(v + eps)
+        shift = np.float64(beta[c])
+        for a in range(na):
+            for b in range(nb):
+                y[a, c, b] = (x[a, c, b] - m) * scale + shift
+
+
+@cpu_kernel
+def batch_norm_bwd(gy, x, gamma, mean, var, dx, dgamma, dbeta, eps):
+    """dx = gamma/sigma * (gy - mean(gy) - xhat * mean(gy * xhat)) per channel."""
+    na, nc, nb = x.shape
+    cnt = na * nb
+    for c in range(nc):
+        m = np.float64(mean[c])
+        inv = 1.0 / math.sqrt(np.float64(var[c]) + eps)
+        sg = 0.0
+        sgx = 0.0
+        for a in range(na):
+            for b in range(nb):
+                g = np.float64(gy[a, c, b])
+                sg += g
+                sgx += g * (x[a, c, b] - m)
+        sgxh = sgx * inv  # sum(gy * xhat)
+        dbeta[c] = sg
+        dgamma[c] = sgxh
+        k = np.float64(gamma[c]) * inv
+        mg = sg / cnt
+        mgx = sgxh / cnt
+        for a in range(na):
+            for b in range(nb):
+                xh = (x[a, c, b] - m) * inv
+                dx[a, c, b] = k * (gy[a, c, b] - mg - xh * mgx)
+
+
+def _view3(ctx, v) -> str:
+    shape = ctx.shape(v)
+    return f"{ctx.var(v)}.reshape(({shape[0]}, {shape[1]}, {_prod(shape[2:])}))"
+
+
+def _emit_train(ctx, attrs, ins, outs):
+    x, gamma, beta = ins
+    call = (
+        f"{ctx.kernel('batch_norm_fwd')}({_view3(ctx, x)}, {ctx.var(gamma)}, {ctx.var(beta)}, "
+        f"{_view3(ctx, outs[0])}, {ctx.var(outs[1])}, {ctx.var(outs[2])}, {attrs['eps']!r})"
+    )
+    return [call]
+
+
+def _emit_train_grad(ctx, attrs, ins, outs):
+    gy, x, gamma, mean, var = ins
+    call = (
+        f"{ctx.kernel('batch_norm_bwd')}({_view3(ctx, gy)}, {_view3(ctx, x)}, {ctx.var(gamma)}, "
+        f"{ctx.var(mean)}, {ctx.var(var)}, {_view3(ctx, outs[0])}, {ctx.var(outs[1])}, "
+        f"{ctx.var(outs[2])}, {attrs['eps']!r})"
+    )
+    return [call]
+
+
+# ----------------------------------------------------------------------- gradient
+
+
+def _per_channel(g: Graph, v: Value, ndim: int) -> Value:
+    """[C] -> a shape that broadcasts over x's channel axis ([C] already does for rank 2)."""
+    if ndim == 2:
+        return v
+    return g.op("reshape", v, shape=_per_channel_shape(ndim, g.type_of(v).shape[0]))
+
+
+def _g_train(g, attrs, ins, outs, gouts):
+    x, gamma, _ = ins
+    gy, gmean, gvar = gouts
+    dx = dgamma = dbeta = None
+    if gy is not None:
+        nid = g.apply("batch_norm_train_grad", [gy, x, gamma, outs[1], outs[2]], {"eps": attrs["eps"]})
+        dx, dgamma, dbeta = Value(nid, 0), Value(nid, 1), Value(nid, 2)
+    if gmean is not None or gvar is not None:
+        # the statistics' own gradients (they feed only the running-stat updates in a
+        # model, so these terms appear when something differentiates the outputs directly):
+        # d mean / dx = 1/M, d var / dx = 2 (x - mean) / M per channel
+        xt = g.type_of(x)
+        term = None
+        if gvar is not None:
+            centred = g.op("sub", x, _per_channel(g, outs[1], xt.rank))
+            term = g.op("mul_scalar", g.op("mul", centred, _per_channel(g, gvar, xt.rank)), c=2.0)
+        if gmean is not None:
+            gm = _per_channel(g, gmean, xt.rank)
+            term = g.op("broadcast_to", gm, shape=xt.shape) if term is None else g.op("add", term, gm)
+        term = g.op("mul_scalar", term, c=1.0, div=count_dims(xt))
+        dx = term if dx is None else g.op("add", dx, term)
+    return [dx, dgamma, dbeta]
+
+
+register(
+    OpDef(
+        name="batch_norm_train",
+        inputs=("x", "gamma", "beta"),
+        outputs=("y", "batch_mean", "batch_var"),
+        infer=_infer_train,
+        reference=_ref_train,
+        pattern=Pattern.OPAQUE,
+        attrs={"eps": Attr(float, 1e-5)},
+        grad=_g_train,
+        emit_cpu=_emit_train,
+        doc="training-mode batch norm over every axis but 1; batch_var is the biased variance",
+    )
+)
+
+register(
+    OpDef(
+        name="batch_norm_train_grad",
+        inputs=("gy", "x", "gamma", "batch_mean", "batch_var"),
+        outputs=("dx", "dgamma", "dbeta"),
+        infer=_infer_train_grad,
+        reference=_ref_train_grad,
+        pattern=Pattern.OPAQUE,
+        attrs={"eps": Attr(float, 1e-5)},
+        no_grad_reason="second order not needed for training",
+        emit_cpu=_emit_train_grad,
+        doc="backward of batch_norm_train through the batch statistics",
+    )
+)
+
+
+# ----------------------------------------------------------------------- graph builders
+
+
+def unbiased_variance(g: Graph, batch_var: Value, count: tuple) -> Value:
+    """batch_var * M / (M - 1), the unbiased variance PyTorch keeps in running_var.
+
+    ``count`` lists the dims whose product is M (see `count_dims`; symbols such as N are
+    bound at run time). Built as batch_var / (1 - 1/M) from elementwise ops, where 1/M is
+    mul_scalar's ``div`` on a constant 1, so it fuses with the running-stat update. M = 1
+    (one sample per channel) gives a non-finite value, as the unbiased estimate is undefined.
+    """
+    dt = g.type_of(batch_var).dtype
+    inv_m = g.op("mul_scalar", g.const(1.0, dt), c=1.0, div=tuple(count))
+    return g.op("div", batch_var, g.op("add_scalar", g.op("neg", inv_m), c=1.0))
+
+
+def running_update(g: Graph, running: Value, batch_stat: Value, momentum: float) -> Value:
+    """(1 - momentum) * running + momentum * batch_stat (PyTorch's momentum convention)."""
+    return g.op(
+        "add",
+        g.op("mul_scalar", running, c=1.0 - momentum),
+        g.op("mul_scalar", batch_stat, c=momentum),
+    )
+
+
+def batch_norm_inference(
+    g: Graph, x: Value, gamma: Value, beta: Value, running_mean: Value, running_var: Value,
+    *, eps: float = 1e-5,
+) -> Value:
+    """Eval-mode batch norm as elementwise ops: (x - rm) * (gamma / sqrt(rv + eps)) + beta.
+
+    The [C] tensors are reshaped to [1, C, 1, ...] to broadcast over x; the per-channel
+    scale is a tiny [C] kernel and the rest fuses into one loop over x (or into the epilogue
+    of the matmul/conv producing x). Autodiff differentiates it through the elementwise
+    rules: dx = gy * scale (so a frozen batch norm passes gradients on), and gamma, beta
+    (and the running statistics, if they were params) get theirs too."""
+    xt = g.type_of(x)
+    _check_x(xt)
+    _check_per_channel(
+        xt,
+        [("gamma", g.type_of(gamma)), ("beta", g.type_of(beta)),
+         ("running_mean", g.type_of(running_mean)), ("running_var", g.type_of(running_var))],
+    )
+    scale = g.op("div", gamma, g.op("sqrt", g.op("add_scalar", running_var, c=float(eps))))
+    centred = g.op("sub", x, _per_channel(g, running_mean, xt.rank))
+    return g.op(
+        "add",
+        g.op("mul", centred, _per_channel(g, scale, xt.rank)),
+        _per_channel(g, beta, xt.rank),
+    )
+
+
+def build_batch_norm(
+    g: Graph,
+    x: Value,
+    gamma: Value,
+    beta: Value,
+    running_mean: Value,
+    running_var: Value,
+    *,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Value:
+    """Add a batch norm over axis 1 of ``x`` and return its output.
+
+    training=True: ``batch_norm_train`` normalises with the batch statistics, and the
+    running statistics (``state`` nodes) are updated through ``g.updates``:
+    running_mean <- (1 - momentum) * running_mean + momentum * batch_mean, and
+    running_var <- (1 - momentum) * running_var + momentum * unbiased(batch_var)
+    (the update nodes are in the ``update`` phase, with the current layer and line).
+    training=False: `batch_norm_inference` with the running statistics, no updates.
+    """
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"batch norm momentum must be in [0, 1], got {momentum}")
+    if not eps > 0:
+        raise ValueError(f"batch norm eps must be > 0, got {eps}")
+    if not training:
+        return batch_norm_inference(g, x, gamma, beta, running_mean, running_var, eps=eps)
+    for name, v in (("running_mean", running_mean), ("running_var", running_var)):
+        if g.op_of(v.node) not in ("state", "param"):
+            raise ValueError(f"batch norm {name} must be a state node, got {g.describe(v.node)}")
+    nid = g.apply("batch_norm_train", [x, gamma, beta], {"eps": float(eps)})
+    y, batch_mean, batch_var = Value(nid, 0), Value(nid, 1), Value(nid, 2)
+    saved = g.provenance
+    g.provenance = Provenance(layer=saved.layer, line=saved.line, phase="update")
+    try:
+        unbiased = unbiased_variance(g, batch_var, count_dims(g.type_of(x)))
+        g.updates[running_mean.node] = running_update(g, running_mean, batch_mean, momentum)
+        g.updates[running_var.node] = running_update(g, running_var, unbiased, momentum)
+    finally:
+        g.provenance = saved
+    return y
