@@ -138,9 +138,11 @@ def _load_all() -> None:
     from graphdl.ops import (  # noqa: F401  (registration side effects)
         elementwise,
         fused,
+        linalg,
         losses,
         matmul,
         nn,
+        norm,
         optim,
         reduce,
         shape,
