@@ -1,4 +1,4 @@
-"""The command line: graphdl validate | compile | run | predict | gradcheck | bench | schema.
+"""The command line: graphdl validate | compile | run | predict | gradcheck | bench | viz | schema.
 
 A user's mistake (GraphdlError) prints located diagnostics and exits with code 2; anything
 else is a bug and keeps its traceback.
@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
     sp.add_argument("--no-cold", action="store_true", help="skip the cold-compile measurement")
     sp = add("schema", cmd_schema, "print the JSON Schema of specs")
+    from graphdl.viz.cli import add_parser as add_viz
+
+    add_viz(sub)
     return p
 
 

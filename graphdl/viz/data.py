@@ -54,6 +54,9 @@ class _Bindings(dict):
     def __missing__(self, key):
         return self.default
 
+    def __bool__(self) -> bool:  # TensorType.numel treats an empty mapping as "no bindings"
+        return True
+
 
 def snapshot_name(stage: str) -> str:
     """The snapshot key of a stage given by friendly or pass name."""
@@ -102,7 +105,8 @@ def _op_flops(op: str, attrs: dict, ins: list[TensorType], out: TensorType, b) -
 
     try:
         return int(cost_of(op, attrs, ins, out, b))
-    except Exception:  # an op the cost model cannot size (e.g. untyped): no estimate
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        # an op the cost model cannot size: no estimate
         return None
 
 
@@ -217,10 +221,10 @@ def node_title(op: str, name: str | None, fused: dict | None) -> str:
         if len(text) <= 32:
             return text
         head = f"fused ×{len(ops)}: "
-        for op in ops:
-            if len(head) + len(op) > 30:
+        for member_op in ops:
+            if len(head) + len(member_op) > 30:
                 break
-            head += op + "+"
+            head += member_op + "+"
         return head.rstrip("+") + "+…"
     if name:
         return f"{op} {name}"

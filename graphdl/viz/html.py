@@ -63,6 +63,7 @@ def render_html(doc: dict) -> str:
   <button id="fit" type="button">fit</button>
   <button id="expandall" type="button">expand all</button>
   <button id="collapseall" type="button">collapse all</button>
+  <span id="message" class="message"></span>
 </header>
 <div id="main">
   <div id="panels"></div>

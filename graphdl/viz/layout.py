@@ -4,10 +4,13 @@
    are acyclic; this only makes the function total);
 2. layering by longest path from the sources, then every source node (a parameter, an
    input) and every node fed by sources only is moved down to just above its first
-   consumer, so weights sit beside the op that reads them instead of on the top row;
+   consumer, so weights sit beside the op that reads them instead of on the top row
+   (``align="late"`` takes the longest path to the sinks instead); ``pin_below`` nodes
+   (value labels) go right under their only input;
 3. an edge that spans several layers gets a chain of dummy nodes, one per layer crossed;
-4. the order within each layer comes from barycentre sweeps (down, then up), keeping the
-   order with the fewest crossings seen;
+4. the order within each layer comes from barycentre sweeps (down, then up) each
+   followed by a transpose pass (swap neighbours while that removes crossings), keeping
+   the order with the fewest crossings seen;
 5. x coordinates: each layer is placed as close as possible (weighted least squares) to
    the mean position of its neighbours in the layer above or below, subject to minimum
    gaps, which is an isotonic regression solved exactly by pool-adjacent-violators;
@@ -22,8 +25,9 @@ a higher layer to a lower one, so its polyline points down.
 from __future__ import annotations
 
 import heapq
+import itertools
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Mapping
 
 Point = tuple[float, float]
 
@@ -58,6 +62,8 @@ def layered_layout(
     sweeps: int = 12,
     dummy_width: float = 4.0,
     tighten_sources: bool = True,
+    align: str = "early",
+    pin_below: Iterable[Hashable] = (),
 ) -> Layout:
     """Lay out ``nodes`` (key -> (width, height)) joined by ``edges`` (u, v) pairs."""
     keys = list(nodes)
@@ -90,14 +96,32 @@ def layered_layout(
         succ[u].append(v)
         pred[v].append(u)
 
-    layer = _longest_path_layers(n, succ, pred)
-    if tighten_sources:
-        # sources, and nodes fed only by sources (a value label under a parameter), move
-        # down to just above their first consumer; consumers first, so chains follow
-        indeg0 = [not pred[v] for v in range(n)]
-        for v in sorted(range(n), key=lambda v: -layer[v]):
-            if succ[v] and all(indeg0[p] for p in pred[v]):
-                layer[v] = min(layer[s] for s in succ[v]) - 1
+    if align == "late":
+        # longest path to the sinks: a node sits just above its first consumer ...
+        layer = _longest_path_layers(n, pred, succ)
+        top = max(layer, default=0)
+        layer = [top - x for x in layer]
+        # ... except sinks, which stay just below their last input
+        for v in range(n):
+            if pred[v] and not succ[v]:
+                layer[v] = max(layer[p] for p in pred[v]) + 1
+    elif align == "early":
+        layer = _longest_path_layers(n, succ, pred)
+        if tighten_sources:
+            # sources, and nodes fed only by sources (a value label under a parameter),
+            # move down to just above their first consumer; consumers first
+            indeg0 = [not pred[v] for v in range(n)]
+            for v in sorted(range(n), key=lambda v: -layer[v]):
+                if succ[v] and all(indeg0[p] for p in pred[v]):
+                    layer[v] = min(layer[s] for s in succ[v]) - 1
+    else:
+        raise ValueError(f"align must be 'early' or 'late', not {align!r}")
+    # pinned nodes (labels of a value) sit right under their only input
+    for v in sorted((idx[k] for k in pin_below if k in idx), key=lambda v: layer[v]):
+        if len(pred[v]) == 1:
+            layer[v] = layer[pred[v][0]] + 1
+    low = min(layer, default=0)
+    layer = [x - low for x in layer]
 
     # dummy nodes: every DAG edge becomes a chain of unit-length segments
     lay = list(layer)
@@ -119,7 +143,7 @@ def layered_layout(
             seg_pred.append([])
             chain.append(d)
         chain.append(v)
-        for a, b in zip(chain, chain[1:]):
+        for a, b in itertools.pairwise(chain):
             seg_succ[a].append(b)
             seg_pred[b].append(a)
         chains[(u, v)] = chain
@@ -127,9 +151,13 @@ def layered_layout(
     nlayers = (max(lay) + 1) if lay else 0
 
     layers = _initial_order(total, n, lay, nlayers, seg_succ, seg_pred)
-    layers, crossings = _reduce_crossings(layers, seg_succ, seg_pred, sweeps)
+    # effort scales down on huge inputs (a flat 2,000-node training graph has ~10^6
+    # dummy nodes): fewer ordering sweeps and placement rounds
+    big = total > 20_000
+    layers, crossings = _reduce_crossings(layers, seg_succ, seg_pred,
+                                          min(sweeps, 3) if big else sweeps, track=not big)
 
-    xs = _assign_x(layers, wid, weight, seg_succ, seg_pred, node_gap)
+    xs = _assign_x(layers, wid, weight, seg_succ, seg_pred, node_gap, rounds=1 if big else 6)
 
     # vertical placement: layers stacked, each as tall as its tallest node
     layer_h = [0.0] * nlayers
@@ -254,8 +282,7 @@ def _count_crossings(upper: list[int], lower: list[int], seg_succ, pos) -> int:
     size = len(lower)
     tree = [0] * (size + 1)
     crossings = 0
-    seen = 0
-    for _, b in ends:
+    for seen, (_, b) in enumerate(ends):
         # edges already seen whose lower end lies strictly right of b cross this one
         i = b + 1
         s = 0
@@ -267,7 +294,6 @@ def _count_crossings(upper: list[int], lower: list[int], seg_succ, pos) -> int:
         while i <= size:
             tree[i] += 1
             i += i & -i
-        seen += 1
     return crossings
 
 
@@ -283,11 +309,43 @@ def _positions(layers: list[list[int]], total_hint: dict | None = None) -> dict[
     return pos
 
 
-def _reduce_crossings(layers, seg_succ, seg_pred, sweeps):
+def _pair_crossings(a: list[int], b: list[int], pos) -> int:
+    """Crossings between the edges of two neighbours u (left) and v (right) of a row
+    when they end at positions ``a`` (u's) and ``b`` (v's) of the same adjacent row."""
+    if not a or not b:
+        return 0
+    return sum(1 for x in a for y in b if x > y)
+
+
+def _transpose(layers, seg_succ, seg_pred, pos, max_rounds: int = 4) -> None:
+    """Swap neighbours in a row while that removes crossings (a local search)."""
+    for _ in range(max_rounds):
+        improved = False
+        for row in layers:
+            for i in range(len(row) - 1):
+                u, v = row[i], row[i + 1]
+                up_u = [pos[w] for w in seg_pred[u]]
+                up_v = [pos[w] for w in seg_pred[v]]
+                dn_u = [pos[w] for w in seg_succ[u]]
+                dn_v = [pos[w] for w in seg_succ[v]]
+                now = _pair_crossings(up_u, up_v, pos) + _pair_crossings(dn_u, dn_v, pos)
+                swapped = _pair_crossings(up_v, up_u, pos) + _pair_crossings(dn_v, dn_u, pos)
+                if swapped < now:
+                    row[i], row[i + 1] = v, u
+                    pos[u], pos[v] = i + 1, i
+                    improved = True
+        if not improved:
+            break
+
+
+def _reduce_crossings(layers, seg_succ, seg_pred, sweeps, track: bool = True):
+    """Barycentre sweeps; with ``track`` the order with the fewest crossings is kept
+    (counting them costs about as much as a sweep, so huge inputs skip it)."""
     pos = _positions(layers)
     best = [list(r) for r in layers]
-    best_c = _all_crossings(layers, seg_succ, pos)
+    best_c = _all_crossings(layers, seg_succ, pos) if track else -1
     stale = 0
+    small = sum(len(r) for r in layers) <= 4000  # the local search is quadratic in degree
     for _ in range(sweeps):
         if best_c == 0:
             break
@@ -305,6 +363,11 @@ def _reduce_crossings(layers, seg_succ, seg_pred, sweeps):
                 layers[L] = [v for _, _, v in keyed]
                 for i, v in enumerate(layers[L]):
                     pos[v] = i
+        if small:
+            _transpose(layers, seg_succ, seg_pred, pos)
+        if not track:
+            best = layers
+            continue
         c = _all_crossings(layers, seg_succ, pos)
         if c < best_c:
             best_c = c
@@ -314,6 +377,8 @@ def _reduce_crossings(layers, seg_succ, seg_pred, sweeps):
             stale += 1
             if stale >= 3:
                 break
+    if not track:
+        best_c = _all_crossings(best, seg_succ, _positions(best))
     return best, best_c
 
 
@@ -361,8 +426,13 @@ def _assign_x(layers, wid, weight, seg_succ, seg_pred, gap, rounds: int = 6) -> 
             return
         desired = []
         for v in row:
-            ns = [w for lst in nbr_lists for w in lst[v]]
-            desired.append(sum(xs[w] for w in ns) / len(ns) if ns else xs[v])
+            total = 0.0
+            count = 0
+            for lst in nbr_lists:
+                for w in lst[v]:
+                    total += xs[w]
+                    count += 1
+            desired.append(total / count if count else xs[v])
         placed = _place_row([wid[v] for v in row], desired, [weight[v] for v in row], gap)
         for v, x in zip(row, placed):
             xs[v] = x

@@ -55,7 +55,8 @@ def stage_layout(stage: dict) -> tuple[Layout, dict]:
                 values[vk] = (text, by_id[u]["bytes"][i])
                 edges.append((("n", u), vk))
             edges.append((vk, ("n", n["id"])))
-    return layered_layout(sizes, edges, node_gap=16, layer_gap=14, margin=10), values
+    lay = layered_layout(sizes, edges, node_gap=16, layer_gap=14, margin=10, pin_below=list(values))
+    return lay, values
 
 
 def _path(pts) -> str:
@@ -178,12 +179,12 @@ def render_svg(stages: list[dict], *, color: str = "phase", title: str = "", com
         )
     svg = [
         '<?xml version="1.0" encoding="UTF-8"?>',
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
-        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}">',
-        "<defs>"
-        '<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
-        'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#6b6b6b"/></marker>'
-        "</defs>",
+        (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+         f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="{FONT}">'),
+        ("<defs>"
+         '<marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+         'markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#6b6b6b"/>'
+         "</marker></defs>"),
         f'<rect x="0" y="0" width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>',
     ]
     return "\n".join(svg + head + parts + ["</svg>", ""])

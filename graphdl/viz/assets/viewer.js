@@ -10,10 +10,11 @@
   "use strict";
 
   var DOC = JSON.parse(document.getElementById("graphdl-data").textContent);
-  var LARGE = 300;      // graphs with more nodes open with groups collapsed
+  var SMALL = 120;      // graphs up to this size open with every group expanded; larger
+                        // ones open folded (above 300 nodes mostly folded, see BUDGET)
   var BUDGET = 150;     // units laid out when opening a large graph
   var WORK_BUDGET = 2500;  // ... and units + edges + 2 x edge dummies (see estimate)
-  var FULL_WARN = 900;  // expanding everything above this asks first
+  var HARD_LIMIT = 15000;  // views estimated above this are refused
   var PHASE = {
     forward: ["#dce9f7", "#3b6ea8"],
     backward: ["#fbe2cc", "#c0622b"],
@@ -147,10 +148,11 @@
   Panel.prototype.defaultExpansion = function () {
     var self = this;
     this.expanded = {};
-    if (this.stage.nodes.length <= LARGE) {
+    if (this.stage.nodes.length <= SMALL) {
       this.stage.groups.forEach(function (g) { self.expanded[g.id] = true; });
       this.cost = this.estimate();
-      return;
+      if (this.cost.work <= HARD_LIMIT) return;
+      this.expanded = {};
     }
     // A large graph opens collapsed, then its outer groups open breadth first while the
     // layout stays cheap: few units, and few layer crossings by long edges (a training
@@ -574,11 +576,11 @@
   // ------------------------------------------------------------------ pan and zoom
 
   Panel.prototype.fit = function () {
-    // the whole graph when it fits at 35 % or more; else 35 % from the top
+    // the whole graph when it fits at 25 % or more; else 25 % from the top
     var r = this.canvas.getBoundingClientRect();
     var cw = r.width || 800, ch = r.height || 600;
     var all = Math.min((cw - 10) / this.width, (ch - 10) / this.height);
-    var k = Math.min(1, Math.max(all, 0.35));
+    var k = Math.min(1, Math.max(all, 0.25));
     this.k = k;
     this.tx = this.width * k < cw ? (cw - this.width * k) / 2 : 5;
     this.ty = 5;
@@ -849,22 +851,49 @@
   }
 
   var firstRender = true;
+  var lastGood = null;  // expansions of the last view that laid out
+
   function renderAll() {
     var t0 = performance.now();
     var count = 0;
     var tb = 0, tl = 0, td = 0;
-    panels.forEach(function (p) {
-      var a = performance.now();
-      p.build();
-      var b = performance.now();
-      p.layout();
-      var c = performance.now();
-      p.draw();
-      var d = performance.now();
-      tb += b - a; tl += c - b; td += d - c;
-      if (firstRender) p.fit();
-      count += p.order.length;
-    });
+    var msg = document.getElementById("message");
+    msg.textContent = "";
+    // refuse views whose layout would freeze the page for long (dagre's cost grows with
+    // the edge bends of long edges, see estimate), and go back to the last good one
+    var worst = 0;
+    panels.forEach(function (p) { worst = Math.max(worst, p.estimate().work); });
+    if (worst > HARD_LIMIT) {
+      panels.forEach(function (p, i) {
+        if (lastGood) p.expanded = Object.assign({}, lastGood[i]); else p.defaultExpansion();
+      });
+      msg.textContent = "that view is too large to lay out at once (about " + worst +
+        " layout units); open groups one at a time";
+    }
+    try {
+      panels.forEach(function (p) {
+        var a = performance.now();
+        p.build();
+        var b = performance.now();
+        p.layout();
+        var c = performance.now();
+        p.draw();
+        var d = performance.now();
+        tb += b - a; tl += c - b; td += d - c;
+        if (firstRender) p.fit();
+        count += p.order.length;
+      });
+    } catch (err) {
+      // dagre can run out of stack on very large flat views: go back to the last view
+      msg.textContent = "could not lay out this view (" + (err && err.message ? err.message : err) + "); open fewer groups";
+      if (lastGood) {
+        panels.forEach(function (p, i) { p.expanded = Object.assign({}, lastGood[i]); });
+        lastGood = null;
+        renderAll();
+      }
+      return;
+    }
+    lastGood = panels.map(function (p) { return Object.assign({}, p.expanded); });
     highlight(false);
     showDetails();
     legend();
@@ -944,9 +973,6 @@
     });
     document.getElementById("fit").addEventListener("click", function () { panels.forEach(function (p) { p.fit(); }); });
     document.getElementById("expandall").addEventListener("click", function () {
-      var n = 0;
-      panels.forEach(function (p) { n = Math.max(n, p.stage.nodes.length); });
-      if (n > FULL_WARN && !window.confirm("Lay out all " + n + " nodes at once? This can take a while.")) return;
       panels.forEach(function (p) { p.stage.groups.forEach(function (g) { p.expanded[g.id] = true; }); });
       renderAll();
       panels.forEach(function (p) { p.fit(); });
@@ -976,6 +1002,7 @@
     renderAll();
     if (state.sel) {
       var p = panels[state.sel.panel];
+      p.k = Math.max(p.k, 0.9);  // a selection from the URL opens readable, centred on it
       p.centerOn(shownKey(p, state.sel.key));
       highlight(true);
     }
