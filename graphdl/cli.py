@@ -198,15 +198,13 @@ def _layer_table(spec, g, bindings) -> str:
     total = 0
     for layer in spec.model.layers:
         nodes = by_layer.get(layer.name, [])
-        ops = [g.op_of(n) for n in nodes if g.op_of(n) not in ("param", "const")]
+        ops = [g.op_of(n) for n in nodes if g.op_of(n) not in ("param", "const", "state")]
         params = sum(g.type_of(Value(n)).numel() for n in nodes if g.op_of(n) == "param")
         total += params
-        out = "-"
-        computed = [n for n in nodes if g.op_of(n) not in ("param", "const")]
-        if computed:
-            out = str(list(g.type_of(Value(computed[-1])).shape[1:]))
-        elif layer.inputs:
-            out = "(identity)"
+        produced = g.meta.get("layer_outputs", {}).get(layer.name)
+        out = str(list(g.type_of(Value(*produced)).shape[1:])) if produced else "-"
+        if not ops:
+            out += " (identity)"
         rows.append((str(layer.loc.line), layer.name, layer.type, ",".join(dict.fromkeys(ops)) or "-", out, f"{params:,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]

@@ -28,7 +28,7 @@ class LayerCtx:
     spec: object
     layer: object  # LayerSpec
     training: bool
-    dropout_seed: Value | None
+    step_seed: Value | None
     salt: int
 
     frozen: bool = False  # train.freeze / trainable: false
@@ -91,7 +91,7 @@ def _dropout(ctx: LayerCtx, inputs: list[Value]) -> Value:
     rate = float(ctx.layer.params["rate"])
     if not ctx.training or rate == 0.0:
         return inputs[0]
-    return ctx.g.op("dropout", inputs[0], ctx.dropout_seed, rate=rate, salt=ctx.salt)
+    return ctx.g.op("dropout", inputs[0], ctx.step_seed, rate=rate, salt=ctx.salt)
 
 
 def _flatten(ctx: LayerCtx, inputs: list[Value]) -> Value:
@@ -122,7 +122,89 @@ def _concat(ctx: LayerCtx, inputs: list[Value]) -> Value:
     return ctx.g.op("concat", *inputs, axis=axis)
 
 
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+
+
+def _image_input(t: TensorType, layer_type: str) -> None:
+    if t.rank != 4:
+        raise ShapeError(
+            f"{layer_type} expects [C, H, W] images, got {_fmt(t)}",
+            help="give model.inputs an image shape [C, H, W]" if t.rank < 4
+            else "reshape the input to [C, H, W]",
+        )
+
+
+def _conv2d(ctx: LayerCtx, inputs: list[Value]) -> Value:
+    from graphdl.ops.conv import resolve_padding
+
+    g, p = ctx.g, ctx.layer.params
+    x = inputs[0]
+    t = g.type_of(x)
+    _image_input(t, "conv2d")
+    c, h, w = t.shape[1:]
+    kh, kw = _pair(p["kernel"])
+    stride, dilation = _pair(p.get("stride", 1)), _pair(p.get("dilation", 1))
+    groups, filters = int(p.get("groups", 1)), int(p["filters"])
+    if c % groups or filters % groups:
+        raise ShapeError(f"conv2d groups={groups} must divide both the {c} input channels "
+                         f"and the {filters} filters")
+    padding = resolve_padding(p.get("padding", "valid"), (kh, kw), stride, dilation, (h, w))
+    fan_in = c // groups * kh * kw
+    weight = ctx.param("kernel", (filters, c // groups, kh, kw), p.get("kernel_init", "he_uniform"),
+                       fan_in=fan_in, fan_out=filters // groups * kh * kw, weight=True)
+    args = [x, weight]
+    if p.get("use_bias", True):
+        args.append(ctx.param("bias", (filters,), p.get("bias_init", "zeros"),
+                              fan_in=fan_in, fan_out=filters, weight=False))
+    y = g.op("conv2d", *args, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return _activation(ctx, y, p.get("activation", "linear"), p)
+
+
+def _pool2d(op: str):
+    def build(ctx: LayerCtx, inputs: list[Value]) -> Value:
+        p = ctx.layer.params
+        t = ctx.g.type_of(inputs[0])
+        _image_input(t, ctx.layer.type)
+        kernel = _pair(p["kernel"])
+        stride = _pair(p["stride"]) if p.get("stride") is not None else kernel
+        attrs = {"kernel": kernel, "stride": stride, "padding": _pair(p.get("padding", 0))}
+        if op == "avg_pool2d":
+            attrs["count_include_pad"] = bool(p.get("count_include_pad", True))
+        return ctx.g.op(op, inputs[0], **attrs)
+
+    return build
+
+
+def _global_avgpool2d(ctx: LayerCtx, inputs: list[Value]) -> Value:
+    _image_input(ctx.g.type_of(inputs[0]), "global_avgpool2d")
+    return ctx.g.op("global_avg_pool2d", inputs[0])
+
+
+def _batchnorm(ctx: LayerCtx, inputs: list[Value]) -> Value:
+    from graphdl.ops.norm import build_batch_norm
+
+    g, p, name = ctx.g, ctx.layer.params, ctx.layer.name
+    t = g.type_of(inputs[0])
+    if t.rank not in (2, 4):
+        raise ShapeError(f"batchnorm expects [C] features or [C, H, W] images, got {_fmt(t)}")
+    c = t.shape[1]
+    gamma = ctx.param("gamma", (c,), "ones", fan_in=c, fan_out=c, weight=False)
+    beta = ctx.param("beta", (c,), "zeros", fan_in=c, fan_out=c, weight=False)
+    mean = g.state(f"{name}.running_mean", TensorType((c,), "float32"), init="zeros")
+    var = g.state(f"{name}.running_var", TensorType((c,), "float32"), init="ones")
+    # a frozen batch norm keeps using its running statistics, as in evaluation
+    return build_batch_norm(g, inputs[0], gamma, beta, mean, var,
+                            training=ctx.training and not ctx.frozen,
+                            momentum=float(p.get("momentum", 0.1)), eps=float(p.get("eps", 1e-5)))
+
+
 BUILDERS = {
+    "conv2d": _conv2d,
+    "maxpool2d": _pool2d("max_pool2d"),
+    "avgpool2d": _pool2d("avg_pool2d"),
+    "global_avgpool2d": _global_avgpool2d,
+    "batchnorm": _batchnorm,
     "dense": _dense,
     "activation": _activation_layer,
     "dropout": _dropout,
@@ -146,9 +228,28 @@ def lower(spec, mode: str = "train") -> Graph:
         g.provenance = Provenance(layer=f"inputs.{name}", line=inp.loc.line)
         values[name] = g.input(name, TensorType(("N",) + tuple(inp.shape), inp.dtype))
     seed = None
-    if training and any(lay.type == "dropout" for lay in spec.model.layers):
+    augment = (spec.data or {}).get("augment") or []
+    if training and (augment or any(lay.type == "dropout" for lay in spec.model.layers)):
+        # one seed per training step feeds every random op (dropout, augmentation)
         g.provenance = Provenance()
-        seed = g.input("dropout_seed", TensorType((), "int64"))
+        seed = g.input("step_seed", TensorType((), "int64"))
+    if training and augment:
+        from graphdl.layers.augment import build_augment
+
+        # augmentation acts on the model's (first) float input: the images
+        name = next((n for n, inp in spec.model.inputs.items() if inp.dtype == "float32"), None)
+        loc = spec.loc("data", "augment")
+        if name is None:
+            raise GraphdlError(Diagnostic("E304", "data.augment needs a float32 model input",
+                                          file=loc.file, line=loc.line, col=loc.col),
+                               phase="shapes")
+        g.provenance = Provenance(layer="augment", line=loc.line)
+        try:
+            values[name] = build_augment(g, values[name], augment, seed)
+        except ShapeError as e:
+            raise GraphdlError(Diagnostic("E304", f"data.augment: {e}", file=loc.file,
+                                          line=loc.line, col=loc.col, help=e.help),
+                               phase="shapes") from None
     frozen = frozen_layers(spec)
     errors: list[Diagnostic] = []
     for i, layer in enumerate(spec.model.layers):
@@ -160,6 +261,7 @@ def lower(spec, mode: str = "train") -> Graph:
                 raise ShapeError(f"layer type {layer.type!r} has no builder")
             ctx = LayerCtx(g, spec, layer, training, seed, salt=i + 1, frozen=layer.name in frozen)
             values[layer.name] = builder(ctx, inputs)
+            g.meta.setdefault("layer_outputs", {})[layer.name] = list(values[layer.name])
         except ShapeError as e:
             errors.append(_shape_diag(spec, layer, e))
             break

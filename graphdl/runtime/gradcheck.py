@@ -14,7 +14,7 @@ from graphdl.ir.interpret import run_reference
 from graphdl.layers.lower import lower
 from graphdl.passes.autodiff import build_gradients, trainable_params
 from graphdl.passes.infer_shapes import infer_shapes
-from graphdl.runtime.params import init_params
+from graphdl.runtime.params import init_params, init_state
 
 
 def to_float64(graph: Graph) -> Graph:
@@ -43,7 +43,7 @@ def gradcheck_spec(spec, batch: int = 4, entries: int = 12, eps: float = 1e-5) -
         if name in splits.train.fields:
             arr = splits.train.fields[name][:batch]
             feeds[name] = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
-        elif name == "dropout_seed":
+        elif name == "step_seed":
             feeds[name] = np.asarray(12345, np.int64)
         else:
             feeds[name] = np.zeros(t.shape, t.dtype)
@@ -53,10 +53,12 @@ def gradcheck_spec(spec, batch: int = 4, entries: int = 12, eps: float = 1e-5) -
     for k in params:
         params[k] = params[k] + rng.standard_normal(params[k].shape) * 1e-2
 
-    outs, _, _ = run_reference(g, feeds, params)
+    state = {k: v.astype(np.float64).reshape(g.type_of(Value(g.find("state", k))).shape)
+             for k, v in init_state(g).items()}
+    outs, _, _ = run_reference(g, feeds, params, state)
 
     def loss_at(p):
-        o, _, _ = run_reference(g, feeds, p)
+        o, _, _ = run_reference(g, feeds, p, state)
         return float(o["loss"])
 
     report = {}

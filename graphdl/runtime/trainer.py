@@ -58,7 +58,7 @@ class TrainState:
     history: list = field(default_factory=list)
 
 
-def dropout_seed(seed: int, step: int) -> np.int64:
+def step_seed(seed: int, step: int) -> np.int64:
     return np.int64(zlib.crc32(f"{seed}:{step}".encode()))
 
 
@@ -166,7 +166,7 @@ class Trainer:
                 feeds = {k: v[idx] for k, v in arrays.items()}
                 lr = learning_rate(self.base_lr, self.schedule, epoch + b / steps_per_epoch, self.epochs)
                 feeds["lr"] = np.float32(lr)
-                feeds["dropout_seed"] = dropout_seed(self.spec.seed, self.state.step)
+                feeds["step_seed"] = step_seed(self.spec.seed, self.state.step)
                 out = program(feeds)
                 if self.first_step_at is None:
                     self.first_step_at = time.perf_counter()
@@ -263,12 +263,12 @@ class Trainer:
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             feeds = {k: v[idx] for k, v in arrays.items()}
             feeds["lr"] = np.float32(learning_rate(self.base_lr, self.schedule, epoch + b / steps_per_epoch, self.epochs))
-            feeds["dropout_seed"] = dropout_seed(self.spec.seed, step0 + b)
+            feeds["step_seed"] = step_seed(self.spec.seed, step0 + b)
             program(feeds)
         idx = order[batch * self.batch_size : (batch + 1) * self.batch_size]
         feeds = {k: v[idx] for k, v in arrays.items()}
         feeds["lr"] = np.asarray(self.base_lr, np.float32)
-        feeds["dropout_seed"] = np.asarray(dropout_seed(self.spec.seed, step0 + batch))
+        feeds["step_seed"] = np.asarray(step_seed(self.spec.seed, step0 + batch))
         g = model.compiled("train").lowered
         state = {k: v.reshape(()) if v.size == 1 and k.endswith("step") else v for k, v in model.state.items()}
         _, _, values = run_reference(g, feeds, dict(model.params), state, keep_all=True)

@@ -98,7 +98,8 @@ SOURCE_DEFAULTS = {
 @pytest.fixture
 def make_spec(tmp_path: Path):
     """make_spec(source=..., split=..., preprocess=..., inputs={"x": ((64,), "float32")},
-    target="y", seed=0) -> FakeSpec, with spec.yaml written in tmp_path."""
+    target="y", seed=0, filter=..., augment=...) -> FakeSpec, with spec.yaml written in
+    tmp_path."""
 
     def make(
         source: dict | None = None,
@@ -108,16 +109,22 @@ def make_spec(tmp_path: Path):
         target: str | None = "y",
         seed: int = 0,
         spec_dir: Path | None = None,
+        filter: dict | None = None,
+        augment: list | None = None,
     ) -> FakeSpec:
         source = {"type": "builtin", "name": "digits"} if source is None else source
         inputs = {"x": ((64,), "float32")} if inputs is None else inputs
         written: dict = {"seed": seed, "model": {"inputs": {}}, "data": {"source": source}}
         for name, (shape, dtype) in inputs.items():
             written["model"]["inputs"][name] = {"shape": list(shape), "dtype": dtype}
+        if filter is not None:
+            written["data"]["filter"] = filter
         if split is not None:
             written["data"]["split"] = split
         if preprocess is not None:
             written["data"]["preprocess"] = preprocess
+        if augment is not None:
+            written["data"]["augment"] = augment
         written["train"] = {"target": target}
 
         lines: list[str] = []
@@ -131,6 +138,8 @@ def make_spec(tmp_path: Path):
         data = copy.deepcopy(written["data"])
         data["split"] = {**DEFAULT_SPLIT, **(split or {})}
         data["preprocess"] = list(preprocess or [])
+        data["augment"] = list(augment or [])
+        data["filter"] = filter
         data["source"] = {**SOURCE_DEFAULTS.get(source.get("type"), {}), **data["source"]}
         spec = FakeSpec(
             path=str(spec_file),

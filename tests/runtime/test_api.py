@@ -219,7 +219,7 @@ def test_real_batch_train_and_eval_outputs(tmp_path):
     assert 0 <= ev["correct"][0] <= 32
     assert ev["data_loss"][0] == pytest.approx(math.log(10), rel=0.3)  # about uniform at init
     tr = model.compiled("train").program(
-        {**feeds, "lr": np.float32(1e-3), "dropout_seed": np.int64(1)}
+        {**feeds, "lr": np.float32(1e-3), "step_seed": np.int64(1)}
     )
     for k in ("loss", "data_loss", "correct", "count"):
         assert tr[k].dtype == np.float32 and tr[k].shape == (1,), k
