@@ -1,4 +1,5 @@
-"""graphdl's data layer: sources (built-in, npz, csv), splits and preprocessing.
+"""graphdl's data layer: sources (built-in, npz, csv, image folders), class filter, splits,
+and preprocessing run through the engine (graphdl.data.pipeline).
 
 Public API::
 
@@ -9,7 +10,7 @@ Public API::
 Error codes (GraphdlError, phase "data"): E501 missing/unreadable data file, E502 a field the
 model needs is missing, E503 shape/dtype mismatch with model.inputs (or unusable array),
 E504 NaN/inf in the data, E505 malformed csv, E506 unknown built-in dataset, E507 invalid
-split, E508 invalid data.source/data.preprocess settings.
+split, E508 invalid data.source/data.filter/data.preprocess/data.augment settings.
 """
 
 from graphdl.data.dataset import Dataset, Splits

@@ -56,6 +56,8 @@ class Splits:
     preprocess_state: dict
     # Diagnostic locations (kwargs for Diagnostic) of data.split.<name>, used by `get`.
     split_locs: dict = field(default_factory=dict, repr=False, compare=False)
+    # class index -> name when the source names its classes (image_folder), after data.filter
+    class_names: list[str] | None = None
 
     def get(self, name: str) -> Dataset:
         """The split called ``name`` ("train", "val" or "test"); GraphdlError E507 if absent."""

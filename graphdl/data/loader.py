@@ -1,4 +1,8 @@
-"""`load_data`: spec -> validated, split and preprocessed arrays; `apply_preprocess` for predict."""
+"""`load_data`: spec -> validated, filtered, split and preprocessed arrays; `apply_preprocess`
+for predict.
+
+Model inputs are checked against the data as data.preprocess leaves it (a resize changes
+the image size), worked out from the steps before any data is transformed."""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from typing import Any
 import numpy as np
 
 from graphdl.data._diag import diag, did_you_mean, fail, locate, name_list
+from graphdl.data.augment import check_augment
 from graphdl.data.dataset import SPLIT_NAMES, Dataset, Splits
-from graphdl.data.preprocess import apply_step, fit_step, state_key, steps_of
+from graphdl.data.filter import apply_filter
+from graphdl.data.pipeline import apply_entries, fit_and_apply, plan_state, plan_steps
 from graphdl.data.sources import RawData, load_source
-from graphdl.data.split import split_config, split_indices
+from graphdl.data.split import split_config, split_indices, subsample
 from graphdl.errors import GraphdlError
 
 # --------------------------------------------------------------------------- spec access
@@ -170,17 +176,24 @@ def _canonical_dtypes(spec: Any, fields: dict) -> dict:
     return out
 
 
-def _check_shapes(spec: Any, fields: dict) -> None:
+def _check_shapes(spec: Any, final: dict, stored: dict) -> None:
+    """E503 for each model input whose per-sample shape after data.preprocess (``final``)
+    differs from model.inputs; ``stored`` holds the shapes before preprocessing."""
     diags = []
     for name, inp in _inputs(spec).items():
-        if name not in fields:
+        if name not in final:
             continue
         expected = tuple(getattr(inp, "shape", ()) or ())
-        actual = tuple(fields[name].shape[1:])
+        actual = tuple(final[name])
         if _shape_matches(expected, actual):
             continue
+        message = (f"model.inputs.{name} has shape {_shape_str(expected)} but the data field "
+                   f"'{name}' has per-sample shape {_shape_str(actual)}")
         help_ = f"set model.inputs.{name}.shape to {_shape_str(actual)} to match the data"
-        if all(isinstance(e, int) and e > 0 for e in expected) and int(
+        if tuple(stored[name]) != actual:
+            message += f" after data.preprocess (stored: {_shape_str(stored[name])})"
+            help_ += ", or change data.preprocess (e.g. the resize size)"
+        elif all(isinstance(e, int) and e > 0 for e in expected) and int(
             np.prod(expected, dtype=np.int64)
         ) == int(np.prod(actual, dtype=np.int64)):
             help_ += (
@@ -190,8 +203,7 @@ def _check_shapes(spec: Any, fields: dict) -> None:
         diags.append(
             diag(
                 "E503",
-                f"model.inputs.{name} has shape {_shape_str(expected)} but the data field "
-                f"'{name}' has per-sample shape {_shape_str(actual)}",
+                message,
                 spec,
                 "model",
                 "inputs",
@@ -202,6 +214,14 @@ def _check_shapes(spec: Any, fields: dict) -> None:
         )
     if diags:
         raise GraphdlError(diags, phase="data")
+
+
+def _shapes(fields: dict) -> dict:
+    return {k: tuple(v.shape[1:]) for k, v in fields.items()}
+
+
+def _floats(fields: dict) -> set:
+    return {k for k, v in fields.items() if v.dtype.kind == "f"}
 
 
 def _check_finite(spec: Any, fields: dict, raw: RawData | None, raw_fields: dict) -> None:
@@ -253,15 +273,19 @@ def _check_finite(spec: Any, fields: dict, raw: RawData | None, raw_fields: dict
         )
 
 
-def _prepare(spec: Any, raw: RawData, require_target: bool) -> dict:
+def _prepare(spec: Any, raw: RawData, require_target: bool) -> tuple[dict, list, dict]:
+    """Checked canonical fields, the planned preprocess entries (nothing fitted) and the
+    per-sample shapes after preprocessing."""
     target = _target(spec)
     required = list(_inputs(spec)) + ([target] if (require_target and target) else [])
     fields, _ = _select_and_count(spec, raw, required)
     _check_required(spec, fields, require_target)
-    _check_shapes(spec, fields)
     out = _canonical_dtypes(spec, fields)
+    entries, final = plan_steps(spec, _shapes(out), _floats(out), target,
+                                present_only=not require_target)
+    _check_shapes(spec, final, _shapes(out))
     _check_finite(spec, out, raw, fields)
-    return out
+    return out, entries, final
 
 
 # --------------------------------------------------------------------------- public API
@@ -273,18 +297,20 @@ def read_fields(spec: Any, source: dict | None = None, *, require_target: bool =
     if source is None:
         source = dict((spec.data or {}).get("source") or {})
     raw = load_source(spec, dict(source), target_optional=not require_target)
-    return _prepare(spec, raw, require_target)
+    return _prepare(spec, raw, require_target)[0]
 
 
 def load_data(spec: Any) -> Splits:
-    """Load spec.data.source, check it against model.inputs and train.target, split it
-    (deterministically from spec.seed) and apply data.preprocess fitted on the train split."""
+    """Load spec.data.source, check it against model.inputs and train.target, keep the
+    classes of data.filter, split it (deterministically from spec.seed), subsample the
+    train split, and apply data.preprocess fitted on the train split."""
     cfg = split_config(spec)
     raw = load_source(spec, dict((spec.data or {}).get("source") or {}))
-    fields = _prepare(spec, raw, require_target=True)
+    fields, entries, final = _prepare(spec, raw, require_target=True)
+    floats = _floats(fields)
+    check_augment(spec, {k: s for k, s in final.items() if k in _inputs(spec) and k in floats})
     target = _target(spec)
     y = fields.get(target) if target is not None else None
-    n = len(Dataset(fields))
 
     num_classes = None
     if y is not None and y.dtype.kind == "i":
@@ -292,6 +318,10 @@ def load_data(spec: Any) -> Splits:
             num_classes = raw.num_classes
         elif y.size and int(y.min()) >= 0:
             num_classes = int(y.max()) + 1
+    kept = apply_filter(spec, fields, target, num_classes, raw.class_names, raw.description)
+    fields = kept.fields
+    y = fields.get(target) if target is not None else None
+    n = len(Dataset(fields))
 
     labels = None
     if cfg.stratify:
@@ -314,7 +344,10 @@ def load_data(spec: Any) -> Splits:
         labels = y
 
     full = Dataset(fields)
-    idx = split_indices(n, cfg, int(getattr(spec, "seed", 0) or 0), labels)
+    seed = int(getattr(spec, "seed", 0) or 0)
+    idx = split_indices(n, cfg, seed, labels)
+    classes = y if (y is not None and y.dtype.kind == "i" and y.ndim == 1) else None
+    idx[0] = subsample(idx[0], cfg.train_subsample, seed, classes)
     parts: list[Dataset | None] = [full.subset(i) for i in idx]
     if len(parts[0]) == 0:
         raise fail(
@@ -328,11 +361,8 @@ def load_data(spec: Any) -> Splits:
             help="use more data or a larger train fraction",
         )
 
-    state: dict = {}
-    for i, step in enumerate(steps_of(spec)):
-        entry = fit_step(spec, step, i, parts[0].fields, target)
-        state[state_key(step, i)] = entry
-        parts = [Dataset(apply_step(entry, p.fields)) for p in parts]
+    transformed, state = fit_and_apply(spec, entries, [p.fields for p in parts])
+    parts = [Dataset(f) for f in transformed]
 
     for k in (1, 2):
         if cfg.fractions[k] == 0.0 or len(parts[k]) == 0:
@@ -343,9 +373,10 @@ def load_data(spec: Any) -> Splits:
         train=parts[0],
         val=parts[1],
         test=parts[2],
-        num_classes=num_classes,
+        num_classes=kept.num_classes,
         preprocess_state=state,
         split_locs=split_locs,
+        class_names=kept.class_names,
     )
 
 
@@ -377,36 +408,18 @@ def apply_preprocess(
                 help="pass one row per sample (first dimension = samples) of numbers",
             )
         arrays[name] = arr
-    _check_shapes(spec, arrays)
     out = _canonical_dtypes(spec, arrays)
-    _check_finite(spec, out, None, arrays)
     inputs = _inputs(spec)
 
-    for i, step in enumerate(steps_of(spec)):
-        key = state_key(step, i)
-        entry = (state or {}).get(key)
-        if entry is None:
-            raise fail(
-                "E508",
-                f"the saved preprocessing state has no entry '{key}' for data.preprocess[{i}]",
-                spec,
-                "data",
-                "preprocess",
-                i,
-                help="data.preprocess changed since training; restore it or re-train",
-                note=f"state entries: {name_list(state or {})}",
-            )
-
-        def shape_error(name, actual, expected, i=i):
+    def on_error(name: str, i: int):
+        def make(message: str, help: str) -> Exception:
             where = ("model", "inputs", name) if name in inputs else ("data", "preprocess", i)
-            return fail(
-                "E503",
-                f"data field '{name}' has per-sample shape {_shape_str(actual)} but "
-                f"data.preprocess[{i}] was fitted on shape {_shape_str(expected)}",
-                spec,
-                *where,
-                help="pass data shaped like the training data",
-            )
+            return fail("E503", f"data field '{name}' does not fit data.preprocess[{i}]: "
+                        f"{message}", spec, *where, help=help)
 
-        out = apply_step(entry, out, on_shape_error=shape_error)
-    return out
+        return make
+
+    entries, final = plan_state(spec, state, _shapes(out), on_error)
+    _check_shapes(spec, final, _shapes(out))
+    _check_finite(spec, out, None, arrays)
+    return apply_entries(entries, out)

@@ -1,4 +1,4 @@
-"""Data sources: the built-in datasets, ``.npz`` archives and ``.csv`` files.
+"""Data sources: the built-in datasets, ``.npz`` archives, ``.csv`` files and image folders.
 
 Each loader returns a `RawData`: the arrays as stored (dtypes are normalised later by
 `graphdl.data.loader`) plus what diagnostics need to point at a bad value.
@@ -35,6 +35,8 @@ class RawData:
     # fields that were not asked for by name (npz default: every array in the file); such a
     # field is dropped, not reported, when it cannot be used (non-numeric, other length)
     optional: set[str] = field(default_factory=set)
+    # class index -> name (image_folder: the class folder names, sorted)
+    class_names: list[str] | None = None
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -51,7 +53,8 @@ BUILTINS: dict[str, _Builtin] = {
     "digits": _Builtin(
         file="digits.npz",
         num_classes=10,
-        summary="8x8 handwritten digits (UCI), x float32 [64] in 0..16, y int64 0..9, 1797 samples",
+        summary="8x8 handwritten digits (UCI), x float32 [64] in 0..16, y int64 0..9, 1797 "
+        "samples; with `as_images: true` image float32 [1, 8, 8] and label int64",
     ),
 }
 
@@ -81,8 +84,26 @@ def load_builtin(spec: Any, source: dict) -> RawData:
             "`source: {type: csv, path: ..., target: ...}`",
         )
     entry = BUILTINS[name]
+    as_images = source.get("as_images")
+    as_images = False if as_images is None else as_images
+    if not isinstance(as_images, bool):
+        raise fail(
+            "E508",
+            f"data.source.as_images must be true or false, got {as_images!r}",
+            spec,
+            "data",
+            "source",
+            "as_images",
+            help="`as_images: true` gives the digits as images [1, 8, 8] named image, with "
+            "labels named label",
+        )
     arrays = _read_builtin(entry.file)
-    if name == "digits":
+    if name == "digits" and as_images:
+        fields = {
+            "image": arrays["x"].reshape(-1, 1, 8, 8).astype(np.float32),
+            "label": arrays["y"].astype(np.int64),
+        }
+    elif name == "digits":
         fields = {"x": arrays["x"].astype(np.float32), "y": arrays["y"].astype(np.int64)}
     else:  # pragma: no cover - only digits so far
         fields = {k: np.array(v) for k, v in arrays.items()}
@@ -470,6 +491,166 @@ def _is_number(s: str) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------- image folder
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_MODES = ("rgb", "grayscale")
+
+
+def _image_size(spec: Any, source: dict) -> tuple[int, int] | None:
+    size = source.get("size")
+    if size is None:
+        return None
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = [size, size]
+    if not (
+        isinstance(size, (list, tuple))
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size)
+    ):
+        raise fail(
+            "E508",
+            f"data.source.size must be [height, width] (positive integers), got {size!r}",
+            spec,
+            "data",
+            "source",
+            "size",
+            help="e.g. `size: [32, 32]` resizes every image to 32x32 when it is read",
+        )
+    return int(size[0]), int(size[1])
+
+
+def _list_images(spec: Any, root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    """Class names (sorted folder names) and (file, class index) pairs, in a stable order."""
+    layout = "put the images in one folder per class: <path>/<class_name>/*.png (or .jpg)"
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise fail(
+            "E501",
+            f"image folder '{root}' has no class folders",
+            spec,
+            "data",
+            "source",
+            "path",
+            help=layout,
+            extra={"resolved_path": str(root)},
+        )
+    files: list[tuple[Path, int]] = []
+    for k, name in enumerate(classes):
+        mine = sorted(
+            p for p in (root / name).iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not mine:
+            raise fail(
+                "E501",
+                f"class folder '{root / name}' holds no .png, .jpg or .jpeg images",
+                spec,
+                "data",
+                "source",
+                "path",
+                help=layout + "; remove folders that are not classes",
+                extra={"resolved_path": str(root / name)},
+            )
+        files += [(p, k) for p in mine]
+    return classes, files
+
+
+def load_image_folder(spec: Any, source: dict) -> RawData:
+    """``<path>/<class>/*.png|jpg|jpeg`` -> image float32 [N, C, H, W] in 0..255, label
+    int64 (the index of the class folder among the sorted names)."""
+    raw = source.get("path")
+    if raw is None or str(raw) == "":
+        raise fail(
+            "E508",
+            "data.source of type image_folder needs a 'path'",
+            spec,
+            "data",
+            "source",
+            help="add `path: images` (a folder holding one sub-folder per class)",
+        )
+    root = resolve_path(spec, raw)
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise fail(
+            "E501",
+            f"image folder '{root}' {what}",
+            spec,
+            "data",
+            "source",
+            "path",
+            help="fix data.source.path; relative paths are resolved against the directory "
+            "of the spec file",
+            extra={"resolved_path": str(root)},
+        )
+    mode = source.get("mode")
+    mode = "rgb" if mode is None else mode
+    if mode not in IMAGE_MODES:
+        raise fail(
+            "E508",
+            f"unknown image mode '{mode}'",
+            spec,
+            "data",
+            "source",
+            "mode",
+            help=f"modes: {name_list(IMAGE_MODES)}.{did_you_mean(str(mode), IMAGE_MODES)}",
+        )
+    size = _image_size(spec, source)
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise fail(
+            "E508",
+            "reading an image_folder needs Pillow, which is not installed",
+            spec,
+            "data",
+            "source",
+            "type",
+            help="pip install pillow",
+        ) from None
+    classes, files = _list_images(spec, root)
+    images = []
+    first_size: dict[tuple[int, int], Path] = {}
+    for path, _ in files:
+        try:
+            with Image.open(path) as im:
+                im = im.convert("RGB" if mode == "rgb" else "L")
+                if size is not None and im.size != (size[1], size[0]):
+                    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                arr = np.asarray(im, dtype=np.float32)
+        except (OSError, UnidentifiedImageError, ValueError) as e:
+            raise _unreadable(spec, path, str(e) or type(e).__name__,
+                              "remove or replace the file (PNG and JPEG images are read)") from None
+        first_size.setdefault(arr.shape[:2], path)
+        images.append(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1))
+    if len(first_size) > 1:
+        (hw_a, path_a), (hw_b, path_b) = list(first_size.items())[:2]
+        raise fail(
+            "E503",
+            f"images in '{root}' have different sizes: '{path_a.relative_to(root)}' is "
+            f"{hw_a[1]}x{hw_a[0]} (width x height), '{path_b.relative_to(root)}' is "
+            f"{hw_b[1]}x{hw_b[0]}",
+            spec,
+            "data",
+            "source",
+            help="add `size: [height, width]` to data.source to resize every image as it is "
+            "read",
+            note=f"{len(first_size)} different sizes in {len(files)} images",
+        )
+    return RawData(
+        fields={
+            "image": np.ascontiguousarray(np.stack(images)),
+            "label": np.asarray([k for _, k in files], dtype=np.int64),
+        },
+        description=f"image folder '{root}'",
+        num_classes=len(classes),
+        class_names=classes,
+    )
+
+
+SOURCE_TYPES = ("builtin", "npz", "csv", "image_folder")
+
+
 def load_source(spec: Any, source: dict, target_optional: bool = False) -> RawData:
     """Load ``source`` (a data.source mapping). With ``target_optional`` a csv file may lack
     its target column (new data for predict)."""
@@ -480,6 +661,8 @@ def load_source(spec: Any, source: dict, target_optional: bool = False) -> RawDa
         return load_npz(spec, source)
     if kind == "csv":
         return load_csv(spec, source, target_optional=target_optional)
+    if kind == "image_folder":
+        return load_image_folder(spec, source)
     raise fail(
         "E508",
         f"unknown data source type '{kind}'",
@@ -487,6 +670,6 @@ def load_source(spec: Any, source: dict, target_optional: bool = False) -> RawDa
         "data",
         "source",
         "type",
-        help="use `type: builtin`, `type: npz` or `type: csv`."
-        + did_you_mean(str(kind), ["builtin", "npz", "csv"]),
+        help="use `type: builtin`, `type: npz`, `type: csv` or `type: image_folder`."
+        + did_you_mean(str(kind), SOURCE_TYPES),
     )

@@ -1,4 +1,5 @@
-"""Deterministic train/val/test splitting (optionally stratified by an integer target)."""
+"""Deterministic train/val/test splitting (optionally stratified by an integer target), and
+the seeded train subsample (data.split.train_subsample)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from graphdl.data.dataset import SPLIT_NAMES
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 SUM_TOLERANCE = 1e-6
 _SPLIT_STREAM = 0x53504C54  # keeps the split's random stream apart from other uses of the seed
+_SUBSAMPLE_STREAM = 0x53554253  # and the train subsample's
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,7 @@ class SplitConfig:
     fractions: tuple[float, float, float]  # train, val, test
     shuffle: bool
     stratify: bool
+    train_subsample: float = 1.0  # fraction of the train split kept (after splitting)
 
     @property
     def covers_all(self) -> bool:
@@ -79,10 +82,25 @@ def split_config(spec: Any) -> SplitConfig:
             "train",
             help="give the train split a positive fraction, e.g. `train: 0.8`",
         )
+    sub = cfg.get("train_subsample")
+    sub = 1.0 if sub is None else sub
+    if (isinstance(sub, bool) or not isinstance(sub, Real) or not math.isfinite(float(sub))
+            or not 0.0 < float(sub) <= 1.0):
+        raise fail(
+            "E507",
+            f"data.split.train_subsample must be a fraction in (0, 1], got {sub!r}",
+            spec,
+            "data",
+            "split",
+            "train_subsample",
+            help="e.g. `train_subsample: 0.1` trains on a seeded, stratified 10 % of the "
+            "train split",
+        )
     return SplitConfig(
         fractions=(fracs[0], fracs[1], fracs[2]),
         shuffle=bool(cfg.get("shuffle", True)),
         stratify=bool(cfg.get("stratify", False)),
+        train_subsample=float(sub),
     )
 
 
@@ -170,3 +188,29 @@ def split_indices(
         idx = rng.permutation(idx) if cfg.shuffle else np.sort(idx)
         out.append(idx.astype(np.int64))
     return out
+
+
+def subsample(
+    idx: np.ndarray, fraction: float, seed: int, labels: np.ndarray | None = None
+) -> np.ndarray:
+    """A seeded ``fraction`` of the indices ``idx``, in their original order.
+
+    With ``labels`` (the integer target of every sample) it is stratified: each class keeps
+    about ``fraction`` of its members, and at least one.
+    """
+    if fraction >= 1.0 or len(idx) == 0:
+        return idx
+    rng = np.random.default_rng(
+        np.random.SeedSequence(int(seed) & 0xFFFF_FFFF_FFFF_FFFF, spawn_key=(_SUBSAMPLE_STREAM,))
+    )
+    if labels is None:
+        groups = [np.arange(len(idx))]
+    else:
+        own = np.asarray(labels)[idx]
+        groups = [np.flatnonzero(own == c) for c in np.unique(own)]
+    chosen = []
+    for members in groups:
+        k = max(1, _round_half_up(fraction * len(members)))
+        chosen.append(rng.choice(members, size=k, replace=False))
+    keep = np.sort(np.concatenate(chosen))
+    return idx[keep]

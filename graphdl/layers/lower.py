@@ -168,7 +168,8 @@ def _pool2d(op: str):
         _image_input(t, ctx.layer.type)
         kernel = _pair(p["kernel"])
         stride = _pair(p["stride"]) if p.get("stride") is not None else kernel
-        attrs = {"kernel": kernel, "stride": stride, "padding": _pair(p.get("padding", 0))}
+        ph, pw = _pair(p.get("padding", 0))
+        attrs = {"kernel": kernel, "stride": stride, "padding": (ph, ph, pw, pw)}
         if op == "avg_pool2d":
             attrs["count_include_pad"] = bool(p.get("count_include_pad", True))
         return ctx.g.op(op, inputs[0], **attrs)
@@ -234,22 +235,22 @@ def lower(spec, mode: str = "train") -> Graph:
         g.provenance = Provenance()
         seed = g.input("step_seed", TensorType((), "int64"))
     if training and augment:
-        from graphdl.layers.augment import build_augment
+        from graphdl.layers.augment import augment_inputs, build_augment
 
-        # augmentation acts on the model's (first) float input: the images
-        name = next((n for n, inp in spec.model.inputs.items() if inp.dtype == "float32"), None)
         loc = spec.loc("data", "augment")
-        if name is None:
-            raise GraphdlError(Diagnostic("E304", "data.augment needs a float32 model input",
+        names = augment_inputs(spec)
+        if not names:
+            raise GraphdlError(Diagnostic("E304", "data.augment needs a float model input",
                                           file=loc.file, line=loc.line, col=loc.col),
                                phase="shapes")
         g.provenance = Provenance(layer="augment", line=loc.line)
-        try:
-            values[name] = build_augment(g, values[name], augment, seed)
-        except ShapeError as e:
-            raise GraphdlError(Diagnostic("E304", f"data.augment: {e}", file=loc.file,
-                                          line=loc.line, col=loc.col, help=e.help),
-                               phase="shapes") from None
+        for name in names:
+            try:
+                values[name] = build_augment(g, values[name], augment, seed)
+            except ShapeError as e:
+                raise GraphdlError(Diagnostic("E304", f"data.augment on '{name}': {e}",
+                                              file=loc.file, line=loc.line, col=loc.col,
+                                              help=e.help), phase="shapes") from None
     frozen = frozen_layers(spec)
     errors: list[Diagnostic] = []
     for i, layer in enumerate(spec.model.layers):

@@ -138,6 +138,7 @@ def _load_all() -> None:
     from graphdl.ops import (  # noqa: F401  (registration side effects)
         elementwise,
         fused,
+        image,
         linalg,
         losses,
         matmul,

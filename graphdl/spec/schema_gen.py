@@ -383,14 +383,36 @@ LAYER_TYPES: dict = {
 }
 BUILTIN_LAYER_TYPES = [t for t in LAYER_TYPES if t != "residual"]
 
+def _size(doc, **kw) -> Leaf:
+    """An image size: one positive int (square) or [height, width]."""
+    return Leaf(
+        {"oneOf": [
+            {"type": "integer", "minimum": 1},
+            {"type": "array", "items": {"type": "integer", "minimum": 1},
+             "minItems": 2, "maxItems": 2},
+        ]},
+        doc,
+        **kw,
+    )
+
+
+def _odd_kernel(doc) -> Leaf:
+    return integer(doc + " (odd: 1, 3, 5, ...)", minimum=1, required=True)
+
+
 SOURCE = Union(
     "where the data comes from",
     "type",
     {
         "builtin": (
             "a dataset shipped with graphdl",
-            {"name": enum("dataset name (digits: 8x8 images as x [64], labels y)", ["digits"],
-                          required=True)},
+            {
+                "name": enum("dataset name (digits: 8x8 images as x [64], labels y)",
+                             ["digits"], required=True),
+                "as_images": boolean("give the images as channels-first arrays named image "
+                                     "(digits: [1, 8, 8]) with labels named label",
+                                     default=False),
+            },
         ),
         "npz": (
             "arrays from a NumPy .npz file",
@@ -416,8 +438,34 @@ SOURCE = Union(
                 "delimiter": string("column separator", default=","),
             },
         ),
+        "image_folder": (
+            ("images in one folder per class (<path>/<class>/*.png|jpg|jpeg), read with "
+             "Pillow: image float32 [C, H, W] in 0..255 and label int64 (the index of the "
+             "class folder name in sorted order)"),
+            {
+                "path": string("the folder holding one sub-folder per class, relative to the "
+                               "spec file", required=True),
+                "size": _size("resize every image to this size as it is read (needed when "
+                              "the images differ in size): an int or [height, width]"),
+                "mode": enum("rgb: 3 channels; grayscale: 1 channel", ["rgb", "grayscale"],
+                             default="rgb"),
+            },
+        ),
     },
     required=True,
+)
+
+FILTER = Obj(
+    "keep only some classes, before splitting",
+    {
+        "classes": Leaf(
+            {"type": "array", "items": {"type": ["integer", "string"]}, "minItems": 1},
+            "the class labels to keep (image_folder: also class folder names)",
+            required=True,
+        ),
+        "relabel": boolean("renumber the kept classes 0..k-1 in the listed order",
+                           default=False),
+    },
 )
 
 SPLIT = Obj(
@@ -429,14 +477,18 @@ SPLIT = Obj(
         "test": fraction("fraction of samples for the final test", 0.1),
         "shuffle": boolean("shuffle (with the spec seed) before splitting", default=True),
         "stratify": boolean("keep class proportions equal across splits", default=False),
+        "train_subsample": number(
+            "keep this seeded, stratified fraction of the train split (after splitting; val "
+            "and test are untouched)", exclusive_minimum=0, maximum=1, default=1.0),
     },
     default={},
 )
 
 _FIELDS_DOC = "fields to apply it to (default: every floating-point field)"
+_IMAGE_FIELDS_DOC = "fields to apply it to (default: every floating-point image field [C, H, W])"
 PREPROCESS = ListOf(
     "deterministic transforms applied to every split, in order (statistics from the train "
-    "split only)",
+    "split only); image steps work on channels-first images [C, H, W]",
     Union(
         "a preprocessing step",
         "op",
@@ -449,7 +501,8 @@ PREPROCESS = ListOf(
                 },
             ),
             "normalize": (
-                "per-feature normalization with statistics from the train split",
+                ("normalization with statistics from the train split: per channel for "
+                 "images [C, H, W], per feature otherwise"),
                 {
                     "mode": enum("zscore: (x - mean) / std; minmax: (x - min) / (max - min)",
                                  ["zscore", "minmax"], default="zscore"),
@@ -458,14 +511,117 @@ PREPROCESS = ListOf(
                     "fields": string_list(_FIELDS_DOC),
                 },
             ),
+            "resize": (
+                "resize images (half-pixel centres, as PyTorch align_corners=False and Pillow)",
+                {
+                    "size": _size("the new size: an int (square) or [height, width]",
+                                  required=True),
+                    "interpolation": enum("how new pixels are computed", ["bilinear", "nearest"],
+                                          default="bilinear"),
+                    "fields": string_list(_IMAGE_FIELDS_DOC),
+                },
+            ),
+            "grayscale": (
+                "RGB -> one luma channel (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B)",
+                {"fields": string_list(_IMAGE_FIELDS_DOC)},
+            ),
+            "rgb_to_yuv": (
+                "RGB -> YUV (BT.601); Y is the luma channel 0",
+                {"fields": string_list(_IMAGE_FIELDS_DOC)},
+            ),
+            "select_channels": (
+                "keep some channels, in the given order",
+                {
+                    "channels": Leaf(
+                        {"type": "array", "items": {"type": "integer", "minimum": 0},
+                         "minItems": 1},
+                        "channel indices to keep, e.g. [0]", required=True),
+                    "fields": string_list(_IMAGE_FIELDS_DOC),
+                },
+            ),
+            "gaussian_blur": (
+                "Gaussian blur of each channel (reflect padding at the edges)",
+                {
+                    "kernel": _odd_kernel("window size in pixels"),
+                    "sigma": number("standard deviation in pixels", exclusive_minimum=0,
+                                    required=True),
+                    "fields": string_list(_IMAGE_FIELDS_DOC),
+                },
+            ),
+            "median_filter": (
+                "median of each window of each channel (removes salt-and-pepper noise)",
+                {
+                    "kernel": _odd_kernel("window size in pixels"),
+                    "fields": string_list(_IMAGE_FIELDS_DOC),
+                },
+            ),
+            "pca": (
+                ("principal component analysis fitted on the train split: each sample "
+                 "(flattened) -> its first `components` coordinates"),
+                {
+                    "components": integer("number of components kept", minimum=1,
+                                          required=True),
+                    "whiten": boolean("scale every component to unit variance", default=False),
+                    "fields": string_list(_FIELDS_DOC),
+                },
+            ),
+        },
+    ),
+    default=[],
+)
+
+_P_DOC = "probability that a sample is changed"
+AUGMENT = ListOf(
+    "random transforms of the training inputs, after preprocess; seeded (reproducible) and "
+    "applied to the train split only, never to val/test or predict",
+    Union(
+        "an augmentation step",
+        "op",
+        {
+            "random_rotation": (
+                ("rotate about the image centre by an angle drawn from [-degrees, degrees] "
+                 "(bilinear)"),
+                {
+                    "degrees": number("largest rotation, in degrees", minimum=0, maximum=180,
+                                      required=True),
+                    "fill": number("value of the pixels rotated in from outside the image",
+                                   default=0.0),
+                    "p": fraction(_P_DOC, 1.0),
+                },
+            ),
+            "random_flip": (
+                "mirror images left-right and/or top-bottom (each with its own draw)",
+                {
+                    "horizontal": boolean("flip left-right", default=True),
+                    "vertical": boolean("flip top-bottom", default=False),
+                    "p": fraction(_P_DOC + " (per direction)", 0.5),
+                },
+            ),
+            "gaussian_noise": (
+                "add Gaussian noise to every value (also for feature vectors)",
+                {
+                    "std": number("standard deviation of the noise", minimum=0,
+                                  required=True),
+                    "p": fraction(_P_DOC, 1.0),
+                },
+            ),
+            "salt_pepper_noise": (
+                "set a fraction of the pixels to the image's minimum or maximum (half each)",
+                {
+                    "amount": number("fraction of the pixels replaced", minimum=0, maximum=1,
+                                     required=True),
+                    "p": fraction(_P_DOC, 1.0),
+                },
+            ),
         },
     ),
     default=[],
 )
 
 DATA = Obj(
-    "the data: source, split and preprocessing",
-    {"source": SOURCE, "split": SPLIT, "preprocess": PREPROCESS},
+    "the data: source, class filter, split, preprocessing and augmentation",
+    {"source": SOURCE, "filter": FILTER, "split": SPLIT, "preprocess": PREPROCESS,
+     "augment": AUGMENT},
     required=True,
 )
 

@@ -269,7 +269,7 @@ _NUMBER_RE = re.compile(r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 def _subject(path, tag) -> str:
     """What a tagged union at ``path`` is called in messages: 'layer', 'schedule', ..."""
     if tag == "op":
-        return "preprocess op"
+        return "augment op" if "augment" in path else "preprocess op"
     if len(path) >= 2 and isinstance(path[-1], int) and path[-2] == "layers":
         return "layer type"
     for p in reversed(path):

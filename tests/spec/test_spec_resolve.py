@@ -75,7 +75,7 @@ def test_top_level_and_train_defaults(load):
     assert t["checkpoint"] == {"dir": "runs/reg_model", "save": "best", "monitor": "val_loss"}
     assert spec.evaluate == {"split": "test", "metrics": []}
     assert spec.data["split"] == {"train": 0.8, "val": 0.1, "test": 0.1, "shuffle": True,
-                                  "stratify": False}
+                                  "stratify": False, "train_subsample": 1.0}
 
 
 def test_cross_entropy_defaults_metrics_and_evaluate(load):

@@ -87,7 +87,8 @@ def test_layer_variants_carry_the_common_keys():
 @pytest.mark.parametrize(
     "union, tag, variants",
     [
-        (("properties", "data", "properties", "source"), "type", ["builtin", "npz", "csv"]),
+        (("properties", "data", "properties", "source"), "type",
+         ["builtin", "npz", "csv", "image_folder"]),
         (("properties", "train", "properties", "loss"), "type",
          ["cross_entropy", "mse", "bce_with_logits"]),
         (("properties", "train", "properties", "optimizer"), "type",
@@ -95,7 +96,10 @@ def test_layer_variants_carry_the_common_keys():
         (("properties", "train", "properties", "schedule"), "type",
          ["constant", "step", "cosine", "warmup_cosine"]),
         (("properties", "data", "properties", "preprocess", "items"), "op",
-         ["scale", "normalize"]),
+         ["scale", "normalize", "resize", "grayscale", "rgb_to_yuv", "select_channels",
+          "gaussian_blur", "median_filter", "pca"]),
+        (("properties", "data", "properties", "augment", "items"), "op",
+         ["random_rotation", "random_flip", "gaussian_noise", "salt_pepper_noise"]),
     ],
 )
 def test_tagged_unions(union, tag, variants):

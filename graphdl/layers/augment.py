@@ -1,0 +1,65 @@
+"""data.augment -> random ops on a model input, in the train graph only.
+
+The train-mode lowering calls `build_augment` on each input that `augment_inputs` names;
+the eval and predict graphs (and so val/test) never augment. Each step becomes one op of
+graphdl.ops.image with ``salt`` = its index in data.augment, drawing from the step's seed
+input: the same seed gives the same batch, and the trainer varies the seed per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphdl.ir.graph import Graph, Value
+from graphdl.ops.registry import ShapeError
+from graphdl.spec import schema_gen as sg
+
+IMAGE_ONLY = ("random_rotation", "random_flip", "salt_pepper_noise")
+
+
+def step_attrs(step: dict) -> tuple[str, dict]:
+    """(op, attributes) of one augment step: its keys, with the spec tables' defaults for
+    absent (or null) ones, numbers as floats."""
+    variants = sg.AUGMENT.item.variants
+    op = step.get("op")
+    if op not in variants:
+        raise ValueError(f"unknown augment op {op!r}; ops: {', '.join(variants)}")
+    attrs = {}
+    for key, leaf in variants[op][1].items():
+        value = step.get(key)
+        if value is None:
+            if leaf.default is sg.MISSING:
+                raise ValueError(f"augment op {op} needs '{key}'")
+            value = leaf.default
+        if leaf.schema.get("type") == "number":
+            value = float(value)
+        attrs[key] = value
+    return op, attrs
+
+
+def build_augment(g: Graph, x: Value, steps: list[dict], seed: Value) -> Value:
+    """Add the augmentation steps to ``g`` on ``x`` (float [N, C, H, W], or [N, F] when
+    every step is gaussian_noise); ``seed`` is an int64 scalar value (a graph input the
+    trainer feeds per step). Step i uses salt i. Returns the augmented value."""
+    t = g.type_of(x)
+    for i, step in enumerate(steps):
+        op, attrs = step_attrs(step)
+        if op in IMAGE_ONLY and t.rank != 4:
+            dims = ", ".join(str(d) for d in t.shape[1:])
+            raise ShapeError(
+                f"{op} augments images [C, H, W], but this input is [{dims}] per sample",
+                help="only gaussian_noise applies to feature vectors; for the built-in digits "
+                "set `as_images: true` on data.source and declare the input [1, 8, 8]",
+            )
+        x = g.op(op, x, seed, salt=i, **attrs)
+    return x
+
+
+def augment_inputs(spec: Any) -> list[str]:
+    """The model inputs data.augment applies to: the float image inputs [C, H, W]; when
+    there are none, every float input (only gaussian_noise can apply to those)."""
+    inputs = dict(getattr(spec.model, "inputs", None) or {})
+    floats = [n for n, i in inputs.items() if str(getattr(i, "dtype", "float32")).startswith(
+        "float")]
+    images = [n for n in floats if len(tuple(inputs[n].shape)) == 3]
+    return images or floats
