@@ -13,6 +13,10 @@ SOURCES = ("input", "param", "state", "const")
 
 
 def _op_flops(op: str, attrs: dict, ins: list[TensorType], out: TensorType, b: dict) -> int:
+    if op.startswith("conv2d"):
+        from graphdl.ops.conv import conv_flops
+
+        return conv_flops(op, ins, out, b)
     if op == "matmul":
         a = ins[0]
         m, k = (a.shape[-1], a.shape[-2]) if attrs.get("transpose_a") else (a.shape[-2], a.shape[-1])

@@ -136,6 +136,7 @@ def _load_all() -> None:
         return
     _loaded = True
     from graphdl.ops import (  # noqa: F401  (registration side effects)
+        conv,
         elementwise,
         fused,
         image,
@@ -145,6 +146,7 @@ def _load_all() -> None:
         nn,
         norm,
         optim,
+        pool,
         reduce,
         shape,
         sources,

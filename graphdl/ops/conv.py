@@ -1,0 +1,787 @@
+"""2-D convolution, channels first: ``conv2d`` and its two backward ops.
+
+Layout: x [N, C, H, W], weight [F, C/groups, KH, KW], bias [F], y [N, F, OH, OW].
+
+Ops (attributes are explicit ints; the conv2d layer resolves the spec's int / pair /
+'same' / 'valid' padding with `resolve_padding`):
+
+- ``conv2d(x, w)`` or ``conv2d(x, w, b)``: the bias is an optional third input (the op is
+  registered once with ``variadic=True``; `infer` accepts exactly 2 or 3 inputs).
+  Attributes ``stride=(sh, sw)``, ``padding=(pt, pb, pl, pr)``, ``dilation=(dh, dw)``,
+  ``groups`` (1; C for depthwise). Pattern OUT_FUSABLE: `fuse` appends elementwise
+  epilogues (bias add, activation) that keep y's type.
+  OH = (H + pt + pb - (KH - 1) * dh - 1) // sh + 1, likewise OW.
+- ``conv2d_grad_input(gy, w)`` -> dx [N, C, H, W]: the same attributes plus
+  ``input_size=(H, W)`` (strides make H ambiguous from OH).
+- ``conv2d_grad_weight(x, gy)`` -> dw [F, C/groups, KH, KW]: the same attributes plus
+  ``kernel_size=(KH, KW)``.
+
+The three are linear maps adjoint to each other, so their gradients are each other and
+second-order differentiation stays inside this family. The bias gradient (bias as the
+third input) is ``sum(gy, axes=(0, 2, 3))``, built as ``sum(sum(gy, (2, 3)), (0,))``: two
+reductions over adjacent axes need no transposed copy.
+
+CPU strategy, chosen by measuring (tools/bench_conv.py --candidates: im2col + BLAS per
+sample or over the whole batch, direct loops with prange): per sample and group, copy the
+sample into a zero-padded scratch image, unfold it into an im2col matrix (one row per
+tap) and call BLAS through ``np.dot`` inside the kernel (forward: W @ cols; backward-input:
+W.T @ gy, then a col2im scatter-add; backward-weight: gy @ cols.T, or cols @ gy.T from 16
+filters per group, accumulated). The per-sample GEMMs of small layers (LeNet's) stay
+below OpenBLAS's threading threshold and run on the calling thread: no thread-pool
+hand-offs, which on a shared 2-core machine with a busy neighbour cost far more than the
+second core gains (2-thread BLAS, prange and PyTorch all collapsed 5-50x there). The
+kernels allocate scratch once per call, never inside the sample loop; their inner loops
+copy contiguous slices indexed by the loop variable alone (an index like ``s + q`` keeps
+Numba's negative-index wraparound test, which stops LLVM's vectoriser), and they use
+typed zeros and accumulate in the array dtype (BLAS sgemm for float32).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from graphdl.ir.types import TensorType
+from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
+
+FLOATS = ("float32", "float64")
+
+# ----------------------------------------------------------------------- attributes
+
+
+def _pair(v, what: str) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return int(v), int(v)
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(
+        isinstance(a, (int, np.integer)) and not isinstance(a, bool) for a in v
+    ):
+        return int(v[0]), int(v[1])
+    raise ShapeError(f"{what} must be an int or a pair of ints, got {v!r}")
+
+
+def resolve_padding(padding, kernel, stride=1, dilation=1, input_size=None) -> tuple[int, int, int, int]:
+    """The spec's padding as explicit ``(top, bottom, left, right)``.
+
+    ``padding`` is an int, a pair ``(h, w)``, an explicit 4-tuple, ``'valid'`` (none) or
+    ``'same'``. 'same' gives an output of ceil(input / stride): with stride 1 the total
+    padding is ``dilation * (kernel - 1)``, split as PyTorch does (the extra cell of an odd
+    total goes to the bottom / right) and independent of the input size; with a stride > 1
+    it is TensorFlow's rule, ``max((ceil(in / s) - 1) * s + (k - 1) * d + 1 - in, 0)``, split
+    the same way, which needs ``input_size=(H, W)``.
+    """
+    kh, kw = _pair(kernel, "kernel")
+    sh, sw = _pair(stride, "stride")
+    dh, dw = _pair(dilation, "dilation")
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ShapeError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        out = []
+        for i, (k, s, d) in enumerate(((kh, sh, dh), (kw, sw, dw))):
+            eff = (k - 1) * d + 1
+            if s == 1:
+                total = eff - 1
+            else:
+                if input_size is None:
+                    raise ShapeError(
+                        "padding 'same' with a stride > 1 depends on the input size",
+                        help="pass input_size=(H, W)",
+                    )
+                n = _pair(input_size, "input_size")[i]
+                total = max((-(-n // s) - 1) * s + eff - n, 0)
+            out += [total // 2, total - total // 2]
+        return tuple(out)
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        p = tuple(int(a) for a in padding)
+    else:
+        ph, pw = _pair(padding, "padding")
+        p = (ph, ph, pw, pw)
+    if min(p) < 0:
+        raise ShapeError(f"padding must not be negative, got {padding!r}")
+    return p
+
+
+def _quad(v, what: str) -> tuple[int, int, int, int]:
+    if isinstance(v, (tuple, list)) and len(v) == 4 and all(
+        isinstance(a, (int, np.integer)) and not isinstance(a, bool) and a >= 0 for a in v
+    ):
+        return tuple(int(a) for a in v)
+    raise ShapeError(f"{what} must be four ints >= 0 (top, bottom, left, right), got {v!r}")
+
+
+def conv_params(attrs: dict):
+    """(sh, sw), (pt, pb, pl, pr), (dh, dw), groups from an op's attributes, checked."""
+    sh, sw = _pair(attrs["stride"], "stride")
+    dh, dw = _pair(attrs["dilation"], "dilation")
+    if sh < 1 or sw < 1:
+        raise ShapeError(f"stride must be >= 1, got {attrs['stride']!r}")
+    if dh < 1 or dw < 1:
+        raise ShapeError(f"dilation must be >= 1, got {attrs['dilation']!r}")
+    groups = attrs["groups"]
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ShapeError(f"groups must be an int >= 1, got {groups!r}")
+    return (sh, sw), _quad(attrs["padding"], "padding"), (dh, dw), int(groups)
+
+
+def conv_out_size(n: int, k: int, s: int, d: int, p0: int, p1: int) -> int:
+    """Output length of a convolution along one axis (may be <= 0: no full window)."""
+    return (n + p0 + p1 - (k - 1) * d - 1) // s + 1
+
+
+def conv_flops(op: str, ins: list[TensorType], out: TensorType, bindings: dict) -> int:
+    """Floating-point operations of a conv2d-family op (a multiply-add counts 2): each of
+    the three does 2 * N * F * C/groups * KH * KW * OH * OW; conv2d adds N*F*OH*OW for
+    a bias input. For a cost model: ``conv_flops(op, input types, output type, {"N": 64})``.
+    """
+    if op == "conv2d":
+        w, gy = ins[1], out
+    elif op == "conv2d_grad_input":
+        gy, w = ins
+    elif op == "conv2d_grad_weight":
+        gy, w = ins[1], out
+    else:
+        raise ValueError(f"not a conv2d op: {op}")
+    n = gy.shape[0]
+    n = bindings[n] if isinstance(n, str) else n
+    f, cg, kh, kw = w.shape
+    pix = n * f * gy.shape[2] * gy.shape[3]
+    return 2 * pix * cg * kh * kw + (pix if op == "conv2d" and len(ins) == 3 else 0)
+
+
+def _fmt(shape) -> str:
+    """A shape as the spec writes it: without the batch dim."""
+    return str(list(shape[1:]))
+
+
+# ----------------------------------------------------------------------- shapes
+
+
+def _check_image(t: TensorType, what: str, op: str) -> None:
+    if t.rank != 4:
+        got = _fmt(t.shape) if t.rank else "a scalar"
+        if t.rank == 3:
+            hint = f"add a channel axis: give the {what} the shape {list((1,) + tuple(t.shape[1:]))}"
+        elif t.rank == 2:
+            hint = ("a feature vector cannot be convolved: give the model input the shape "
+                    "[C, H, W] (e.g. [1, 8, 8]), or use a dense layer here")
+        else:
+            hint = "reshape the input to channels-first images [C, H, W]"
+        raise ShapeError(f"{op} expects [C, H, W] images; got {got} — {hint}", help=hint)
+    if t.dtype not in FLOATS:
+        raise ShapeError(f"{op} expects float images, got {t.dtype}")
+    for d, name in zip(t.shape[1:], ("channels", "height", "width")):
+        if not isinstance(d, int):
+            raise ShapeError(f"{op} needs a known number of {name}; got {_fmt(t.shape)}")
+
+
+def _spatial_out(op, x_shape, k, s, d, p):
+    (kh, kw), (sh, sw), (dh, dw), (pt, pb, pl, pr) = k, s, d, p
+    h, w = x_shape[2], x_shape[3]
+    oh = conv_out_size(h, kh, sh, dh, pt, pb)
+    ow = conv_out_size(w, kw, sw, dw, pl, pr)
+    if oh < 1 or ow < 1:
+        eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+        dil = f" (dilated to {eh}x{ew})" if (dh, dw) != (1, 1) else ""
+        raise ShapeError(
+            f"{op} kernel {kh}x{kw}{dil} is larger than its {h + pt + pb}x{w + pl + pr} "
+            f"padded input {_fmt(x_shape)}",
+            help="use a smaller kernel, more padding ('same'), or fewer downsampling layers before it",
+        )
+    return oh, ow
+
+
+def _check_weight(op, x: TensorType, w: TensorType, groups: int) -> None:
+    if w.rank != 4 or not w.is_concrete():
+        raise ShapeError(f"{op} weight must be [filters, channels/groups, KH, KW], got {list(w.shape)}")
+    if w.dtype != x.dtype:
+        raise ShapeError(f"{op} weight is {w.dtype} but the input is {x.dtype}")
+    c = x.shape[1]
+    f, cg = w.shape[0], w.shape[1]
+    if c % groups:
+        raise ShapeError(
+            f"{op} input channels ({c}, input {_fmt(x.shape)}) are not divisible by groups={groups}",
+            help="groups must divide both the input channels and the filters",
+        )
+    if f % groups:
+        raise ShapeError(
+            f"{op} filters ({f}) are not divisible by groups={groups}",
+            help="groups must divide both the input channels and the filters",
+        )
+    if cg * groups != c:
+        per = f" with groups={groups}" if groups > 1 else ""
+        each = f" ({cg} per group)" if groups > 1 else ""
+        raise ShapeError(
+            f"{op} weight {list(w.shape)}{per} expects {cg * groups} input channels{each} but "
+            f"the input {_fmt(x.shape)} has {c}",
+            help=f"a conv2d weight is [filters, channels / groups, KH, KW]; here [{w.shape[0]}, "
+            f"{c // groups if c % groups == 0 else '?'}, {w.shape[2]}, {w.shape[3]}]",
+        )
+
+
+def _infer_conv2d(attrs, types):
+    if len(types) not in (2, 3):
+        raise ShapeError(f"conv2d takes (x, w) or (x, w, b), got {len(types)} inputs")
+    s, p, d, groups = conv_params(attrs)
+    x, w = types[0], types[1]
+    _check_image(x, "input", "conv2d")
+    _check_weight("conv2d", x, w, groups)
+    if len(types) == 3:
+        b = types[2]
+        if b.shape != (w.shape[0],) or b.dtype != x.dtype:
+            raise ShapeError(f"conv2d bias must be {x.dtype}[{w.shape[0]}] (one per filter), got {b}")
+    oh, ow = _spatial_out("conv2d", x.shape, w.shape[2:], s, d, p)
+    return [TensorType((x.shape[0], w.shape[0], oh, ow), x.dtype)]
+
+
+def _check_gy(op, gy: TensorType, n, f: int, oh: int, ow: int, dtype: str) -> None:
+    if gy.rank != 4 or gy.dtype != dtype:
+        raise ShapeError(f"{op} expects the output gradient as {dtype}[N, F, OH, OW], got {gy}")
+    want = (n, f, oh, ow)
+    if tuple(gy.shape) != want:
+        raise ShapeError(
+            f"{op}: the output gradient {_fmt(gy.shape)} does not match the convolution's "
+            f"output {list(want[1:])}"
+        )
+
+
+def _infer_grad_input(attrs, types):
+    s, p, d, groups = conv_params(attrs)
+    gy, w = types
+    h, wd = _pair(attrs["input_size"], "input_size")
+    if gy.rank != 4:
+        raise ShapeError(f"conv2d_grad_input expects gy [N, F, OH, OW], got {gy}")
+    c = (w.shape[1] * groups) if w.rank == 4 and isinstance(w.shape[1], int) else None
+    x = TensorType((gy.shape[0], c, h, wd), gy.dtype)
+    if c is None:
+        raise ShapeError(f"conv2d_grad_input weight must be [F, C/groups, KH, KW], got {w}")
+    _check_weight("conv2d_grad_input", x, w, groups)
+    oh, ow = _spatial_out("conv2d_grad_input", x.shape, w.shape[2:], s, d, p)
+    _check_gy("conv2d_grad_input", gy, gy.shape[0], w.shape[0], oh, ow, w.dtype)
+    return [x]
+
+
+def _infer_grad_weight(attrs, types):
+    s, p, d, groups = conv_params(attrs)
+    x, gy = types
+    k = _pair(attrs["kernel_size"], "kernel_size")
+    _check_image(x, "input", "conv2d_grad_weight")
+    if gy.rank != 4 or not isinstance(gy.shape[1], int):
+        raise ShapeError(f"conv2d_grad_weight expects gy [N, F, OH, OW], got {gy}")
+    f = gy.shape[1]
+    w = TensorType((f, x.shape[1] // groups, k[0], k[1]), x.dtype)
+    if x.shape[1] % groups == 0:
+        _check_weight("conv2d_grad_weight", x, w, groups)
+    else:
+        raise ShapeError(
+            f"conv2d_grad_weight input channels ({x.shape[1]}) are not divisible by groups={groups}"
+        )
+    oh, ow = _spatial_out("conv2d_grad_weight", x.shape, k, s, d, p)
+    _check_gy("conv2d_grad_weight", gy, x.shape[0], f, oh, ow, x.dtype)
+    return [w]
+
+
+# ----------------------------------------------------------------------- references
+# Plain NumPy in float64, one tensordot per kernel tap: exact enough for gradchecks.
+
+
+def _tap(kh, kw, s, d, oh, ow):
+    (sh, sw), (dh, dw) = s, d
+    return (slice(kh * dh, kh * dh + (oh - 1) * sh + 1, sh), slice(kw * dw, kw * dw + (ow - 1) * sw + 1, sw))
+
+
+def _ref_conv2d(attrs, x, w, b=None):
+    s, (pt, pb, pl, pr), d, groups = conv_params(attrs)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    w64 = w.astype(np.float64)
+    n = x.shape[0]
+    f, cg, khs, kws = w.shape
+    fg = f // groups
+    oh = conv_out_size(x.shape[2], khs, s[0], d[0], pt, pb)
+    ow = conv_out_size(x.shape[3], kws, s[1], d[1], pl, pr)
+    out = np.zeros((n, f, oh, ow))
+    for g in range(groups):
+        xg = xp[:, g * cg:(g + 1) * cg]
+        wg = w64[g * fg:(g + 1) * fg]
+        for kh in range(khs):
+            for kw in range(kws):
+                rs, cs = _tap(kh, kw, s, d, oh, ow)
+                # [N, Cg, OH, OW] x [Fg, Cg] -> [N, OH, OW, Fg]
+                t = np.tensordot(xg[:, :, rs, cs], wg[:, :, kh, kw], axes=([1], [1]))
+                out[:, g * fg:(g + 1) * fg] += t.transpose(0, 3, 1, 2)
+    if b is not None:
+        out += b.astype(np.float64)[None, :, None, None]
+    return out.astype(x.dtype)
+
+
+def _ref_grad_input(attrs, gy, w):
+    s, (pt, pb, pl, pr), d, groups = conv_params(attrs)
+    h, wd = _pair(attrs["input_size"], "input_size")
+    n, f, oh, ow = gy.shape
+    _, cg, khs, kws = w.shape
+    fg = f // groups
+    gy64, w64 = gy.astype(np.float64), w.astype(np.float64)
+    gxp = np.zeros((n, cg * groups, h + pt + pb, wd + pl + pr))
+    for g in range(groups):
+        gyg = gy64[:, g * fg:(g + 1) * fg]
+        wg = w64[g * fg:(g + 1) * fg]
+        for kh in range(khs):
+            for kw in range(kws):
+                rs, cs = _tap(kh, kw, s, d, oh, ow)
+                # [N, Fg, OH, OW] x [Fg, Cg] -> [N, OH, OW, Cg]
+                t = np.tensordot(gyg, wg[:, :, kh, kw], axes=([1], [0]))
+                gxp[:, g * cg:(g + 1) * cg, rs, cs] += t.transpose(0, 3, 1, 2)
+    return gxp[:, :, pt:pt + h, pl:pl + wd].astype(gy.dtype)
+
+
+def _ref_grad_weight(attrs, x, gy):
+    s, (pt, pb, pl, pr), d, groups = conv_params(attrs)
+    khs, kws = _pair(attrs["kernel_size"], "kernel_size")
+    c = x.shape[1]
+    f, oh, ow = gy.shape[1:]
+    cg, fg = c // groups, f // groups
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    gy64 = gy.astype(np.float64)
+    gw = np.zeros((f, cg, khs, kws))
+    for g in range(groups):
+        xg = xp[:, g * cg:(g + 1) * cg]
+        gyg = gy64[:, g * fg:(g + 1) * fg]
+        for kh in range(khs):
+            for kw in range(kws):
+                rs, cs = _tap(kh, kw, s, d, oh, ow)
+                gw[g * fg:(g + 1) * fg, :, kh, kw] = np.tensordot(
+                    gyg, xg[:, :, rs, cs], axes=([0, 2, 3], [0, 2, 3])
+                )
+    return gw.astype(x.dtype)
+
+
+# ----------------------------------------------------------------------- gradients
+
+
+def _conv_attrs(attrs) -> dict:
+    return {k: attrs[k] for k in ("stride", "padding", "dilation", "groups")}
+
+
+def _g_conv2d(g, attrs, ins, outs, gouts):
+    x, w = ins[0], ins[1]
+    gy = gouts[0]
+    xt, wt = g.type_of(x), g.type_of(w)
+    common = _conv_attrs(attrs)
+    gx = g.op("conv2d_grad_input", gy, w, input_size=tuple(xt.shape[2:]), **common)
+    gw = g.op("conv2d_grad_weight", x, gy, kernel_size=tuple(wt.shape[2:]), **common)
+    grads = [gx, gw]
+    if len(ins) == 3:
+        # sum over (0, 2, 3) as two reductions over adjacent axes (no transposed copy)
+        grads.append(g.op("sum", g.op("sum", gy, axes=(2, 3)), axes=(0,)))
+    return grads
+
+
+def _g_grad_input(g, attrs, ins, outs, gouts):
+    # gx = A_w^T gy is linear in gy and in w: d/dgy = conv2d(G, w), d/dw = grad_weight(G, gy)
+    gy, w = ins
+    big_g = gouts[0]
+    common = _conv_attrs(attrs)
+    d_gy = g.op("conv2d", big_g, w, **common)
+    d_w = g.op("conv2d_grad_weight", big_g, gy, kernel_size=tuple(g.type_of(w).shape[2:]), **common)
+    return [d_gy, d_w]
+
+
+def _g_grad_weight(g, attrs, ins, outs, gouts):
+    # gw = <gy, conv(x, .)>: d/dx = grad_input(gy, G), d/dgy = conv2d(x, G)
+    x, gy = ins
+    big_g = gouts[0]
+    common = _conv_attrs(attrs)
+    d_x = g.op("conv2d_grad_input", gy, big_g, input_size=tuple(g.type_of(x).shape[2:]), **common)
+    d_gy = g.op("conv2d", x, big_g, **common)
+    return [d_x, d_gy]
+
+
+# ----------------------------------------------------------------------- CPU kernels
+# Shared structure. Each sample is copied into `xp`, its zero-padded image [C, Hp + 1, Wp]
+# (a spare zero row at the bottom; `xpf` is the same buffer flat per channel). Hp and Wp
+# cover exactly the rows / columns some window reads, so padding beyond them and input
+# rows no window reaches are skipped; the borders are zeroed once per call, as every
+# sample writes the same interior cells. The im2col matrix `cols` has one row per tap
+# (c, kh, kw) of a group.
+#
+# With stride 1 and few filters per group, "wide" rows: the GEMM runs over the padded
+# width, output position q = oh*Wp + ow with ow in [0, Wp), and the Wp - OW extra columns
+# of every row are discarded (forward) or fed zeros (backward). Then each im2col row is ONE
+# contiguous slice of the flat image, xpf[c, kh*dh*Wp + kw*dw + q], instead of OH short
+# segments: the unfolding becomes a memcpy per tap, for a GEMM Wp/OW times larger. That
+# pays while (Wp - OW) * (filters per group + 2) <= WIDE_LIMIT (measured with
+# tools/bench_conv.py --candidates: LeNet conv1 +7..18 %, conv2 even, 32->64 3x3 -10..18 %);
+# otherwise each tap copies OH segments. Buffers are scratch allocated once per call.
+#
+# Non-finite inputs: in the wide weight gradient the extra columns multiply zeros, so an
+# inf in x gives NaN (rather than inf) in the weights it touches; either way training is
+# already broken, and the forward pass shows it first.
+
+WIDE_LIMIT = 64
+
+
+@cpu_kernel
+def conv2d_fwd(x, w, b, out, sh, sw, pt, pl, dh, dw, groups, has_bias):
+    """out = conv2d(x, w) (+ b): per sample and group, im2col then BLAS (np.dot)."""
+    n_img, n_ch, h, wd = x.shape
+    nf, cg, khs, kws = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    fg = nf // groups
+    nk = cg * khs * kws
+    hp = (oh - 1) * sh + (khs - 1) * dh + 1
+    wp = (ow - 1) * sw + (kws - 1) * dw + 1
+    wide = sh == 1 and sw == 1 and (kws - 1) * dw * (fg + 2) <= WIDE_LIMIT
+    unit = sh == 1 and sw == 1 and dh == 1 and dw == 1
+    npos = oh * wp if wide else oh * ow
+    r1 = min(h, hp - pt)  # input rows / columns some window reads
+    c1 = min(wd, wp - pl)
+    xp = np.zeros((n_ch, hp + 1, wp), x.dtype)  # scratch, once per call (+1 row: wide tail)
+    xpf = xp.reshape((n_ch, (hp + 1) * wp))
+    cols = np.empty((nk, npos), x.dtype)  # scratch, once per call
+    tmp = np.empty((fg if wide else 1, npos), x.dtype)  # wide GEMM output, once per call
+    w2 = w.reshape((nf, nk))
+    out3 = out.reshape((n_img, nf, oh * ow))
+    zero = out.dtype.type(0)
+    for n in range(n_img):
+        for c in range(n_ch):
+            for ih in range(r1):
+                src = x[n, c, ih, 0:c1]
+                dst = xp[c, ih + pt, pl:pl + c1]
+                for j in range(c1):
+                    dst[j] = src[j]
+        for g in range(groups):
+            for c in range(cg):
+                xc = xp[g * cg + c]
+                xcf = xpf[g * cg + c]
+                for kh in range(khs):
+                    for kw in range(kws):
+                        crow = cols[(c * khs + kh) * kws + kw]
+                        if wide:
+                            s = kh * dh * wp + kw * dw
+                            src = xcf[s:s + npos]
+                            for q in range(npos):
+                                crow[q] = src[q]
+                            continue
+                        if unit:  # plain indices: LLVM drops Numba's negative-index checks
+                            for i in range(oh):
+                                src = xc[i + kh, kw:kw + ow]
+                                dst = crow[i * ow:(i + 1) * ow]
+                                for j in range(ow):
+                                    dst[j] = src[j]
+                        elif sw == 1:
+                            for i in range(oh):
+                                src = xc[i * sh + kh * dh, kw * dw:kw * dw + ow]
+                                dst = crow[i * ow:(i + 1) * ow]
+                                for j in range(ow):
+                                    dst[j] = src[j]
+                        else:
+                            for i in range(oh):
+                                srow = xc[i * sh + kh * dh]
+                                dst = crow[i * ow:(i + 1) * ow]
+                                for j in range(ow):
+                                    dst[j] = srow[j * sw + kw * dw]
+            wg = w2[g * fg:(g + 1) * fg]
+            if wide:
+                np.dot(wg, cols, tmp)
+                for f in range(fg):
+                    bv = b[g * fg + f] if has_bias else zero
+                    for i in range(oh):
+                        src = tmp[f, i * wp:i * wp + ow]
+                        dst = out[n, g * fg + f, i]
+                        for j in range(ow):
+                            dst[j] = src[j] + bv
+            else:
+                og = out3[n][g * fg:(g + 1) * fg]
+                np.dot(wg, cols, og)
+                if has_bias:
+                    for f in range(fg):
+                        bv = b[g * fg + f]
+                        row = og[f]
+                        for j in range(oh * ow):
+                            row[j] += bv
+
+
+@cpu_kernel
+def conv2d_bwd_weight(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
+    """gw = sum over samples of gy[n] @ im2col(x[n]).T, per group (BLAS via np.dot).
+
+    With 16 or more filters per group it runs transposed, gw.T += cols @ gy[n].T with a
+    copied gy[n].T: there BLAS is up to twice as fast with both operands row-major as with
+    a column-major cols.T (LeNet conv2: 110 vs 50 GFLOP/s); with fewer filters the direct
+    product is as fast or faster (conv1: 100 vs 80).
+    """
+    n_img, n_ch, h, wd = x.shape
+    nf, cg, khs, kws = gw.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    fg = nf // groups
+    nk = cg * khs * kws
+    hp = (oh - 1) * sh + (khs - 1) * dh + 1
+    wp = (ow - 1) * sw + (kws - 1) * dw + 1
+    wide = sh == 1 and sw == 1 and (kws - 1) * dw * (fg + 2) <= WIDE_LIMIT
+    unit = sh == 1 and sw == 1 and dh == 1 and dw == 1
+    npos = oh * wp if wide else oh * ow
+    r1 = min(h, hp - pt)
+    c1 = min(wd, wp - pl)
+    xp = np.zeros((n_ch, hp + 1, wp), x.dtype)  # scratch, once per call (+1 row: wide tail)
+    xpf = xp.reshape((n_ch, (hp + 1) * wp))
+    cols = np.empty((nk, npos), x.dtype)  # scratch, once per call
+    trans = fg >= 16
+    step = wp if wide else ow  # row length of the output grid
+    # one sample's gy of a group on the output grid (wide: the extra columns stay zero, so
+    # they add nothing), transposed [positions, filters] when `trans`; once per call
+    gyt = np.zeros((npos, fg) if trans else (1, 1), x.dtype)
+    gyw = np.zeros((1, 1) if trans else (fg, npos), x.dtype)
+    part = np.empty((nk, fg) if trans else (fg, nk), x.dtype)  # one sample's share
+    acc = np.zeros((groups, nk, fg) if trans else (1, 1, 1), x.dtype)  # gw.T per group
+    gw2 = gw.reshape((nf, nk))
+    for f in range(nf):
+        row = gw2[f]
+        for k in range(nk):
+            row[k] = 0
+    for n in range(n_img):
+        for c in range(n_ch):
+            for ih in range(r1):
+                src = x[n, c, ih, 0:c1]
+                dst = xp[c, ih + pt, pl:pl + c1]
+                for j in range(c1):
+                    dst[j] = src[j]
+        for g in range(groups):
+            for c in range(cg):
+                xc = xp[g * cg + c]
+                xcf = xpf[g * cg + c]
+                for kh in range(khs):
+                    for kw in range(kws):
+                        crow = cols[(c * khs + kh) * kws + kw]
+                        if wide:
+                            s = kh * dh * wp + kw * dw
+                            src = xcf[s:s + npos]
+                            for q in range(npos):
+                                crow[q] = src[q]
+                            continue
+                        if unit:  # plain indices: LLVM drops Numba's negative-index checks
+                            for i in range(oh):
+                                src = xc[i + kh, kw:kw + ow]
+                                dst = crow[i * ow:(i + 1) * ow]
+                                for j in range(ow):
+                                    dst[j] = src[j]
+                        elif sw == 1:
+                            for i in range(oh):
+                                src = xc[i * sh + kh * dh, kw * dw:kw * dw + ow]
+                                dst = crow[i * ow:(i + 1) * ow]
+                                for j in range(ow):
+                                    dst[j] = src[j]
+                        else:
+                            for i in range(oh):
+                                srow = xc[i * sh + kh * dh]
+                                dst = crow[i * ow:(i + 1) * ow]
+                                for j in range(ow):
+                                    dst[j] = srow[j * sw + kw * dw]
+            if trans:
+                for f in range(fg):
+                    gf = gy[n, g * fg + f]
+                    for i in range(oh):
+                        src = gf[i]
+                        for j in range(ow):
+                            gyt[i * step + j, f] = src[j]
+                np.dot(cols, gyt, part)
+                ag = acc[g]
+                for k in range(nk):
+                    dst = ag[k]
+                    src = part[k]
+                    for f in range(fg):
+                        dst[f] += src[f]
+            else:
+                for f in range(fg):
+                    gf = gy[n, g * fg + f]
+                    for i in range(oh):
+                        src = gf[i]
+                        dst = gyw[f, i * step:i * step + ow]
+                        for j in range(ow):
+                            dst[j] = src[j]
+                np.dot(gyw, cols.T, part)
+                for f in range(fg):
+                    dst = gw2[g * fg + f]
+                    src = part[f]
+                    for k in range(nk):
+                        dst[k] += src[k]
+    if trans:
+        for g in range(groups):
+            for f in range(fg):
+                dst = gw2[g * fg + f]
+                for k in range(nk):
+                    dst[k] = acc[g, k, f]
+
+
+@cpu_kernel
+def conv2d_bwd_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
+    """gx = col2im(W.T @ gy[n]) per sample and group (BLAS via np.dot), padding cropped."""
+    n_img, n_ch, h, wd = gx.shape
+    nf, cg, khs, kws = w.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    fg = nf // groups
+    nk = cg * khs * kws
+    hp = (oh - 1) * sh + (khs - 1) * dh + 1
+    wp = (ow - 1) * sw + (kws - 1) * dw + 1
+    wide = sh == 1 and sw == 1 and (kws - 1) * dw * (fg + 2) <= WIDE_LIMIT
+    unit = sh == 1 and sw == 1 and dh == 1 and dw == 1
+    npos = oh * wp if wide else oh * ow
+    r1 = min(h, hp - pt)
+    c1 = min(wd, wp - pl)
+    gxp = np.empty((n_ch, hp + 1, wp), gx.dtype)  # scratch, once per call (+1 row: wide tail)
+    gxpf = gxp.reshape((n_ch, (hp + 1) * wp))
+    cols = np.empty((nk, npos), gx.dtype)  # scratch, once per call
+    gyw = np.zeros((nf if wide else 1, npos), gx.dtype)  # wide gy, extra columns zero
+    w2 = w.reshape((nf, nk))
+    gy3 = gy.reshape((n_img, nf, oh * ow))
+    for n in range(n_img):
+        for c in range(n_ch):
+            row = gxpf[c]
+            for j in range((hp + 1) * wp):
+                row[j] = 0
+        if wide:
+            for f in range(nf):
+                for i in range(oh):
+                    src = gy[n, f, i]
+                    dst = gyw[f, i * wp:i * wp + ow]
+                    for j in range(ow):
+                        dst[j] = src[j]
+        for g in range(groups):
+            wg = w2[g * fg:(g + 1) * fg].T
+            if wide:
+                np.dot(wg, gyw[g * fg:(g + 1) * fg], cols)
+            else:
+                np.dot(wg, gy3[n][g * fg:(g + 1) * fg], cols)
+            for c in range(cg):
+                gc = gxp[g * cg + c]
+                gcf = gxpf[g * cg + c]
+                for kh in range(khs):
+                    for kw in range(kws):
+                        crow = cols[(c * khs + kh) * kws + kw]
+                        if wide:
+                            s = kh * dh * wp + kw * dw
+                            dst = gcf[s:s + npos]
+                            for q in range(npos):
+                                dst[q] += crow[q]
+                            continue
+                        if unit:
+                            for i in range(oh):
+                                src = crow[i * ow:(i + 1) * ow]
+                                dst = gc[i + kh, kw:kw + ow]
+                                for j in range(ow):
+                                    dst[j] += src[j]
+                        elif sw == 1:
+                            for i in range(oh):
+                                src = crow[i * ow:(i + 1) * ow]
+                                dst = gc[i * sh + kh * dh, kw * dw:kw * dw + ow]
+                                for j in range(ow):
+                                    dst[j] += src[j]
+                        else:
+                            for i in range(oh):
+                                src = crow[i * ow:(i + 1) * ow]
+                                drow = gc[i * sh + kh * dh]
+                                for j in range(ow):
+                                    drow[j * sw + kw * dw] += src[j]
+        for c in range(n_ch):
+            for ih in range(h):
+                dst = gx[n, c, ih]
+                if ih < r1:
+                    src = gxp[c, ih + pt, pl:pl + c1]
+                    for j in range(c1):
+                        dst[j] = src[j]
+                    for j in range(c1, wd):
+                        dst[j] = 0
+                else:
+                    for j in range(wd):
+                        dst[j] = 0
+
+
+# ----------------------------------------------------------------------- emitters
+
+
+def _args(attrs) -> str:
+    (sh, sw), (pt, _, pl, _), (dh, dw), groups = conv_params(attrs)
+    return f"{sh}, {sw}, {pt}, {pl}, {dh}, {dw}, {groups}"
+
+
+def _emit_conv2d(ctx, attrs, ins, outs):
+    x, w = ctx.var(ins[0]), ctx.var(ins[1])
+    has_bias = len(ins) == 3
+    if has_bias:
+        b = ctx.var(ins[2])
+    else:  # the kernel reads no bias: any 1-D array of the dtype will do
+        b = f"{w}.reshape(({math.prod(ctx.type(ins[1]).shape)},))"
+    return [
+        f"{ctx.kernel('conv2d_fwd')}({x}, {w}, {b}, {ctx.var(outs[0])}, {_args(attrs)}, {has_bias})"
+    ]
+
+
+def _emit_grad_input(ctx, attrs, ins, outs):
+    return [
+        (f"{ctx.kernel('conv2d_bwd_input')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
+        f"{ctx.var(outs[0])}, {_args(attrs)})")
+    ]
+
+
+def _emit_grad_weight(ctx, attrs, ins, outs):
+    return [
+        (f"{ctx.kernel('conv2d_bwd_weight')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
+        f"{ctx.var(outs[0])}, {_args(attrs)})")
+    ]
+
+
+# ----------------------------------------------------------------------- registration
+
+
+def _conv_attr_defs() -> dict:
+    return {
+        "stride": Attr(tuple, (1, 1)),
+        "padding": Attr(tuple, (0, 0, 0, 0)),
+        "dilation": Attr(tuple, (1, 1)),
+        "groups": Attr(int, 1),
+    }
+
+
+register(
+    OpDef(
+        name="conv2d",
+        inputs=("x", "w", "b"),
+        variadic=True,  # b is optional: conv2d(x, w) or conv2d(x, w, b)
+        infer=_infer_conv2d,
+        reference=_ref_conv2d,
+        pattern=Pattern.OUT_FUSABLE,
+        attrs=_conv_attr_defs(),
+        grad=_g_conv2d,
+        emit_cpu=_emit_conv2d,
+        doc="2-D convolution of [N, C, H, W] by [F, C/groups, KH, KW] (+ bias [F]); "
+        "stride (sh, sw), padding (top, bottom, left, right), dilation (dh, dw), groups",
+    )
+)
+
+register(
+    OpDef(
+        name="conv2d_grad_input",
+        inputs=("gy", "w"),
+        infer=_infer_grad_input,
+        reference=_ref_grad_input,
+        pattern=Pattern.OUT_FUSABLE,
+        attrs={**_conv_attr_defs(), "input_size": Attr(tuple)},
+        grad=_g_grad_input,
+        emit_cpu=_emit_grad_input,
+        doc="gradient of conv2d with respect to its input (a transposed convolution of gy)",
+    )
+)
+
+register(
+    OpDef(
+        name="conv2d_grad_weight",
+        inputs=("x", "gy"),
+        infer=_infer_grad_weight,
+        reference=_ref_grad_weight,
+        pattern=Pattern.OUT_FUSABLE,
+        attrs={**_conv_attr_defs(), "kernel_size": Attr(tuple)},
+        grad=_g_grad_weight,
+        emit_cpu=_emit_grad_weight,
+        doc="gradient of conv2d with respect to its weight (x correlated with gy)",
+    )
+)
