@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -25,8 +26,11 @@ def load(path: str | Path):
 
 
 class Model:
-    def __init__(self, spec):
+    def __init__(self, spec, device: str | None = None):
         self.spec = spec
+        self.requested_device = device  # None: the spec's train.device (auto by default)
+        self._device: str | None = None
+        self.device_note = ""
         self._compiled: dict = {}
         self.params: dict[str, np.ndarray] = {}
         self.state: dict[str, np.ndarray] = {}
@@ -35,6 +39,34 @@ class Model:
         self.init_report = None  # what model.init loaded (transfer learning)
         self.first_step_at: float | None = None
 
+    # ------------------------------------------------------------ device
+    @property
+    def device(self) -> str:
+        """"cpu" or "cuda", resolved once (auto takes a usable GPU); E701 when cuda is
+        asked for and there is none."""
+        if self._device is None:
+            from graphdl.backends.cuda import resolve_device
+
+            requested = self.requested_device or self.spec.train.get("device", "auto")
+            loc = (SimpleNamespace(file=self.spec.path) if self.requested_device
+                   else self.spec.loc("train", "device"))
+            self._device, self.device_note = resolve_device(requested, loc=loc)
+        return self._device
+
+    def sync_to_host(self) -> None:
+        """Copy the weights a GPU program holds into ``params`` / ``state`` (no-op on CPU)."""
+        for c in self._compiled.values():
+            sync = getattr(c.program, "sync_to_host", None)
+            if sync is not None:
+                sync()
+
+    def sync_to_device(self) -> None:
+        """Copy ``params`` / ``state`` to the GPU after they were assigned on the host."""
+        for c in self._compiled.values():
+            sync = getattr(c.program, "sync_to_device", None)
+            if sync is not None:
+                sync()
+
     # ------------------------------------------------------------ compiling
     def compiled(self, mode: str):
         """The compiled program for ``mode`` (train / eval / predict), built on first use."""
@@ -42,7 +74,7 @@ class Model:
             from graphdl.compiler import compile_spec
             from graphdl.runtime.params import init_params, init_state
 
-            c = compile_spec(self.spec, mode)
+            c = compile_spec(self.spec, mode, device=self.device)
             self._compiled[mode] = c
             fresh = init_params(c.graph, self.spec.seed)
             added = [k for k in fresh if k not in self.params]
@@ -67,6 +99,7 @@ class Model:
 
     def assign_tensors(self, tensors: dict[str, np.ndarray], source: str = "") -> None:
         """Copy checkpoint tensors ("param/<name>", "state/<name>") into the bound arrays."""
+        self.sync_to_host()  # tensors not assigned here keep their current (device) values
         for key, value in tensors.items():
             kind, _, name = key.partition("/")
             store = self.params if kind == "param" else self.state
@@ -80,6 +113,7 @@ class Model:
                 store[name] = np.ascontiguousarray(value)
                 for c in self._compiled.values():
                     c.program.bind_params(self.params, self.state)
+        self.sync_to_device()
 
     # ------------------------------------------------------------ data
     def data(self):
@@ -186,6 +220,7 @@ class Model:
     def save(self, path: str | Path) -> None:
         from graphdl.runtime.checkpoint import save_checkpoint
 
+        self.sync_to_host()
         tensors = {f"param/{k}": v for k, v in self.params.items()}
         tensors.update({f"state/{k}": v for k, v in self.state.items()})
         save_checkpoint(path, tensors, {"spec": self.spec.name, "preprocess": self.preprocess_state or {}})

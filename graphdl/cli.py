@@ -11,6 +11,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from graphdl.errors import Diagnostic, GraphdlError
 
@@ -80,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="print one JSON object")
     sp.add_argument("--seconds", type=float, default=2.0, help="time budget per measurement")
     sp.add_argument("--no-cold", action="store_true", help="skip the cold-compile measurement")
+    sp.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                    help="where to measure (default cpu; cuda: the CUDA backend)")
     sp = add("schema", cmd_schema, "print the JSON Schema of specs")
     from graphdl.viz.cli import add_parser as add_viz
 
@@ -220,8 +223,11 @@ def cmd_run(args) -> int:
     from graphdl.api import Model, write_results
 
     spec = _load(args.spec)
-    _check_device(spec, args.device)
-    model = Model(spec)
+    device, note = _check_device(spec, args.device)
+    model = Model(spec, device=device)
+    model.device_note = note
+    if args.format == "text":
+        print(note)  # which device auto chose, and why
     run_dir = Path(args.run_dir) if args.run_dir else model.default_run_dir()
     t0 = time.perf_counter()
     if not args.resume:
@@ -248,14 +254,14 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _check_device(spec, override) -> None:
-    device = override or spec.train.get("device", "auto")
-    if device == "cuda":
-        loc = spec.loc("train", "device")
-        raise GraphdlError(Diagnostic(
-            "E701", "device 'cuda' is not available: this build of graphdl has no CUDA backend yet",
-            file=loc.file, line=loc.line, col=loc.col,
-            help="use device: cpu (or auto)"), phase="runtime")
+def _check_device(spec, override) -> tuple[str, str]:
+    """(device, note): --device, else train.device (auto: a usable GPU, else the CPU);
+    E701 (exit 2) when cuda is asked for and there is none."""
+    from graphdl.backends.cuda import resolve_device
+
+    requested = override or spec.train.get("device", "auto")
+    loc = spec.loc("train", "device") if not override else SimpleNamespace(file=spec.path)
+    return resolve_device(requested, loc=loc)
 
 
 # ---------------------------------------------------------------- predict
@@ -320,7 +326,13 @@ def cmd_gradcheck(args) -> int:
 def cmd_bench(args) -> int:
     from graphdl.runtime.bench import bench_spec
 
-    result = bench_spec(args.spec, seconds=args.seconds, cold=not args.no_cold)
+    device, _note = _check_device(_load(args.spec), args.device)
+    if device == "cuda":
+        from graphdl.backends.cuda.bench import bench_spec_cuda
+
+        result = bench_spec_cuda(args.spec, seconds=args.seconds)
+    else:
+        result = bench_spec(args.spec, seconds=args.seconds, cold=not args.no_cold)
     if args.json:
         print(json.dumps(result))
     else:

@@ -25,15 +25,22 @@ class Compiled:
     snapshots: dict = field(default_factory=dict)
 
 
-def compile_spec(spec, mode: str, *, keep_snapshots: bool = False, warmup: bool = True) -> Compiled:
-    """Compile the ``mode`` ("train", "eval", "predict") program of a spec."""
+def compile_spec(spec, mode: str, *, keep_snapshots: bool = False, warmup: bool = True,
+                 device: str = "cpu") -> Compiled:
+    """Compile the ``mode`` ("train", "eval", "predict") program of a spec for ``device``
+    ("cpu", or "cuda": a CudaProgram whose buffers live on the GPU)."""
     lowered = lower(spec, mode)
     lowered.meta["spec_path"] = spec.path
     ctx = PassContext(keep_snapshots=keep_snapshots)
     t0 = time.perf_counter()
     graph = ctx.run(lowered, training=(mode == "train"))
     pass_seconds = time.perf_counter() - t0
-    program = Program(graph, title=f"{spec.name} ({mode})")
+    if device == "cuda":
+        from graphdl.backends.cuda.program import CudaProgram
+
+        program = CudaProgram(graph, title=f"{spec.name} ({mode}, cuda)")
+    else:
+        program = Program(graph, title=f"{spec.name} ({mode})")
     c = Compiled(mode, lowered, graph, program, ctx, pass_seconds, snapshots=ctx.snapshots)
     if warmup:
         c.jit_seconds = program.warmup()

@@ -98,6 +98,8 @@ class Trainer:
 
     # ------------------------------------------------------------ checkpoints
     def _tensors(self) -> dict[str, np.ndarray]:
+        """The current weights and state, on the host (copied back from a GPU first)."""
+        self.model.sync_to_host()
         out = {f"param/{k}": v for k, v in self.model.params.items()}
         out.update({f"state/{k}": v for k, v in self.model.state.items()})
         return out
@@ -270,6 +272,7 @@ class Trainer:
         feeds["lr"] = np.asarray(self.base_lr, np.float32)
         feeds["step_seed"] = np.asarray(step_seed(self.spec.seed, step0 + batch))
         g = model.compiled("train").lowered
+        model.sync_to_host()
         state = {k: v.reshape(()) if v.size == 1 and k.endswith("step") else v for k, v in model.state.items()}
         _, _, values = run_reference(g, feeds, dict(model.params), state, keep_all=True)
         culprit = None

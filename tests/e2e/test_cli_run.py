@@ -164,7 +164,11 @@ def test_resume_without_checkpoint_is_E703(tmp_path, cli):
     assert "[E703]" in err and "Traceback" not in err
 
 
-def test_device_cuda_is_E701_at_the_device_line(tmp_path, cli):
+def test_device_cuda_is_E701_at_the_device_line(tmp_path, cli, monkeypatch):
+    import graphdl.backends.cuda as gcuda
+
+    # as on a machine without a GPU, also where the tests run on one
+    monkeypatch.setattr(gcuda, "cuda_usable", lambda **kw: (False, "no GPU in this test"))
     spec = spec_file(tmp_path, {"train.device": "cuda"})
     rc, _, err = cli("run", spec, "--run-dir", tmp_path / "run", "--no-progress")
     assert rc == 2

@@ -1,0 +1,80 @@
+"""The CUDA kernel cache: generated source at a stable path named by a content hash.
+
+As for the CPU (graphdl/backends/cpu/cache.py, whose notes apply): the source is written
+to ``<cache>/cuda/gdl_<hash>.py`` and imported as ``graphdl_gen_cuda.gdl_<hash>``
+registered in ``sys.modules``, so numba-cuda's on-disk cache of the generated kernels
+(``cache=True``) is found again by a new process. The hash covers the source, the scalar
+functions it calls (``K.s_<op>``), every file of the CUDA backend and of the CUDA kernel
+modules (the launch constants and library kernels the source does not show), and the
+graphdl, Numba, numba-cuda and NumPy versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import sys
+import types
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+import graphdl
+from graphdl.backends.cpu.cache import _function_source, cache_dir
+
+PACKAGE = "graphdl_gen_cuda"
+
+
+@cache
+def _toolchain_fingerprint() -> str:
+    import numba
+
+    from graphdl.backends.cuda import device
+
+    h = hashlib.sha256()
+    h.update(f"graphdl={graphdl.__version__};numba={numba.__version__};numpy={np.__version__};"
+             f"cuda={device.IMPLEMENTATION};sim={device.SIMULATOR}".encode())
+    here = Path(__file__).parent
+    kernels = Path(graphdl.__file__).parent / "ops" / "cuda_kernels"
+    for path in sorted(here.glob("*.py")) + sorted(kernels.glob("*.py")):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def source_key(source: str) -> str:
+    h = hashlib.sha256()
+    h.update(_toolchain_fingerprint().encode())
+    h.update(source.encode())
+    for name in sorted(set(re.findall(r"\bK\.(s_\w+)", source))):
+        h.update(name.encode())
+        h.update(_function_source(name).encode())
+    return h.hexdigest()[:20]
+
+
+def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
+    """Write (if new) and import a generated module; returns (module, path, was_cached)."""
+    key = source_key(source)
+    directory = cache_dir() / "cuda"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"gdl_{key}.py"
+    existed = path.exists()
+    if not existed:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(source, encoding="utf-8")
+        os.replace(tmp, path)
+    modname = f"{PACKAGE}.gdl_{key}"
+    if modname in sys.modules:
+        return sys.modules[modname], path, True
+    if PACKAGE not in sys.modules:
+        pkg = types.ModuleType(PACKAGE)
+        pkg.__path__ = [str(directory)]
+        sys.modules[PACKAGE] = pkg
+    spec = importlib.util.spec_from_file_location(modname, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    spec.loader.exec_module(module)
+    return module, path, existed

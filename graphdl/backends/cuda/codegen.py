@@ -1,0 +1,440 @@
+"""CUDA code generation: a planned graph -> Python source of numba.cuda kernels and a driver.
+
+It mirrors the CPU generator (graphdl/backends/cpu/codegen.py): one generated grid-stride
+kernel per fused elementwise group, built from the ops' scalar functions compiled as CUDA
+device functions (``K.s_<op>``), identical kernels emitted once; every other op writes its
+launches through its CUDA emitter (graphdl/backends/cuda/registry.py) against the kernel
+library (``K.``).
+
+The driver is split in two, because on a GPU a launch costs Python time and the arrays of
+a step never change between steps of the same batch size:
+
+- ``setup(inputs..., params..., state..., consts..., arenas..., off)`` runs once per binding
+  of the symbolic dims: it binds the symbols, carves every intermediate value out of the
+  device arenas (as the memory plan says), makes the views the kernels take and configures
+  every launch; it returns ``(run, packs, layout)``;
+- ``run()`` launches the kernels in schedule order: nothing else happens per step.
+
+Outputs are packed per dtype into one device buffer (``packs``; ``layout`` says where each
+output lies), so a step ends with one device-to-host copy per dtype, not one per output.
+Everything the numbers depend on is an argument of `setup`, never a global baked into the
+source: the source (and its cache entry) depends only on the graph's structure.
+"""
+
+from __future__ import annotations
+
+import re
+
+from graphdl.backends.cpu.codegen import SOURCES, StepSignature, _rebase_members, dim_expr
+from graphdl.backends.cuda.registry import emitter_for
+from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.ir.graph import Graph, Value
+from graphdl.ir.types import TensorType
+from graphdl.ops.registry import get_op
+
+NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
+
+
+def _ident(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+class CudaEmitCtx:
+    """What a CUDA emitter sees. Emitters return the lines of ``run`` (launches) and put
+    everything that depends only on the binding (views, scratch buffers, launch
+    configurations) into ``setup`` through `view`, `flat`, `scratch` and `launch`."""
+
+    def __init__(self, gen: CudaCodegen):
+        self.gen = gen
+        self._fresh = 0
+        self._flat: dict[str, str] = {}
+
+    # ------------------------------------------------------------ values
+    def var(self, v: Value) -> str:
+        return self.gen.var[v]
+
+    def type(self, v: Value) -> TensorType:
+        return self.gen.g.type_of(v)
+
+    def shape(self, v: Value) -> tuple[str, ...]:
+        return tuple(dim_expr(d) for d in self.gen.g.type_of(v).shape)
+
+    def size(self, v: Value) -> str:
+        return " * ".join(self.shape(v)) or "1"
+
+    def shape_tuple(self, shape: tuple[str, ...]) -> str:
+        if not shape:
+            return "(1,)"
+        return "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
+
+    def same_buffer(self, out: Value, inp: Value) -> bool:
+        """Whether the memory plan gave ``out`` the buffer of ``inp`` (in place)."""
+        p = self.gen.g.meta["memory_plan"]["values"].get(f"{out.node}:{out.index}", {})
+        return p.get("inplace") == f"{inp.node}:{inp.index}"
+
+    def kernel(self, name: str) -> str:
+        self.gen.kernels_used.add(name)
+        return f"K.{name}"
+
+    def lit(self, x: float, dtype: str) -> str:
+        return f"{NP_DTYPE[dtype]}({x!r})"
+
+    def fresh(self, prefix: str) -> str:
+        self._fresh += 1
+        return f"_{prefix}{self._fresh}"
+
+    # ------------------------------------------------------------ setup
+    def setup(self, line: str) -> None:
+        self.gen.setup_lines.append(line)
+
+    def view(self, expr: str, prefix: str = "w") -> str:
+        """Bind ``expr`` (a view, a size, ...) once in setup; returns its name."""
+        name = self.fresh(prefix)
+        self.setup(f"{name} = {expr}")
+        return name
+
+    def flat(self, v: Value | str) -> str:
+        """A 1-D view of a value (made once)."""
+        var = v if isinstance(v, str) else self.var(v)
+        if var not in self._flat:
+            self._flat[var] = self.view(f"{var}.ravel()", "f")
+        return self._flat[var]
+
+    def reshaped(self, v: Value | str, shape: tuple[str, ...]) -> str:
+        var = v if isinstance(v, str) else self.var(v)
+        return self.view(f"{var}.reshape({self.shape_tuple(tuple(shape))})")
+
+    def scratch(self, dtype: str, n: str) -> str:
+        """A device buffer of ``n`` elements for this op alone (allocated once a binding)."""
+        return self.view(f"R.alloc({n}, {dtype!r})", "s")
+
+    def launch(self, config: str, args: list[str]) -> list[str]:
+        """Configure a launch in setup (``config`` is an ``R.config*`` call); returns the
+        line of ``run`` that launches it with ``args``."""
+        name = self.view(config, "L")
+        return [f"{name}({', '.join(args)})"]
+
+    def launch1d(self, kernel: str, n: str, args: list[str]) -> list[str]:
+        """A grid-stride launch over ``n`` items."""
+        return self.launch(f"R.config1d({kernel}, {n})", args)
+
+    def copy(self, src: str, dst: str, n: str) -> list[str]:
+        """Copy ``n`` elements between two device arrays of the same dtype."""
+        return self.launch1d(self.kernel("copy_flat"), n, [self.flat(src), self.flat(dst)])
+
+
+class CudaCodegen:
+    def __init__(self, g: Graph, title: str = "program"):
+        self.g = g
+        self.title = title
+        self.var: dict[Value, str] = {}
+        self.sig = StepSignature()
+        self.kernels_used: set[str] = set()
+        self.loop_kernels: dict[str, str] = {}
+        self.loop_sources: list[str] = []
+        self.setup_lines: list[str] = []
+        self.packs: dict[str, list[tuple[str, str]]] = {}  # dtype -> [(offset var, size expr)]
+        self.out_region: dict[str, tuple[str, str, str, str]] = {}  # var -> (dtype, start, size, shape)
+
+    # ------------------------------------------------------------ values
+    def _declare_sources(self) -> None:
+        g = self.g
+        for kind, field_ in (("input", "inputs"), ("param", "params"), ("state", "state")):
+            for name, nid in sorted(g.named(kind).items()):
+                self.var[Value(nid)] = f"{kind[:2]}_{_ident(name)}"
+                getattr(self.sig, field_).append(name)
+        for nid in sorted(g.nodes_by_op("const")):
+            self.var[Value(nid)] = f"c{nid}"
+            self.sig.consts.append(nid)
+
+    def _symbol_bindings(self) -> list[str]:
+        seen = {}
+        for name, nid in sorted(self.g.named("input").items()):
+            for axis, d in enumerate(self.g.type_of(Value(nid)).shape):
+                if isinstance(d, str) and d not in seen:
+                    seen[d] = f"{dim_expr(d)} = int({self.var[Value(nid)]}.shape[{axis}])"
+        for nid in self.g.nodes():
+            for t in self.g.node(nid)["types"]:
+                for d in t.symbols() - set(seen):
+                    raise ValueError(f"symbolic dim {d} of {self.g.describe(nid)} is bound by "
+                                     "no graph input: its size is unknown at run time")
+        return list(seen.values())
+
+    def _size_expr(self, t: TensorType) -> str:
+        if not t.shape:
+            return "1"
+        return " * ".join(dim_expr(d) for d in t.shape)
+
+    def _output_buffer(self, name: str, t: TensorType, ctx: CudaEmitCtx) -> None:
+        """Bind ``name`` to a region of the output pack of its dtype."""
+        regions = self.packs.setdefault(t.dtype, [])
+        start = f"_po_{t.dtype}_{len(regions)}"
+        size = self._size_expr(t)
+        regions.append((start, size))
+        shape = ctx.shape_tuple(tuple(dim_expr(d) for d in t.shape))
+        ctx.setup(f"{name} = _pk_{t.dtype}[{start}:{start} + {size}].reshape({shape})")
+        self.out_region[name] = (t.dtype, start, size, shape)
+
+    def _allocate(self, v: Value, ctx: CudaEmitCtx) -> None:
+        plan = self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}")
+        t = self.g.type_of(v)
+        name = f"v{v.node}_{v.index}" if v.index else f"v{v.node}"
+        self.var[v] = name
+        shape = ctx.shape_tuple(ctx.shape(v))
+        if plan is not None and plan.get("view"):
+            return  # the view op binds it; `generate` copies it into the output pack
+        if plan is None or "output" in plan:
+            self._output_buffer(name, t, ctx)
+            return
+        if "alias" in plan:
+            return  # the view op's emitter binds it
+        if "inplace" in plan:
+            src = self.var[Value(*map(int, plan["inplace"].split(":")))]
+            ctx.setup(f"{name} = {src}.reshape({shape})")
+            return
+        slot = plan["slot"]
+        if t.dtype not in self.sig.arenas:
+            self.sig.arenas.append(t.dtype)
+        ctx.setup(f"{name} = arena_{t.dtype}[off[{slot}]:off[{slot}] + {self._size_expr(t)}]"
+                  f".reshape({shape})")
+
+    # ------------------------------------------------------------ generation
+    def generate(self) -> tuple[str, StepSignature]:
+        g = self.g
+        ctx = CudaEmitCtx(self)
+        self._declare_sources()
+        self._check_supported()
+        run: list[str] = []
+        order = g.meta.get("schedule") or g.topo_order()
+        plan = g.meta["memory_plan"]["values"]
+        for nid in order:
+            nd = g.node(nid)
+            if nd["op"] in SOURCES:
+                continue
+            outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
+            run.append(f"# %{nid} {nd['op']}  [{nd['phase']}] layer={nd['layer']} line={nd['line']}")
+            for v in outs:
+                self._allocate(v, ctx)
+            run += self._emit_node(nid, ctx)
+            for v in outs:
+                if plan.get(f"{v.node}:{v.index}", {}).get("view"):
+                    run += self._copy_out(v, ctx)
+        # updates that could not be planned in place are copied back
+        for pid, v in sorted(g.updates.items()):
+            if "inplace" not in plan.get(f"{v.node}:{v.index}", {}):
+                run += ctx.copy(self.var[v], self.var[Value(pid)], ctx.size(v))
+        self.sig.outputs = sorted(g.outputs)
+        for name in self.sig.outputs:
+            v = g.outputs[name]
+            if self.var[v] not in self.out_region:  # a source returned as it is
+                run += self._copy_out(v, ctx)
+        return self._module(run), self.sig
+
+    def _copy_out(self, v: Value, ctx: CudaEmitCtx) -> list[str]:
+        """Copy a value that lives elsewhere (a view, a source) into the output pack."""
+        src = self.var[v]
+        dst = f"{src}_out"
+        self._output_buffer(dst, self.g.type_of(v), ctx)
+        self.var[v] = dst
+        return ctx.copy(src, dst, ctx.size(v))
+
+    def _check_supported(self) -> None:
+        """Every op needs a CUDA kernel: an error at compile time, never a CPU fallback."""
+        g = self.g
+        missing: dict[str, list[int]] = {}
+        for nid in g.nodes():
+            nd = g.node(nid)
+            ops = [nd["op"]]
+            if nd["op"] == "fused":
+                ops = [m["op"] for m in nd["attrs"]["members"]]
+            for op in ops:
+                if op in SOURCES or op == "fused":
+                    continue
+                opdef = get_op(op)
+                if emitter_for(op) is None and opdef.scalar is None:
+                    missing.setdefault(op, []).append(nid)
+        if not missing:
+            return
+        diags = []
+        for op, nids in sorted(missing.items()):
+            nd = g.node(nids[0])
+            layers = sorted({str(g.node(n)["layer"]) for n in nids})
+            diags.append(Diagnostic(
+                "E708",
+                f"no CUDA kernel for op {op} (used by layer {', '.join(layers)}): "
+                "the CUDA backend cannot run this model",
+                file=g.meta.get("spec_path"), line=nd.get("line"),
+                help="use device: cpu for this model (the CPU backend implements every op)",
+            ))
+        raise GraphdlError(diags, phase="compile")
+
+    def _emit_node(self, nid: int, ctx: CudaEmitCtx) -> list[str]:
+        g = self.g
+        nd = g.node(nid)
+        ins = g.inputs_of(nid)
+        outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
+        if nd["op"] == "fused":
+            members = nd["attrs"]["members"]
+            lines = []
+            in_vars = [self.var[v] for v in ins]
+            in_types = [g.type_of(v) for v in ins]
+            if nd["attrs"]["kind"] == "epilogue":
+                head = members[0]
+                head_ins = [ins[r[1]] for r in head["inputs"]]
+                # the head writes the fused output; the loop then finishes it in place
+                lines += emitter_for(head["op"])(ctx, head["attrs"], head_ins, [outs[0]])
+                in_vars = in_vars + [self.var[outs[0]]]
+                in_types = in_types + [TensorType.from_json(head["type"])]
+                members = _rebase_members(members, len(ins))
+            lines += self._call_loop(members, in_vars, in_types, outs[0], ctx)
+            return lines
+        emit = emitter_for(nd["op"])
+        if emit is not None:
+            return emit(ctx, nd["attrs"], ins, outs)
+        op = get_op(nd["op"])
+        member = {
+            "op": nd["op"],
+            "attrs": nd["attrs"],
+            "inputs": [["input", i] for i in range(len(ins))],
+            "type": g.type_of(outs[0]).to_json(),
+        }
+        assert op.scalar is not None  # _check_supported ran
+        return self._call_loop([member], [self.var[v] for v in ins], [g.type_of(v) for v in ins],
+                               outs[0], ctx)
+
+    def _call_loop(self, members, in_vars, in_types, out: Value, ctx: CudaEmitCtx) -> list[str]:
+        out_t = self.g.type_of(out)
+        runtime = []
+        for m in members:
+            if m["op"] == "mul_scalar" and m["attrs"]["div"]:
+                dims = " * ".join(dim_expr(d) for d in m["attrs"]["div"])
+                runtime.append(ctx.view(f"{m['attrs']['c']!r} / ({dims})", "k"))
+        used = sorted({r[1] for m in members for r in m["inputs"] if r[0] == "input"})
+        remap = {old: new for new, old in enumerate(used)}
+        members = [
+            {**m, "inputs": [["input", remap[r[1]]] if r[0] == "input" else r for r in m["inputs"]]}
+            for m in members
+        ]
+        in_vars = [in_vars[i] for i in used]
+        in_types = [in_types[i] for i in used]
+        name, flat = self._loop_kernel(members, in_types, out_t)
+        if flat:
+            args = [ctx.flat(x) for x in in_vars] + [ctx.flat(self.var[out])]
+        else:
+            args = list(in_vars) + [self.var[out]]
+        return ctx.launch1d(name, ctx.size(out), args + runtime)
+
+    def _loop_kernel(self, members, in_types: list[TensorType], out_t: TensorType) -> tuple[str, bool]:
+        """Generate (or reuse) the grid-stride kernel of a group of elementwise members."""
+        n_in = len(in_types)
+        params = [f"x{i}" for i in range(n_in)] + ["out"]
+        flat = all(t.shape == out_t.shape or t.rank == 0 for t in in_types)
+        lines = []
+        if flat:
+            # every input has the output's shape (or is a scalar): 1-D views
+            lines.append("for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):")
+            read = {i: (f"x{i}[0]" if t.rank == 0 and out_t.rank != 0 else f"x{i}[i]")
+                    for i, t in enumerate(in_types)}
+            store = "out[i]"
+        else:
+            r = out_t.rank
+            dims = [f"d{j}" for j in range(r)]
+            lines.append(f"{', '.join(dims)}{',' if r == 1 else ''} = out.shape")
+            lines.append(f"n = {' * '.join(dims)}")
+            lines.append("for i in range(cuda.grid(1), n, cuda.gridsize(1)):")
+            idx = [f"i{j}" for j in range(r)]
+            lines.append("    q = i")
+            for j in range(r - 1, 0, -1):
+                lines.append(f"    i{j} = q % d{j}")
+                lines.append(f"    q = q // d{j}")
+            lines.append("    i0 = q")
+            read = {}
+            for i, t in enumerate(in_types):
+                if t.rank == 0:
+                    read[i] = f"x{i}[0]"
+                    continue
+                ix = []
+                for k in range(t.rank):
+                    j = r - t.rank + k
+                    ix.append("0" if t.shape[k] == 1 and out_t.shape[j] != 1 else idx[j])
+                read[i] = f"x{i}[{', '.join(ix)}]"
+            store = f"out[{', '.join(idx)}]"
+        runtime_k = 0
+        body = []
+        for j, m in enumerate(members):
+            opdef = get_op(m["op"])
+            args = []
+            for ref in m["inputs"]:
+                args.append(read[ref[1]] if ref[0] == "input" else f"t{ref[1]}")
+            for a in opdef.scalar_attrs:
+                if m["op"] == "mul_scalar" and m["attrs"]["div"]:
+                    args.append(f"k{runtime_k}")
+                    runtime_k += 1
+                else:
+                    args.append(repr(m["attrs"][a]))
+            self.kernels_used.add(f"s_{m['op']}")
+            call = f"K.s_{m['op']}({', '.join(args)})"
+            if m["op"] == "cast":
+                call = f"{NP_DTYPE[m['attrs']['dtype']]}({call})"
+            body.append(f"t{j} = {call}")
+        body.append(f"{store} = t{len(members) - 1}")
+        params += [f"k{i}" for i in range(runtime_k)]
+        src_body = lines + ["    " + b for b in body]
+        key = "\n".join(src_body) + "|" + ",".join(params)
+        if key in self.loop_kernels:
+            return self.loop_kernels[key], flat
+        name = f"loop_{len(self.loop_kernels)}"
+        self.loop_kernels[key] = name
+        ops = ", ".join(m["op"] for m in members)
+        text = ["@jit", f"def {name}({', '.join(params)}):", f"    # fused: {ops}"]
+        text += ["    " + s for s in src_body]
+        self.loop_sources.append("\n".join(text))
+        return name, flat
+
+    def _module(self, run: list[str]) -> str:
+        sig = self.sig
+        args = (
+            [f"in_{_ident(n)}" for n in sig.inputs]
+            + [f"pa_{_ident(n)}" for n in sig.params]
+            + [f"st_{_ident(n)}" for n in sig.state]
+            + [f"c{n}" for n in sig.consts]
+            + [f"arena_{d}" for d in sig.arenas]
+            + ["off"]
+        )
+        header = [
+            f'"""Generated by graphdl (CUDA) for {self.title}. Do not edit: regenerated from the graph."""',
+            "import math  # noqa: F401",
+            "",
+            "import numpy as np  # noqa: F401",
+            "",
+            "from graphdl.backends.cuda import library as K",
+            "from graphdl.backends.cuda import runtime as R",
+            "from graphdl.backends.cuda.device import cuda, jit  # noqa: F401",
+            "",
+        ]
+        setup = [f"def setup({', '.join(args)}):"]
+        setup += ["    " + line for line in self._symbol_bindings()]
+        # the output packs: one device buffer per dtype, each output a region of it
+        for dtype, regions in sorted(self.packs.items()):
+            prev = "0"
+            for start, size in regions:
+                setup.append(f"    {start} = {prev}")
+                prev = f"{start} + {size}"
+            setup.append(f"    _pk_{dtype} = R.alloc({prev}, {dtype!r})")
+        setup += ["    " + line for line in self.setup_lines]
+        setup.append("")
+        setup.append("    def run():")
+        body = [s for line in run for s in line.split("\n")]
+        setup += ["        " + line for line in body] or []
+        setup.append("        return None")
+        setup.append("")
+        layout = []
+        for name in sig.outputs:
+            var = self.var[self.g.outputs[name]]
+            dtype, start, size, shape = self.out_region[var]
+            layout.append(f"({name!r}, {dtype!r}, {start}, {start} + {size}, {shape})")
+        packs = ", ".join(f"{d!r}: _pk_{d}" for d in sorted(self.packs))
+        setup.append(f"    layout = [{', '.join(layout)}]")
+        setup.append(f"    return run, {{{packs}}}, layout")
+        loops = "\n\n\n".join(self.loop_sources)
+        return "\n".join(header + ["", loops, "", ""] + setup) + "\n"

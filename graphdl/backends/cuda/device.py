@@ -1,0 +1,237 @@
+"""The one module of graphdl that imports CUDA.
+
+Everything else (the kernel library, the generated modules, the program, the tests) takes
+``cuda`` and the launch constants from here, so moving to another CUDA binding (say
+numba-cuda-mlir) is a change to this file. Works with NVIDIA's maintained ``numba-cuda``
+package (the ``graphdl[cuda]`` extra) and with the CUDA target built into numba 0.68.
+
+The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) runs kernels on the CPU with one Python
+thread per CUDA thread and a polling block manager, so its cost grows with the threads of a
+block. The launch constants below are therefore smaller under the simulator: the kernels
+are the same code (the constants are compile-time constants of every kernel either way),
+only the tile and block sizes shrink.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numba
+
+# numba's own config reads NUMBA_ENABLE_CUDASIM when numba is imported; a process that set
+# the variable later (a test conftest) still gets the simulator for numba.cuda.
+if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0") and not numba.config.ENABLE_CUDASIM:
+    numba.config.ENABLE_CUDASIM = 1
+
+# graphdl launches small grids on purpose (one block for a loss, tiny batches): numba-cuda's
+# low-occupancy warning at every such launch configuration would only be noise.
+if "NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS" not in os.environ:  # unless the user asked for them
+    os.environ["NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS"] = "0"
+    if hasattr(numba.config, "CUDA_LOW_OCCUPANCY_WARNINGS"):
+        numba.config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
+
+from numba import cuda  # the only import of numba.cuda in graphdl
+
+SIMULATOR: bool = "simulator" in (getattr(cuda.jit, "__module__", "") or "")
+IMPLEMENTATION: str = getattr(cuda, "implementation", "unknown")  # "NVIDIA" (numba-cuda) or "Built-in"
+
+# ---------------------------------------------------------------- launch constants
+# Every constant here is a compile-time constant of the kernels that use it.
+if SIMULATOR:
+    EW_BLOCK = 1  # threads per block of grid-stride loops (elementwise, updates, copies)
+    MAX_GRID = 2  # blocks of a grid-stride launch: two, so the stride is exercised
+    RED_BLOCK = 4  # threads of a shared-memory reduction tree (a power of two)
+    MM_T = 2  # matmul: threads per block side
+    MM_R = 4  # matmul: outputs per thread side (register tile)
+    MM_BK = 16  # matmul: depth of a shared-memory tile (fewer barriers: they are slow here)
+    ROW_BLOCK = 2  # thread-per-row kernels (losses)
+else:
+    EW_BLOCK = 256
+    MAX_GRID = 65535 * 8
+    RED_BLOCK = 256
+    MM_T = 16
+    MM_R = 8
+    MM_BK = 8
+    ROW_BLOCK = 128
+MM_BM = MM_T * MM_R  # matmul block tile: MM_BM x MM_BM outputs per block
+MM_THREADS = MM_T * MM_T
+# A register cap for the matmul kernel (it needs about 226 registers a thread uncapped,
+# which allows one 256-thread block per SM); tools/gpu_check.py measures 0 (no cap) and 128.
+MM_MAX_REGISTERS = int(os.environ.get("GRAPHDL_CUDA_MM_MAXREG", "0") or 0)
+
+
+def is_available() -> bool:
+    """Whether kernels can run: a usable GPU, or the simulator."""
+    if SIMULATOR:
+        return True
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # noqa: BLE001  (a broken driver is "not available", not a crash)
+        return False
+
+
+def unavailable_reason() -> str:
+    """Why `is_available()` is false, in one line (for error messages)."""
+    if is_available():
+        return ""
+    try:
+        cuda.get_current_device()
+    except Exception as e:  # noqa: BLE001
+        text = " ".join(str(e).split()).replace(": :", ":").rstrip(": ")
+        return f"{type(e).__name__}: {text}"[:300]
+    return "no CUDA-capable GPU was found by the driver"
+
+
+def device_name() -> str:
+    """The GPU's name ("NVIDIA H100 80GB HBM3"), or "CUDA simulator"."""
+    if SIMULATOR:
+        return "CUDA simulator"
+    name = cuda.get_current_device().name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def compute_capability() -> tuple[int, int] | None:
+    if SIMULATOR:
+        return None
+    return tuple(cuda.get_current_device().compute_capability)
+
+
+def multiprocessors() -> int:
+    if SIMULATOR:
+        return 1
+    return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+
+
+def synchronize() -> None:
+    cuda.synchronize()
+
+
+def to_device(array):
+    return cuda.to_device(array)
+
+
+def device_array(shape, dtype):
+    return cuda.device_array(shape, dtype)
+
+
+def pinned_array(shape, dtype):
+    """Page-locked host memory (faster copies); plain NumPy under the simulator."""
+    return cuda.pinned_array(shape, dtype)
+
+
+def is_device_array(x) -> bool:
+    return cuda.is_cuda_array(x)
+
+
+def event():
+    """A timing event (the simulator's takes no arguments and times nothing useful)."""
+    if SIMULATOR:
+        return cuda.event()
+    return cuda.event(timing=True)
+
+
+def jit(fn=None, **kw):
+    """``cuda.jit`` with graphdl's defaults: kernels are cached on disk where the binding can.
+    GPU-only options (``max_registers``) are dropped under the simulator."""
+    if SIMULATOR:
+        kw.pop("max_registers", None)
+    elif kw.get("max_registers"):
+        kw["cache"] = False  # the disk cache's key does not include the register cap
+    else:
+        kw.pop("max_registers", None)
+    kw.setdefault("cache", not SIMULATOR)
+    if fn is None:
+        return lambda f: cuda.jit(f, **kw)
+    return cuda.jit(fn, **kw)
+
+
+def device_function(fn):
+    """A device function (callable from kernels only; NVVM inlines the small ones).
+
+    Under the simulator it is the plain Python function: the simulator's wrapper swaps
+    module globals at every call, which made a fused loop ten times slower. So a device
+    function must not use ``cuda.*`` itself (none does: they are scalar math)."""
+    if SIMULATOR:
+        return fn
+    return cuda.jit(fn, device=True)
+
+
+def _patch_simulator_shared_arrays() -> None:
+    """Make the simulator's ``cuda.shared.array`` thread-safe (and cheaper).
+
+    The simulator gives the threads of a block one shared array per (file, line) with an
+    unlocked check-then-insert, so two threads can each create their own "shared" array
+    and a block's tree reduction then reads the wrong one (seen as a rare wrong loss in
+    the tests). This replacement does the same lookup under a lock, keyed by the caller's
+    frame instead of a full ``traceback.extract_stack``. Applied only when the installed
+    simulator has the structure it replaces; otherwise the simulator is left as it is."""
+    import inspect
+    import threading
+
+    import numpy as np
+
+    try:
+        from numba.cuda.simulator import kernelapi
+    except ImportError:
+        return
+    cls = getattr(kernelapi, "FakeCUDAShared", None)
+    if cls is None or getattr(cls, "_graphdl_locked", False):
+        return
+    original = cls.array
+    try:
+        text = inspect.getsource(original)
+    except (OSError, TypeError):
+        return
+    if "_allocations" not in text or "extract_stack" not in text:
+        return
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, *args, **kwargs):
+        if (isinstance(shape, int) and shape == 0) or args or kwargs:
+            return original(self, shape, dtype, *args, **kwargs)
+        if not isinstance(dtype, np.dtype):
+            try:
+                dtype = np.dtype(dtype)
+            except TypeError:
+                dtype = np.dtype(str(dtype))
+        frame = sys._getframe(1)
+        caller = (frame.f_code.co_filename, frame.f_lineno)
+        with lock:
+            res = self._allocations.get(caller)
+            if res is None:
+                res = np.empty(shape, dtype)
+                self._allocations[caller] = res
+        return res
+
+    cls.array = array
+    cls._graphdl_locked = True
+
+
+if SIMULATOR:
+    _patch_simulator_shared_arrays()
+
+    # The simulator's block manager polls its threads while they wait at a barrier; with
+    # Python's default 5 ms switch interval every syncthreads() costs about 5 ms. A launch
+    # runs with a short interval (restored afterwards, so nothing else sees it).
+    _SIM_SWITCH_INTERVAL = 1e-4
+
+    def configure(kernel, grid, block):
+        """A callable that launches ``kernel`` with this configuration. The simulator's
+        ``kernel[grid, block]`` sets state on the kernel object itself, so it is configured
+        at every call there; on a GPU the configured launcher is made once and reused."""
+
+        def launch(*args):
+            old = sys.getswitchinterval()
+            sys.setswitchinterval(_SIM_SWITCH_INTERVAL)
+            try:
+                kernel[grid, block](*args)
+            finally:
+                sys.setswitchinterval(old)
+
+        return launch
+
+else:
+
+    def configure(kernel, grid, block):
+        return kernel[grid, block]

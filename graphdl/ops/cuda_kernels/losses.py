@@ -1,0 +1,209 @@
+"""CUDA kernels of the losses and the accuracy count (graphdl/ops/losses.py).
+
+The per-row arithmetic is the CPU kernels' (float64 accumulators, the same order within a
+row), so both backends agree to rounding. Losses and counts that end in one number run as
+one block of RED_BLOCK threads: each thread takes rows (or elements) in turn, and a
+shared-memory tree adds the partial sums. The cross-entropy gradient runs one thread per
+row, after a one-block kernel has counted the rows that count. (``max(a, b)`` of mixed
+float types is written as a conditional: numba's built-in CUDA target rejects it.)
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import float64
+
+from graphdl.backends.cuda.device import RED_BLOCK, cuda, jit
+from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
+
+
+@cuda_kernel
+@jit
+def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
+    tot = cuda.shared.array(RED_BLOCK, float64)
+    cnt = cuda.shared.array(RED_BLOCK, float64)
+    t = cuda.threadIdx.x
+    n, c = logits.shape
+    total = 0.0
+    count = 0.0
+    for i in range(t, n, cuda.blockDim.x):
+        lab = labels[i]
+        if lab != ignore:
+            m = logits[i, 0]
+            for j in range(1, c):
+                if logits[i, j] > m:  # noqa: PLR1730  (as the CPU kernel: no max())
+                    m = logits[i, j]
+            s = 0.0
+            zsum = 0.0
+            for j in range(c):
+                z = logits[i, j] - m
+                s += math.exp(z)
+                zsum += z
+            lse = math.log(s)
+            nll = lse - (logits[i, lab] - m)
+            smooth = lse - zsum / c
+            total += (1.0 - smoothing) * nll + smoothing * smooth
+            count += 1.0
+    tot[t] = total
+    cnt[t] = count
+    cuda.syncthreads()
+    s2 = cuda.blockDim.x // 2
+    while s2 > 0:
+        if t < s2:
+            tot[t] += tot[t + s2]
+            cnt[t] += cnt[t + s2]
+        cuda.syncthreads()
+        s2 //= 2
+    if t == 0:
+        out[0] = tot[0] / (cnt[0] if cnt[0] > 1.0 else 1.0)  # noqa: FURB136
+
+
+@cuda_kernel
+@jit
+def count_valid(labels, ignore, count):
+    """count[0] = how many labels are not ``ignore`` (one block)."""
+    cnt = cuda.shared.array(RED_BLOCK, float64)
+    t = cuda.threadIdx.x
+    k = 0.0
+    for i in range(t, labels.size, cuda.blockDim.x):
+        if labels[i] != ignore:
+            k += 1.0
+    cnt[t] = k
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if t < s:
+            cnt[t] += cnt[t + s]
+        cuda.syncthreads()
+        s //= 2
+    if t == 0:
+        count[0] = cnt[0]
+
+
+@cuda_kernel
+@jit
+def softmax_ce_bwd(g, logits, labels, count, out, smoothing, ignore):
+    """One thread per row: (softmax - smoothed one-hot) * g / count."""
+    n, c = logits.shape
+    scale = g[0] / (count[0] if count[0] > 1.0 else 1.0)  # noqa: FURB136
+    off = smoothing / c
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        lab = labels[i]
+        if lab == ignore:
+            for j in range(c):
+                out[i, j] = 0
+        else:
+            m = logits[i, 0]
+            for j in range(1, c):
+                if logits[i, j] > m:  # noqa: PLR1730  (as the CPU kernel: no max())
+                    m = logits[i, j]
+            s = 0.0
+            for j in range(c):
+                s += math.exp(logits[i, j] - m)
+            inv = 1.0 / s
+            for j in range(c):
+                p = math.exp(logits[i, j] - m) * inv
+                tj = off + (1.0 - smoothing) if j == lab else off
+                out[i, j] = (p - tj) * scale
+
+
+@cuda_kernel
+@jit
+def count_correct_kernel(logits, labels, correct, total, ignore):
+    hit_sh = cuda.shared.array(RED_BLOCK, float64)
+    cnt_sh = cuda.shared.array(RED_BLOCK, float64)
+    t = cuda.threadIdx.x
+    n, c = logits.shape
+    hits = 0.0
+    count = 0.0
+    for i in range(t, n, cuda.blockDim.x):
+        if labels[i] != ignore:
+            best = 0
+            for j in range(1, c):
+                if logits[i, j] > logits[i, best]:
+                    best = j
+            count += 1.0
+            if best == labels[i]:
+                hits += 1.0
+    hit_sh[t] = hits
+    cnt_sh[t] = count
+    cuda.syncthreads()
+    s = cuda.blockDim.x // 2
+    while s > 0:
+        if t < s:
+            hit_sh[t] += hit_sh[t + s]
+            cnt_sh[t] += cnt_sh[t + s]
+        cuda.syncthreads()
+        s //= 2
+    if t == 0:
+        correct[0] = hit_sh[0]
+        total[0] = cnt_sh[0]
+
+
+@cuda_kernel
+@jit
+def pair_loss_flat(p, t, out, bce):
+    """mean((p - t)^2), or with ``bce`` the mean of the stable binary cross-entropy of
+    logits p against targets t (one block)."""
+    acc = cuda.shared.array(RED_BLOCK, float64)
+    k = cuda.threadIdx.x
+    s = 0.0
+    for i in range(k, p.size, cuda.blockDim.x):
+        v = p[i]
+        if bce:
+            s += (v if v > 0.0 else 0.0) - v * t[i] + math.log1p(math.exp(-abs(v)))  # noqa: FURB136
+        else:
+            d = v - t[i]
+            s += d * d
+    acc[k] = s
+    cuda.syncthreads()
+    h = cuda.blockDim.x // 2
+    while h > 0:
+        if k < h:
+            acc[k] += acc[k + h]
+        cuda.syncthreads()
+        h //= 2
+    if k == 0:
+        out[0] = acc[0] / p.size
+
+
+@cuda_emitter("softmax_cross_entropy")
+def _emit_ce(ctx, attrs, ins, outs):
+    kernel = ctx.kernel("softmax_ce_fwd")
+    return ctx.launch(f"R.config_block({kernel})",
+                      [ctx.var(ins[0]), ctx.var(ins[1]), ctx.var(outs[0]),
+                       repr(float(attrs["label_smoothing"])), str(int(attrs["ignore_index"]))])
+
+
+@cuda_emitter("softmax_cross_entropy_grad")
+def _emit_ce_grad(ctx, attrs, ins, outs):
+    count = ctx.scratch("float64", "1")
+    lines = ctx.launch(f"R.config_block({ctx.kernel('count_valid')})",
+                       [ctx.var(ins[2]), str(int(attrs["ignore_index"])), count])
+    n = ctx.shape(ins[1])[0]
+    lines += ctx.launch(f"R.config_rows({ctx.kernel('softmax_ce_bwd')}, {n})",
+                        [ctx.var(ins[0]), ctx.var(ins[1]), ctx.var(ins[2]), count, ctx.var(outs[0]),
+                         repr(float(attrs["label_smoothing"])), str(int(attrs["ignore_index"]))])
+    return lines
+
+
+@cuda_emitter("count_correct")
+def _emit_correct(ctx, attrs, ins, outs):
+    kernel = ctx.kernel("count_correct_kernel")
+    return ctx.launch(f"R.config_block({kernel})",
+                      [ctx.var(ins[0]), ctx.var(ins[1]), ctx.var(outs[0]), ctx.var(outs[1]),
+                       str(int(attrs["ignore_index"]))])
+
+
+def _emit_pair(bce: bool):
+    def emit(ctx, attrs, ins, outs):
+        kernel = ctx.kernel("pair_loss_flat")
+        return ctx.launch(f"R.config_block({kernel})",
+                          [ctx.flat(ins[0]), ctx.flat(ins[1]), ctx.var(outs[0]), str(bce)])
+
+    return emit
+
+
+cuda_emitter("mse")(_emit_pair(False))
+cuda_emitter("bce_with_logits")(_emit_pair(True))
