@@ -88,9 +88,14 @@ def source_key(source: str) -> str:
 
 
 def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
-    """Write (if new) and import a generated module; returns (module, path, was_cached)."""
-    key = source_key(source)
-    directory = cache_dir() / "cpu"
+    """Write (if new) and import a generated CPU module; returns (module, path, was_cached)."""
+    return import_generated(source, source_key(source), "cpu")
+
+
+def import_generated(source: str, key: str, backend: str) -> tuple[types.ModuleType, Path, bool]:
+    """Write ``source`` to ``<cache>/<backend>/gdl_<key>.py`` (atomically, if new) and import
+    it as ``graphdl_gen.<backend>_<key>`` registered in sys.modules; shared by the backends."""
+    directory = cache_dir() / backend
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"gdl_{key}.py"
     existed = path.exists()
@@ -103,8 +108,10 @@ def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
         return sys.modules[modname], path, True
     if PACKAGE not in sys.modules:
         pkg = types.ModuleType(PACKAGE)
-        pkg.__path__ = [str(directory)]
+        pkg.__path__ = []
         sys.modules[PACKAGE] = pkg
+    if str(directory) not in sys.modules[PACKAGE].__path__:
+        sys.modules[PACKAGE].__path__.append(str(directory))
     spec = importlib.util.spec_from_file_location(modname, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[modname] = module

@@ -12,10 +12,7 @@ graphdl, Numba, numba-cuda and NumPy versions.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import os
 import re
-import sys
 import types
 from functools import cache
 from pathlib import Path
@@ -23,9 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import graphdl
-from graphdl.backends.cpu.cache import _function_source, cache_dir
-
-PACKAGE = "graphdl_gen_cuda"
+from graphdl.backends.cpu.cache import _function_source, import_generated
 
 
 @cache
@@ -56,25 +51,5 @@ def source_key(source: str) -> str:
 
 
 def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
-    """Write (if new) and import a generated module; returns (module, path, was_cached)."""
-    key = source_key(source)
-    directory = cache_dir() / "cuda"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"gdl_{key}.py"
-    existed = path.exists()
-    if not existed:
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(source, encoding="utf-8")
-        os.replace(tmp, path)
-    modname = f"{PACKAGE}.gdl_{key}"
-    if modname in sys.modules:
-        return sys.modules[modname], path, True
-    if PACKAGE not in sys.modules:
-        pkg = types.ModuleType(PACKAGE)
-        pkg.__path__ = [str(directory)]
-        sys.modules[PACKAGE] = pkg
-    spec = importlib.util.spec_from_file_location(modname, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[modname] = module
-    spec.loader.exec_module(module)
-    return module, path, existed
+    """Write (if new) and import a generated CUDA module; returns (module, path, was_cached)."""
+    return import_generated(source, source_key(source), "cuda")
