@@ -89,7 +89,7 @@ class Model:
             c.program.bind_params(self.params, self.state)
         return self._compiled[mode]
 
-    def compile(self, modes=("train", "eval")) -> "Model":
+    def compile(self, modes=("train", "eval")) -> Model:
         for m in modes:
             self.compiled(m)
         return self

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 from graphdl.errors import Diagnostic, GraphdlError
 
-
 _STARTED = time.perf_counter()
 
 

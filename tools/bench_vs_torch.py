@@ -25,7 +25,7 @@ SPECS = {"mlp": ROOT / "specs" / "bench_mlp.yaml", "lenet": ROOT / "specs" / "be
 
 def torch_model(name: str):
     """The torch twin of each benchmark spec, and its input shape."""
-    import torch.nn as nn
+    from torch import nn
 
     if name == "mlp":
         return nn.Sequential(

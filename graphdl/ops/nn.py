@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 
-from graphdl.ir.types import TensorType
 from graphdl.ops.reduce import _prod
 from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
 

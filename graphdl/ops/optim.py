@@ -8,8 +8,6 @@ where it cannot, the emitter copies the input into the output first).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register

@@ -10,9 +10,10 @@ into the generated step function. Nothing here imports numba: backends jit lazil
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, Callable
+from typing import Any
 
 from graphdl.ir.types import TensorType
 

@@ -16,8 +16,8 @@ liveness is only defined once the order is fixed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from graphdl.ir.graph import Graph
 from graphdl.ir.verify import verify

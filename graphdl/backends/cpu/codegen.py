@@ -50,7 +50,7 @@ class StepSignature:
 class EmitCtx:
     """What an op's `emit_cpu` sees: variable names, shape expressions, kernels, literals."""
 
-    def __init__(self, gen: "CpuCodegen"):
+    def __init__(self, gen: CpuCodegen):
         self.gen = gen
         self._fresh = 0
 
