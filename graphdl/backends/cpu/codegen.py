@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
@@ -206,7 +207,11 @@ class CpuCodegen:
                 "type": g.type_of(outs[0]).to_json(),
             }
             return self._call_loop([member], [self.var[v] for v in ins], [g.type_of(v) for v in ins], outs[0], ctx)
-        raise NotImplementedError(f"op {nd['op']!r} has no CPU kernel")
+        # DESIGN: a missing kernel is a compile-time error, never a NumPy fallback
+        raise GraphdlError(Diagnostic(
+            "E708", f"no CPU kernel for op {nd['op']} (layer {nd['layer']})",
+            file=g.meta.get("spec_path"), line=nd["line"],
+            help="this op can only run in the reference interpreter"), phase="compile")
 
     def _call_loop(self, members, in_vars, in_types, out: Value, ctx: EmitCtx) -> list[str]:
         out_t = self.g.type_of(out)

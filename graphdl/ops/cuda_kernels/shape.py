@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from graphdl.backends.cuda.device import cuda, jit
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
+from graphdl.errors import Diagnostic, GraphdlError
 
 RANK = 6  # transpose handles up to this many axes (shapes are padded with leading ones)
 
@@ -83,7 +84,9 @@ def emit_transpose(ctx, src: str, shape: tuple[str, ...], perm: tuple[int, ...],
     """Launch a transpose of ``src`` (shape ``shape``, expressions) into ``dst`` (a device
     array of the transposed shape), for emitters that need one (reductions)."""
     if len(perm) > RANK:
-        raise NotImplementedError(f"transpose of rank {len(perm)} > {RANK} on CUDA")
+        raise GraphdlError(Diagnostic(
+            "E708", f"no CUDA kernel for a transpose of rank {len(perm)} (the CUDA backend "
+            f"handles rank <= {RANK})", help="use device: cpu for this model"), phase="compile")
     strides = []
     for k in range(len(shape)):
         strides.append(" * ".join(shape[k + 1 :]) or "1")
