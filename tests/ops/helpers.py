@@ -227,3 +227,30 @@ def away_from_zero(
     mag = r.uniform(low, high, size=shape)
     sign = np.where(r.random(shape) < 0.5, -1.0, 1.0)
     return (mag * sign).astype(dtype)
+
+
+def graph_gradcheck(build, arrays, *, eps=1e-6, rtol=1e-5, atol=1e-8):
+    """Finite differences for a loss built from several ops: ``build(g, params)`` gets a dict
+    of float64 param Values (one per array) and returns a scalar loss Value."""
+    g = Graph()
+    ps = {k: g.param(k, T(*a.shape, dtype="float64")) for k, a in arrays.items()}
+    g.outputs["loss"] = build(g, ps)
+    grads = build_gradients(g, g.outputs["loss"], [p.node for p in ps.values()])
+    for k, p in ps.items():
+        assert p.node in grads, f"no gradient for {k}"
+        g.outputs[f"grad_{k}"] = grads[p.node]
+    outs = run_reference(g, {}, arrays)[0]
+
+    def f(xs):
+        return float(run_reference(g, {}, xs)[0]["loss"])
+
+    for k, a in arrays.items():
+        num = np.zeros(a.shape)
+        for idx in np.ndindex(*a.shape):
+            xs = {n: v.copy() for n, v in arrays.items()}
+            xs[k][idx] += eps
+            hi = f(xs)
+            xs[k][idx] -= 2 * eps
+            num[idx] = (hi - f(xs)) / (2 * eps)
+        np.testing.assert_allclose(outs[f"grad_{k}"], num, rtol=rtol, atol=atol, err_msg=k)
+    return outs

@@ -86,17 +86,13 @@ class EmitCtx:
         return f"_{prefix}{self._fresh}"
 
 
-class CpuCodegen:
-    def __init__(self, g: Graph, title: str = "program"):
-        self.g = g
-        self.title = title
-        self.var: dict[Value, str] = {}
-        self.sig = StepSignature()
-        self.kernels_used: set[str] = set()
-        self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
-        self.loop_sources: list[str] = []
+class GraphSource:
+    """What every backend's generator shares: variable names for the graph's sources and
+    the symbolic dims bound from the inputs. Subclasses set ``g``, ``var`` and ``sig``."""
 
-    # ------------------------------------------------------------ values
+    # how a bound dim is read from an input's shape (CUDA wraps it in int())
+    SHAPE_READ = "{}"
+
     def _declare_sources(self) -> None:
         g = self.g
         for kind, field_ in (("input", "inputs"), ("param", "params"), ("state", "state")):
@@ -112,7 +108,8 @@ class CpuCodegen:
         for name, nid in sorted(self.g.named("input").items()):
             for axis, d in enumerate(self.g.type_of(Value(nid)).shape):
                 if isinstance(d, str) and d not in seen:
-                    seen[d] = f"{dim_expr(d)} = {self.var[Value(nid)]}.shape[{axis}]"
+                    seen[d] = f"{dim_expr(d)} = " + self.SHAPE_READ.format(
+                        f"{self.var[Value(nid)]}.shape[{axis}]")
         for nid in self.g.nodes():
             for t in self.g.node(nid)["types"]:
                 for d in t.symbols() - set(seen):
@@ -125,6 +122,18 @@ class CpuCodegen:
             return "1"
         return " * ".join(dim_expr(d) for d in t.shape)
 
+
+class CpuCodegen(GraphSource):
+    def __init__(self, g: Graph, title: str = "program"):
+        self.g = g
+        self.title = title
+        self.var: dict[Value, str] = {}
+        self.sig = StepSignature()
+        self.kernels_used: set[str] = set()
+        self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
+        self.loop_sources: list[str] = []
+
+    # ------------------------------------------------------------ values
     def _allocate(self, v: Value, ctx: EmitCtx) -> list[str]:
         plan = self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}")
         t = self.g.type_of(v)

@@ -23,9 +23,14 @@ source: the source (and its cache entry) depends only on the graph's structure.
 
 from __future__ import annotations
 
-import re
-
-from graphdl.backends.cpu.codegen import SOURCES, StepSignature, _rebase_members, dim_expr
+from graphdl.backends.cpu.codegen import (
+    SOURCES,
+    GraphSource,
+    StepSignature,
+    _ident,
+    _rebase_members,
+    dim_expr,
+)
 from graphdl.backends.cuda.registry import emitter_for
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Graph, Value
@@ -33,10 +38,6 @@ from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
 
 NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
-
-
-def _ident(name: str) -> str:
-    return re.sub(r"\W", "_", name)
 
 
 class CudaEmitCtx:
@@ -123,7 +124,9 @@ class CudaEmitCtx:
         return self.launch1d(self.kernel("copy_flat"), n, [self.flat(src), self.flat(dst)])
 
 
-class CudaCodegen:
+class CudaCodegen(GraphSource):
+    SHAPE_READ = "int({})"
+
     def __init__(self, g: Graph, title: str = "program"):
         self.g = g
         self.title = title
@@ -137,34 +140,6 @@ class CudaCodegen:
         self.out_region: dict[str, tuple[str, str, str, str]] = {}  # var -> (dtype, start, size, shape)
 
     # ------------------------------------------------------------ values
-    def _declare_sources(self) -> None:
-        g = self.g
-        for kind, field_ in (("input", "inputs"), ("param", "params"), ("state", "state")):
-            for name, nid in sorted(g.named(kind).items()):
-                self.var[Value(nid)] = f"{kind[:2]}_{_ident(name)}"
-                getattr(self.sig, field_).append(name)
-        for nid in sorted(g.nodes_by_op("const")):
-            self.var[Value(nid)] = f"c{nid}"
-            self.sig.consts.append(nid)
-
-    def _symbol_bindings(self) -> list[str]:
-        seen = {}
-        for name, nid in sorted(self.g.named("input").items()):
-            for axis, d in enumerate(self.g.type_of(Value(nid)).shape):
-                if isinstance(d, str) and d not in seen:
-                    seen[d] = f"{dim_expr(d)} = int({self.var[Value(nid)]}.shape[{axis}])"
-        for nid in self.g.nodes():
-            for t in self.g.node(nid)["types"]:
-                for d in t.symbols() - set(seen):
-                    raise ValueError(f"symbolic dim {d} of {self.g.describe(nid)} is bound by "
-                                     "no graph input: its size is unknown at run time")
-        return list(seen.values())
-
-    def _size_expr(self, t: TensorType) -> str:
-        if not t.shape:
-            return "1"
-        return " * ".join(dim_expr(d) for d in t.shape)
-
     def _output_buffer(self, name: str, t: TensorType, ctx: CudaEmitCtx) -> None:
         """Bind ``name`` to a region of the output pack of its dtype."""
         regions = self.packs.setdefault(t.dtype, [])
