@@ -385,25 +385,39 @@ def candidates():
 def _graphdl_variant(wide_limit: int):
     """graphdl's own kernels, compiled here with another WIDE_LIMIT (the wide / segment
     choice), called like the candidates below."""
-    import types
-
-    from numba import njit
-
     from graphdl.ops import conv
 
-    fm = {"arcp", "contract", "afn", "reassoc", "nsz"}
-    kernels = []
-    for fn in (conv.conv2d_fwd, conv.conv2d_bwd_input, conv.conv2d_bwd_weight):
-        glb = {**fn.__globals__, "WIDE_LIMIT": wide_limit}
-        copy = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__)
-        kernels.append(njit(error_model="numpy", fastmath=fm)(copy))
-    fwd, bin_, bw = kernels
-
+    fwd, bin_, bw = (
+        _recompiled(fn, {"WIDE_LIMIT": wide_limit}, {})
+        for fn in (conv.conv2d_fwd, conv.conv2d_bwd_input, conv.conv2d_bwd_weight)
+    )
     return (
         lambda x, w, out: fwd(x, w, w.reshape(-1), out, 1, 1, *_pads(x, out, w), 1, 1, 1, False),
         lambda gy, w, gx: bin_(gy, w, gx, 1, 1, *_pads(gx, gy, w), 1, 1, 1),
         lambda x, gy, gw: bw(x, gy, gw, 1, 1, *_pads(x, gy, gw), 1, 1, 1),
     )
+
+
+def _recompiled(fn, consts: dict, memo: dict):
+    """A jitted copy of a kernel (plain function) or helper (Numba dispatcher) whose module
+    constants are overridden by ``consts``, with the helpers it calls copied the same way."""
+    import types
+
+    from numba import njit
+
+    from graphdl.ops.registry import FASTMATH, is_parallel_kernel
+
+    py = getattr(fn, "py_func", fn)
+    if py in memo:
+        return memo[py]
+    glb = {**py.__globals__, **consts}
+    for name in py.__code__.co_names:
+        if hasattr(glb.get(name), "py_func"):
+            glb[name] = _recompiled(glb[name], consts, memo)
+    copy = types.FunctionType(py.__code__, glb, py.__name__, py.__defaults__)
+    memo[py] = njit(error_model="numpy", fastmath=FASTMATH,
+                    parallel=is_parallel_kernel(py.__name__))(copy)
+    return memo[py]
 
 
 def _pads(x, y, w):

@@ -23,10 +23,11 @@ holds at least one real cell.
 from __future__ import annotations
 
 import numpy as np
+from numba import prange
 
 from graphdl.ir.types import TensorType
-from graphdl.ops.conv import _check_image, _fmt, _pair, _quad
-from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
+from graphdl.ops.conv import PAR_BLOCKS, _check_image, _fmt, _pair, _quad
+from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_helper, cpu_kernel, register
 
 # ----------------------------------------------------------------------- attributes
 
@@ -222,8 +223,8 @@ def _g_global(g, attrs, ins, outs, gouts):
 # writing them).
 
 
-@cpu_kernel
-def max_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl):
+@cpu_helper
+def _max_pool_fwd_block(x, out, kh, kw, sh, sw, pt, pl):
     n_img, n_ch, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     ninf = out.dtype.type(-np.inf)
@@ -280,8 +281,8 @@ def max_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl):
                                 os[q] = v if (v > m or v != v) else m  # noqa: PLR0124
 
 
-@cpu_kernel
-def max_pool2d_bwd(gy, x, gx, kh, kw, sh, sw, pt, pl):
+@cpu_helper
+def _max_pool_bwd_block(gy, x, gx, kh, kw, sh, sw, pt, pl):
     n_img, n_ch, h, w = x.shape
     oh, ow = gy.shape[2], gy.shape[3]
     zero = gx.dtype.type(0)
@@ -382,6 +383,29 @@ def max_pool2d_bwd(gy, x, gx, kh, kw, sh, sw, pt, pl):
                     gplane[arg[j]] += grow[j]
 
 
+# Threads: the max-pooling kernels split the batch into at most PAR_BLOCKS runs of
+# samples run with `prange`, each by the helper above on its slice of the batch (as the
+# convolutions do, see graphdl/ops/conv.py).
+
+
+@cpu_kernel(parallel=True)
+def max_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl):
+    n_img = x.shape[0]
+    nblk = min(PAR_BLOCKS, n_img)
+    for t in prange(nblk):
+        n0, n1 = n_img * t // nblk, n_img * (t + 1) // nblk
+        _max_pool_fwd_block(x[n0:n1], out[n0:n1], kh, kw, sh, sw, pt, pl)
+
+
+@cpu_kernel(parallel=True)
+def max_pool2d_bwd(gy, x, gx, kh, kw, sh, sw, pt, pl):
+    n_img = x.shape[0]
+    nblk = min(PAR_BLOCKS, n_img)
+    for t in prange(nblk):
+        n0, n1 = n_img * t // nblk, n_img * (t + 1) // nblk
+        _max_pool_bwd_block(gy[n0:n1], x[n0:n1], gx[n0:n1], kh, kw, sh, sw, pt, pl)
+
+
 @cpu_kernel
 def avg_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl, count_include_pad):
     n_img, n_ch, h, w = x.shape
@@ -477,33 +501,33 @@ def global_avg_pool2d_fwd(x, out):
 # ----------------------------------------------------------------------- emitters
 
 
-def _args(attrs) -> str:
+def _args(ctx, attrs) -> str:
     (kh, kw), (sh, sw), (pt, _, pl, _) = pool_params(attrs)
-    return f"{kh}, {kw}, {sh}, {sw}, {pt}, {pl}"
+    return ctx.runtime(kh, kw, sh, sw, pt, pl)
 
 
 def _emit_max(ctx, attrs, ins, outs):
-    return [f"{ctx.kernel('max_pool2d_fwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(attrs)})"]
+    return [f"{ctx.kernel('max_pool2d_fwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(ctx, attrs)})"]
 
 
 def _emit_max_grad(ctx, attrs, ins, outs):
     return [
         (f"{ctx.kernel('max_pool2d_bwd')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
-        f"{ctx.var(outs[0])}, {_args(attrs)})")
+        f"{ctx.var(outs[0])}, {_args(ctx, attrs)})")
     ]
 
 
 def _emit_avg(ctx, attrs, ins, outs):
     return [
-        (f"{ctx.kernel('avg_pool2d_fwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(attrs)}, "
-        f"{bool(attrs['count_include_pad'])})")
+        (f"{ctx.kernel('avg_pool2d_fwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(ctx, attrs)}, "
+        f"{ctx.runtime(bool(attrs['count_include_pad']))})")
     ]
 
 
 def _emit_avg_grad(ctx, attrs, ins, outs):
     return [
-        (f"{ctx.kernel('avg_pool2d_bwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(attrs)}, "
-        f"{bool(attrs['count_include_pad'])})")
+        (f"{ctx.kernel('avg_pool2d_bwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(ctx, attrs)}, "
+        f"{ctx.runtime(bool(attrs['count_include_pad']))})")
     ]
 
 

@@ -93,6 +93,10 @@ class OpDef:
 
 _OPS: dict[str, OpDef] = {}
 _CPU_KERNELS: dict[str, Callable] = {}
+_PARALLEL_KERNELS: set[str] = set()
+# LLVM fast-math flags of every CPU kernel: all but "nnan" / "ninf", so NaN and inf
+# still propagate (and non-finite checks still see them)
+FASTMATH = {"arcp", "contract", "afn", "reassoc", "nsz"}
 
 
 def register(op: OpDef) -> OpDef:
@@ -115,12 +119,36 @@ def all_ops() -> dict[str, OpDef]:
     return dict(_OPS)
 
 
-def cpu_kernel(fn: Callable) -> Callable:
-    """Register a plain function as a CPU kernel; the CPU backend jits it lazily."""
-    if fn.__name__ in _CPU_KERNELS and _CPU_KERNELS[fn.__name__] is not fn:
-        raise ValueError(f"cpu kernel {fn.__name__!r} registered twice")
-    _CPU_KERNELS[fn.__name__] = fn
-    return fn
+def cpu_kernel(fn: Callable | None = None, *, parallel: bool = False):
+    """Register a plain function as a CPU kernel; the CPU backend jits it lazily.
+
+    ``@cpu_kernel`` or ``@cpu_kernel(parallel=True)``: a parallel kernel is compiled with
+    Numba's ``parallel=True`` and may use ``prange`` (see `parallel_chunks`).
+    """
+
+    def register_kernel(f: Callable) -> Callable:
+        if f.__name__ in _CPU_KERNELS and _CPU_KERNELS[f.__name__] is not f:
+            raise ValueError(f"cpu kernel {f.__name__!r} registered twice")
+        _CPU_KERNELS[f.__name__] = f
+        if parallel:
+            _PARALLEL_KERNELS.add(f.__name__)
+        return f
+
+    return register_kernel if fn is None else register_kernel(fn)
+
+
+def cpu_helper(fn: Callable) -> Callable:
+    """A jitted function that CPU kernels call (Numba resolves a kernel's globals when it
+    compiles the kernel, so a helper must already be a Numba function). Compiled on first
+    use, cached on disk, with the kernels' flags; `graphdl.backends.cpu.cache` hashes
+    helper sources into the keys of the kernels that call them."""
+    from numba import njit
+
+    return njit(cache=True, error_model="numpy", fastmath=FASTMATH)(fn)
+
+
+def is_parallel_kernel(name: str) -> bool:
+    return name in _PARALLEL_KERNELS
 
 
 def cpu_kernels() -> dict[str, Callable]:

@@ -104,6 +104,48 @@ def test_kernels_match_reference(K, case):
     np.testing.assert_allclose(gw, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n", [1, 5, 37])
+def test_kernels_give_the_same_bits_on_any_number_of_threads(K, n):
+    """The conv and max-pool kernels split the batch into blocks run with prange; the
+    weight gradient adds the blocks' sums in block order, so one thread or two give
+    identical results (a resumed run on another machine trains the same), and batches that
+    do not divide into the blocks still match the reference."""
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here")
+    case = (n, 3, 10, 9, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, True)
+    x, w, b, gy = _data(case, seed=3)
+    attrs = _attrs(case)
+    args = _kernel_args(attrs)
+    pooled = np.empty((n, 16, 5, 4), np.float32)
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            y = np.empty(gy.shape, np.float32)
+            gx = np.empty(x.shape, np.float32)
+            gw = np.empty(w.shape, np.float32)
+            K.conv2d_fwd(x, w, b, y, *args, True)
+            K.conv2d_bwd_input(gy, w, gx, *args)
+            K.conv2d_bwd_weight(x, gy, gw, *args)
+            K.max_pool2d_fwd(y, pooled, 2, 2, 2, 2, 0, 0)
+            gpool = np.empty(y.shape, np.float32)
+            K.max_pool2d_bwd(pooled, y, gpool, 2, 2, 2, 2, 0, 0)
+            runs.append((y, gx, gw, pooled.copy(), gpool))
+    finally:
+        numba.set_num_threads(before)
+    for one, two in zip(*runs):
+        np.testing.assert_array_equal(one, two)
+    want = _ref("conv2d_grad_weight", {**attrs, "kernel_size": w.shape[2:]}, x, gy)
+    np.testing.assert_allclose(runs[1][2], want, rtol=1e-4, atol=1e-4)
+    want = _ref("conv2d", attrs, x, w, b)
+    np.testing.assert_allclose(runs[1][0], want, rtol=1e-5, atol=1e-5)
+    want = _ref("max_pool2d", {"kernel": (2, 2)}, want)
+    np.testing.assert_allclose(runs[1][3], want, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_reference_matches_torch(case):
     torch = pytest.importorskip("torch")

@@ -62,16 +62,25 @@ def _function_source(name: str) -> str:
         fn = all_ops()[name[2:]].scalar
     else:
         return f"<unknown {name}>"
+    return _meaning(fn, set())
+
+
+def _meaning(fn, seen: set) -> str:
+    """A function's source, the module-level constants it reads and, recursively, the
+    source of the jitted helpers it calls (`graphdl.ops.registry.cpu_helper`)."""
+    seen.add(fn)
     try:
         text = inspect.getsource(fn)
     except OSError:
         text = fn.__qualname__
-    # module-level constants a scalar function reads are part of its meaning
-    consts = sorted(
-        f"{k}={v!r}" for k, v in fn.__globals__.items()
-        if k in fn.__code__.co_names and isinstance(v, (int, float))
-    )
-    return text + ";".join(consts)
+    parts = [text]
+    for k in sorted(set(fn.__code__.co_names) & fn.__globals__.keys()):
+        v = fn.__globals__[k]
+        if isinstance(v, (int, float)):
+            parts.append(f"{k}={v!r}")
+        elif hasattr(v, "py_func") and v.py_func not in seen:  # a Numba dispatcher
+            parts.append(_meaning(v.py_func, seen))
+    return ";".join(parts)
 
 
 def source_key(source: str) -> str:

@@ -16,12 +16,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
+from graphdl.ops.registry import FASTMATH as _FASTMATH_FLAGS
 from graphdl.ops.registry import get_op
 
-FASTMATH = '{"arcp", "contract", "afn", "reassoc", "nsz"}'  # NaN checks keep working
+# the kernels' fast-math flags, as a literal in generated code (NaN checks keep working)
+FASTMATH = "{" + ", ".join(f'"{f}"' for f in sorted(_FASTMATH_FLAGS)) + "}"
 SOURCES = ("input", "param", "state", "const")
 NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
 
@@ -80,6 +84,16 @@ class EmitCtx:
 
     def lit(self, x: float, dtype: str) -> str:
         return f"{NP_DTYPE[dtype]}({x!r})"
+
+    def runtime(self, *values: int | bool) -> str:
+        """Ints / bools for a kernel as run-time values, comma separated. Numba types a
+        bare constant argument as a literal and compiles the callee once per value; behind
+        ``np.int64(...)`` / ``np.bool_(...)`` a kernel (and the helpers it calls) compiles
+        once per array signature, whatever the strides, padding or window sizes."""
+        return ", ".join(
+            f"np.bool_({v})" if isinstance(v, (bool, np.bool_)) else f"np.int64({int(v)})"
+            for v in values
+        )
 
     def fresh(self, prefix: str) -> str:
         self._fresh += 1

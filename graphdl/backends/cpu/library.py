@@ -10,15 +10,21 @@ from __future__ import annotations
 
 from numba import njit
 
-from graphdl.ops.registry import all_ops, cpu_kernels
+from graphdl.ops.registry import FASTMATH, all_ops, cpu_kernels, is_parallel_kernel
 
-FASTMATH = {"arcp", "contract", "afn", "reassoc", "nsz"}
+PRANGE_ONLY = {
+    "comprehension": False, "prange": True, "setitem": False, "reduction": False,
+    "numpy": False, "stencil": False, "fusion": False, "inplace_binop": False,
+}
 
 
 def _install() -> None:
     g = globals()
     for name, fn in cpu_kernels().items():
-        g[name] = njit(cache=True, error_model="numpy", fastmath=FASTMATH)(fn)
+        g[name] = njit(
+            cache=True, error_model="numpy", fastmath=FASTMATH,
+            parallel=PRANGE_ONLY if is_parallel_kernel(name) else False,
+        )(fn)
     for name, op in all_ops().items():
         if op.scalar is not None:
             g[f"s_{name}"] = njit(cache=True, inline="always", error_model="numpy")(op.scalar)

@@ -1,0 +1,30 @@
+"""The CPU kernel cache key covers what the generated step's machine code is made of."""
+
+from __future__ import annotations
+
+import inspect
+
+from graphdl.backends.cpu import cache
+from graphdl.ops import conv
+
+
+def test_key_covers_the_jitted_helpers_a_kernel_calls():
+    """Numba's cache of a step holds its callees' code: a kernel's key text includes the
+    source of the helpers it calls, recursively (conv2d_fwd -> _fwd_block -> _im2col), and
+    the module constants they read."""
+    text = cache._function_source("conv2d_fwd")
+    for helper in (conv._fwd_block, conv._im2col, conv._pad_sample, conv._geometry):
+        assert inspect.getsource(helper.py_func) in text
+    assert f"WIDE_LIMIT={conv.WIDE_LIMIT!r}" in text
+    assert f"PAR_BLOCKS={conv.PAR_BLOCKS!r}" in text
+
+
+def test_key_changes_with_a_helper(monkeypatch):
+    source = "def step(x):\n    K.conv2d_fwd(x)\n"
+    before = cache.source_key(source)
+    cache._function_source.cache_clear()
+    monkeypatch.setattr(conv, "WIDE_LIMIT", conv.WIDE_LIMIT + 1)
+    try:
+        assert cache.source_key(source) != before
+    finally:
+        cache._function_source.cache_clear()
