@@ -19,12 +19,15 @@ printed: on a shared 2-core machine a busy neighbour halves what 2 threads can d
 
 `--candidates` compares the strategies measured before choosing (stride 1, dilation 1,
 groups 1):
-- graphdl (chosen): im2col + BLAS per sample; with stride 1 and few filters per group
-  the GEMM runs over the padded width, so each im2col row is one contiguous copy ("wide
-  rows"), otherwise each tap copies OH row segments (graphdl/ops/conv.py, WIDE_LIMIT);
+- graphdl (chosen): im2col + BLAS per sample, the batch split into blocks of samples run
+  on Numba's threads; with stride 1 and few filters per group the GEMM runs over the
+  padded width, so each im2col row is one contiguous copy ("wide rows"), otherwise each
+  tap copies OH row segments (graphdl/ops/conv.py, WIDE_LIMIT);
 - wide rows always / segments always: graphdl's kernels compiled here with either choice
   forced;
-- batch GEMM: im2col of the whole batch and one BLAS call (plus transposing copies);
+- batch GEMM: im2col of the whole batch and one BLAS call (plus transposing copies; the
+  unfolding on one thread, the GEMM on the threads SciPy's BLAS is allowed, which graphdl
+  sets to one);
 - direct prange: direct loops parallel over samples (or filters for the weight gradient)
   with numba's prange and per-thread buffers, no BLAS.
 """
@@ -159,7 +162,8 @@ def candidates():
         return _CANDIDATES
     from numba import njit, prange
 
-    fm = {"arcp", "contract", "afn", "reassoc", "nsz"}
+    from graphdl.ops.registry import FASTMATH as fm
+
     jit = njit(cache=False, error_model="numpy", fastmath=fm)
     pjit = njit(cache=False, error_model="numpy", fastmath=fm, parallel=True)
 

@@ -223,8 +223,8 @@ def _g_global(g, attrs, ins, outs, gouts):
 # writing them).
 
 
-@cpu_helper
-def _max_pool_fwd_block(x, out, kh, kw, sh, sw, pt, pl):
+@cpu_kernel
+def max_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl):
     n_img, n_ch, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     ninf = out.dtype.type(-np.inf)
@@ -383,18 +383,11 @@ def _max_pool_bwd_block(gy, x, gx, kh, kw, sh, sw, pt, pl):
                     gplane[arg[j]] += grow[j]
 
 
-# Threads: the max-pooling kernels split the batch into at most PAR_BLOCKS runs of
-# samples run with `prange`, each by the helper above on its slice of the batch (as the
-# convolutions do, see graphdl/ops/conv.py).
-
-
-@cpu_kernel(parallel=True)
-def max_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl):
-    n_img = x.shape[0]
-    nblk = min(PAR_BLOCKS, n_img)
-    for t in prange(nblk):
-        n0, n1 = n_img * t // nblk, n_img * (t + 1) // nblk
-        _max_pool_fwd_block(x[n0:n1], out[n0:n1], kh, kw, sh, sw, pt, pl)
+# Threads: the max-pooling gradient splits the batch into at most PAR_BLOCKS runs of samples
+# run with `prange`, each by the helper above on its slice of the batch (as the
+# convolutions do, see graphdl/ops/conv.py). The forward pass is a few times cheaper and
+# stays on the calling thread: a parallel region costs a synchronisation, and on a shared
+# machine every one of them is a chance to wait for a descheduled thread.
 
 
 @cpu_kernel(parallel=True)
