@@ -97,7 +97,14 @@ def source_key(source: str) -> str:
 
 
 def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
-    """Write (if new) and import a generated CPU module; returns (module, path, was_cached)."""
+    """Write (if new) and import a generated CPU module; returns (module, path, was_cached).
+    A module that calls a parallel kernel gets Numba's thread pool started first (see
+    `graphdl.backends.cpu.library.start_thread_pool`)."""
+    from graphdl.backends.cpu import library
+    from graphdl.ops.registry import is_parallel_kernel
+
+    if any(is_parallel_kernel(name) for name in set(re.findall(r"\bK\.(\w+)", source))):
+        library.start_thread_pool()
     return import_generated(source, source_key(source), "cpu")
 
 

@@ -49,6 +49,20 @@ def short_thread_spin() -> None:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 
+def start_thread_pool() -> None:
+    """Start Numba's thread pool before a generated step that calls a parallel kernel runs.
+
+    Numba starts the pool when it compiles a parallel function or loads one from its cache,
+    but not when it loads from the cache a function that merely calls one (numba/numba#8578;
+    the fix, numba/numba#9950, is not released): a cached step would then enter a parallel
+    region of a pool that was never started, and crash. `numba.get_num_threads` starts the
+    pool (idempotent, cheap after the first time).
+    """
+    import numba
+
+    numba.get_num_threads()
+
+
 def limit_blas_threads(threads: int = 1) -> None:
     """Run the BLAS that Numba calls (SciPy's OpenBLAS) on ``threads`` threads.
 
