@@ -39,14 +39,18 @@ def cache_dir() -> Path:
 
 @cache
 def _toolchain_fingerprint() -> str:
-    """Versions and the backend's own code (library and code generator)."""
+    """Versions, the backend's own code (library and code generator) and the fast-math
+    flags every kernel and helper is jitted with."""
     import numba
+
+    from graphdl.ops.registry import FASTMATH
 
     h = hashlib.sha256()
     h.update(f"graphdl={graphdl.__version__};numba={numba.__version__};numpy={np.__version__}".encode())
     here = Path(__file__).parent
     for name in ("library.py", "codegen.py"):
         h.update((here / name).read_bytes())
+    h.update(repr(sorted(FASTMATH)).encode())
     return h.hexdigest()
 
 
