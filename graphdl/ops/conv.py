@@ -43,7 +43,16 @@ import numpy as np
 from numba import prange
 
 from graphdl.ir.types import TensorType
-from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_helper, cpu_kernel, register
+from graphdl.ops.registry import (
+    PAR_BLOCKS,
+    Attr,
+    OpDef,
+    Pattern,
+    ShapeError,
+    cpu_helper,
+    cpu_kernel,
+    register,
+)
 
 FLOATS = ("float32", "float64")
 
@@ -414,20 +423,21 @@ def _g_grad_weight(g, attrs, ins, outs, gouts):
 # tools/bench_conv.py --candidates: LeNet conv1 +7..18 %, conv2 even, 32->64 3x3 -10..18 %);
 # otherwise each tap copies OH segments.
 #
-# Threads: each kernel splits the batch into at most PAR_BLOCKS runs of samples and runs
-# them with `prange` (Numba's thread pool; BLAS itself stays on one thread, see
-# `graphdl.backends.cpu.library.limit_blas_threads`). A block allocates its own scratch
-# once and does its samples with the jitted helpers below: the per-sample code compiled
-# inside a parfor body ran 1.2-1.5x slower on one thread than the same code in a plain
-# function. The weight gradient sums each block's share into its own buffer and adds the
-# blocks in order, so results do not depend on the number of threads.
+# Threads: each kernel splits the batch into at most PAR_BLOCKS (graphdl.ops.registry)
+# runs of samples and runs them with `prange` (Numba's thread pool; BLAS itself stays on
+# one thread, see `graphdl.backends.cpu.library.limit_blas_threads`). A block allocates
+# its own scratch once and does its samples with the jitted helpers below: the per-sample
+# code compiled inside a parfor body ran 1.2-1.5x slower on one thread than the same code
+# in a plain function. The weight gradient sums each block's share into its own copy of
+# gw (fewer blocks when gw is large, ACC_BUDGET) and adds the blocks in order, so results
+# do not depend on the number of threads.
 #
 # Non-finite inputs: in the wide weight gradient the extra columns multiply zeros, so an
 # inf in x gives NaN (rather than inf) in the weights it touches; either way training is
 # already broken, and the forward pass shows it first.
 
 WIDE_LIMIT = 64
-PAR_BLOCKS = 16
+ACC_BUDGET = 1 << 22  # elements of per-block weight-gradient buffers (16 MB float32)
 
 
 @cpu_helper
@@ -657,7 +667,8 @@ def conv2d_bwd_weight(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
     fg = nf // groups
     nk = cg * khs * kws
     trans = fg >= 16
-    nblk = min(PAR_BLOCKS, n_img)
+    # each block holds a copy of gw: fewer blocks (never fewer than 2) for big weights
+    nblk = min(PAR_BLOCKS, n_img, max(2, ACC_BUDGET // (nf * nk)))
     acc = np.zeros((max(nblk, 1),) + ((groups, nk, fg) if trans else (1, nf, nk)), x.dtype)
     for t in prange(nblk):
         _bwd_weight_block(x, gy, gw, acc[t], n_img * t // nblk, n_img * (t + 1) // nblk,
@@ -725,7 +736,7 @@ def _bwd_input_block(gy, w, gx, n0, n1, sh, sw, pt, pl, dh, dw, groups):
                     src = gxp[c, ih + pt, pl:pl + c1]
                     for j in range(c1):
                         dst[j] = src[j]
-                    for j in range(c1, wd):
+                    for j in range(max(c1, 0), wd):  # c1 < 0: no column is read
                         dst[j] = 0
                 else:
                     for j in range(wd):

@@ -25,9 +25,16 @@ import numpy as np
 from numba import prange
 
 from graphdl.ir.types import TensorType
-from graphdl.ops.conv import PAR_BLOCKS
 from graphdl.ops.reduce import _prod
-from graphdl.ops.registry import Attr, OpDef, ShapeError, cpu_helper, cpu_kernel, register
+from graphdl.ops.registry import (
+    PAR_BLOCKS,
+    Attr,
+    OpDef,
+    ShapeError,
+    cpu_helper,
+    cpu_kernel,
+    register,
+)
 
 NO_GRAD = "preprocessing runs on the data before any parameter: it is not differentiated"
 NO_GRAD_RANDOM = "augmentation runs on the input before any parameter: it is not differentiated"

@@ -26,8 +26,17 @@ import numpy as np
 from numba import prange
 
 from graphdl.ir.types import TensorType
-from graphdl.ops.conv import PAR_BLOCKS, _check_image, _fmt, _pair, _quad
-from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_helper, cpu_kernel, register
+from graphdl.ops.conv import _check_image, _fmt, _pair, _quad
+from graphdl.ops.registry import (
+    PAR_BLOCKS,
+    Attr,
+    OpDef,
+    Pattern,
+    ShapeError,
+    cpu_helper,
+    cpu_kernel,
+    register,
+)
 
 # ----------------------------------------------------------------------- attributes
 

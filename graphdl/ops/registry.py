@@ -97,6 +97,10 @@ _PARALLEL_KERNELS: set[str] = set()
 # LLVM fast-math flags of every CPU kernel: all but "nnan" / "ninf", so NaN and inf
 # still propagate (and non-finite checks still see them)
 FASTMATH = {"arcp", "contract", "afn", "reassoc", "nsz"}
+# parallel kernels split the batch into at most this many blocks of samples, shared out
+# among the threads (graphdl/ops/conv.py, "Threads"); a fixed number, not the thread count,
+# so that results do not depend on the number of threads
+PAR_BLOCKS = 16
 
 
 def register(op: OpDef) -> OpDef:
@@ -123,7 +127,7 @@ def cpu_kernel(fn: Callable | None = None, *, parallel: bool = False):
     """Register a plain function as a CPU kernel; the CPU backend jits it lazily.
 
     ``@cpu_kernel`` or ``@cpu_kernel(parallel=True)``: a parallel kernel is compiled with
-    Numba's ``parallel=True`` and may use ``prange`` (see `parallel_chunks`).
+    Numba's ``parallel=True`` and may use ``prange`` (graphdl/ops/conv.py, "Threads").
     """
 
     def register_kernel(f: Callable) -> Callable:
@@ -143,6 +147,8 @@ def cpu_helper(fn: Callable) -> Callable:
     use, cached on disk, with the kernels' flags; `graphdl.backends.cpu.cache` hashes
     helper sources into the keys of the kernels that call them."""
     from numba import njit
+
+    import graphdl.backends.cpu  # noqa: F401  (chooses Numba's cache folder before jitting)
 
     return njit(cache=True, error_model="numpy", fastmath=FASTMATH)(fn)
 

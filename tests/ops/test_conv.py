@@ -40,6 +40,7 @@ CASES = [
     (2, 2, 9, 8, 12, 3, 3, (2, 1), (1, 1, 1, 1), (1, 2), 1, False),  # row stride only
     (2, 2, 7, 6, 16, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, False),  # wide, transposed
     (1, 4, 6, 6, 32, 3, 3, (2, 2), (1, 1, 1, 1), (1, 1), 2, True),  # transposed, groups
+    (1, 1, 1, 3, 1, 1, 1, (1, 30), (0, 0, 10, 0), (1, 1), 1, False),  # window all padding
 ]
 IDS = [f"case{i}" for i in range(len(CASES))]
 

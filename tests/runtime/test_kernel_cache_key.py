@@ -28,3 +28,18 @@ def test_key_changes_with_a_helper(monkeypatch):
         assert cache.source_key(source) != before
     finally:
         cache._function_source.cache_clear()
+
+
+def test_numba_cache_folder_follows_the_kernel_flags(tmp_path):
+    """Numba re-validates a cached kernel against its own source file only: the folder it
+    caches into is named by the files holding the flags and constants all kernels are
+    compiled with, so changing those cannot serve stale machine code."""
+    from graphdl.backends.cpu import numba_cache_dir
+
+    flags = tmp_path / "registry.py"
+    flags.write_text('FASTMATH = {"nsz"}\n')
+    before = numba_cache_dir(tmp_path, (flags,))
+    assert numba_cache_dir(tmp_path, (flags,)) == before
+    flags.write_text('FASTMATH = {"nsz", "arcp"}\n')
+    assert numba_cache_dir(tmp_path, (flags,)) != before
+    assert before.parent == tmp_path / "numba"
