@@ -24,7 +24,9 @@ source: the source (and its cache entry) depends only on the graph's structure.
 from __future__ import annotations
 
 from graphdl.backends.cpu.codegen import (
+    NP_DTYPE,
     SOURCES,
+    EmitCtx,
     GraphSource,
     StepSignature,
     _ident,
@@ -37,52 +39,19 @@ from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
 
-NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
 
-
-class CudaEmitCtx:
-    """What a CUDA emitter sees. Emitters return the lines of ``run`` (launches) and put
+class CudaEmitCtx(EmitCtx):
+    """What a CUDA emitter sees: the CPU emitters' context (values, shapes, kernels,
+    literals) plus setup. Emitters return the lines of ``run`` (launches) and put
     everything that depends only on the binding (views, scratch buffers, launch
     configurations) into ``setup`` through `view`, `flat`, `scratch` and `launch`."""
 
     def __init__(self, gen: CudaCodegen):
-        self.gen = gen
-        self._fresh = 0
+        super().__init__(gen)
         self._flat: dict[str, str] = {}
-
-    # ------------------------------------------------------------ values
-    def var(self, v: Value) -> str:
-        return self.gen.var[v]
-
-    def type(self, v: Value) -> TensorType:
-        return self.gen.g.type_of(v)
-
-    def shape(self, v: Value) -> tuple[str, ...]:
-        return tuple(dim_expr(d) for d in self.gen.g.type_of(v).shape)
 
     def size(self, v: Value) -> str:
         return " * ".join(self.shape(v)) or "1"
-
-    def shape_tuple(self, shape: tuple[str, ...]) -> str:
-        if not shape:
-            return "(1,)"
-        return "(" + ", ".join(shape) + ("," if len(shape) == 1 else "") + ")"
-
-    def same_buffer(self, out: Value, inp: Value) -> bool:
-        """Whether the memory plan gave ``out`` the buffer of ``inp`` (in place)."""
-        p = self.gen.g.meta["memory_plan"]["values"].get(f"{out.node}:{out.index}", {})
-        return p.get("inplace") == f"{inp.node}:{inp.index}"
-
-    def kernel(self, name: str) -> str:
-        self.gen.kernels_used.add(name)
-        return f"K.{name}"
-
-    def lit(self, x: float, dtype: str) -> str:
-        return f"{NP_DTYPE[dtype]}({x!r})"
-
-    def fresh(self, prefix: str) -> str:
-        self._fresh += 1
-        return f"_{prefix}{self._fresh}"
 
     # ------------------------------------------------------------ setup
     def setup(self, line: str) -> None:
