@@ -27,6 +27,34 @@ class InputInfo:
     scalar: bool
 
 
+def describe_inputs(graph: Graph, sig) -> tuple[list[InputInfo], list[tuple[str, int, str]], list]:
+    """What both backends' programs need from a planned graph and its step signature: the
+    inputs in call order, where each symbolic dim is read from (input name, axis, symbol),
+    and the constants as contiguous host arrays in `sig.consts` order."""
+    inputs: list[InputInfo] = []
+    symbol_sources: list[tuple[str, int, str]] = []
+    for name in sig.inputs:
+        t = graph.type_of(Value(graph.find("input", name)))
+        inputs.append(InputInfo(name, t.shape, np.dtype(t.dtype), t.rank == 0))
+        for axis, d in enumerate(t.shape):
+            if isinstance(d, str) and all(s != d for _, _, s in symbol_sources):
+                symbol_sources.append((name, axis, d))
+    consts = []
+    for nid in sig.consts:
+        t = graph.type_of(Value(nid))
+        arr = np.asarray(graph.attrs(nid)["value"], dtype=t.dtype).reshape(t.shape or (1,))
+        consts.append(np.ascontiguousarray(arr))
+    return inputs, symbol_sources, consts
+
+
+def named_types(graph: Graph) -> tuple[dict, dict]:
+    """The types of the graph's parameters and of its state, by name."""
+    return tuple(
+        {name: graph.type_of(Value(nid)) for name, nid in graph.named(kind).items()}
+        for kind in ("param", "state")
+    )
+
+
 class Program:
     """A compiled graph. Call it with feeds; params/state are bound with `bind_params`."""
 
@@ -38,25 +66,8 @@ class Program:
         self.load_seconds = time.perf_counter() - t0
         self.step_fn = self.module.step
         self.plan = graph.meta["memory_plan"]
-        self.inputs: list[InputInfo] = []
-        self._symbol_sources: list[tuple[str, int, str]] = []
-        for name in self.sig.inputs:
-            t = graph.type_of(Value(graph.find("input", name)))
-            self.inputs.append(InputInfo(name, t.shape, np.dtype(t.dtype), t.rank == 0))
-            for axis, d in enumerate(t.shape):
-                if isinstance(d, str) and all(s != d for _, _, s in self._symbol_sources):
-                    self._symbol_sources.append((name, axis, d))
-        self.consts = []
-        for nid in self.sig.consts:
-            t = graph.type_of(Value(nid))
-            arr = np.asarray(graph.attrs(nid)["value"], dtype=t.dtype).reshape(t.shape or (1,))
-            self.consts.append(np.ascontiguousarray(arr))
-        self.param_types = {
-            name: graph.type_of(Value(nid)) for name, nid in graph.named("param").items()
-        }
-        self.state_types = {
-            name: graph.type_of(Value(nid)) for name, nid in graph.named("state").items()
-        }
+        self.inputs, self._symbol_sources, self.consts = describe_inputs(graph, self.sig)
+        self.param_types, self.state_types = named_types(graph)
         self._bound_tail: list | None = None
         self._capacity: dict[str, int] = {}
         self._arenas: list[np.ndarray] = []

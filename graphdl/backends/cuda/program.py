@@ -26,9 +26,14 @@ import numpy as np
 from graphdl.backends.cuda import device as D
 from graphdl.backends.cuda.cache import load_generated
 from graphdl.backends.cuda.codegen import CudaCodegen
-from graphdl.ir.graph import Graph, Value
+from graphdl.ir.graph import Graph
 from graphdl.passes.plan_memory import ALIGN, slot_sizes
-from graphdl.runtime.program import InputInfo, _check_array, _remember_cold_time
+from graphdl.runtime.program import (
+    _check_array,
+    _remember_cold_time,
+    describe_inputs,
+    named_types,
+)
 
 MAX_SETUPS = 8  # bindings (batch sizes) kept set up at once
 
@@ -75,25 +80,9 @@ class CudaProgram:
         self.module, self.source_path, self.was_cached = load_generated(self.source)
         self.load_seconds = time.perf_counter() - t0
         self.plan = graph.meta["memory_plan"]
-        self.inputs: list[InputInfo] = []
-        self._symbol_sources: list[tuple[str, int, str]] = []
-        for name in self.sig.inputs:
-            t = graph.type_of(Value(graph.find("input", name)))
-            self.inputs.append(InputInfo(name, t.shape, np.dtype(t.dtype), t.rank == 0))
-            for axis, d in enumerate(t.shape):
-                if isinstance(d, str) and all(s != d for _, _, s in self._symbol_sources):
-                    self._symbol_sources.append((name, axis, d))
-        self.consts = []
-        for nid in self.sig.consts:
-            t = graph.type_of(Value(nid))
-            arr = np.asarray(graph.attrs(nid)["value"], dtype=t.dtype).reshape(t.shape or (1,))
-            self.consts.append(D.to_device(np.ascontiguousarray(arr)))
-        self.param_types = {
-            name: graph.type_of(Value(nid)) for name, nid in graph.named("param").items()
-        }
-        self.state_types = {
-            name: graph.type_of(Value(nid)) for name, nid in graph.named("state").items()
-        }
+        self.inputs, self._symbol_sources, consts = describe_inputs(graph, self.sig)
+        self.consts = [D.to_device(c) for c in consts]
+        self.param_types, self.state_types = named_types(graph)
         self._host_bound: list[np.ndarray] | None = None
         self._dev_bound: list = []
         self._capacity: dict[str, int] = {}
