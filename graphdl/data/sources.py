@@ -127,23 +127,32 @@ def resolve_path(spec: Any, raw: Any) -> Path:
     return p.resolve()
 
 
-def _require_path(spec: Any, source: dict, kind: str) -> Path:
+def _require_path(spec: Any, source: dict, kind: str, folder: bool = False) -> Path:
+    """data.source.path resolved against the spec's directory: a file, or with ``folder``
+    a directory (E508 when missing, E501 when it is not there)."""
     raw = source.get("path")
     if raw is None or str(raw) == "":
+        example = ("images` (a folder holding one sub-folder per class)" if folder
+                   else f"my_data.{kind}` (relative to the spec file's directory)")
         raise fail(
             "E508",
             f"data.source of type {kind} needs a 'path'",
             spec,
             "data",
             "source",
-            help=f"add `path: my_data.{kind}` (relative to the spec file's directory)",
+            help=f"add `path: {example}",
         )
     path = resolve_path(spec, raw)
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+    if not (path.is_dir() if folder else path.is_file()):
+        if folder:
+            what = "is a file, not a folder" if path.exists() else "does not exist"
+            message = f"image folder '{path}' {what}"
+        else:
+            what = "is a directory, not a file" if path.is_dir() else "does not exist"
+            message = f"data file '{path}' {what}"
         raise fail(
             "E501",
-            f"data file '{path}' {what}",
+            message,
             spec,
             "data",
             "source",
@@ -559,30 +568,7 @@ def _list_images(spec: Any, root: Path) -> tuple[list[str], list[tuple[Path, int
 def load_image_folder(spec: Any, source: dict) -> RawData:
     """``<path>/<class>/*.png|jpg|jpeg`` -> image float32 [N, C, H, W] in 0..255, label
     int64 (the index of the class folder among the sorted names)."""
-    raw = source.get("path")
-    if raw is None or str(raw) == "":
-        raise fail(
-            "E508",
-            "data.source of type image_folder needs a 'path'",
-            spec,
-            "data",
-            "source",
-            help="add `path: images` (a folder holding one sub-folder per class)",
-        )
-    root = resolve_path(spec, raw)
-    if not root.is_dir():
-        what = "is a file, not a folder" if root.exists() else "does not exist"
-        raise fail(
-            "E501",
-            f"image folder '{root}' {what}",
-            spec,
-            "data",
-            "source",
-            "path",
-            help="fix data.source.path; relative paths are resolved against the directory "
-            "of the spec file",
-            extra={"resolved_path": str(root)},
-        )
+    root = _require_path(spec, source, "image_folder", folder=True)
     mode = source.get("mode")
     mode = "rgb" if mode is None else mode
     if mode not in IMAGE_MODES:
