@@ -101,11 +101,20 @@ class EmitCtx:
 
 
 class GraphSource:
-    """What every backend's generator shares: variable names for the graph's sources and
-    the symbolic dims bound from the inputs. Subclasses set ``g``, ``var`` and ``sig``."""
+    """What every backend's generator shares: variable names for the graph's sources, the
+    symbolic dims bound from the inputs, and the generated loop kernels."""
 
     # how a bound dim is read from an input's shape (CUDA wraps it in int())
     SHAPE_READ = "{}"
+
+    def __init__(self, g: Graph, title: str = "program"):
+        self.g = g
+        self.title = title
+        self.var: dict[Value, str] = {}
+        self.sig = StepSignature()
+        self.kernels_used: set[str] = set()
+        self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
+        self.loop_sources: list[str] = []
 
     def _declare_sources(self) -> None:
         g = self.g
@@ -138,14 +147,6 @@ class GraphSource:
 
 
 class CpuCodegen(GraphSource):
-    def __init__(self, g: Graph, title: str = "program"):
-        self.g = g
-        self.title = title
-        self.var: dict[Value, str] = {}
-        self.sig = StepSignature()
-        self.kernels_used: set[str] = set()
-        self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
-        self.loop_sources: list[str] = []
 
     # ------------------------------------------------------------ values
     def _allocate(self, v: Value, ctx: EmitCtx) -> list[str]:

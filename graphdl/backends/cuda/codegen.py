@@ -97,13 +97,7 @@ class CudaCodegen(GraphSource):
     SHAPE_READ = "int({})"
 
     def __init__(self, g: Graph, title: str = "program"):
-        self.g = g
-        self.title = title
-        self.var: dict[Value, str] = {}
-        self.sig = StepSignature()
-        self.kernels_used: set[str] = set()
-        self.loop_kernels: dict[str, str] = {}
-        self.loop_sources: list[str] = []
+        super().__init__(g, title)
         self.setup_lines: list[str] = []
         self.packs: dict[str, list[tuple[str, str]]] = {}  # dtype -> [(offset var, size expr)]
         self.out_region: dict[str, tuple[str, str, str, str]] = {}  # var -> (dtype, start, size, shape)
