@@ -88,18 +88,11 @@ def emit_reduce(kernel: str, flag: bool):
         x = ctx.var(ins[0])
         shape = ctx.shape(ins[0])
         lines = []
-        if axes and axes != tuple(range(axes[0], axes[-1] + 1)):
-            # make the reduced axes contiguous (rare: only non-adjacent axes)
-            kept = [i for i in range(xt.rank) if i not in axes]
-            perm = kept[:1] + list(axes) + kept[1:] if kept and kept[0] < axes[0] else list(axes) + kept
+        perm, (a, r, b) = arb_layout(shape, axes)
+        if perm is not None:  # make the reduced axes contiguous (rare: non-adjacent axes)
             tmp = ctx.fresh("perm")
-            lines.append(f"{tmp} = np.ascontiguousarray(np.transpose({x}, {tuple(perm)}))")
+            lines.append(f"{tmp} = np.ascontiguousarray(np.transpose({x}, {perm}))")
             x = tmp
-            shape = tuple(shape[i] for i in perm)
-            axes = tuple(range(perm.index(axes[0]), perm.index(axes[0]) + len(axes)))
-        a = _prod(shape[: axes[0]]) if axes else _prod(shape)
-        r = _prod(shape[axes[0] : axes[-1] + 1]) if axes else "1"
-        b = _prod(shape[axes[-1] + 1 :]) if axes else "1"
         out = ctx.var(outs[0])
         lines.append(
             f"{ctx.kernel(kernel)}({x}.reshape(({a}, {r}, {b})), {out}.reshape(({a}, {b})), {flag})"
@@ -107,6 +100,24 @@ def emit_reduce(kernel: str, flag: bool):
         return lines
 
     return emit
+
+
+def arb_layout(shape: tuple[str, ...], axes: tuple[int, ...]):
+    """How a reduction over ``axes`` of a tensor of ``shape`` (dims as source expressions)
+    runs as an (A, R, B) view with R reduced: (perm, (A, R, B)). ``perm`` is None when the
+    axes are adjacent; otherwise the transpose that makes them adjacent first (both
+    backends copy the input so permuted)."""
+    perm = None
+    if axes and axes != tuple(range(axes[0], axes[-1] + 1)):
+        kept = [i for i in range(len(shape)) if i not in axes]
+        perm = kept[:1] + list(axes) + kept[1:] if kept and kept[0] < axes[0] else list(axes) + kept
+        shape = tuple(shape[i] for i in perm)
+        axes = tuple(range(perm.index(axes[0]), perm.index(axes[0]) + len(axes)))
+        perm = tuple(perm)
+    a = _prod(shape[: axes[0]]) if axes else _prod(shape)
+    r = _prod(shape[axes[0] : axes[-1] + 1]) if axes else "1"
+    b = _prod(shape[axes[-1] + 1 :]) if axes else "1"
+    return perm, (a, r, b)
 
 
 def _prod(dims) -> str:

@@ -14,7 +14,7 @@ import math
 from graphdl.backends.cuda.device import RED_BLOCK, cuda, jit
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
 from graphdl.ops.cuda_kernels.shape import emit_transpose
-from graphdl.ops.reduce import _prod, normalize_axes
+from graphdl.ops.reduce import arb_layout, normalize_axes
 
 
 @cuda_kernel
@@ -77,17 +77,11 @@ def view_arb(ctx, v, axes) -> tuple[list[str], str, tuple[str, str, str]]:
     x = ctx.var(v)
     shape = ctx.shape(v)
     lines = []
-    if axes and axes != tuple(range(axes[0], axes[-1] + 1)):
-        kept = [i for i in range(t.rank) if i not in axes]
-        perm = kept[:1] + list(axes) + kept[1:] if kept and kept[0] < axes[0] else list(axes) + kept
+    perm, (a, r, b) = arb_layout(shape, axes)
+    if perm is not None:
         tmp = ctx.scratch(t.dtype, ctx.size(v))
-        lines += emit_transpose(ctx, x, shape, tuple(perm), tmp)
+        lines += emit_transpose(ctx, x, shape, perm, tmp)
         x = tmp
-        shape = tuple(shape[i] for i in perm)
-        axes = tuple(range(perm.index(axes[0]), perm.index(axes[0]) + len(axes)))
-    a = _prod(shape[: axes[0]]) if axes else _prod(shape)
-    r = _prod(shape[axes[0] : axes[-1] + 1]) if axes else "1"
-    b = _prod(shape[axes[-1] + 1 :]) if axes else "1"
     return lines, ctx.reshaped(x, (a, r, b)), (a, r, b)
 
 
