@@ -9,6 +9,7 @@ simulator every CUDA thread is a Python thread.
 from __future__ import annotations
 
 import numpy as np
+from graph_builders import T, freeze  # noqa: F401  (T is re-exported to the tests)
 
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.interpret import _wants_bindings
@@ -20,16 +21,6 @@ FLOATS = ("float32", "float64")
 _PROGRAMS: dict = {}
 
 
-def T(*shape, dtype: str = "float32") -> TensorType:
-    return TensorType(tuple(shape), dtype)
-
-
-def _freeze(x):
-    if isinstance(x, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
-    if isinstance(x, (list, tuple)):
-        return (type(x).__name__,) + tuple(_freeze(v) for v in x)
-    return (type(x).__name__, x)
 
 
 def build_single(op: str, input_types: list[TensorType], attrs: dict | None = None) -> Graph:
@@ -45,7 +36,7 @@ def build_single(op: str, input_types: list[TensorType], attrs: dict | None = No
 def compile_single(op: str, input_types: list[TensorType], attrs: dict | None = None):
     from graphdl.backends.cuda.program import CudaProgram
 
-    key = (op, tuple(input_types), _freeze(dict(attrs or {})))
+    key = (op, tuple(input_types), freeze(dict(attrs or {})))
     if key not in _PROGRAMS:
         prog = CudaProgram(build_single(op, input_types, attrs), title=f"test_cuda_{op}")
         prog.bind_params({}, {})

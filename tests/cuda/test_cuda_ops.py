@@ -13,9 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_helpers import T, build_single, check_kernel, compile_single, randn, reference
+from graph_builders import N_STATE, update_graph
 
 from graphdl.errors import GraphdlError
-from graphdl.ir.graph import Graph, Value
+from graphdl.ir.graph import Graph
 from graphdl.ir.interpret import run_reference
 from graphdl.ops.nn import dropout_mask_reference
 from graphdl.ops.registry import all_ops
@@ -246,7 +247,6 @@ def test_slice_and_slice_grad():
 # ---------------------------------------------------------------------------- optimisers
 
 SHAPE = (3, 5)
-N_STATE = {"sgd_update": 0, "momentum_update": 1, "adam_update": 2}
 OPTIM = [
     ("sgd_update", {"weight_decay": 0.01, "lr_mult": 2.0}),
     ("momentum_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
@@ -256,24 +256,7 @@ OPTIM = [
 
 
 def _update_graph(op, attrs, reader_after=False):
-    g = Graph()
-    g.provenance.phase = "update"
-    p = g.param("w", T(*SHAPE))
-    grad = g.input("grad", T(*SHAPE))
-    lr = g.input("lr", T())
-    states = [g.state(f"s{i}", T(*SHAPE), init="zeros") for i in range(N_STATE[op])]
-    ins = [p, grad, *states, lr]
-    if op == "adam_update":
-        step_state = g.state("step", T(), init="zeros")
-        step = g.op("add_scalar", step_state, c=1.0)
-        g.updates[step_state.node] = step
-        ins.append(step)
-    nid = g.apply(op, ins, attrs)
-    for i, target in enumerate([p, *states]):
-        g.updates[target.node] = Value(nid, i)
-    if reader_after:  # a node after the update reads the parameter: no in-place there
-        g.outputs["w_norm"] = g.op("sum", g.op("square", p))
-    return g
+    return update_graph(op, attrs, SHAPE, reader_after)
 
 
 @pytest.mark.parametrize("op,attrs", OPTIM)

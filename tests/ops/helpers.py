@@ -9,6 +9,7 @@ batch dim the symbol ``N`` where possible so one program serves every batch size
 from __future__ import annotations
 
 import numpy as np
+from graph_builders import T, freeze
 
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.interpret import _wants_bindings, run_reference
@@ -22,10 +23,6 @@ FLOATS = ("float32", "float64")
 
 _PROGRAMS: dict[tuple, tuple[Program, Graph]] = {}
 
-
-def T(*shape, dtype: str = "float32") -> TensorType:
-    """Shorthand: ``T("N", 3)`` is float32[N, 3]."""
-    return TensorType(tuple(shape), dtype)
 
 
 def infer(op: str, types: list[TensorType], **attrs) -> list[TensorType]:
@@ -57,13 +54,6 @@ def reference(op: str, inputs: list[np.ndarray], attrs: dict | None = None, bind
     return tuple(np.asarray(o) for o in out)
 
 
-def _freeze(x):
-    if isinstance(x, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
-    if isinstance(x, (list, tuple)):
-        return (type(x).__name__,) + tuple(_freeze(v) for v in x)
-    return (type(x).__name__, x)
-
 
 def compile_single(op: str, input_types: list[TensorType], attrs: dict | None = None):
     """Build ``out{i} = op(x0, x1, ...)``, run the inference pipeline and compile it.
@@ -72,7 +62,7 @@ def compile_single(op: str, input_types: list[TensorType], attrs: dict | None = 
     ``program.graph`` is the planned one. The program has its (empty) params bound.
     """
     attrs = dict(attrs or {})
-    key = (op, tuple(input_types), _freeze(attrs))
+    key = (op, tuple(input_types), freeze(attrs))
     if key in _PROGRAMS:
         return _PROGRAMS[key]
     g = Graph()

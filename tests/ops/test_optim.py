@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graph_builders import N_STATE, update_graph
 from helpers import T, infer, reference, rng
 
-from graphdl.ir.graph import Graph, Value
 from graphdl.ir.interpret import run_reference
 from graphdl.ops.registry import ShapeError, get_op
 from graphdl.passes.pipeline import PassContext
@@ -21,7 +21,6 @@ KERNEL_COVERED = {"sgd_update", "momentum_update", "adam_update"}
 GRAD_COVERED: set[str] = set()
 
 SHAPE = (3, 5)
-N_STATE = {"sgd_update": 0, "momentum_update": 1, "adam_update": 2}
 CASES = [
     ("sgd_update", {"weight_decay": 0.01, "lr_mult": 2.0}),
     ("momentum_update", {"momentum": 0.8}),
@@ -38,23 +37,7 @@ def _build(op: str, attrs: dict, reader_after: bool = False):
     key = (op, tuple(sorted(attrs.items())), reader_after)
     if key in _BUILT:
         return _BUILT[key]
-    g = Graph()
-    g.provenance.phase = "update"
-    p = g.param("w", T(*SHAPE))
-    grad = g.input("grad", T(*SHAPE))
-    lr = g.input("lr", T())
-    states = [g.state(f"s{i}", T(*SHAPE), init="zeros") for i in range(N_STATE[op])]
-    ins = [p, grad, *states, lr]
-    if op == "adam_update":
-        step_state = g.state("step", T(), init="zeros")
-        step = g.op("add_scalar", step_state, c=1.0)
-        g.updates[step_state.node] = step
-        ins.append(step)
-    nid = g.apply(op, ins, attrs)
-    for i, target in enumerate([p, *states]):
-        g.updates[target.node] = Value(nid, i)
-    if reader_after:  # a node after the update reads the parameter: no in-place there
-        g.outputs["w_norm"] = g.op("sum", g.op("square", p))
+    g = update_graph(op, attrs, SHAPE, reader_after)
     planned = PassContext().run(g, training=False)
     prog = Program(planned, title=f"test_{op}")
     _BUILT[key] = (g, planned, prog)
