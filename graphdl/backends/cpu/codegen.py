@@ -79,7 +79,6 @@ class EmitCtx:
         return p.get("inplace") == f"{inp.node}:{inp.index}"
 
     def kernel(self, name: str) -> str:
-        self.gen.kernels_used.add(name)
         return f"K.{name}"
 
     def lit(self, x: float, dtype: str) -> str:
@@ -112,9 +111,62 @@ class GraphSource:
         self.title = title
         self.var: dict[Value, str] = {}
         self.sig = StepSignature()
-        self.kernels_used: set[str] = set()
         self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
         self.loop_sources: list[str] = []
+
+    def _step_args(self) -> list[str]:
+        """The generated entry point's parameters, in `StepSignature` order."""
+        sig = self.sig
+        return (
+            [f"in_{_ident(n)}" for n in sig.inputs]
+            + [f"pa_{_ident(n)}" for n in sig.params]
+            + [f"st_{_ident(n)}" for n in sig.state]
+            + [f"c{n}" for n in sig.consts]
+            + [f"arena_{d}" for d in sig.arenas]
+            + ["off"]
+        )
+
+    @staticmethod
+    def _scalar_chain(members: list[dict], read: dict, store: str, params: list[str]):
+        """The body of a fused elementwise loop: ``t{j} = K.s_<op>(...)`` per member (its
+        inputs read with ``read``, its scalar attributes as literals, a division factor as
+        a run-time parameter ``k{i}``), then ``store = t{last}``; returns (lines, params
+        with the ``k{i}`` appended)."""
+        runtime_k = 0
+        body = []
+        for j, m in enumerate(members):
+            opdef = get_op(m["op"])
+            args = []
+            for ref in m["inputs"]:
+                args.append(read[ref[1]] if ref[0] == "input" else f"t{ref[1]}")
+            for a in opdef.scalar_attrs:
+                if m["op"] == "mul_scalar" and m["attrs"]["div"]:
+                    args.append(f"k{runtime_k}")
+                    runtime_k += 1
+                else:
+                    args.append(repr(m["attrs"][a]))
+            call = f"K.s_{m['op']}({', '.join(args)})"
+            if m["op"] == "cast":
+                # the scalar function is the identity: the conversion is the typed constructor
+                call = f"{NP_DTYPE[m['attrs']['dtype']]}({call})"
+            body.append(f"t{j} = {call}")
+        body.append(f"{store} = t{len(members) - 1}")
+        return body, params + [f"k{i}" for i in range(runtime_k)]
+
+    def _register_loop(self, decorator: str, src_body: list[str], params: list[str],
+                       members: list[dict]) -> str:
+        """The name of the loop kernel with this body and these parameters: emitted once,
+        reused by every fused group that generates the same source."""
+        key = "\n".join(src_body) + "|" + ",".join(params)
+        if key in self.loop_kernels:
+            return self.loop_kernels[key]
+        name = f"loop_{len(self.loop_kernels)}"
+        self.loop_kernels[key] = name
+        ops = ", ".join(m["op"] for m in members)
+        text = [decorator, f"def {name}({', '.join(params)}):", f"    # fused: {ops}"]
+        text += ["    " + line for line in src_body]
+        self.loop_sources.append("\n".join(text))
+        return name
 
     def _declare_sources(self) -> None:
         g = self.g
@@ -297,50 +349,12 @@ class CpuCodegen(GraphSource):
         indent = "    " * (1 if flat else max(out_t.rank, 1))
         if not flat and out_t.rank == 0:
             indent = ""
-        runtime_k = 0
-        body = []
-        for j, m in enumerate(members):
-            opdef = get_op(m["op"])
-            args = []
-            for ref in m["inputs"]:
-                args.append(read[ref[1]] if ref[0] == "input" else f"t{ref[1]}")
-            for a in opdef.scalar_attrs:
-                if m["op"] == "mul_scalar" and m["attrs"]["div"]:
-                    args.append(f"k{runtime_k}")
-                    runtime_k += 1
-                else:
-                    args.append(repr(m["attrs"][a]))
-            call = f"K.s_{m['op']}({', '.join(args)})"
-            if m["op"] == "cast":
-                # the scalar function is the identity: the conversion is the typed constructor
-                call = f"{NP_DTYPE[m['attrs']['dtype']]}({call})"
-            body.append(f"t{j} = {call}")
-        body.append(f"{store} = t{len(members) - 1}")
-        params += [f"k{i}" for i in range(runtime_k)]
-        src_body = lines + [indent + b for b in body]
-        key = "\n".join(src_body) + "|" + ",".join(params)
-        if key in self.loop_kernels:
-            return self.loop_kernels[key]
-        name = f"loop_{len(self.loop_kernels)}"
-        self.loop_kernels[key] = name
-        ops = ", ".join(m["op"] for m in members)
-        text = [f"@njit(cache=True, error_model='numpy', fastmath={FASTMATH})",
-                f"def {name}({', '.join(params)}):",
-                f"    # fused: {ops}"]
-        text += ["    " + s for s in src_body]
-        self.loop_sources.append("\n".join(text))
-        return name
+        body, params = self._scalar_chain(members, read, store, params)
+        decorator = f"@njit(cache=True, error_model='numpy', fastmath={FASTMATH})"
+        return self._register_loop(decorator, lines + [indent + b for b in body], params, members)
 
     def _module(self, body: list[str]) -> str:
-        sig = self.sig
-        args = (
-            [f"in_{_ident(n)}" for n in sig.inputs]
-            + [f"pa_{_ident(n)}" for n in sig.params]
-            + [f"st_{_ident(n)}" for n in sig.state]
-            + [f"c{n}" for n in sig.consts]
-            + [f"arena_{d}" for d in sig.arenas]
-            + ["off"]
-        )
+        args = self._step_args()
         header = [
             f'"""Generated by graphdl for {self.title}. Do not edit: regenerated from the graph."""',
             "import numpy as np",
