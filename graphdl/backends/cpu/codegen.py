@@ -114,6 +114,43 @@ class GraphSource:
         self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
         self.loop_sources: list[str] = []
 
+    def _emit_node(self, nid: int, ctx) -> list[str]:
+        """The lines of one scheduled node: a fused group (its head through the head op's
+        emitter, then one generated loop), an op with an emitter of this backend
+        (`_emitter`), or an elementwise op as a one-member loop; else `_missing_kernel`."""
+        g = self.g
+        nd = g.node(nid)
+        ins = g.inputs_of(nid)
+        outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
+        if nd["op"] == "fused":
+            members = nd["attrs"]["members"]
+            lines = []
+            in_vars = [self.var[v] for v in ins]
+            in_types = [g.type_of(v) for v in ins]
+            if nd["attrs"]["kind"] == "epilogue":
+                head = members[0]
+                head_ins = [ins[r[1]] for r in head["inputs"]]
+                # the head writes the fused output; the loop then finishes it in place
+                lines += self._emitter(head["op"])(ctx, head["attrs"], head_ins, [outs[0]])
+                in_vars = in_vars + [self.var[outs[0]]]
+                in_types = in_types + [TensorType.from_json(head["type"])]
+                members = _rebase_members(members, len(ins))
+            lines += self._call_loop(members, in_vars, in_types, outs[0], ctx)
+            return lines
+        emit = self._emitter(nd["op"])
+        if emit is not None:
+            return emit(ctx, nd["attrs"], ins, outs)
+        if get_op(nd["op"]).scalar is not None:
+            member = {
+                "op": nd["op"],
+                "attrs": nd["attrs"],
+                "inputs": [["input", i] for i in range(len(ins))],
+                "type": g.type_of(outs[0]).to_json(),
+            }
+            return self._call_loop([member], [self.var[v] for v in ins],
+                                   [g.type_of(v) for v in ins], outs[0], ctx)
+        raise self._missing_kernel(nd)
+
     def _step_args(self) -> list[str]:
         """The generated entry point's parameters, in `StepSignature` order."""
         sig = self.sig
@@ -252,41 +289,14 @@ class CpuCodegen(GraphSource):
         body.append("return (" + "".join(r + ", " for r in rets) + ")")
         return self._module(body), self.sig
 
-    def _emit_node(self, nid: int, ctx: EmitCtx) -> list[str]:
-        g = self.g
-        nd = g.node(nid)
-        ins = g.inputs_of(nid)
-        outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
-        if nd["op"] == "fused":
-            members = nd["attrs"]["members"]
-            lines = []
-            in_vars = [self.var[v] for v in ins]
-            in_types = [g.type_of(v) for v in ins]
-            if nd["attrs"]["kind"] == "epilogue":
-                head = members[0]
-                head_ins = [ins[r[1]] for r in head["inputs"]]
-                # the head writes the fused output; the loop then finishes it in place
-                lines += get_op(head["op"]).emit_cpu(ctx, head["attrs"], head_ins, [outs[0]])
-                in_vars = in_vars + [self.var[outs[0]]]
-                in_types = in_types + [TensorType.from_json(head["type"])]
-                members = _rebase_members(members, len(ins))
-            lines += self._call_loop(members, in_vars, in_types, outs[0], ctx)
-            return lines
-        op = get_op(nd["op"])
-        if op.emit_cpu is not None:
-            return op.emit_cpu(ctx, nd["attrs"], ins, outs)
-        if op.scalar is not None:
-            member = {
-                "op": nd["op"],
-                "attrs": nd["attrs"],
-                "inputs": [["input", i] for i in range(len(ins))],
-                "type": g.type_of(outs[0]).to_json(),
-            }
-            return self._call_loop([member], [self.var[v] for v in ins], [g.type_of(v) for v in ins], outs[0], ctx)
+    def _emitter(self, op: str):
+        return get_op(op).emit_cpu
+
+    def _missing_kernel(self, nd: dict) -> GraphdlError:
         # DESIGN: a missing kernel is a compile-time error, never a NumPy fallback
-        raise GraphdlError(Diagnostic(
+        return GraphdlError(Diagnostic(
             "E708", f"no CPU kernel for op {nd['op']} (layer {nd['layer']})",
-            file=g.meta.get("spec_path"), line=nd["line"],
+            file=self.g.meta.get("spec_path"), line=nd["line"],
             help="this op can only run in the reference interpreter"), phase="compile")
 
     def _call_loop(self, members, in_vars, in_types, out: Value, ctx: EmitCtx) -> list[str]:

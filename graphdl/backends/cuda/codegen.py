@@ -28,7 +28,6 @@ from graphdl.backends.cpu.codegen import (
     EmitCtx,
     GraphSource,
     StepSignature,
-    _rebase_members,
     dim_expr,
 )
 from graphdl.backends.cuda.registry import emitter_for
@@ -204,39 +203,12 @@ class CudaCodegen(GraphSource):
             ))
         raise GraphdlError(diags, phase="compile")
 
-    def _emit_node(self, nid: int, ctx: CudaEmitCtx) -> list[str]:
-        g = self.g
-        nd = g.node(nid)
-        ins = g.inputs_of(nid)
-        outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
-        if nd["op"] == "fused":
-            members = nd["attrs"]["members"]
-            lines = []
-            in_vars = [self.var[v] for v in ins]
-            in_types = [g.type_of(v) for v in ins]
-            if nd["attrs"]["kind"] == "epilogue":
-                head = members[0]
-                head_ins = [ins[r[1]] for r in head["inputs"]]
-                # the head writes the fused output; the loop then finishes it in place
-                lines += emitter_for(head["op"])(ctx, head["attrs"], head_ins, [outs[0]])
-                in_vars = in_vars + [self.var[outs[0]]]
-                in_types = in_types + [TensorType.from_json(head["type"])]
-                members = _rebase_members(members, len(ins))
-            lines += self._call_loop(members, in_vars, in_types, outs[0], ctx)
-            return lines
-        emit = emitter_for(nd["op"])
-        if emit is not None:
-            return emit(ctx, nd["attrs"], ins, outs)
-        op = get_op(nd["op"])
-        member = {
-            "op": nd["op"],
-            "attrs": nd["attrs"],
-            "inputs": [["input", i] for i in range(len(ins))],
-            "type": g.type_of(outs[0]).to_json(),
-        }
-        assert op.scalar is not None  # _check_supported ran
-        return self._call_loop([member], [self.var[v] for v in ins], [g.type_of(v) for v in ins],
-                               outs[0], ctx)
+    def _emitter(self, op: str):
+        return emitter_for(op)
+
+    def _missing_kernel(self, nd: dict) -> Exception:
+        # unreachable: `_check_supported` refused the graph (E708) before generation
+        return AssertionError(f"op {nd['op']} passed _check_supported without a CUDA kernel")
 
     def _call_loop(self, members, in_vars, in_types, out: Value, ctx: CudaEmitCtx) -> list[str]:
         out_t = self.g.type_of(out)
