@@ -14,16 +14,14 @@ from graphdl.ops.registry import Attr, OpDef, Pattern, get_op, register
 
 def run_members(members: list[dict], inputs: list[np.ndarray], bindings: dict | None = None):
     """Evaluate a fused node's members with their references (the fused op's reference)."""
-    from graphdl.ir.interpret import _wants_bindings  # the interpreter imports the registry
-
     vals: list[np.ndarray] = []
     for m in members:
         args = [inputs[r[1]] if r[0] == "input" else vals[r[1]] for r in m["inputs"]]
-        ref = get_op(m["op"]).reference
-        if _wants_bindings(m["op"]):
-            out = ref(m["attrs"], *args, bindings=bindings or {})
+        opdef = get_op(m["op"])
+        if opdef.takes_bindings:
+            out = opdef.reference(m["attrs"], *args, bindings=bindings or {})
         else:
-            out = ref(m["attrs"], *args)
+            out = opdef.reference(m["attrs"], *args)
         vals.append(np.asarray(out))
     return vals[-1]
 

@@ -11,8 +11,10 @@ into the generated step function. Nothing here imports numba: backends jit lazil
 from __future__ import annotations
 
 from collections.abc import Callable
+import inspect
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
 from graphdl.ir.types import TensorType
@@ -71,6 +73,11 @@ class OpDef:
     @property
     def num_outputs(self) -> int:
         return len(self.outputs)
+
+    @cached_property
+    def takes_bindings(self) -> bool:
+        """Whether `reference` needs the symbol bindings (``bindings=`` keyword)."""
+        return "bindings" in inspect.signature(self.reference).parameters
 
     def check_attrs(self, attrs: dict) -> dict:
         """Fill defaults and reject unknown or missing attributes (a bug, not a user error)."""

@@ -9,7 +9,6 @@ import json
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import _wants_bindings
 from graphdl.ops.registry import get_op
 
 SOURCES = ("input", "param", "state", "const")
@@ -27,7 +26,7 @@ def fold_constants(g: Graph) -> bool:
     changed = False
     for nid in g.topo_order():
         nd = g.node(nid)
-        if nd["op"] in SOURCES or g.num_outputs(nid) != 1 or _wants_bindings(nd["op"]):
+        if nd["op"] in SOURCES or g.num_outputs(nid) != 1 or get_op(nd["op"]).takes_bindings:
             continue
         ins = g.inputs_of(nid)
         vals = [_const_value(g, v) for v in ins]

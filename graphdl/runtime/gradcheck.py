@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.layers.lower import lower
 from graphdl.passes.autodiff import build_gradients, trainable_params
 from graphdl.passes.infer_shapes import infer_shapes

@@ -256,7 +256,7 @@ class Trainer:
     def _non_finite(self, snapshot, arrays, order, epoch, batch, step0, steps_per_epoch) -> None:
         """Stop on a non-finite loss: replay the epoch to the failing step, then find the
         first op that made a non-finite value with the reference interpreter."""
-        from graphdl.ir.interpret import run_reference
+        from graphdl.backends.reference import run_reference
 
         model = self.model
         model.assign_tensors(snapshot, source="epoch snapshot")

@@ -12,7 +12,6 @@ import numpy as np
 from graph_builders import T, freeze  # noqa: F401  (T is re-exported to the tests)
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import _wants_bindings
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
 from graphdl.passes.pipeline import PassContext
@@ -47,7 +46,7 @@ def compile_single(op: str, input_types: list[TensorType], attrs: dict | None = 
 def reference(op: str, inputs: list[np.ndarray], attrs: dict | None, bindings: dict) -> tuple:
     opdef = get_op(op)
     attrs = opdef.check_attrs(dict(attrs or {}))
-    if _wants_bindings(op):
+    if get_op(op).takes_bindings:
         out = opdef.reference(attrs, *inputs, bindings=bindings)
     else:
         out = opdef.reference(attrs, *inputs)

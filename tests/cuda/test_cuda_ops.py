@@ -17,7 +17,7 @@ from graph_builders import N_STATE, update_graph
 
 from graphdl.errors import GraphdlError
 from graphdl.ir.graph import Graph
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ops.nn import dropout_mask_reference
 from graphdl.ops.registry import all_ops
 from graphdl.passes.pipeline import PassContext

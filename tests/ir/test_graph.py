@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ir.types import TensorType
 from graphdl.passes.pipeline import PassContext
 from graphdl.runtime.program import Program

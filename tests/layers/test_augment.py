@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from graphdl.ir.graph import Graph
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ir.types import TensorType
 from graphdl.layers.augment import augment_inputs, build_augment, step_attrs
 from graphdl.ops.image import applied_mask, flip_masks

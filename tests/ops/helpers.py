@@ -12,7 +12,7 @@ import numpy as np
 from graph_builders import T, freeze
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import _wants_bindings, run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
 from graphdl.passes.autodiff import build_gradients
@@ -45,7 +45,7 @@ def reference(op: str, inputs: list[np.ndarray], attrs: dict | None = None, bind
     """The op's NumPy reference, always as a tuple of arrays."""
     opdef = get_op(op)
     attrs = opdef.check_attrs(dict(attrs or {}))
-    if _wants_bindings(op):
+    if get_op(op).takes_bindings:
         out = opdef.reference(attrs, *inputs, bindings=bindings or {})
     else:
         out = opdef.reference(attrs, *inputs)

@@ -13,7 +13,7 @@ import pytest
 from helpers import T, check_kernel, gradcheck, infer, rng
 
 from graphdl.ir.graph import Graph
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ops.conv import conv_flops, conv_out_size, resolve_padding
 from graphdl.ops.registry import ShapeError, get_op
 from graphdl.passes.autodiff import build_gradients

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from graphdl.ir.graph import Graph
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.pipeline import PassContext
 from graphdl.runtime.program import Program

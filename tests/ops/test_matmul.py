@@ -7,7 +7,7 @@ import pytest
 from helpers import T, check_kernel, gradcheck, infer, rng
 
 from graphdl.ir.graph import Graph
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import build_gradients
 

@@ -18,7 +18,7 @@ from helpers import (
 )
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ops.norm import build_batch_norm, count_dims, unbiased_variance
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import autodiff

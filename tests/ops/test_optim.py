@@ -12,7 +12,7 @@ import pytest
 from graph_builders import N_STATE, update_graph
 from helpers import T, infer, reference, rng
 
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ops.registry import ShapeError, get_op
 from graphdl.passes.pipeline import PassContext
 from graphdl.runtime.program import Program

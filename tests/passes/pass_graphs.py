@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ir.types import TensorType
 from graphdl.passes.autodiff import autodiff
 from graphdl.passes.infer_shapes import infer_shapes

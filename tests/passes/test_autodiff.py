@@ -13,7 +13,7 @@ from pass_graphs import (
 )
 
 from graphdl.ir.graph import Value
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import autodiff, build_gradients, trainable_params
 from graphdl.passes.infer_shapes import infer_shapes

@@ -16,7 +16,7 @@ from pass_graphs import (
 )
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.passes.fuse import MAX_INPUTS, fuse
 from graphdl.passes.infer_shapes import infer_shapes
 from graphdl.passes.pipeline import PassContext

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pass_graphs import assert_same_behaviour, feeds_for, init_params, init_state, mlp
 
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.ir.verify import VerifyError
 from graphdl.passes import pipeline
 from graphdl.passes.pipeline import PIPELINE, Pass, PassContext

@@ -9,7 +9,7 @@ import pytest
 from pass_graphs import T, compile_graph, feeds_for, init_params, init_state, mlp, value_key
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.interpret import run_reference
+from graphdl.backends.reference import run_reference
 from graphdl.passes.pipeline import PassContext
 from graphdl.passes.plan_memory import peak_bytes, slot_sizes
 from graphdl.runtime.program import Program

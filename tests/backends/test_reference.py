@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from graphdl.ir.graph import Graph
-from graphdl.ir.interpret import bind_symbols, run_reference
+from graphdl.backends.reference import bind_symbols, run_reference
 from graphdl.ir.types import TensorType
 
 

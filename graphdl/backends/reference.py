@@ -6,18 +6,10 @@ what this interpreter computes, and a backend must compute the same numbers.
 
 from __future__ import annotations
 
-import inspect
-from functools import cache
-
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
 from graphdl.ops.registry import get_op
-
-
-@cache
-def _wants_bindings(op_name: str) -> bool:
-    return "bindings" in inspect.signature(get_op(op_name).reference).parameters
 
 
 def bind_symbols(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, int]:
@@ -72,11 +64,11 @@ def run_reference(
             values[Value(nid)] = np.asarray(nd["attrs"]["value"], dtype=nd["types"][0].dtype)
             continue
         args = [values[v] for v in graph.inputs_of(nid)]
-        ref = get_op(op).reference
-        if _wants_bindings(op):
-            result = ref(nd["attrs"], *args, bindings=bindings)
+        opdef = get_op(op)
+        if opdef.takes_bindings:
+            result = opdef.reference(nd["attrs"], *args, bindings=bindings)
         else:
-            result = ref(nd["attrs"], *args)
+            result = opdef.reference(nd["attrs"], *args)
         if not isinstance(result, tuple):
             result = (result,)
         for i, r in enumerate(result):
