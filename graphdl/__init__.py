@@ -1,10 +1,12 @@
 """graphdl: a graph-compiled dataflow engine for deep learning.
 
 A YAML spec is validated, lowered to a networkx computation graph, optimised by compiler
-passes and compiled to Numba kernels; see README.md and DESIGN.md.
+passes and compiled to Numba kernels; see README.md and ARCHITECTURE.md.
 """
 
-__version__ = "0.1.0"
+from graphdl.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(path):

@@ -119,7 +119,7 @@ def cmd_schema(args) -> int:
 
 def cmd_compile(args) -> int:
     from graphdl.compiler import compile_spec
-    from graphdl.ir.cost import flops
+    from graphdl.ops.cost import flops
     from graphdl.passes.plan_memory import peak_bytes
 
     spec = _load(args.spec)
@@ -173,7 +173,7 @@ def cmd_compile(args) -> int:
 
 
 def _compile_summary(spec, c, total, batch) -> dict:
-    from graphdl.ir.cost import flops
+    from graphdl.ops.cost import flops
     from graphdl.passes.plan_memory import peak_bytes
 
     return {
@@ -323,11 +323,11 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from graphdl.runtime.bench import bench_spec
+    from graphdl.bench import bench_spec
 
     device, _note = _check_device(_load(args.spec), args.device)
     if device == "cuda":
-        from graphdl.backends.cuda.bench import bench_spec_cuda
+        from graphdl.bench import bench_spec_cuda
 
         result = bench_spec_cuda(args.spec, seconds=args.seconds)
     else:

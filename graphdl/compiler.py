@@ -1,16 +1,33 @@
-"""From a resolved spec to compiled programs: lower -> pass pipeline -> codegen -> Program."""
+"""From a graph (or a resolved spec) to a program: pass pipeline -> the device's backend.
+
+`compile_graph` is the one way a graph becomes a program: training and evaluation, data
+preprocessing and PCA fitting, benchmarks and tests all go through it.
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
+from graphdl.backends.common.program import CompiledProgram
+from graphdl.backends.cpu.program import Program
 from graphdl.ir.graph import Graph
 from graphdl.layers.lower import lower
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+
+
+def compile_graph(graph: Graph, device: str = "cpu", *, training: bool = False,
+                  title: str = "program", ctx: PassContext | None = None) -> CompiledProgram:
+    """Run the pass pipeline on ``graph`` (with autodiff when ``training``) and build its
+    program for ``device``: "cpu" (`Program`) or "cuda" (a `CudaProgram` whose buffers
+    live on the GPU). ``ctx`` keeps the pass records and snapshots when given."""
+    planned = (ctx or PassContext()).run(graph, training=training)
+    if device == "cuda":
+        from graphdl.backends.cuda.program import CudaProgram  # imports CUDA: only when asked
+
+        return CudaProgram(planned, title=title)
+    if device != "cpu":
+        raise ValueError(f"unknown device {device!r} (cpu or cuda)")
+    return Program(planned, title=title)
 
 
 @dataclass
@@ -18,7 +35,7 @@ class Compiled:
     mode: str
     lowered: Graph
     graph: Graph
-    program: Program
+    program: CompiledProgram
     ctx: PassContext
     pass_seconds: float
     jit_seconds: float = 0.0  # Numba compile (or cache load) at warm-up
@@ -27,29 +44,15 @@ class Compiled:
 
 def compile_spec(spec, mode: str, *, keep_snapshots: bool = False, warmup: bool = True,
                  device: str = "cpu") -> Compiled:
-    """Compile the ``mode`` ("train", "eval", "predict") program of a spec for ``device``
-    ("cpu", or "cuda": a CudaProgram whose buffers live on the GPU)."""
+    """Compile the ``mode`` ("train", "eval", "predict") program of a spec for ``device``."""
     lowered = lower(spec, mode)
     lowered.meta["spec_path"] = spec.path
     ctx = PassContext(keep_snapshots=keep_snapshots)
-    t0 = time.perf_counter()
-    graph = ctx.run(lowered, training=(mode == "train"))
-    pass_seconds = time.perf_counter() - t0
-    if device == "cuda":
-        from graphdl.backends.cuda.program import CudaProgram
-
-        program = CudaProgram(graph, title=f"{spec.name} ({mode}, cuda)")
-    else:
-        program = Program(graph, title=f"{spec.name} ({mode})")
-    c = Compiled(mode, lowered, graph, program, ctx, pass_seconds, snapshots=ctx.snapshots)
+    suffix = ", cuda" if device == "cuda" else ""
+    program = compile_graph(lowered, device, training=(mode == "train"),
+                            title=f"{spec.name} ({mode}{suffix})", ctx=ctx)
+    pass_seconds = sum(r.seconds for r in ctx.records)
+    c = Compiled(mode, lowered, program.graph, program, ctx, pass_seconds, snapshots=ctx.snapshots)
     if warmup:
         c.jit_seconds = program.warmup()
     return c
-
-
-def dummy_feeds(program: Program, batch: int = 1) -> dict[str, np.ndarray]:
-    feeds = {}
-    for info in program.inputs:
-        shape = tuple(batch if isinstance(d, str) else d for d in info.shape)
-        feeds[info.name] = np.zeros(shape, info.dtype) if not info.scalar else info.dtype.type(0)
-    return feeds

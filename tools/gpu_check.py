@@ -40,10 +40,10 @@ STARTED = time.monotonic()
 
 BENCH_MLP = r"""
 import json, sys
-from graphdl.backends.cuda.bench import bench_spec_cuda
+from graphdl.bench import bench_spec_cuda
 out = {"cuda": bench_spec_cuda(sys.argv[1], seconds=float(sys.argv[2]), batch=int(sys.argv[3]) or None)}
 try:
-    from graphdl.runtime.bench import bench_spec
+    from graphdl.bench import bench_spec
     cpu = bench_spec(sys.argv[1], seconds=float(sys.argv[2]), cold=False)
     out["cpu"] = {k: cpu[k] for k in ("batch_size", "train_steps_per_s", "eval_samples_per_s") if k in cpu}
 except Exception as e:
@@ -53,7 +53,8 @@ print(json.dumps(out))
 
 BENCH_DENSE = r"""
 import json, sys, tempfile
-from graphdl.backends.cuda.bench import bench_spec_cuda, matmul_gflops, write_dense_spec
+from graphdl.backends.cuda.bench import matmul_gflops, write_dense_spec
+from graphdl.bench import bench_spec_cuda
 width, batch, seconds = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 out = {"matmul": matmul_gflops(batch, width, width)}
 spec = write_dense_spec(tempfile.mkdtemp(), width=width, batch=batch)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from graphdl.compiler import compile_graph
 from graphdl.data._diag import fail, name_list
 from graphdl.data.preprocess import (
     FITTED,
@@ -116,17 +117,14 @@ def build_graph(entries: list[dict], field: str, sample_shape: Shape) -> Graph:
     return g
 
 
-def compile_graph(g: Graph):
+def preprocess_program(g: Graph):
     """The Program for a preprocessing graph (kept in this process, keyed by the graph)."""
     key = g.dumps()
     prog = _PROGRAMS.get(key)
     if prog is not None:
         _PROGRAMS.move_to_end(key)
         return prog
-    from graphdl.passes.pipeline import PassContext
-    from graphdl.runtime.program import Program
-
-    prog = Program(PassContext().run(g, training=False), title="preprocess")
+    prog = compile_graph(g, title="preprocess")
     prog.bind_params({}, {})
     _PROGRAMS[key] = prog
     while len(_PROGRAMS) > _CACHE_SIZE:
@@ -140,7 +138,7 @@ def run_graph(g: Graph, x: np.ndarray, batch: int = BATCH) -> np.ndarray:
     out = np.empty((x.shape[0], *out_t.shape[1:]), np.float32)
     if x.shape[0] == 0:
         return out
-    prog = compile_graph(g)
+    prog = preprocess_program(g)
     for start in range(0, x.shape[0], batch):
         chunk = np.ascontiguousarray(x[start:start + batch], dtype=np.float32)
         out[start:start + batch] = prog({"x": chunk})["y"]

@@ -14,7 +14,7 @@ preprocess state, holding everything needed to re-apply it (predict reads only t
     "gaussian_blur.5": {"op": "gaussian_blur", "kernel": 3, "sigma": 0.8, "fields": [...]}
     "median_filter.6": {"op": "median_filter", "kernel": 3, "fields": [...]}
     "pca.7":           {"op": "pca", "components": 20, "whiten": false, "fields": ["x"],
-                        "stats": {"x": {"features": 64, "pca": <linalg.fit_pca's state>}}}
+                        "stats": {"x": {"features": 64, "pca": <graphdl.data.pca.fit_pca's state>}}}
 
 (``grayscale`` and ``rgb_to_yuv`` carry only ``op`` and ``fields``.)
 
@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from graphdl.data._diag import did_you_mean, fail, name_list
+from graphdl.data.pca import fit_pca, pca_transform_graph
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import ShapeError, get_op
@@ -159,23 +160,8 @@ def check_step(spec: Any, step: dict, i: int) -> dict:
         if not isinstance(whiten, bool):
             raise _bad(spec, i, "whiten", f"pca whiten must be true or false, got {whiten!r}",
                        "`whiten: true` scales every component to unit variance")
-        if linalg_pca() is None:
-            raise _bad(spec, i, "op", "pca needs graphdl.ops.linalg (fit_pca and "
-                       "pca_transform_graph), which this build of graphdl does not have yet",
-                       "remove the pca step, or update graphdl")
         entry.update(components=k, whiten=whiten)
     return entry
-
-
-def linalg_pca() -> tuple[Callable, Callable] | None:
-    """(fit_pca, pca_transform_graph) from graphdl.ops.linalg, when it provides them."""
-    try:
-        from graphdl.ops import linalg
-    except ImportError:
-        return None
-    fit = getattr(linalg, "fit_pca", None)
-    transform = getattr(linalg, "pca_transform_graph", None)
-    return (fit, transform) if callable(fit) and callable(transform) else None
 
 
 def resolve_fields(
@@ -314,14 +300,13 @@ def _fit_normalize(mode: str, x: np.ndarray) -> dict:
 
 
 def _fit_pca(spec: Any, entry: dict, i: int, x: np.ndarray) -> dict:
-    fit, _ = linalg_pca()
     flat = x.reshape(x.shape[0], -1).astype(np.float64)
     if entry["components"] > flat.shape[0]:
         raise fail("E508", f"pca cannot fit {entry['components']} components on "
                    f"{flat.shape[0]} training samples", spec, "data", "preprocess", i,
                    "components", help=f"use at most {flat.shape[0]} components, or more data")
     return {"features": int(flat.shape[1]),
-            "pca": fit(flat, entry["components"], entry["whiten"])}
+            "pca": fit_pca(flat, entry["components"], entry["whiten"])}
 
 
 # --------------------------------------------------------------------------- building
@@ -338,8 +323,7 @@ def build_entry(g: Graph, x: Value, entry: dict, field: str) -> Value:
     if op == "normalize":
         return _build_normalize(g, x, entry, field)
     if op == "pca":
-        _, transform = linalg_pca()
-        return transform(g, _flatten(g, x), entry["stats"][field]["pca"])
+        return pca_transform_graph(g, _flatten(g, x), entry["stats"][field]["pca"])
     return g.op(op, x, **_op_attrs(entry))
 
 

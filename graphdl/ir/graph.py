@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import networkx as nx
 import numpy as np
 
+from graphdl.ir.optable import lookup
 from graphdl.ir.types import TensorType
 
 PHASES = ("forward", "backward", "update")
@@ -97,9 +98,7 @@ class Graph:
 
     def apply(self, op: str, inputs: list[Value], attrs: dict | None = None) -> int:
         """Add an op node with checked attributes; infer its types when inputs are typed."""
-        from graphdl.ops.registry import get_op
-
-        opdef = get_op(op)
+        opdef = lookup(op)
         attrs = opdef.check_attrs(attrs or {})
         nid = self.add_node(op, inputs, attrs, num_outputs=opdef.num_outputs)
         in_types = [self.nx.nodes[v.node]["types"][v.index] for v in inputs]
@@ -285,9 +284,7 @@ class Graph:
 
 
 def _default_num_outputs(op: str) -> int:
-    from graphdl.ops.registry import get_op
-
-    return get_op(op).num_outputs
+    return lookup(op).num_outputs
 
 
 def _jsonable(attrs: dict) -> dict:

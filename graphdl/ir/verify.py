@@ -5,7 +5,7 @@ from __future__ import annotations
 import networkx as nx
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ops.registry import get_op
+from graphdl.ir.optable import lookup
 
 
 class VerifyError(AssertionError):
@@ -18,7 +18,7 @@ def verify(g: Graph, after: str = "") -> None:
         raise VerifyError(f"graph has a cycle{where}")
     for nid in g.nodes():
         nd = g.node(nid)
-        op = get_op(nd["op"])
+        op = lookup(nd["op"])
         ins = g.inputs_of(nid)
         slots = sorted(d["in_slot"] for _, _, d in g.nx.in_edges(nid, data=True))
         if slots != list(range(len(slots))):

@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import (
@@ -51,6 +50,7 @@ from graphdl.ops.registry import (
     ShapeError,
     cpu_helper,
     cpu_kernel,
+    prange,
     register,
 )
 
@@ -157,6 +157,13 @@ def conv_flops(op: str, ins: list[TensorType], out: TensorType, bindings: dict) 
     f, cg, kh, kw = w.shape
     pix = n * f * gy.shape[2] * gy.shape[3]
     return 2 * pix * cg * kh * kw + (pix if op == "conv2d" and len(ins) == 3 else 0)
+
+
+def _conv_cost(op: str):
+    def cost(attrs, ins, out, bindings):
+        return conv_flops(op, ins, out, bindings)
+
+    return cost
 
 
 def _fmt(shape) -> str:
@@ -802,6 +809,7 @@ def _conv_attr_defs() -> dict:
 register(
     OpDef(
         name="conv2d",
+        cost=_conv_cost("conv2d"),
         inputs=("x", "w", "b"),
         variadic=True,  # b is optional: conv2d(x, w) or conv2d(x, w, b)
         infer=_infer_conv2d,
@@ -818,6 +826,7 @@ register(
 register(
     OpDef(
         name="conv2d_grad_input",
+        cost=_conv_cost("conv2d_grad_input"),
         inputs=("gy", "w"),
         infer=_infer_grad_input,
         reference=_ref_grad_input,
@@ -832,6 +841,7 @@ register(
 register(
     OpDef(
         name="conv2d_grad_weight",
+        cost=_conv_cost("conv2d_grad_weight"),
         inputs=("x", "gy"),
         infer=_infer_grad_weight,
         reference=_ref_grad_weight,

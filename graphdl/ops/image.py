@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
 
 from graphdl.ir.types import TensorType
 from graphdl.ops.reduce import _prod
@@ -33,6 +32,7 @@ from graphdl.ops.registry import (
     ShapeError,
     cpu_helper,
     cpu_kernel,
+    prange,
     register,
 )
 

@@ -140,6 +140,7 @@ def _emit_ce_grad(ctx, attrs, ins, outs):
 register(
     OpDef(
         name="softmax_cross_entropy",
+        flops_per_element=5,
         inputs=("logits", "labels"),
         infer=_infer_ce,
         reference=_ref_ce,
@@ -161,6 +162,7 @@ def _infer_ce_grad(attrs, types):
 register(
     OpDef(
         name="softmax_cross_entropy_grad",
+        flops_per_element=6,
         inputs=("g", "logits", "labels"),
         infer=_infer_ce_grad,
         reference=_ref_ce_grad,

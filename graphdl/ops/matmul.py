@@ -96,9 +96,17 @@ def _emit(ctx, attrs, ins, outs):
     return lines
 
 
+def _cost(attrs, ins, out, bindings) -> int:
+    """2 * batch * M * K * N (a multiply-add counts 2)."""
+    a = ins[0]
+    k = a.shape[-2] if attrs["transpose_a"] else a.shape[-1]
+    return 2 * out.numel(bindings) * (bindings[k] if isinstance(k, str) else k)
+
+
 register(
     OpDef(
         name="matmul",
+        cost=_cost,
         inputs=("a", "b"),
         infer=_infer,
         reference=_ref,

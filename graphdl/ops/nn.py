@@ -132,6 +132,7 @@ for _name, _ref, _log in (("softmax", _ref_softmax, False), ("log_softmax", _ref
             reference=_ref,
             pattern=Pattern.OPAQUE,
             attrs=dict(_AXIS),
+            flops_per_element=4,
             grad=_g_softmax(_name + "_grad"),
             emit_cpu=_emit_softmax(_log),
             doc=f"{_name} along `axis` (max-subtracted for stability)",
@@ -231,6 +232,7 @@ def _emit_dropout(ctx, attrs, ins, outs):
 register(
     OpDef(
         name="dropout",
+        flops_per_element=2,
         inputs=("x", "seed"),
         infer=_infer_dropout,
         reference=_ref_dropout,

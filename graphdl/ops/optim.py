@@ -68,6 +68,7 @@ _COMMON = {"weight_decay": Attr(float, 0.0), "lr_mult": Attr(float, 1.0)}
 register(
     OpDef(
         name="sgd_update",
+        flops_per_element=3,
         inputs=("param", "grad", "lr"),
         infer=_infer_update(0, False),
         reference=_ref_sgd,
@@ -119,6 +120,7 @@ def _emit_momentum(ctx, attrs, ins, outs):
 register(
     OpDef(
         name="momentum_update",
+        flops_per_element=5,
         inputs=("param", "grad", "velocity", "lr"),
         outputs=("param", "velocity"),
         infer=_infer_update(1, False),
@@ -188,6 +190,7 @@ def _emit_adam(ctx, attrs, ins, outs):
 register(
     OpDef(
         name="adam_update",
+        flops_per_element=12,
         inputs=("param", "grad", "m", "v", "lr", "step"),
         outputs=("param", "m", "v"),
         infer=_infer_update(2, True),

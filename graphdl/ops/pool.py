@@ -23,7 +23,6 @@ holds at least one real cell.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 from graphdl.ir.types import TensorType
 from graphdl.ops.conv import _check_image, _fmt, _pair, _quad
@@ -35,6 +34,7 @@ from graphdl.ops.registry import (
     ShapeError,
     cpu_helper,
     cpu_kernel,
+    prange,
     register,
 )
 

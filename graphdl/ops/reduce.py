@@ -164,6 +164,10 @@ def reduce_max_arb(x, out, unused):
                     out[a, b] = v
 
 
+def _cost(attrs, ins, out, bindings) -> int:
+    return ins[0].numel(bindings)  # one operation per element read
+
+
 _ATTRS = {"axes": Attr(object, None), "keepdims": Attr(bool, False)}
 
 for _name, _np, _grad, _kernel, _flag in (
@@ -179,6 +183,7 @@ for _name, _np, _grad, _kernel, _flag in (
             reference=_ref(_np),
             pattern=Pattern.REDUCTION,
             attrs=dict(_ATTRS),
+            cost=_cost,
             grad=_grad,
             emit_cpu=emit_reduce(_kernel, _flag),
             doc=f"{_name} over `axes` (None: all), keeping reduced dims as 1 with `keepdims`",

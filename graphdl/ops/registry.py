@@ -5,18 +5,19 @@ pattern kind, `infer` (types from types), `grad` (gradient as graph construction
 `reference` (NumPy ground truth) and kernels. Elementwise ops give one scalar function
 (`scalar`) from which the backends generate loops and fused loops. Other ops register
 plain functions as CPU kernels with `@cpu_kernel` and an `emit_cpu` that writes the call
-into the generated step function. Nothing here imports numba: backends jit lazily.
+into the generated step function. Nothing here imports Numba: the backends jit what is registered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cached_property
 from typing import Any
 
+from graphdl.ir.optable import OPS
 from graphdl.ir.types import TensorType
 
 
@@ -68,6 +69,10 @@ class OpDef:
     emit_cpu: Callable | None = None  # non-elementwise: writes the kernel call (see backends/cpu)
     view: bool = False  # output aliases input 0's buffer (reshape of a contiguous value)
     inplace_ok: tuple[int, ...] = ()  # input slots whose buffer the output may overwrite
+    # floating-point operations of one execution (graphdl.ops.cost): ``cost(attrs, input
+    # types, output type, bindings)``, else ``flops_per_element`` per output element
+    cost: Callable | None = None
+    flops_per_element: int = 1
     doc: str = ""
 
     @property
@@ -98,12 +103,10 @@ class OpDef:
         return out
 
 
-_OPS: dict[str, OpDef] = {}
+_OPS: dict[str, OpDef] = OPS  # the IR's table (graphdl/ir/optable.py), filled from here
 _CPU_KERNELS: dict[str, Callable] = {}
+_CPU_HELPERS: dict[str, Callable] = {}
 _PARALLEL_KERNELS: set[str] = set()
-# LLVM fast-math flags of every CPU kernel: all but "nnan" / "ninf", so NaN and inf
-# still propagate (and non-finite checks still see them)
-FASTMATH = {"arcp", "contract", "afn", "reassoc", "nsz"}
 # parallel kernels split the batch into at most this many blocks of samples, shared out
 # among the threads (graphdl/ops/conv.py, "Threads"); a fixed number, not the thread count,
 # so that results do not depend on the number of threads
@@ -118,7 +121,6 @@ def register(op: OpDef) -> OpDef:
 
 
 def get_op(name: str) -> OpDef:
-    _load_all()
     try:
         return _OPS[name]
     except KeyError:
@@ -126,7 +128,6 @@ def get_op(name: str) -> OpDef:
 
 
 def all_ops() -> dict[str, OpDef]:
-    _load_all()
     return dict(_OPS)
 
 
@@ -149,15 +150,25 @@ def cpu_kernel(fn: Callable | None = None, *, parallel: bool = False):
 
 
 def cpu_helper(fn: Callable) -> Callable:
-    """A jitted function that CPU kernels call (Numba resolves a kernel's globals when it
-    compiles the kernel, so a helper must already be a Numba function). Compiled on first
-    use, cached on disk, with the kernels' flags; `graphdl.backends.cpu.cache` hashes
-    helper sources into the keys of the kernels that call them."""
-    from numba import njit
+    """Register a plain function that CPU kernels (or other helpers) call by its global
+    name. Numba resolves a kernel's globals when it compiles the kernel, so the CPU backend
+    jits each helper and compiles kernels against the jitted helpers
+    (`graphdl.backends.cpu.library`); in plain Python the helper runs as written."""
+    if fn.__name__ in _CPU_HELPERS and _CPU_HELPERS[fn.__name__] is not fn:
+        raise ValueError(f"cpu helper {fn.__name__!r} registered twice")
+    _CPU_HELPERS[fn.__name__] = fn
+    return fn
 
-    import graphdl.backends.cpu  # noqa: F401  (chooses Numba's cache folder before jitting)
 
-    return njit(cache=True, error_model="numpy", fastmath=FASTMATH)(fn)
+def prange(*args: int) -> range:
+    """A parallel range for kernels registered with ``parallel=True``: the CPU backend
+    compiles it as Numba's ``prange`` (graphdl/ops/conv.py, "Threads"); in plain Python it
+    is ``range``."""
+    return range(*args)
+
+
+def is_cpu_helper(fn: object) -> bool:
+    return callable(fn) and _CPU_HELPERS.get(getattr(fn, "__name__", None)) is fn
 
 
 def is_parallel_kernel(name: str) -> bool:
@@ -165,31 +176,4 @@ def is_parallel_kernel(name: str) -> bool:
 
 
 def cpu_kernels() -> dict[str, Callable]:
-    _load_all()
     return dict(_CPU_KERNELS)
-
-
-_loaded = False
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    from graphdl.ops import (  # noqa: F401  (registration side effects)
-        conv,
-        elementwise,
-        fused,
-        image,
-        linalg,
-        losses,
-        matmul,
-        nn,
-        norm,
-        optim,
-        pool,
-        reduce,
-        shape,
-        sources,
-    )

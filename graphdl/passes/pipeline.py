@@ -9,8 +9,8 @@ Read this list to know what graphdl does to a graph:
 5. schedule      - the execution order (updates last; free big buffers early)
 6. plan_memory   - liveness over that order, buffer reuse, in-place updates
 
-schedule runs before plan_memory (DESIGN.md lists them the other way round) because
-liveness is only defined once the order is fixed.
+schedule runs before plan_memory because liveness is only defined once the order is
+fixed.
 """
 
 from __future__ import annotations
@@ -81,6 +81,3 @@ class PassContext:
                 break
         return graph
 
-
-def run_pipeline(graph: Graph, training: bool, ctx: PassContext | None = None) -> Graph:
-    return (ctx or PassContext()).run(graph, training)

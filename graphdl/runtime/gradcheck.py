@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphdl.ir.graph import Graph, Value
 from graphdl.backends.reference import run_reference
+from graphdl.ir.graph import Graph, Value
 from graphdl.layers.lower import lower
 from graphdl.passes.autodiff import build_gradients, trainable_params
 from graphdl.passes.infer_shapes import infer_shapes

@@ -101,7 +101,7 @@ def _summarise(value: Any, depth: int = 0) -> Any:
 
 
 def _op_flops(op: str, attrs: dict, ins: list[TensorType], out: TensorType, b) -> int | None:
-    from graphdl.ir.cost import _op_flops as cost_of
+    from graphdl.ops.cost import op_flops as cost_of
 
     try:
         return int(cost_of(op, attrs, ins, out, b))

@@ -71,7 +71,9 @@ def _no_device_needed(cc) -> None:
 def main() -> int:
     from numba import cuda
 
-    import graphdl.backends.cuda.library  # noqa: F401  (device functions for K.s_*)
+    from graphdl.backends.cuda.library import load_library
+
+    load_library()  # device functions for K.s_*
 
     records = json.loads(Path(sys.argv[1]).read_text())
     cc = tuple(int(x) for x in (sys.argv[2] if len(sys.argv) > 2 else "8.0").split("."))

@@ -16,7 +16,7 @@ import pytest
 from graphdl.layers.lower import lower
 from graphdl.passes.pipeline import PassContext
 from graphdl.runtime.params import init_params, init_state
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 from graphdl.runtime.trainer import step_seed
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "mlp_digits.yaml"

@@ -11,7 +11,7 @@ from graphdl.ir.graph import Graph, Value
 from graphdl.backends.reference import run_reference
 from graphdl.ir.types import TensorType
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 
 
 def T(*shape, dtype="float32"):

@@ -12,7 +12,7 @@ from graphdl.layers.augment import augment_inputs, build_augment, step_attrs
 from graphdl.ops.image import applied_mask, flip_masks
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 
 STEPS = [
     {"op": "random_rotation", "degrees": 10, "p": 0.5},

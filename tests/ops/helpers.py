@@ -17,7 +17,7 @@ from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
 from graphdl.passes.autodiff import build_gradients
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 
 FLOATS = ("float32", "float64")
 

@@ -18,7 +18,7 @@ from graphdl.ops.conv import conv_flops, conv_out_size, resolve_padding
 from graphdl.ops.registry import ShapeError, get_op
 from graphdl.passes.autodiff import build_gradients
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 
 KERNEL_COVERED = {"conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
 GRAD_COVERED = {"conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
@@ -74,9 +74,9 @@ def _kernel_args(attrs):
 
 @pytest.fixture(scope="module")
 def K():
-    from graphdl.backends.cpu import library
+    from graphdl.backends.cpu.library import load_library
 
-    return library
+    return load_library()
 
 
 # ----------------------------------------------------------------------- kernels

@@ -21,7 +21,7 @@ from graphdl.ir.graph import Graph
 from graphdl.backends.reference import run_reference
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 
 FEW = settings(max_examples=6, deadline=None, derandomize=True)
 

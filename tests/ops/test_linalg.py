@@ -20,10 +20,10 @@ from helpers import (
 )
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ops.linalg import fit_pca, pca_transform_graph
+from graphdl.data.pca import fit_pca, pca_transform_graph
 from graphdl.ops.registry import ShapeError, get_op
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 
 KERNEL_COVERED = {"svd", "eigh", "eig"}
 GRAD_COVERED = {"svd", "eigh"}

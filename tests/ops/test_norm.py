@@ -24,7 +24,7 @@ from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import autodiff
 from graphdl.passes.infer_shapes import infer_shapes
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 
 KERNEL_COVERED = {"batch_norm_train", "batch_norm_train_grad"}
 GRAD_COVERED = {"batch_norm_train"}

@@ -15,7 +15,7 @@ from helpers import T, infer, reference, rng
 from graphdl.backends.reference import run_reference
 from graphdl.ops.registry import ShapeError, get_op
 from graphdl.passes.pipeline import PassContext
-from graphdl.runtime.program import Program
+from graphdl.backends.cpu.program import Program
 
 KERNEL_COVERED = {"sgd_update", "momentum_update", "adam_update"}
 GRAD_COVERED: set[str] = set()

@@ -59,9 +59,9 @@ def _kargs(case):
 
 @pytest.fixture(scope="module")
 def K():
-    from graphdl.backends.cpu import library
+    from graphdl.backends.cpu.library import load_library
 
-    return library
+    return load_library()
 
 
 # ----------------------------------------------------------------------- kernels

@@ -13,7 +13,7 @@ import yaml
 
 import graphdl
 from graphdl.api import Model
-from graphdl.compiler import dummy_feeds
+from graphdl.backends.common.program import dummy_feeds
 from graphdl.errors import GraphdlError
 from graphdl.runtime.checkpoint import load_checkpoint, save_checkpoint
 

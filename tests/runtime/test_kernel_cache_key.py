@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 
+from graphdl.backends.common import cache as common
 from graphdl.backends.cpu import cache
 from graphdl.ops import conv
 
@@ -12,9 +13,9 @@ def test_key_covers_the_jitted_helpers_a_kernel_calls():
     """Numba's cache of a step holds its callees' code: a kernel's key text includes the
     source of the helpers it calls, recursively (conv2d_fwd -> _fwd_block -> _im2col), and
     the module constants they read."""
-    text = cache._function_source("conv2d_fwd")
+    text = common.function_source("conv2d_fwd")
     for helper in (conv._fwd_block, conv._im2col, conv._pad_sample, conv._geometry):
-        assert inspect.getsource(helper.py_func) in text
+        assert inspect.getsource(helper) in text
     assert f"WIDE_LIMIT={conv.WIDE_LIMIT!r}" in text
     assert f"PAR_BLOCKS={conv.PAR_BLOCKS!r}" in text
 
@@ -22,24 +23,22 @@ def test_key_covers_the_jitted_helpers_a_kernel_calls():
 def test_key_changes_with_a_helper(monkeypatch):
     source = "def step(x):\n    K.conv2d_fwd(x)\n"
     before = cache.source_key(source)
-    cache._function_source.cache_clear()
+    common.function_source.cache_clear()
     monkeypatch.setattr(conv, "WIDE_LIMIT", conv.WIDE_LIMIT + 1)
     try:
         assert cache.source_key(source) != before
     finally:
-        cache._function_source.cache_clear()
+        common.function_source.cache_clear()
 
 
 def test_numba_cache_folder_follows_the_kernel_flags(tmp_path):
     """Numba re-validates a cached kernel against its own source file only: the folder it
     caches into is named by the files holding the flags and constants all kernels are
     compiled with, so changing those cannot serve stale machine code."""
-    from graphdl.backends.cpu import numba_cache_dir
-
     flags = tmp_path / "registry.py"
     flags.write_text('FASTMATH = {"nsz"}\n')
-    before = numba_cache_dir(tmp_path, (flags,))
-    assert numba_cache_dir(tmp_path, (flags,)) == before
+    before = common.numba_cache_dir(tmp_path, (flags,))
+    assert common.numba_cache_dir(tmp_path, (flags,)) == before
     flags.write_text('FASTMATH = {"nsz", "arcp"}\n')
-    assert numba_cache_dir(tmp_path, (flags,)) != before
+    assert common.numba_cache_dir(tmp_path, (flags,)) != before
     assert before.parent == tmp_path / "numba"

@@ -1,19 +1,30 @@
-"""The CPU kernel library: every registered kernel and scalar function, jitted lazily.
+"""The CPU kernel library: every registered kernel, helper and scalar function, jitted.
 
-Generated modules import this module as ``K``. Kernels are plain functions registered
-beside their ops (`@cpu_kernel`); scalar functions come from elementwise OpDefs and are
-exposed as ``s_<op>``. `njit` without a signature compiles on first call, so importing
-this module costs no compilation, and `cache=True` keeps the machine code on disk.
+Generated modules import this module as ``K``; `load_library` fills it (once per process,
+before the first program loads) and sets up what the kernels run with: Numba's cache
+folder, OpenMP's spin time and BLAS's thread count. Importing this module changes nothing.
+
+Kernels and helpers are plain functions registered beside their ops
+(`graphdl.ops.registry.cpu_kernel` / `cpu_helper`); scalar functions come from elementwise
+OpDefs and are exposed as ``s_<op>``. Each kernel is compiled against the jitted helpers
+and Numba's ``prange`` (`_bind_globals`). `njit` without a signature compiles on first
+call, so loading the library costs no compilation, and `cache=True` keeps the machine code
+on disk.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import types
+from collections.abc import Callable
 
-from numba import njit
+from graphdl.backends.common.cache import use_graphdl_numba_cache
+from graphdl.ops.registry import all_ops, cpu_kernels, is_cpu_helper, is_parallel_kernel, prange
 
-from graphdl.ops.registry import FASTMATH, all_ops, cpu_kernels, is_parallel_kernel
-
+# LLVM fast-math flags of every CPU kernel and helper: all but "nnan" / "ninf", so NaN and
+# inf still propagate (and non-finite checks still see them)
+FASTMATH = {"arcp", "contract", "afn", "reassoc", "nsz"}
 # Numba's parallel options for kernels registered with parallel=True: only their explicit
 # prange loops become parallel regions (no automatic parallelisation of array expressions)
 PRANGE_ONLY = {
@@ -21,17 +32,60 @@ PRANGE_ONLY = {
     "numpy": False, "stencil": False, "fusion": False, "inplace_binop": False,
 }
 
+_loaded = False
+
+
+def load_library() -> types.ModuleType:
+    """Jit every registered kernel into this module (lazily compiled) and set up the
+    process for running them; idempotent. Returns this module (``K``)."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        use_graphdl_numba_cache()
+        short_thread_spin()
+        limit_blas_threads()
+        _install()
+    return sys.modules[__name__]
+
 
 def _install() -> None:
+    from numba import njit
+
     g = globals()
     for name, fn in cpu_kernels().items():
         g[name] = njit(
             cache=True, error_model="numpy", fastmath=FASTMATH,
             parallel=PRANGE_ONLY if is_parallel_kernel(name) else False,
-        )(fn)
+        )(_bind_globals(fn, {}))
     for name, op in all_ops().items():
         if op.scalar is not None:
             g[f"s_{name}"] = njit(cache=True, inline="always", error_model="numpy")(op.scalar)
+
+
+def _bind_globals(fn: Callable, jitted: dict) -> Callable:
+    """``fn`` with the helpers it calls replaced by their jitted versions (recursively) and
+    `prange` by Numba's: the same code object, so Numba caches it under its own source."""
+    import numba
+    from numba import njit
+
+    names = set(fn.__code__.co_names) & fn.__globals__.keys()
+    rebound = {}
+    for k in names:
+        v = fn.__globals__[k]
+        if v is prange:
+            rebound[k] = numba.prange
+        elif is_cpu_helper(v):
+            if v not in jitted:
+                jitted[v] = njit(cache=True, error_model="numpy", fastmath=FASTMATH)(
+                    _bind_globals(v, jitted))
+            rebound[k] = jitted[v]
+    if not rebound:
+        return fn
+    copy = types.FunctionType(fn.__code__, {**fn.__globals__, **rebound}, fn.__name__,
+                              fn.__defaults__, fn.__closure__)
+    copy.__qualname__, copy.__module__, copy.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    copy.__kwdefaults__ = fn.__kwdefaults__
+    return copy
 
 
 def short_thread_spin() -> None:
@@ -77,8 +131,3 @@ def limit_blas_threads(threads: int = 1) -> None:
     for lib in ThreadpoolController().lib_controllers:
         if lib.internal_api == "openblas" and "scipy.libs" in lib.filepath:
             lib.set_num_threads(threads)
-
-
-_install()
-short_thread_spin()
-limit_blas_threads()

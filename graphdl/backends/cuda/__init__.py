@@ -1,7 +1,7 @@
 """The CUDA backend: numba.cuda kernels, their code generator and the device-resident program.
 
 - `device`: the one module that imports CUDA (``cuda``, `is_available`, `device_name`);
-- `registry`: CUDA emitters and kernels per op (kernels live in graphdl/ops/cuda_kernels/);
+- `registry`: CUDA emitters and kernels per op (kernels live in graphdl/backends/cuda/kernels/);
 - `codegen`: planned graph -> generated module (kernels + ``setup``/``run`` driver);
 - `cache`: generated source written by content hash under the cache directory;
 - `program`: `CudaProgram`, the `Program` interface with buffers kept on the device.
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-
-import graphdl.backends.cpu  # noqa: F401  (points Numba's cache at graphdl's cache folder first)
 
 
 def _no_driver_here() -> bool:

@@ -1,8 +1,6 @@
-"""Measurements of the CUDA backend: a spec's training and inference speed, the tiled
-matmul's GFLOP/s, and that against the card's FP32 peak (tools/gpu_check.py prints them).
-
-Every timed call ends with the outputs on the host (a device-to-host copy synchronises),
-so a step's time is its whole time; the matmul is timed with CUDA events.
+"""Measurements of the CUDA backend itself: the tiled matmul's GFLOP/s against the card's
+FP32 peak, and a large dense spec for whole-spec runs (`graphdl.bench.bench_spec_cuda`;
+tools/gpu_check.py prints them). The matmul is timed with CUDA events.
 """
 
 from __future__ import annotations
@@ -30,81 +28,14 @@ def fp32_peak_tflops(name: str) -> float | None:
     return None
 
 
-def _programs(spec, modes=("train", "eval")):
-    from graphdl.backends.cuda.program import CudaProgram
-    from graphdl.layers.lower import lower
-    from graphdl.passes.pipeline import PassContext
-    from graphdl.runtime.params import init_params, init_state
-
-    progs, graphs = {}, {}
-    params: dict = {}
-    state: dict = {}
-    for mode in modes:
-        g = PassContext().run(lower(spec, mode), training=(mode == "train"))
-        graphs[mode] = g
-        for k, v in init_params(g, spec.seed).items():
-            params.setdefault(k, v)
-        for k, v in init_state(g).items():
-            state.setdefault(k, v)
-        progs[mode] = CudaProgram(g, title=f"{spec.name} ({mode}, cuda)")
-    for p in progs.values():
-        p.bind_params(params, state)
-    compile_s = sum(p.warmup() for p in progs.values())
-    return progs, graphs, compile_s
-
-
-def _rate(fn, seconds: float, warm: int = 5) -> float:
-    for _ in range(warm):
-        fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        for _ in range(5):
-            fn()
-        n += 5
-        dt = time.perf_counter() - t0
-        if dt >= seconds:
-            return n / dt
-
-
-def bench_spec_cuda(spec_path: str | Path, seconds: float = 2.0, batch: int | None = None) -> dict:
-    """Training steps/s (and GFLOP/s of a step), eval samples/s, compile time on CUDA."""
-    from graphdl.backends.cuda import device
-    from graphdl.ir.cost import flops
-    from graphdl.runtime.bench import random_feeds
-    from graphdl.spec import load_spec
-
-    spec = load_spec(spec_path)
-    t0 = time.perf_counter()
-    progs, graphs, warm_s = _programs(spec)
-    result = {"device": device.device_name(), "compile_s": round(time.perf_counter() - t0, 3),
-              "kernel_compile_s": round(warm_s, 3)}
-    batch = int(batch or spec.train.get("batch_size", 32))
-    rng = np.random.default_rng(0)
-    train = progs["train"]
-    feeds = random_feeds(spec, train, batch, rng)
-    steps = _rate(lambda: train(feeds), seconds)
-    step_flops = flops(graphs["train"], {"N": batch})
-    result.update({
-        "batch_size": batch,
-        "train_steps_per_s": round(steps, 2),
-        "train_step_ms": round(1000.0 / steps, 3),
-        "train_flops_per_step": int(step_flops),
-        "train_gflops": round(step_flops * steps / 1e9, 1),
-    })
-    ev = progs["eval"]
-    eval_batch = max(batch, 512)
-    efeeds = random_feeds(spec, ev, eval_batch, rng)
-    result["eval_samples_per_s"] = round(_rate(lambda: ev(efeeds), seconds) * eval_batch, 1)
-    return result
-
-
 def matmul_gflops(m: int, k: int, n: int, repeats: int = 10) -> dict:
     """GFLOP/s of the tiled matmul kernel on float32 [m, k] @ [k, n], timed with events,
     checked against NumPy on a few rows."""
     from graphdl.backends.cuda import device as D
-    from graphdl.backends.cuda import library as K
     from graphdl.backends.cuda import runtime as R
+    from graphdl.backends.cuda.library import load_library
 
+    K = load_library()
     rng = np.random.default_rng(0)
     a = rng.standard_normal((1, m, k)).astype(np.float32)
     b = rng.standard_normal((1, k, n)).astype(np.float32)

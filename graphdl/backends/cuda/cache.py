@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-import graphdl
-from graphdl.backends.cpu.cache import _function_source, import_generated
+from graphdl.backends.common.cache import function_source, import_generated
+from graphdl.version import __version__
 
 
 @cache
@@ -30,11 +30,10 @@ def _toolchain_fingerprint() -> str:
     from graphdl.backends.cuda import device
 
     h = hashlib.sha256()
-    h.update(f"graphdl={graphdl.__version__};numba={numba.__version__};numpy={np.__version__};"
+    h.update(f"graphdl={__version__};numba={numba.__version__};numpy={np.__version__};"
              f"cuda={device.IMPLEMENTATION};sim={device.SIMULATOR}".encode())
     here = Path(__file__).parent
-    kernels = Path(graphdl.__file__).parent / "ops" / "cuda_kernels"
-    for path in sorted(here.glob("*.py")) + sorted(kernels.glob("*.py")):
+    for path in sorted(here.glob("*.py")) + sorted((here / "kernels").glob("*.py")):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()
@@ -46,7 +45,7 @@ def source_key(source: str) -> str:
     h.update(source.encode())
     for name in sorted(set(re.findall(r"\bK\.(s_\w+)", source))):
         h.update(name.encode())
-        h.update(_function_source(name).encode())
+        h.update(function_source(name).encode())
     return h.hexdigest()[:20]
 
 

@@ -23,7 +23,7 @@ source: the source (and its cache entry) depends only on the graph's structure.
 
 from __future__ import annotations
 
-from graphdl.backends.cpu.codegen import (
+from graphdl.backends.common.codegen import (
     SOURCES,
     EmitCtx,
     GraphSource,

@@ -1,6 +1,6 @@
 """CudaProgram: a compiled graph whose buffers live on the GPU.
 
-The same interface as `graphdl.runtime.program.Program` (``Program(graph, title)``,
+The same interface as `graphdl.backends.cpu.program.Program` (``Program(graph, title)``,
 ``.inputs``, ``.sig``, ``.param_types``, ``.state_types``, `bind_params`, `warmup`,
 ``__call__(feeds) -> dict`` of NumPy arrays), with the data kept on the device for the
 whole step: parameters, optimiser state, constants and every intermediate value are device
@@ -17,23 +17,17 @@ device (after the host arrays were assigned: a restored checkpoint, loaded weigh
 
 from __future__ import annotations
 
-import time
 import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
+from graphdl.backends.common.program import CompiledProgram
 from graphdl.backends.cuda import device as D
 from graphdl.backends.cuda.cache import load_generated
 from graphdl.backends.cuda.codegen import CudaCodegen
+from graphdl.backends.cuda.library import load_library
 from graphdl.ir.graph import Graph
-from graphdl.passes.plan_memory import ALIGN, slot_sizes
-from graphdl.runtime.program import (
-    _check_array,
-    _remember_cold_time,
-    describe_inputs,
-    named_types,
-)
 
 MAX_SETUPS = 8  # bindings (batch sizes) kept set up at once
 
@@ -67,40 +61,27 @@ class _Setup:
     scalar_cache: dict  # input name -> last value copied (scalars only)
 
 
-class CudaProgram:
+class CudaProgram(CompiledProgram):
     """A compiled graph on the GPU. Call it with feeds; params/state are bound with
     `bind_params` (copied to the device) and read back with `sync_to_host`."""
 
     device = "cuda"
+    codegen = CudaCodegen
+    load_generated = staticmethod(load_generated)
 
     def __init__(self, graph: Graph, title: str = "program"):
-        self.graph = graph
-        self.source, self.sig = CudaCodegen(graph, title).generate()
-        t0 = time.perf_counter()
-        self.module, self.source_path, self.was_cached = load_generated(self.source)
-        self.load_seconds = time.perf_counter() - t0
-        self.plan = graph.meta["memory_plan"]
-        self.inputs, self._symbol_sources, consts = describe_inputs(graph, self.sig)
-        self.consts = [D.to_device(c) for c in consts]
-        self.param_types, self.state_types = named_types(graph)
+        load_library()
+        super().__init__(graph, title)
+        self.consts = [D.to_device(c) for c in self._host_consts]
         self._host_bound: list[np.ndarray] | None = None
         self._dev_bound: list = []
-        self._capacity: dict[str, int] = {}
-        self._arenas: list = []
-        self._offsets: list[int] = []
         self._setups: dict[tuple, _Setup] = {}
-        self.jit_seconds = 0.0
-        self.cold_seconds: float | None = None
 
     # ------------------------------------------------------------ binding
     def bind_params(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
         """Bind parameter and state arrays: their device copies (made now, or shared with
         another program bound to the same arrays) are what the steps read and update."""
-        host = []
-        for name in self.sig.params:
-            host.append(_check_array(params[name], self.param_types[name], name))
-        for name in self.sig.state:
-            host.append(_check_array(state[name], self.state_types[name], name))
+        host = self._checked_params(params, state)
         self._host_bound = host
         self._dev_bound = [mirror(h) for h in host]
         self._setups.clear()
@@ -117,23 +98,14 @@ class CudaProgram:
             d.copy_to_device(h)
 
     # ------------------------------------------------------------ buffers
-    def _ensure_arenas(self, bindings: dict[str, int]) -> None:
-        if self._capacity and all(bindings.get(k, 0) <= v for k, v in self._capacity.items()):
-            return
-        cap = {k: max(v, self._capacity.get(k, 0)) for k, v in bindings.items()}
-        sizes = slot_sizes(self.plan, cap)
-        offsets = [0] * max(len(sizes), 1)
-        totals = {d: 0 for d in self.sig.arenas}
-        for i, (slot, size) in enumerate(zip(self.plan["slots"], sizes)):
-            offsets[i] = totals.get(slot["dtype"], 0)
-            totals[slot["dtype"]] = offsets[i] + size
-        self._arenas = [D.device_array(max(totals[d], ALIGN), np.dtype(d)) for d in self.sig.arenas]
-        self._offsets = offsets
-        self._capacity = cap
-        self._setups.clear()  # their views point into the old arenas
+    def _allocate_arena(self, size: int, dtype: np.dtype):
+        return D.device_array(size, dtype)
 
-    def arena_bytes(self) -> int:
-        return sum(int(a.nbytes) for a in self._arenas)
+    def _ensure_arenas(self, bindings: dict[str, int]) -> bool:
+        grown = super()._ensure_arenas(bindings)
+        if grown:
+            self._setups.clear()  # their views point into the old arenas
+        return grown
 
     def _setup(self, bindings: dict[str, int], feeds: dict) -> _Setup:
         self._ensure_arenas(bindings)
@@ -174,21 +146,13 @@ class CudaProgram:
         return {name: host[dtype][start:stop].reshape(shape)
                 for name, dtype, start, stop, shape in entry.layout}
 
-    def warmup(self) -> float:
-        """Compile every kernel (or load it from the disk cache) by one call on scratch
-        buffers; seconds."""
-        from graphdl.compiler import dummy_feeds
+    # ------------------------------------------------------------ warm-up
+    def _save_binding(self):
+        return self._host_bound, self._dev_bound
 
-        saved = (self._host_bound, self._dev_bound)
-        scratch_p = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.param_types.items()}
-        scratch_s = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.state_types.items()}
-        self.bind_params(scratch_p, scratch_s)
-        t0 = time.perf_counter()
-        self(dummy_feeds(self, 1))
-        D.synchronize()
-        seconds = time.perf_counter() - t0
+    def _restore_binding(self, saved) -> None:
         self._host_bound, self._dev_bound = saved
         self._setups.clear()
-        self.jit_seconds = seconds
-        self.cold_seconds = _remember_cold_time(self.source_path, seconds, self.was_cached)
-        return seconds
+
+    def _synchronize(self) -> None:
+        D.synchronize()

@@ -7,7 +7,7 @@ writes the launches into the generated program (see `codegen.CudaEmitCtx`). The 
 launches are registered with `cuda_kernel` and reached from generated code as ``K.<name>``.
 
 The op modules in ``graphdl/ops`` stay free of CUDA: the kernels and emitters of an op
-family live in ``graphdl/ops/cuda_kernels/<family>.py``, imported by `load_all` when the
+family live in ``graphdl/backends/cuda/kernels/<family>.py``, imported by `load_all` when the
 CUDA backend is first used. A new op family adds its module to `FAMILIES`.
 """
 
@@ -53,7 +53,7 @@ def load_all() -> None:
         return
     _loaded = True
     for family in FAMILIES:
-        importlib.import_module(f"graphdl.ops.cuda_kernels.{family}")
+        importlib.import_module(f"graphdl.backends.cuda.kernels.{family}")
 
 
 def emitter_for(op: str) -> Callable | None:

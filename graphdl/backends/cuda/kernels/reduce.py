@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 
 from graphdl.backends.cuda.device import RED_BLOCK, cuda, jit
+from graphdl.backends.cuda.kernels.shape import emit_transpose
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
-from graphdl.ops.cuda_kernels.shape import emit_transpose
 from graphdl.ops.reduce import arb_layout, normalize_axes
 
 

@@ -1,4 +1,5 @@
-"""`graphdl bench`: training and inference speed and compile time of a spec.
+"""`graphdl bench`: training and inference speed and compile time of a spec, on the CPU
+(`bench_spec`) or the GPU (`bench_spec_cuda`).
 
 Cold compile time is measured in a fresh subprocess with empty graphdl and Numba cache
 directories; warm compile time in a second subprocess reusing them.
@@ -13,8 +14,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+
+from graphdl.api import Model
+from graphdl.ops.cost import flops
+from graphdl.spec import load_spec
 
 _COMPILE_SNIPPET = """
 import json, sys, time
@@ -49,24 +55,22 @@ def random_feeds(spec, program, batch: int, rng) -> dict:
     return feeds
 
 
-def _rate(fn, seconds: float, warm: int = 20) -> float:
+def _rate(fn, seconds: float, warm: int = 20, chunk: int = 20) -> float:
     """Calls per second of fn, over about ``seconds`` (after ``warm`` calls)."""
     for _ in range(warm):
         fn()
     n, t0 = 0, time.perf_counter()
     while True:
-        for _ in range(20):
+        for _ in range(chunk):
             fn()
-        n += 20
+        n += chunk
         dt = time.perf_counter() - t0
         if dt >= seconds:
             return n / dt
 
 
 def bench_spec(spec_path: str, seconds: float = 2.0, cold: bool = True) -> dict:
-    from graphdl.api import Model
-    from graphdl.spec import load_spec
-
+    """Train steps/s, eval samples/s, batch-1 latency, compile times and peak RSS on the CPU."""
     spec = load_spec(spec_path)
     result = {}
     if cold:
@@ -96,4 +100,37 @@ def bench_spec(spec_path: str, seconds: float = 2.0, cold: bool = True) -> dict:
         times.append(time.perf_counter() - t0)
     result["infer_batch1_ms"] = round(float(np.median(times)) * 1000, 4)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def bench_spec_cuda(spec_path: str | Path, seconds: float = 2.0, batch: int | None = None) -> dict:
+    """Training steps/s (and GFLOP/s of a step), eval samples/s, compile time on CUDA.
+
+    Every timed call ends with the outputs on the host (a device-to-host copy
+    synchronises), so a step's time is its whole time."""
+    from graphdl.backends.cuda import device
+
+    spec = load_spec(spec_path)
+    t0 = time.perf_counter()
+    model = Model(spec, device="cuda").compile(("train", "eval"))
+    warm_s = sum(model.compiled(m).jit_seconds for m in ("train", "eval"))
+    result = {"device": device.device_name(), "compile_s": round(time.perf_counter() - t0, 3),
+              "kernel_compile_s": round(warm_s, 3)}
+    batch = int(batch or spec.train.get("batch_size", 32))
+    rng = np.random.default_rng(0)
+    train = model.compiled("train").program
+    feeds = random_feeds(spec, train, batch, rng)
+    steps = _rate(lambda: train(feeds), seconds, warm=5, chunk=5)
+    step_flops = flops(model.compiled("train").graph, {"N": batch})
+    result.update({
+        "batch_size": batch,
+        "train_steps_per_s": round(steps, 2),
+        "train_step_ms": round(1000.0 / steps, 3),
+        "train_flops_per_step": int(step_flops),
+        "train_gflops": round(step_flops * steps / 1e9, 1),
+    })
+    ev = model.compiled("eval").program
+    eval_batch = max(batch, 512)
+    efeeds = random_feeds(spec, ev, eval_batch, rng)
+    result["eval_samples_per_s"] = round(_rate(lambda: ev(efeeds), seconds, warm=5, chunk=5) * eval_batch, 1)
     return result

@@ -1,0 +1,123 @@
+"""The generated-module cache both backends share: generated source at a stable path named
+by a content hash.
+
+Numba can only cache a function whose source is an importable file, and a new process
+can only load that cache when the module is importable by the same name. So generated
+source is written to ``<cache>/<backend>/gdl_<hash>.py`` and imported as
+``graphdl_gen.gdl_<hash>`` registered in ``sys.modules``. Each backend's key
+(`graphdl.backends.cpu.cache`, `graphdl.backends.cuda.cache`) covers the source plus
+everything the compiled code depends on that the source does not show.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+import types
+from functools import cache
+from pathlib import Path
+
+from graphdl.ops.registry import all_ops, cpu_kernels, is_cpu_helper
+
+# the files that hold the flags and constants kernels are compiled with: the CPU library's
+# fast-math flags and parallel options, the ops' PAR_BLOCKS (paths inside the package)
+FLAG_FILES = ("backends/cpu/library.py", "ops/registry.py")
+PACKAGE = "graphdl_gen"
+
+
+def cache_dir() -> Path:
+    """GRAPHDL_CACHE_DIR, else the user's cache folder (XDG_CACHE_HOME or ~/.cache)."""
+    env = os.environ.get("GRAPHDL_CACHE_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "graphdl"
+
+
+@cache
+def function_source(name: str) -> str:
+    """Source of a library function as generated code names it: K.<kernel> or K.s_<op>."""
+    kernels = cpu_kernels()
+    if name in kernels:
+        fn = kernels[name]
+    elif name.startswith("s_") and name[2:] in all_ops():
+        fn = all_ops()[name[2:]].scalar
+    else:
+        return f"<unknown {name}>"
+    return _meaning(fn, set())
+
+
+def _meaning(fn, seen: set) -> str:
+    """A function's source, the module-level constants it reads and, recursively, the
+    source of the helpers it calls (`graphdl.ops.registry.cpu_helper`)."""
+    seen.add(fn)
+    try:
+        text = inspect.getsource(fn)
+    except OSError:
+        text = fn.__qualname__
+    parts = [text]
+    for k in sorted(set(fn.__code__.co_names) & fn.__globals__.keys()):
+        v = fn.__globals__[k]
+        if isinstance(v, (int, float)):
+            parts.append(f"{k}={v!r}")
+        elif is_cpu_helper(v) and v not in seen:
+            parts.append(_meaning(v, seen))
+    return ";".join(parts)
+
+
+def import_generated(source: str, key: str, backend: str) -> tuple[types.ModuleType, Path, bool]:
+    """Write ``source`` to ``<cache>/<backend>/gdl_<key>.py`` (atomically, if new) and import
+    it as ``graphdl_gen.<backend>_<key>`` registered in sys.modules; shared by the backends."""
+    directory = cache_dir() / backend
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"gdl_{key}.py"
+    existed = path.exists()
+    if not existed:
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(source, encoding="utf-8")
+        os.replace(tmp, path)
+    modname = f"{PACKAGE}.gdl_{key}"
+    if modname in sys.modules:
+        return sys.modules[modname], path, True
+    if PACKAGE not in sys.modules:
+        pkg = types.ModuleType(PACKAGE)
+        pkg.__path__ = []
+        sys.modules[PACKAGE] = pkg
+    if str(directory) not in sys.modules[PACKAGE].__path__:
+        sys.modules[PACKAGE].__path__.append(str(directory))
+    spec = importlib.util.spec_from_file_location(modname, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = module
+    spec.loader.exec_module(module)
+    return module, path, existed
+
+
+def numba_cache_dir(base: Path, files: tuple[Path, ...]) -> Path:
+    """``base/numba/<fingerprint of files>``."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return base / "numba" / h.hexdigest()[:12]
+
+
+def use_graphdl_numba_cache() -> None:
+    """Numba's own cache (compiled machine code) goes under graphdl's cache directory too,
+    unless NUMBA_CACHE_DIR is set: one folder holds everything a run compiled. It must be
+    chosen before anything is jitted.
+
+    The folder is named by a fingerprint of the files that hold the flags and constants
+    every kernel is compiled with (`FLAG_FILES`). Numba invalidates a cached function only when its own
+    source file changes, so without the fingerprint a change of those would keep serving
+    kernels compiled with the old ones.
+    """
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return
+    package = Path(__file__).resolve().parents[2]
+    folder = numba_cache_dir(cache_dir(), tuple(package / f for f in FLAG_FILES))
+    os.environ["NUMBA_CACHE_DIR"] = str(folder)
+    import numba
+
+    numba.config.CACHE_DIR = str(folder)  # numba read its config when it was imported

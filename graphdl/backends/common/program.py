@@ -1,0 +1,175 @@
+"""The host side both backends' programs share: the generated module, the inputs and their
+symbolic dims, the arenas the memory plan carves values from, warm-up.
+
+`CompiledProgram` is the base of `graphdl.backends.cpu.program.Program` (arrays in host
+memory, one Numba-compiled ``step``) and `graphdl.backends.cuda.program.CudaProgram`
+(buffers on the GPU); each says how its arenas are allocated and how a call runs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from graphdl.ir.graph import Graph, Value
+from graphdl.ir.types import TensorType
+from graphdl.passes.plan_memory import ALIGN, slot_sizes
+
+
+@dataclass
+class InputInfo:
+    name: str
+    shape: tuple
+    dtype: np.dtype
+    scalar: bool
+
+
+def describe_inputs(graph: Graph, sig) -> tuple[list[InputInfo], list[tuple[str, int, str]], list]:
+    """What both backends' programs need from a planned graph and its step signature: the
+    inputs in call order, where each symbolic dim is read from (input name, axis, symbol),
+    and the constants as contiguous host arrays in `sig.consts` order."""
+    inputs: list[InputInfo] = []
+    symbol_sources: list[tuple[str, int, str]] = []
+    for name in sig.inputs:
+        t = graph.type_of(Value(graph.find("input", name)))
+        inputs.append(InputInfo(name, t.shape, np.dtype(t.dtype), t.rank == 0))
+        for axis, d in enumerate(t.shape):
+            if isinstance(d, str) and all(s != d for _, _, s in symbol_sources):
+                symbol_sources.append((name, axis, d))
+    consts = []
+    for nid in sig.consts:
+        t = graph.type_of(Value(nid))
+        arr = np.asarray(graph.attrs(nid)["value"], dtype=t.dtype).reshape(t.shape or (1,))
+        consts.append(np.ascontiguousarray(arr))
+    return inputs, symbol_sources, consts
+
+
+def named_types(graph: Graph) -> tuple[dict, dict]:
+    """The types of the graph's parameters and of its state, by name."""
+    return tuple(
+        {name: graph.type_of(Value(nid)) for name, nid in graph.named(kind).items()}
+        for kind in ("param", "state")
+    )
+
+
+def dummy_feeds(program: CompiledProgram, batch: int = 1) -> dict[str, np.ndarray]:
+    """Zero feeds for every input of ``program``, symbolic dims bound to ``batch``."""
+    feeds = {}
+    for info in program.inputs:
+        shape = tuple(batch if isinstance(d, str) else d for d in info.shape)
+        feeds[info.name] = np.zeros(shape, info.dtype) if not info.scalar else info.dtype.type(0)
+    return feeds
+
+
+class CompiledProgram:
+    """A compiled graph: its generated module, inputs, parameter/state types and arenas.
+
+    Subclasses set ``codegen`` (a `GraphSource` class) and ``load_generated`` and implement
+    `_allocate_arena`, `bind_params` and ``__call__``.
+    """
+
+    codegen: type
+    load_generated: staticmethod
+
+    def __init__(self, graph: Graph, title: str = "program"):
+        self.graph = graph
+        self.source, self.sig = self.codegen(graph, title).generate()
+        t0 = time.perf_counter()
+        self.module, self.source_path, self.was_cached = type(self).load_generated(self.source)
+        self.load_seconds = time.perf_counter() - t0
+        self.plan = graph.meta["memory_plan"]
+        self.inputs, self._symbol_sources, self._host_consts = describe_inputs(graph, self.sig)
+        self.param_types, self.state_types = named_types(graph)
+        self._capacity: dict[str, int] = {}
+        self._arenas: list = []
+        self._offsets: list[int] = []
+        self.jit_seconds = 0.0
+        self.cold_seconds: float | None = None
+
+    # ------------------------------------------------------------ buffers
+    def _ensure_arenas(self, bindings: dict[str, int]) -> bool:
+        """Arenas big enough for ``bindings`` (grown to the largest binding seen, never
+        shrunk); True when they were reallocated."""
+        if self._capacity and all(bindings.get(k, 0) <= v for k, v in self._capacity.items()):
+            return False
+        cap = {k: max(v, self._capacity.get(k, 0)) for k, v in bindings.items()}
+        sizes = slot_sizes(self.plan, cap)
+        offsets = [0] * max(len(sizes), 1)
+        totals = {d: 0 for d in self.sig.arenas}
+        for i, (slot, size) in enumerate(zip(self.plan["slots"], sizes)):
+            offsets[i] = totals.get(slot["dtype"], 0)
+            totals[slot["dtype"]] = offsets[i] + size
+        self._arenas = [self._allocate_arena(max(totals[d], ALIGN), np.dtype(d))
+                        for d in self.sig.arenas]
+        self._offsets = offsets
+        self._capacity = cap
+        return True
+
+    def _allocate_arena(self, size: int, dtype: np.dtype):
+        raise NotImplementedError
+
+    def arena_bytes(self) -> int:
+        return sum(int(a.nbytes) for a in self._arenas)
+
+    def bind_params(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _checked_params(self, params: dict, state: dict) -> list[np.ndarray]:
+        """The parameter and state arrays in the step's order, each checked against its type."""
+        arrays = [check_array(params[n], self.param_types[n], n) for n in self.sig.params]
+        return arrays + [check_array(state[n], self.state_types[n], n) for n in self.sig.state]
+
+    # ------------------------------------------------------------ warm-up
+    def warmup(self) -> float:
+        """Compile every kernel (or load it from the disk cache) by one call on scratch
+        parameters and zero inputs; seconds. The bound parameters are kept."""
+        saved = self._save_binding()
+        scratch_p = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.param_types.items()}
+        scratch_s = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.state_types.items()}
+        self.bind_params(scratch_p, scratch_s)
+        t0 = time.perf_counter()
+        self(dummy_feeds(self, 1))
+        self._synchronize()
+        seconds = time.perf_counter() - t0
+        self._restore_binding(saved)
+        self.jit_seconds = seconds
+        self.cold_seconds = remember_cold_time(self.source_path, seconds, self.was_cached)
+        return seconds
+
+    def _save_binding(self):
+        raise NotImplementedError
+
+    def _restore_binding(self, saved) -> None:
+        raise NotImplementedError
+
+    def _synchronize(self) -> None:
+        """Wait for the device (nothing to wait for on the CPU)."""
+
+
+def remember_cold_time(source_path: Path, seconds: float, was_cached: bool) -> float | None:
+    """The compile time of the first (cold) compilation, kept beside the generated source
+    so a warm run can report both."""
+    side = source_path.with_suffix(".json")
+    if not was_cached or not side.exists():
+        try:
+            side.write_text(json.dumps({"cold_seconds": seconds}), encoding="utf-8")
+        except OSError:
+            pass
+        return seconds
+    try:
+        return float(json.loads(side.read_text(encoding="utf-8"))["cold_seconds"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def check_array(arr: np.ndarray, t: TensorType, name: str) -> np.ndarray:
+    """``arr`` if it is a C-contiguous array of type ``t`` (scalars as [1]); else ValueError."""
+    shape = tuple(t.shape) or (1,)
+    if arr.dtype != np.dtype(t.dtype) or arr.shape != shape or not arr.flags.c_contiguous:
+        raise ValueError(f"{name}: expected a C-contiguous {t.dtype}{list(shape)} array, "
+                         f"got {arr.dtype}{list(arr.shape)}")
+    return arr

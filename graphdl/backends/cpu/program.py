@@ -1,0 +1,80 @@
+"""Program: a compiled graph on the CPU, with named inputs and outputs and its buffers.
+
+It owns the generated `step` function (one Numba-compiled call runs the whole graph), the
+arenas the memory plan carves intermediate values from (allocated once for the largest
+batch seen) and the argument list. Parameters and state are passed by reference: the
+generated code updates them in place, so the caller's arrays always hold the current
+weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphdl.backends.common.program import CompiledProgram
+from graphdl.backends.cpu.cache import load_generated
+from graphdl.backends.cpu.codegen import CpuCodegen
+from graphdl.backends.cpu.library import load_library
+from graphdl.ir.graph import Graph
+
+
+class Program(CompiledProgram):
+    """A compiled graph. Call it with feeds; params/state are bound with `bind_params`."""
+
+    device = "cpu"
+    codegen = CpuCodegen
+    load_generated = staticmethod(load_generated)
+
+    def __init__(self, graph: Graph, title: str = "program"):
+        load_library()
+        super().__init__(graph, title)
+        self.step_fn = self.module.step
+        self.consts = self._host_consts
+        self._params_state: list[np.ndarray] = []
+        self._bound_tail: list | None = None
+        self._offsets_array = np.zeros(0, np.int64)
+        self._scalar_bufs = {i.name: np.zeros(1, i.dtype) for i in self.inputs if i.scalar}
+
+    # ------------------------------------------------------------ binding
+    def bind_params(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
+        """Bind the parameter and state arrays (by reference; updated in place)."""
+        self._params_state = self._checked_params(params, state)
+        self._bound_tail = None
+
+    def _save_binding(self):
+        return self._params_state
+
+    def _restore_binding(self, saved) -> None:
+        self._params_state = saved
+        self._bound_tail = None
+
+    def _allocate_arena(self, size: int, dtype: np.dtype) -> np.ndarray:
+        return np.zeros(size, dtype)
+
+    def _ensure_arenas(self, bindings: dict[str, int]) -> bool:
+        grown = super()._ensure_arenas(bindings)
+        if grown:
+            self._offsets_array = np.asarray(self._offsets, np.int64)
+            self._bound_tail = None
+        return grown
+
+    # ------------------------------------------------------------ calling
+    def __call__(self, feeds: dict) -> dict[str, np.ndarray]:
+        args = []
+        bindings = {}
+        for info in self.inputs:
+            x = feeds[info.name]
+            if info.scalar:
+                buf = self._scalar_bufs[info.name]
+                buf[0] = x
+                args.append(buf)
+            else:
+                args.append(x)
+        for name, axis, sym in self._symbol_sources:
+            bindings[sym] = feeds[name].shape[axis]
+        self._ensure_arenas(bindings)
+        if self._bound_tail is None:
+            self._bound_tail = (self._params_state + self.consts + self._arenas
+                                + [self._offsets_array])
+        result = self.step_fn(*args, *self._bound_tail)
+        return dict(zip(self.sig.outputs, result))
