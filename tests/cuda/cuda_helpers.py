@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from graph_builders import T, freeze  # noqa: F401  (T is re-exported to the tests)
 
+from graphdl.compiler import compile_graph
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
@@ -22,22 +23,26 @@ _PROGRAMS: dict = {}
 
 
 
-def build_single(op: str, input_types: list[TensorType], attrs: dict | None = None) -> Graph:
-    """The planned graph of ``out{i} = op(x0, x1, ...)`` (inference pipeline)."""
+def single_graph(op: str, input_types: list[TensorType], attrs: dict | None = None) -> Graph:
+    """The graph ``out{i} = op(x0, x1, ...)``."""
     g = Graph()
     xs = [g.input(f"x{i}", t) for i, t in enumerate(input_types)]
     nid = g.apply(op, xs, dict(attrs or {}))
     for i in range(g.num_outputs(nid)):
         g.outputs[f"out{i}"] = Value(nid, i)
-    return PassContext().run(g, training=False)
+    return g
+
+
+def build_single(op: str, input_types: list[TensorType], attrs: dict | None = None) -> Graph:
+    """The planned graph of ``out{i} = op(x0, x1, ...)`` (inference pipeline), for tests of
+    the backend itself."""
+    return PassContext().run(single_graph(op, input_types, attrs), training=False)
 
 
 def compile_single(op: str, input_types: list[TensorType], attrs: dict | None = None):
-    from graphdl.backends.cuda.program import CudaProgram
-
     key = (op, tuple(input_types), freeze(dict(attrs or {})))
     if key not in _PROGRAMS:
-        prog = CudaProgram(build_single(op, input_types, attrs), title=f"test_cuda_{op}")
+        prog = compile_graph(single_graph(op, input_types, attrs), "cuda", title=f"test_cuda_{op}")
         prog.bind_params({}, {})
         _PROGRAMS[key] = prog
     return _PROGRAMS[key]

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from graphdl.ir.graph import Graph, Value
+from graphdl.backends.cpu.program import Program
 from graphdl.backends.reference import run_reference
+from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.passes.pipeline import PassContext
-from graphdl.backends.cpu.program import Program
 
 
 def T(*shape, dtype="float32"):
@@ -113,7 +113,7 @@ def test_json_round_trip_of_a_planned_training_graph():
     assert _text(back) == _text(planned)
     assert back.updates == planned.updates and back.updates
     assert back.meta["schedule"] == planned.meta["schedule"]
-    p1, p2 = Program(planned), Program(back)
+    p1, p2 = Program(planned), Program(back)  # the backend directly: no passes on `back`
     assert p1.source == p2.source
     results = []
     for prog in (p1, p2):

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from graphdl.ir.graph import Graph
 from graphdl.backends.reference import run_reference
+from graphdl.compiler import compile_graph
+from graphdl.ir.graph import Graph
 from graphdl.ir.types import TensorType
 from graphdl.layers.augment import augment_inputs, build_augment, step_attrs
 from graphdl.ops.image import applied_mask, flip_masks
 from graphdl.ops.registry import ShapeError
-from graphdl.passes.pipeline import PassContext
-from graphdl.backends.cpu.program import Program
 
 STEPS = [
     {"op": "random_rotation", "degrees": 10, "p": 0.5},
@@ -33,7 +32,7 @@ def _graph(shape, steps):
 @pytest.fixture(scope="module")
 def program():
     g = _graph((1, 12, 12), STEPS)
-    prog = Program(PassContext().run(g, training=False), title="test_augment")
+    prog = compile_graph(g, title="test_augment")
     prog.bind_params({}, {})
     return g, prog
 

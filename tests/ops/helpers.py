@@ -11,13 +11,13 @@ from __future__ import annotations
 import numpy as np
 from graph_builders import T, freeze
 
-from graphdl.ir.graph import Graph, Value
+from graphdl.backends.cpu.program import Program
 from graphdl.backends.reference import run_reference
+from graphdl.compiler import compile_graph
+from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
 from graphdl.passes.autodiff import build_gradients
-from graphdl.passes.pipeline import PassContext
-from graphdl.backends.cpu.program import Program
 
 FLOATS = ("float32", "float64")
 
@@ -70,8 +70,7 @@ def compile_single(op: str, input_types: list[TensorType], attrs: dict | None = 
     nid = g.apply(op, xs, attrs)
     for i in range(g.num_outputs(nid)):
         g.outputs[f"out{i}"] = Value(nid, i)
-    planned = PassContext().run(g, training=False)
-    prog = Program(planned, title=f"test_{op}")
+    prog = compile_graph(g, title=f"test_{op}")
     prog.bind_params({}, {})
     _PROGRAMS[key] = (prog, g)
     return prog, g

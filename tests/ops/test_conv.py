@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 from helpers import T, check_kernel, gradcheck, infer, rng
 
-from graphdl.ir.graph import Graph
 from graphdl.backends.reference import run_reference
+from graphdl.compiler import compile_graph
+from graphdl.ir.graph import Graph
 from graphdl.ops.conv import conv_flops, conv_out_size, resolve_padding
 from graphdl.ops.registry import ShapeError, get_op
 from graphdl.passes.autodiff import build_gradients
-from graphdl.passes.pipeline import PassContext
-from graphdl.backends.cpu.program import Program
 
 KERNEL_COVERED = {"conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
 GRAD_COVERED = {"conv2d", "conv2d_grad_input", "conv2d_grad_weight"}
@@ -201,12 +200,12 @@ def test_bias_and_relu_fuse_into_the_conv_epilogue(n):
     y1 = g.op("relu", g.op("conv2d", x, w, b, **attrs))  # bias inside the conv
     y2 = g.op("relu", g.op("add", g.op("conv2d", x, w, **attrs), g.op("reshape", b, shape=(f, 1, 1))))
     g.outputs.update(y1=y1, y2=y2)
-    planned = PassContext().run(g, training=False)
+    prog = compile_graph(g, title="test_conv_epilogue")  # same source: compiled once
+    planned = prog.graph
     fused = [planned.node(n) for n in planned.nodes_by_op("fused")]
     assert len(fused) == 2 and all(nd["attrs"]["kind"] == "epilogue" for nd in fused)
     assert all(nd["attrs"]["members"][0]["op"] == "conv2d" for nd in fused)
     assert not planned.nodes_by_op("conv2d") and not planned.nodes_by_op("relu")
-    prog = Program(planned, title="test_conv_epilogue")  # same source: compiled once
     prog.bind_params({}, {})
     xv, wv, bv, _ = _data(case, seed=3)
     out = prog({"x": xv, "w": wv, "b": bv})
@@ -225,8 +224,7 @@ def test_training_graph_gradients_compiled_match_reference():
     g.outputs["loss"] = loss
     for k, v in build_gradients(g, loss, [w.node, b.node]).items():
         g.outputs[f"grad_{g.node(k)['name']}"] = v
-    planned = PassContext().run(g, training=False)
-    prog = Program(planned, title="test_conv_layer_grads")
+    prog = compile_graph(g, title="test_conv_layer_grads")
     r = rng(4)
     params = {"w": r.standard_normal((4, 2, 3, 3)).astype(np.float32),
               "b": r.standard_normal(4).astype(np.float32)}

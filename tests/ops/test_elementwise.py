@@ -17,11 +17,10 @@ from helpers import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from graphdl.ir.graph import Graph
 from graphdl.backends.reference import run_reference
+from graphdl.compiler import compile_graph
+from graphdl.ir.graph import Graph
 from graphdl.ops.registry import ShapeError
-from graphdl.passes.pipeline import PassContext
-from graphdl.backends.cpu.program import Program
 
 FEW = settings(max_examples=6, deadline=None, derandomize=True)
 
@@ -296,9 +295,8 @@ def test_cast_inside_fused_chain(case):
     else:  # bool -> float32 must give exactly 0 / 1
         g.outputs["out"] = g.op("cast", g.op("cast", x, dtype="bool"), dtype="float32")
         feeds = {"x": np.array([[1.5, -1.7, 0.0, 0.5]], np.float32)}
-    planned = PassContext().run(g, training=False)
-    assert planned.nodes_by_op("fused")
-    prog = Program(planned)
+    prog = compile_graph(g)
+    assert prog.graph.nodes_by_op("fused")
     prog.bind_params({}, {})
     want = run_reference(g, feeds)[0]["out"]
     np.testing.assert_array_equal(prog(feeds)["out"], want)

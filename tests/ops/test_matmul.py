@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from helpers import T, check_kernel, gradcheck, infer, rng
 
-from graphdl.ir.graph import Graph
 from graphdl.backends.reference import run_reference
+from graphdl.ir.graph import Graph
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import build_gradients
 

@@ -17,14 +17,13 @@ from helpers import (
     run_compiled,
 )
 
-from graphdl.ir.graph import Graph, Value
 from graphdl.backends.reference import run_reference
+from graphdl.compiler import compile_graph
+from graphdl.ir.graph import Graph, Value
 from graphdl.ops.norm import build_batch_norm, count_dims, unbiased_variance
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import autodiff
 from graphdl.passes.infer_shapes import infer_shapes
-from graphdl.passes.pipeline import PassContext
-from graphdl.backends.cpu.program import Program
 
 KERNEL_COVERED = {"batch_norm_train", "batch_norm_train_grad"}
 GRAD_COVERED = {"batch_norm_train"}
@@ -201,7 +200,7 @@ def test_train_mode_matches_torch_including_running_stats():
     torch = pytest.importorskip("torch")
     g = _bn_graph(training=True)
     assert len(g.updates) == 4
-    prog = Program(PassContext().run(g, training=False), title="bn_train_vs_torch")
+    prog = compile_graph(g, title="bn_train_vs_torch")
     r, params, state = _bn_setup(8)
     prog.bind_params(params, state)
     for step, n in enumerate((6, 3)):  # two steps: the second starts from updated stats
@@ -223,14 +222,14 @@ def test_eval_mode_matches_torch_and_fuses():
     torch = pytest.importorskip("torch")
     g = _bn_graph(training=False)
     assert not g.updates and not g.nodes_by_op("batch_norm_train")
-    planned = PassContext().run(g, training=False)
+    prog = compile_graph(g, title="bn_eval_vs_torch")
+    planned = prog.graph
     # elementwise ops only: x's whole normalisation is one fused loop per input (the [C]
     # scale is a separate tiny kernel, or joins the loop for a 2-D input)
     ops = {planned.op_of(n) for n in planned.nodes()}
     assert ops == {"input", "param", "state", "reshape", "fused"}
     big = [n for n in planned.nodes_by_op("fused") if planned.type_of(Value(n)).rank > 1]
     assert len(big) == 2
-    prog = Program(planned, title="bn_eval_vs_torch")
     r, params, state = _bn_setup(9)
     before = {k: v.copy() for k, v in state.items()}
     prog.bind_params(params, state)
@@ -301,9 +300,9 @@ def test_mlp_with_batch_norm_compiled_step_matches_reference():
         f"{b}.running_{s}" for b in ("bn_in", "bn_1") for s in ("mean", "var")
     }
 
-    planned = PassContext().run(g, training=True)
+    prog = compile_graph(g, training=True, title="bn_mlp_step")
+    planned = prog.graph
     assert len(planned.nodes_by_op("batch_norm_train_grad")) == 2
-    prog = Program(planned, title="bn_mlp_step")
     p_run = {k: v.copy() for k, v in params.items()}
     s_run = {k: v.copy() for k, v in state.items()}
     prog.bind_params(p_run, s_run)

@@ -13,9 +13,8 @@ from graph_builders import N_STATE, update_graph
 from helpers import T, infer, reference, rng
 
 from graphdl.backends.reference import run_reference
+from graphdl.compiler import compile_graph
 from graphdl.ops.registry import ShapeError, get_op
-from graphdl.passes.pipeline import PassContext
-from graphdl.backends.cpu.program import Program
 
 KERNEL_COVERED = {"sgd_update", "momentum_update", "adam_update"}
 GRAD_COVERED: set[str] = set()
@@ -38,8 +37,8 @@ def _build(op: str, attrs: dict, reader_after: bool = False):
     if key in _BUILT:
         return _BUILT[key]
     g = update_graph(op, attrs, SHAPE, reader_after)
-    planned = PassContext().run(g, training=False)
-    prog = Program(planned, title=f"test_{op}")
+    prog = compile_graph(g, title=f"test_{op}")
+    planned = prog.graph
     _BUILT[key] = (g, planned, prog)
     return _BUILT[key]
 
