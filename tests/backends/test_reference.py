@@ -1,13 +1,15 @@
-"""The reference interpreter (graphdl/ir/interpret.py): symbol binding, values, updates."""
+"""The reference interpreter (graphdl/backends/reference.py): symbol binding, values,
+updates, and planned execution (`run_planned`) through the schedule and memory plan."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from graphdl.ir.graph import Graph
-from graphdl.backends.reference import bind_symbols, run_reference
+from graphdl.backends.reference import PlanError, bind_symbols, run_planned, run_reference
+from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
+from graphdl.passes.pipeline import PassContext
 
 
 def _graph():
@@ -44,3 +46,44 @@ def test_rejects_inconsistent_feeds(feeds, match):
     g, _ = _graph()
     with pytest.raises(ValueError, match=match):
         bind_symbols(g, feeds)
+
+
+def _planned_graph():
+    g, _ = _graph()
+    x = g.find("input", "a")
+    g.outputs["z"] = g.op("sum", g.op("exp", g.op("softmax", Value(x))), axes=1)
+    return g, PassContext().run(g, training=False)
+
+
+def _feeds(n: int = 4):
+    r = np.random.default_rng(0)
+    return {"a": r.standard_normal((n, 3)).astype(np.float32),
+            "b": r.standard_normal((n, 1)).astype(np.float32)}
+
+
+def test_planned_run_matches_and_leaves_the_callers_arrays_alone():
+    g, planned = _planned_graph()
+    assert any("slot" in p for p in planned.meta["memory_plan"]["values"].values())
+    count = np.ones(1, np.float32)  # rank 0, kept as shape (1,) like the compiled program
+    want_out, want_upd, _ = run_reference(g, _feeds(), state={"count": np.float32(1)})
+    outs, updates, values = run_planned(planned, _feeds(), state={"count": count}, keep_all=True)
+    for k in want_out:
+        np.testing.assert_allclose(outs[k], want_out[k], rtol=1e-6)
+    assert updates == want_upd == {"count": 2.0} and count[0] == 1.0
+    assert len(values) == sum(1 for n in planned.nodes() if planned.op_of(n) not in
+                              ("input", "param", "state", "const"))
+
+
+def test_planned_run_needs_a_plan_that_fits():
+    g, planned = _planned_graph()
+    with pytest.raises(PlanError, match="no memory plan"):
+        run_planned(g, _feeds(), state={"count": np.float32(1)})
+    small = planned.copy()
+    small.meta["memory_plan"]["slots"][0]["shapes"] = [[2, 3]]
+    run_planned(small, _feeds(n=2), state={"count": np.float32(1)})
+    with pytest.raises(PlanError, match="does not fit slot 0"):
+        run_planned(small, _feeds(n=8), state={"count": np.float32(1)})
+    wrong = planned.copy()
+    wrong.meta["memory_plan"]["slots"][0]["dtype"] = "float64"
+    with pytest.raises(PlanError, match="of dtype float64"):
+        run_planned(wrong, _feeds(), state={"count": np.float32(1)})

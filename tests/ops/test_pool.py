@@ -96,29 +96,46 @@ def test_avg_pool_kernels(K, case, cip):
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_references_match_torch(case):
+    # PyTorch's pooling pads symmetrically, so the padding (asymmetric in some cases) is
+    # applied with F.pad: -inf for max pooling, zeros for the window sums of average pooling,
+    # whose divisor without count_include_pad is the window sum of a padded mask of ones
     torch = pytest.importorskip("torch")
     fn = torch.nn.functional
     pt, pb, pl, pr = case[6]
-    if (pt, pl) != (pb, pr):
-        pytest.skip("PyTorch pads symmetrically")
     x, gy = _data(case, seed=2, dtype=np.float64)
     (kh, kw), (sh, sw), _ = pool_params(_attrs(case))
     gyt = torch.from_numpy(gy)
+
+    def padded(t, value):
+        return fn.pad(t, (pl, pr, pt, pb), value=value)
+
     xt = torch.from_numpy(x).requires_grad_()
-    yt = fn.max_pool2d(xt, (kh, kw), (sh, sw), (pt, pl))
+    yt = fn.max_pool2d(padded(xt, -np.inf), (kh, kw), (sh, sw))
     yt.backward(gyt)
     np.testing.assert_array_equal(_ref("max_pool2d", _attrs(case), x), yt.detach().numpy())
     np.testing.assert_allclose(_ref("max_pool2d_grad", _attrs(case), gy, x), xt.grad.numpy(),
                                rtol=1e-12, atol=1e-12)
+    cells = fn.avg_pool2d(padded(torch.ones(x.shape, dtype=torch.float64), 0.0), (kh, kw), (sh, sw))
     for cip in (True, False):
         attrs = _attrs(case, count_include_pad=cip)
         xt = torch.from_numpy(x).requires_grad_()
-        yt = fn.avg_pool2d(xt, (kh, kw), (sh, sw), (pt, pl), count_include_pad=cip)
+        yt = fn.avg_pool2d(padded(xt, 0.0), (kh, kw), (sh, sw))  # sum / (kh * kw)
+        if not cip:
+            yt = yt / cells
         yt.backward(gyt)
         np.testing.assert_allclose(_ref("avg_pool2d", attrs, x), yt.detach().numpy(), rtol=1e-12)
         want = xt.grad.numpy()
         got = _ref("avg_pool2d_grad", {**attrs, "input_size": x.shape[2:]}, gy)
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    if (pt, pl) == (pb, pr):
+        # where the padding is symmetric, PyTorch's own padding agrees too
+        xt = torch.from_numpy(x)
+        for cip in (True, False):
+            theirs = fn.avg_pool2d(xt, (kh, kw), (sh, sw), (pt, pl), count_include_pad=cip)
+            ours = _ref("avg_pool2d", _attrs(case, count_include_pad=cip), x)
+            np.testing.assert_allclose(ours, theirs.numpy(), rtol=1e-12)
+        theirs = fn.max_pool2d(xt, (kh, kw), (sh, sw), (pt, pl))
+        np.testing.assert_array_equal(_ref("max_pool2d", _attrs(case), x), theirs.numpy())
     xt = torch.from_numpy(x).requires_grad_()
     yt = fn.adaptive_avg_pool2d(xt, 1)[:, :, 0, 0]
     yt.backward(gyt[:, :, 0, 0])

@@ -1,4 +1,10 @@
-"""fuse (graphdl/passes/fuse.py): elementwise chains and matmul / reduction epilogues."""
+"""fuse (graphdl/passes/fuse.py): elementwise chains and matmul / reduction epilogues.
+
+Each fused graph is also scheduled, planned and run through its memory plan
+(`run_planned`): a fused kernel's output buffer may be shared only as the kernel allows
+(an elementwise loop over a dying input of its type; never an epilogue, whose head
+writes the output before the loop reads the other inputs).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import numpy as np
 import pytest
 from pass_graphs import (
     T,
+    assert_no_live_overlap,
+    assert_plan_keeps_behaviour,
     assert_same_behaviour,
     compile_graph,
     feeds_for,
@@ -15,13 +23,13 @@ from pass_graphs import (
     training_graph,
 )
 
-from graphdl.ir.graph import Graph, Value
+from graphdl.backends.cpu.program import Program
 from graphdl.backends.reference import run_reference
+from graphdl.ir.graph import Graph, Value
 from graphdl.passes.fuse import MAX_INPUTS, fuse
 from graphdl.passes.infer_shapes import infer_shapes
 from graphdl.passes.pipeline import PassContext
 from graphdl.passes.simplify import simplify
-from graphdl.runtime.program import Program
 
 
 def _groups(g: Graph) -> dict[int, list[str]]:
@@ -48,11 +56,16 @@ def test_matmul_add_relu_is_one_epilogue_group():
     assert_same_behaviour(g, f, feeds, params)
 
 
-def test_elementwise_chain_is_one_group():
+def _elementwise_chain():
     g = Graph()
     x, z = g.input("x", T("N", 4)), g.input("z", T(4))
     y = g.op("sigmoid", g.op("add", g.op("mul", g.op("exp", x), z), g.const(1.0)))
     g.outputs["y"] = g.op("mul_scalar", y, c=2.0, div=("N",))
+    return g
+
+
+def test_elementwise_chain_is_one_group():
+    g = _elementwise_chain()
     f = fuse(g)
     (group,) = _groups(f).values()
     assert group == ["exp", "mul", "add", "sigmoid", "mul_scalar"]
@@ -60,13 +73,18 @@ def test_elementwise_chain_is_one_group():
     assert_same_behaviour(g, f, feeds_for(g, n=3))
 
 
-def test_value_with_two_consumers_is_not_fused_inside():
+def _two_consumers():
     g = Graph()
     x = g.input("x", T("N", 4))
     e = g.op("exp", x)
     a = g.op("add", e, g.const(1.0))
     b = g.op("mul", e, g.const(2.0))
     g.outputs["y"] = g.op("sub", a, b)
+    return g
+
+
+def test_value_with_two_consumers_is_not_fused_inside():
+    g = _two_consumers()
     f = fuse(g)
     groups = _groups(f)
     root = f.outputs["y"].node
@@ -77,23 +95,33 @@ def test_value_with_two_consumers_is_not_fused_inside():
     assert_same_behaviour(g, f, feeds_for(g))
 
 
-def test_graph_outputs_end_a_group():
+def _output_inside_a_chain():
     g = Graph()
     x = g.input("x", T("N", 4))
     e = g.op("exp", x)
     g.outputs["e"] = e
     g.outputs["y"] = g.op("neg", g.op("tanh", e))
+    return g
+
+
+def test_graph_outputs_end_a_group():
+    g = _output_inside_a_chain()
     f = fuse(g)
     assert _groups(f)[f.outputs["e"].node] == ["exp"]
     assert _groups(f)[f.outputs["y"].node] == ["tanh", "neg"]
     assert_same_behaviour(g, f, feeds_for(g))
 
 
-def test_reduction_epilogue_and_opaque_ops_break_groups():
+def _reduction_epilogue():
     g = Graph()
     x = g.input("x", T("N", 3, 4))
     s = g.op("mul_scalar", g.op("sum", g.op("exp", x), axes=2), c=0.5)
     g.outputs["y"] = g.op("relu", g.op("softmax", s, axis=-1))
+    return g
+
+
+def test_reduction_epilogue_and_opaque_ops_break_groups():
+    g = _reduction_epilogue()
     f = fuse(g)
     assert sorted(_groups(f).values()) == [["exp"], ["relu"], ["sum", "mul_scalar"]]
     kinds = {f.attrs(n)["kind"] for n in f.nodes_by_op("fused")}
@@ -102,13 +130,18 @@ def test_reduction_epilogue_and_opaque_ops_break_groups():
     assert_same_behaviour(g, f, feeds_for(g))
 
 
-def test_groups_are_capped_in_external_inputs():
+def _many_inputs():
     g = Graph()
     xs = [g.input(f"x{i}", T("N", 2)) for i in range(MAX_INPUTS + 6)]
     acc = xs[0]
     for x in xs[1:]:
         acc = g.op("add", acc, x)
     g.outputs["y"] = acc
+    return g
+
+
+def test_groups_are_capped_in_external_inputs():
+    g = _many_inputs()
     f = fuse(g)
     assert len(f.nodes_by_op("fused")) >= 2
     for n in f.nodes_by_op("fused"):
@@ -122,6 +155,64 @@ def test_fused_training_graph_same_in_reference_interpreter():
     assert f.nodes_by_op("fused")
     assert not [n for n in f.nodes() if f.op_of(n) in ("add", "relu", "relu_grad", "mul")]
     assert_same_behaviour(tg, f, feeds_for(tg), init_params(tg), init_state(tg))
+
+
+def _epilogue_reading_a_slot():
+    """tanh(x @ w + softmax(x)) summed: the epilogue group reads the softmax from a slot
+    that dies at the group, with the group output's type."""
+    g = Graph()
+    x = g.input("x", T("N", 4))
+    w = g.param("w", T(4, 4))
+    y = g.op("tanh", g.op("add", g.op("matmul", x, w), g.op("softmax", x)))
+    g.outputs["s"] = g.op("sum", y, axes=1)
+    return g
+
+
+FUSED_GRAPHS = [_dense_relu, _elementwise_chain, _two_consumers, _output_inside_a_chain,
+                _reduction_epilogue, _many_inputs, _epilogue_reading_a_slot]
+
+
+@pytest.mark.parametrize("build", FUSED_GRAPHS)
+def test_fused_graphs_run_through_their_plan_like_the_reference(build):
+    g = infer_shapes(build())
+    planned = PassContext().run(g, training=False)
+    assert planned.nodes_by_op("fused")
+    assert_no_live_overlap(planned)
+    params = init_params(g)
+    for n in (1, 3):
+        assert_plan_keeps_behaviour(g, planned, feeds_for(g, n=n), params)
+
+
+def test_fused_training_graph_same_when_planned():
+    g = mlp(dropout=0.1)
+    g.meta["optimizer"] = {"type": "adam", "lr": 1e-3}
+    ctx = PassContext(keep_snapshots=True)
+    planned = ctx.run(g, training=True)
+    assert any(planned.attrs(n)["kind"] == "epilogue" for n in planned.nodes_by_op("fused"))
+    before = ctx.snapshots["autodiff"]
+    assert_plan_keeps_behaviour(before, planned, feeds_for(before), init_params(before),
+                                init_state(before))
+
+
+def test_an_epilogue_writing_over_an_input_it_reads_is_caught():
+    """An elementwise group may write over a dying input of its type; an epilogue group
+    may not: its head (the matmul) fills the output before the loop adds the softmax."""
+    g = infer_shapes(_epilogue_reading_a_slot())
+    planned = PassContext().run(g, training=False)
+    (epilogue,) = [n for n in planned.nodes_by_op("fused")
+                   if planned.attrs(n)["kind"] == "epilogue"]
+    plan = planned.meta["memory_plan"]
+    (softmax,) = planned.nodes_by_op("softmax")
+    assert Value(softmax) in planned.inputs_of(epilogue)
+    assert planned.type_of(Value(softmax)) == planned.type_of(Value(epilogue))
+    feeds, params = feeds_for(g), init_params(g)
+    assert_plan_keeps_behaviour(g, planned, feeds, params)
+    bad = planned.copy()
+    bad.meta["memory_plan"]["values"][f"{epilogue}:0"] = dict(plan["values"][f"{softmax}:0"])
+    with pytest.raises(AssertionError, match="overwrites"):
+        assert_no_live_overlap(bad)
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_plan_keeps_behaviour(g, bad, feeds, params)
 
 
 def test_fused_training_graph_same_when_compiled():

@@ -2,87 +2,32 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
-from pass_graphs import T, compile_graph, feeds_for, init_params, init_state, mlp, value_key
+from pass_graphs import (
+    T,
+    assert_no_live_overlap,
+    assert_plan_keeps_behaviour,
+    compile_graph,
+    feeds_for,
+    init_params,
+    init_state,
+    mlp,
+    spec_feeds,
+    spec_passes,
+    value_key,
+)
 
-from graphdl.ir.graph import Graph, Value
+from graphdl.backends.cpu.program import Program
 from graphdl.backends.reference import run_reference
+from graphdl.ir.graph import Graph, Value
+from graphdl.passes.infer_shapes import infer_shapes
 from graphdl.passes.pipeline import PassContext
 from graphdl.passes.plan_memory import peak_bytes, slot_sizes
-from graphdl.runtime.program import Program
-
-SOURCES = ("input", "param", "state", "const")
 
 
 def _planned(g: Graph, training: bool) -> Graph:
     return PassContext().run(g, training=training)
-
-
-def assert_no_live_overlap(g: Graph) -> None:
-    """Walk the schedule: a buffer is never written while a value in it is still needed.
-
-    Each computed value writes its buffer (a slot, or the buffer it is planned in place
-    on) when its node runs, and must survive until its last reader, including the readers
-    of views (aliases) of it. Another value may take the buffer only afterwards, or at its
-    last reader when that reader writes it in place (an optimiser update on its parameter,
-    or an elementwise loop on a dying input of its type: it reads each element first).
-    """
-    order = g.meta["schedule"]
-    pos = {n: i for i, n in enumerate(order)}
-    plan = g.meta["memory_plan"]["values"]
-    end_all = len(order)
-    roots = {value_key(v) for v in g.roots()}
-
-    last_read: dict[str, int] = {}
-    for n in order:
-        for v in g.inputs_of(n):
-            last_read[value_key(v)] = max(last_read.get(value_key(v), -1), pos[n])
-    for k in roots:
-        last_read[k] = end_all
-
-    def buffer(key: str):
-        p = plan.get(key)
-        if p is None:
-            return ("source", key)
-        if "alias" in p:
-            return buffer(p["alias"])
-        if "inplace" in p:
-            return buffer(p["inplace"])
-        if "slot" in p:
-            return ("slot", p["slot"])
-        assert p == {"output": True}, p
-        return ("output", key)
-
-    # the value whose contents a key shows (a view shows its source's contents)
-    def contents(key: str) -> str:
-        p = plan.get(key, {})
-        return contents(p["alias"]) if "alias" in p else key
-
-    writers: dict[tuple, list[tuple[int, str]]] = {}
-    end: dict[str, int] = {}
-    for n in g.nodes():
-        for i in range(g.num_outputs(n)):
-            key = f"{n}:{i}"
-            owner = contents(key)
-            end[owner] = max(end.get(owner, -1), last_read.get(key, pos[n]))
-            if "alias" in plan.get(key, {}):
-                continue
-            start = -1 if g.op_of(n) in SOURCES else pos[n]
-            writers.setdefault(buffer(key), []).append((start, key))
-    for buf, ws in writers.items():
-        ws.sort()
-        for (t1, k1), (t2, k2) in itertools.pairwise(ws):
-            assert t1 != t2, f"{k1} and {k2} written into {buf} by one node"
-            if t2 > end[k1]:
-                continue
-            node = int(k2.split(":")[0])
-            readers = {contents(value_key(v)) for v in g.inputs_of(node)}
-            elementwise = g.op_of(node) == "fused" and g.attrs(node)["kind"] == "elementwise"
-            ok = t2 == end[k1] and k1 in readers and ("inplace" in plan[k2] or elementwise)
-            assert ok, f"{k2} overwrites {buf} at {t2} while {k1} lives until {end[k1]}"
 
 
 def _inplace_graph():
@@ -96,11 +41,51 @@ def _inplace_graph():
     return g
 
 
+def _view_output_graph():
+    g = Graph()
+    x = g.input("x", T("N", 6))
+    g.outputs["y"] = g.op("reshape", g.op("relu", x), shape=("N", 2, 3))
+    return g
+
+
+def _view_graph():
+    """A softmax read through a view after an exp that is computed later: the view keeps
+    the softmax's buffer alive."""
+    g = Graph()
+    x = g.input("x", T("N", 6))
+    view = g.op("reshape", g.op("softmax", x), shape=("N", 2, 3))
+    e = g.op("reshape", g.op("exp", g.op("mul_scalar", x, c=0.5)), shape=("N", 2, 3))
+    g.outputs["y"] = g.op("sum", g.op("add", view, e), axes=2)
+    return g
+
+
 @pytest.fixture(scope="module")
-def training():
+def training_passes():
     g = mlp(dropout=0.1, l2=0.01)
     g.meta["optimizer"] = {"type": "adam", "lr": 1e-3}
-    return _planned(g, training=True)
+    ctx = PassContext(keep_snapshots=True)
+    ctx.run(g, training=True)
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def training(training_passes):
+    return training_passes.snapshots["plan_memory"]
+
+
+def _training_run(ctx: PassContext):
+    """(graph before the passes, feeds, params, state) for the training MLP."""
+    before = ctx.snapshots["autodiff"]
+    return before, feeds_for(before, n=5), init_params(before), init_state(before)
+
+
+def _share_slot(g: Graph, key: str, slot: int) -> Graph:
+    """A copy of planned ``g`` whose value ``key`` is moved into ``slot`` (made big enough)."""
+    bad = g.copy()
+    plan = bad.meta["memory_plan"]
+    plan["values"][key] = {"slot": slot}
+    plan["slots"][slot]["shapes"].append(list(bad.type_of(Value(*map(int, key.split(":")))).shape))
+    return bad
 
 
 def test_no_two_live_values_share_a_buffer(training):
@@ -109,14 +94,121 @@ def test_no_two_live_values_share_a_buffer(training):
     assert_no_live_overlap(_planned(_inplace_graph(), training=False))
 
 
-def test_the_overlap_check_catches_a_bad_plan(training):
+def test_the_overlap_check_catches_a_bad_plan(training_passes, training):
     bad = training.copy()
-    plan = bad.meta["memory_plan"]["values"]
-    slotted = [k for k, p in plan.items() if "slot" in p]
-    for k in slotted:  # everything in one slot
-        plan[k] = {"slot": 0}
+    plan = bad.meta["memory_plan"]
+    dtype = plan["slots"][0]["dtype"]
+    for k, p in plan["values"].items():  # everything of slot 0's dtype in slot 0
+        if "slot" in p and plan["slots"][p["slot"]]["dtype"] == dtype:
+            plan["slots"][0]["shapes"] += plan["slots"][p["slot"]]["shapes"]
+            plan["values"][k] = {"slot": 0}
     with pytest.raises(AssertionError, match="overwrites"):
         assert_no_live_overlap(bad)
+    before, feeds, params, state = _training_run(training_passes)
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_plan_keeps_behaviour(before, bad, feeds, params, state)
+
+
+# ------------------------------------------------------------ executing the plan
+
+
+def test_planned_training_step_matches_the_reference(training_passes, training):
+    before, feeds, params, state = _training_run(training_passes)
+    assert_plan_keeps_behaviour(before, training, feeds, params, state)
+
+
+@pytest.mark.parametrize("build", [mlp, _inplace_graph, _view_output_graph, _view_graph])
+def test_planned_inference_matches_the_reference(build):
+    g = infer_shapes(build())
+    planned = _planned(g, training=False)
+    assert_no_live_overlap(planned)
+    for n in (1, 4):
+        assert_plan_keeps_behaviour(g, planned, feeds_for(g, n=n), init_params(g))
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+@pytest.mark.parametrize("spec", ["mlp_digits", "lenet_digits", "lenet_bn_digits"])
+def test_planned_spec_graphs_match_the_reference(spec, mode):
+    """A spec's program, compiled through every pass (no code generation), run through
+    its schedule and memory plan: the same numbers as the graph before the passes."""
+    ctx = spec_passes(spec, mode)
+    before = ctx.snapshots["autodiff" if mode == "train" else "infer_shapes"]
+    planned = ctx.snapshots["plan_memory"]
+    assert_no_live_overlap(planned)
+    feeds, params, state = spec_feeds(before), init_params(before), init_state(before)
+    assert_plan_keeps_behaviour(before, planned, feeds, params, state)
+
+
+def _live_pairs(g: Graph):
+    """(written, clobbered) value keys: ``written`` is computed while ``clobbered`` (in
+    another slot of the same dtype) is still to be read."""
+    order = g.meta["schedule"]
+    pos = {n: i for i, n in enumerate(order)}
+    plan = g.meta["memory_plan"]
+    last_read: dict[str, int] = {}
+    for n in order:
+        for v in g.inputs_of(n):
+            last_read[value_key(v)] = max(last_read.get(value_key(v), -1), pos[n])
+    slotted = {k: p["slot"] for k, p in plan["values"].items() if "slot" in p}
+    for b, sb in slotted.items():
+        for a, sa in slotted.items():
+            b_node, a_node = int(b.split(":")[0]), int(a.split(":")[0])
+            same_dtype = plan["slots"][sa]["dtype"] == plan["slots"][sb]["dtype"]
+            if sa != sb and same_dtype and pos[a_node] < pos[b_node] < last_read.get(a, -1):
+                yield b, a
+
+
+def test_every_slot_shared_by_two_live_values_is_caught(training_passes, training):
+    """Move any one value into the slot of another value still to be read: the planned
+    run gives other numbers (the interpreter reads values back from their slots)."""
+    before, feeds, params, state = _training_run(training_passes)
+    pairs = list(_live_pairs(training))
+    assert len(pairs) > 20
+    for written, clobbered in pairs:
+        slot = training.meta["memory_plan"]["values"][clobbered]["slot"]
+        bad = _share_slot(training, written, slot)
+        with pytest.raises(AssertionError, match="overwrites"):
+            assert_no_live_overlap(bad)
+        with pytest.raises(AssertionError, match="Not equal to tolerance"):
+            assert_plan_keeps_behaviour(before, bad, feeds, params, state)
+
+
+def test_an_op_that_is_not_elementwise_cannot_write_over_its_input():
+    """The exp may take the dying softmax's slot (an elementwise loop reads each element
+    before writing it); the second softmax may not take the dying exp's slot."""
+    g = infer_shapes(_inplace_graph())
+    planned = _planned(g, training=False)
+    feeds = feeds_for(g, n=3)
+    assert_plan_keeps_behaviour(g, planned, feeds)
+    s2 = max(planned.nodes_by_op("softmax"))
+    (exp_value,) = planned.inputs_of(s2)
+    slot = planned.meta["memory_plan"]["values"][value_key(exp_value)]["slot"]
+    bad = _share_slot(planned, f"{s2}:0", slot)
+    with pytest.raises(AssertionError, match="overwrites"):
+        assert_no_live_overlap(bad)
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_plan_keeps_behaviour(g, bad, feeds)
+
+
+def test_a_view_keeps_its_base_buffer_alive():
+    """A plan that ends the softmax's life at its last direct reader (the reshape), not at
+    the view's reader, lets the exp overwrite what the view shows."""
+    g = infer_shapes(_view_graph())
+    planned = _planned(g, training=False)
+    feeds = feeds_for(g, n=3)
+    assert_plan_keeps_behaviour(g, planned, feeds)
+    plan = planned.meta["memory_plan"]["values"]
+    (softmax,) = planned.nodes_by_op("softmax")
+    (view,) = [n for n in planned.nodes_by_op("reshape") if planned.inputs_of(n) == [Value(softmax)]]
+    assert plan[f"{view}:0"] == {"alias": f"{softmax}:0"}
+    (exp_group,) = [n for n in planned.nodes_by_op("fused")
+                    if "exp" in [m["op"] for m in planned.attrs(n)["members"]]]
+    (view_reader, _) = planned.consumers(Value(view))[0]
+    order = planned.meta["schedule"]
+    assert order.index(view) < order.index(exp_group) < order.index(view_reader)
+    bad = _share_slot(planned, f"{exp_group}:0", plan[f"{softmax}:0"]["slot"])
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_plan_keeps_behaviour(g, bad, feeds)
 
 
 def test_parameters_and_state_are_updated_in_place(training):
@@ -172,10 +264,7 @@ def test_compiled_program_arenas_match_the_plan(training):
 
 
 def test_view_outputs_are_not_overwritten_by_the_next_call():
-    g = Graph()
-    x = g.input("x", T("N", 6))
-    g.outputs["y"] = g.op("reshape", g.op("relu", x), shape=("N", 2, 3))
-    _, prog = compile_graph(g)
+    _, prog = compile_graph(_view_output_graph())
     prog.bind_params({}, {})
     x1 = np.arange(12, dtype=np.float32).reshape(2, 6)
     first = prog({"x": x1})["y"]

@@ -1,12 +1,31 @@
-"""schedule (graphdl/passes/schedule.py): a topological order with the update phase last."""
+"""schedule (graphdl/passes/schedule.py): a topological order with the update phase last.
+
+The order is checked by running it: `run_planned` executes the nodes in the schedule's
+order through the memory plan made for it, so an order that reads a buffer after it was
+reused, or a parameter after it was updated in place, gives other numbers than the
+reference interpreter.
+"""
 
 from __future__ import annotations
 
+import networkx as nx
 import pytest
-from pass_graphs import T, assert_same_behaviour, feeds_for, init_params, init_state, mlp
+from pass_graphs import (
+    T,
+    assert_no_live_overlap,
+    assert_plan_keeps_behaviour,
+    assert_same_behaviour,
+    feeds_for,
+    init_params,
+    init_state,
+    mlp,
+)
 
+from graphdl.backends.reference import PlanError
 from graphdl.ir.graph import Graph, Value
+from graphdl.passes.infer_shapes import infer_shapes
 from graphdl.passes.pipeline import PassContext
+from graphdl.passes.plan_memory import plan_memory
 from graphdl.passes.schedule import schedule
 
 
@@ -58,7 +77,7 @@ def test_schedule_changes_nothing_but_meta(scheduled_training_graph):
     assert_same_behaviour(before, g, feeds, params, state)
 
 
-def test_schedule_of_a_wide_graph():
+def _wide_graph() -> Graph:
     g = Graph()
     x = g.input("x", T("N", 4))
     branches = [g.op("exp", g.op("mul_scalar", x, c=float(i))) for i in range(1, 5)]
@@ -66,6 +85,104 @@ def test_schedule_of_a_wide_graph():
     for b in branches[1:]:
         acc = g.op("add", acc, b)
     g.outputs["y"] = acc
+    return g
+
+
+def test_schedule_of_a_wide_graph():
+    g = _wide_graph()
     s = schedule(g)
     assert_valid_order(s, s.meta["schedule"])
     assert "schedule" not in g.meta  # the input graph is not modified
+
+
+# ------------------------------------------------------------ running the schedule
+
+
+def _run_inputs(g: Graph):
+    return feeds_for(g, n=5), init_params(g), init_state(g)
+
+
+def test_scheduled_training_step_runs_like_the_reference(scheduled_training_graph):
+    g, ctx = scheduled_training_graph
+    before = ctx.snapshots["autodiff"]
+    assert_plan_keeps_behaviour(before, plan_memory(g), *_run_inputs(before))
+
+
+def test_scheduled_wide_graph_runs_like_the_reference():
+    g = infer_shapes(_wide_graph())
+    # without fusion every branch is its own node, so the order decides the slot reuse
+    planned = plan_memory(schedule(g))
+    plan = planned.meta["memory_plan"]
+    assert len(plan["slots"]) < sum(1 for p in plan["values"].values() if "slot" in p)
+    assert_plan_keeps_behaviour(g, planned, feeds_for(g))
+
+
+def test_a_consumer_before_its_producer_is_caught(scheduled_training_graph):
+    g, _ = scheduled_training_graph
+    planned = plan_memory(g)
+    order = planned.meta["schedule"]
+    (consumer,) = planned.nodes_by_op("softmax_cross_entropy")
+    producer = planned.inputs_of(consumer)[0].node
+    i, j = order.index(producer), order.index(consumer)
+    order[i], order[j] = order[j], order[i]
+    with pytest.raises(PlanError, match="before its input"):
+        assert_plan_keeps_behaviour(g, planned, *_run_inputs(g))
+
+
+def test_swaps_that_invalidate_the_plan_are_caught(scheduled_training_graph):
+    """Swap two adjacent independent nodes, keeping the plan made for the old order: the
+    order is still topological, and the planned run differs from the reference exactly
+    when the swap lets a value be overwritten before its last read."""
+    g, ctx = scheduled_training_graph
+    planned = plan_memory(g)
+    before = ctx.snapshots["autodiff"]
+    inputs = _run_inputs(before)
+    order = planned.meta["schedule"]
+    caught = harmless = 0
+    for i in range(len(order) - 1):
+        a, b = order[i], order[i + 1]
+        if any(v.node == a for v in planned.inputs_of(b)):
+            continue
+        swapped = planned.copy()
+        swapped.meta["schedule"] = order[:i] + [b, a] + order[i + 2:]
+        assert_valid_order(swapped, swapped.meta["schedule"])
+        try:
+            assert_no_live_overlap(swapped)
+        except AssertionError:
+            with pytest.raises(AssertionError, match="Not equal to tolerance"):
+                assert_plan_keeps_behaviour(before, swapped, *inputs)
+            caught += 1
+        else:
+            assert_plan_keeps_behaviour(before, swapped, *inputs)
+            harmless += 1
+    assert caught >= 1 and harmless >= 1
+
+
+def test_an_update_hoisted_before_a_reader_of_its_parameter_is_caught():
+    """Run w2's optimiser update as early as its inputs allow, before the backward matmul
+    that reads w2: a valid topological order, but the update writes w2 in place, so the
+    gradient of w1 is computed with the new w2. The reference interpreter cannot see it."""
+    g = mlp()
+    g.meta["optimizer"] = {"type": "momentum", "lr": 0.1}
+    ctx = PassContext(keep_snapshots=True)
+    planned = ctx.run(g, training=True)
+    before = ctx.snapshots["autodiff"]
+    inputs = _run_inputs(before)
+    assert_plan_keeps_behaviour(before, planned, *inputs)
+    w2 = planned.find("param", "w2")
+    update = planned.updates[w2].node
+    ancestors = nx.ancestors(planned.nx, update)
+    order = planned.meta["schedule"]
+    hoisted = planned.copy()
+    hoisted.meta["schedule"] = (
+        [n for n in order if n in ancestors] + [update]
+        + [n for n in order if n not in ancestors and n != update]
+    )
+    new_order = hoisted.meta["schedule"]
+    assert_valid_order(hoisted, new_order)
+    readers_after = [n for n, _ in hoisted.consumers(Value(w2))
+                     if new_order.index(n) > new_order.index(update)]
+    assert readers_after, "some reader of w2 now runs after its update"
+    assert_same_behaviour(before, hoisted, *inputs)  # the reference ignores the order
+    with pytest.raises(AssertionError, match="Not equal to tolerance"):
+        assert_plan_keeps_behaviour(before, hoisted, *inputs)
