@@ -1,13 +1,10 @@
 """The Python API on the CUDA backend: `Model(spec, device="cuda")` compiles CudaPrograms,
 keeps the weights on the device between steps, and moves them to and from the host where
 the host reads or writes them (checkpoints, loaded weights).
-
-Needs the device wiring of issue 5 in graphdl/api.py (skipped until it is there).
 """
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +18,6 @@ def models(monkeypatch, cuda_device):
     from graphdl.api import Model
     from graphdl.spec import load_spec
 
-    if "device" not in inspect.signature(Model).parameters:
-        pytest.skip("the device wiring of issue 5 (Model(spec, device=...)) is not applied yet")
     if cuda_device.SIMULATOR:
         monkeypatch.setenv("NUMBA_ENABLE_CUDASIM", "1")  # an explicit cuda may use it now
     spec = load_spec(SPEC)
