@@ -47,7 +47,7 @@ class Model:
         if self._device is None:
             from graphdl.backends.cuda import resolve_device
 
-            requested = self.requested_device or self.spec.train.get("device", "auto")
+            requested = self.requested_device or self.spec.train["device"]
             loc = (SimpleNamespace(file=self.spec.path) if self.requested_device
                    else self.spec.loc("train", "device"))
             self._device, self.device_note = resolve_device(requested, loc=loc)
@@ -126,13 +126,13 @@ class Model:
         return self.splits
 
     def _check_labels(self, splits) -> None:
-        loss = (self.spec.train.get("loss") or {}).get("type", "cross_entropy")
+        loss = self.spec.train["loss"]["type"]
         if loss != "cross_entropy":
             return
         target = self.spec.train["target"]
         last = self.spec.model.layers[-1]
         units = last.params.get("units")
-        ignore = (self.spec.train.get("loss") or {}).get("ignore_index")
+        ignore = self.spec.train["loss"]["ignore_index"]
         for name in ("train", "val", "test"):
             ds = getattr(splits, name)
             if ds is None or not len(ds):
@@ -169,8 +169,7 @@ class Model:
         return history
 
     def default_run_dir(self) -> Path:
-        ckpt = self.spec.train.get("checkpoint") or {}
-        return Path(ckpt.get("dir") or f"runs/{self.spec.name}")
+        return Path(self.spec.train["checkpoint"]["dir"])  # resolve fills runs/<name>
 
     def evaluate_dataset(self, ds, batch_size: int = 512) -> dict:
         program = self.compiled("eval").program

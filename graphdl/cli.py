@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--format", choices=("text", "json"), default="text", help="error/output format")
         return sp
 
-    sp = add("validate", cmd_validate, "check a spec: YAML, schema and references (fast, no compilation)")
+    sp = add("validate", cmd_validate, "check a spec: YAML, schema, references and shapes (fast, no compilation)")
     sp.add_argument("spec")
     sp = add("compile", cmd_compile, "compile a spec: layer table, pass summary, optional dumps")
     sp.add_argument("spec")
@@ -100,11 +100,24 @@ def _load(path: str):
 
 def cmd_validate(args) -> int:
     spec = _load(args.spec)
+    _check_shapes(spec)
     if args.format == "json":
         print(json.dumps({"ok": True, "name": spec.name, "layers": len(spec.model.layers)}))
     else:
         print(f"{args.spec}: ok ({len(spec.model.layers)} layers, name '{spec.name}')")
     return 0
+
+
+def _check_shapes(spec) -> None:
+    """The shapes phase: lower the spec, which infers every value's type as it adds ops and
+    raises the located E3xx of the first bad layer. No passes and no code generation.
+
+    The train graph holds everything the eval and predict graphs hold (plus augmentation,
+    dropout, the loss and its penalties), so it alone is checked; a spec without a training
+    target has only its predict graph."""
+    from graphdl.layers.lower import lower
+
+    lower(spec, "train" if spec.train["target"] is not None else "predict")
 
 
 def cmd_schema(args) -> int:

@@ -4,23 +4,76 @@ The train-mode lowering calls `build_augment` on each input that `augment_inputs
 the eval and predict graphs (and so val/test) never augment. Each step becomes one op of
 graphdl.ops.image with ``salt`` = its index in data.augment, drawing from the step's seed
 input: the same seed gives the same batch, and the trainer varies the seed per step.
+
+`AUGMENT`, the table of steps, is defined here beside the code that builds them; the spec
+front end reads it, so this module imports ops only when it builds.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from graphdl.ir.graph import Graph, Value
-from graphdl.ops.registry import ShapeError
-from graphdl.spec import schema_gen as sg
+from graphdl.layers.schema import MISSING, ListOf, Union, boolean, fraction, number
+
+if TYPE_CHECKING:
+    from graphdl.ir.graph import Graph, Value
 
 IMAGE_ONLY = ("random_rotation", "random_flip", "salt_pepper_noise")
+
+# The data.augment steps: keys, defaults and docs (the spec schema's data.augment is this).
+_P_DOC = "probability that a sample is changed"
+AUGMENT = ListOf(
+    "random transforms of the training inputs, after preprocess; seeded (reproducible) and "
+    "applied to the train split only, never to val/test or predict",
+    Union(
+        "an augmentation step",
+        "op",
+        {
+            "random_rotation": (
+                ("rotate about the image centre by an angle drawn from [-degrees, degrees] "
+                 "(bilinear)"),
+                {
+                    "degrees": number("largest rotation, in degrees", minimum=0, maximum=180,
+                                      required=True),
+                    "fill": number("value of the pixels rotated in from outside the image",
+                                   default=0.0),
+                    "p": fraction(_P_DOC, 1.0),
+                },
+            ),
+            "random_flip": (
+                "mirror images left-right and/or top-bottom (each with its own draw)",
+                {
+                    "horizontal": boolean("flip left-right", default=True),
+                    "vertical": boolean("flip top-bottom", default=False),
+                    "p": fraction(_P_DOC + " (per direction)", 0.5),
+                },
+            ),
+            "gaussian_noise": (
+                "add Gaussian noise to every value (also for feature vectors)",
+                {
+                    "std": number("standard deviation of the noise", minimum=0,
+                                  required=True),
+                    "p": fraction(_P_DOC, 1.0),
+                },
+            ),
+            "salt_pepper_noise": (
+                "set a fraction of the pixels to the image's minimum or maximum (half each)",
+                {
+                    "amount": number("fraction of the pixels replaced", minimum=0, maximum=1,
+                                     required=True),
+                    "p": fraction(_P_DOC, 1.0),
+                },
+            ),
+        },
+    ),
+    default=[],
+)
 
 
 def step_attrs(step: dict) -> tuple[str, dict]:
     """(op, attributes) of one augment step: its keys, with the spec tables' defaults for
     absent (or null) ones, numbers as floats."""
-    variants = sg.AUGMENT.item.variants
+    variants = AUGMENT.item.variants
     op = step.get("op")
     if op not in variants:
         raise ValueError(f"unknown augment op {op!r}; ops: {', '.join(variants)}")
@@ -28,7 +81,7 @@ def step_attrs(step: dict) -> tuple[str, dict]:
     for key, leaf in variants[op][1].items():
         value = step.get(key)
         if value is None:
-            if leaf.default is sg.MISSING:
+            if leaf.default is MISSING:
                 raise ValueError(f"augment op {op} needs '{key}'")
             value = leaf.default
         if leaf.schema.get("type") == "number":
@@ -41,6 +94,8 @@ def build_augment(g: Graph, x: Value, steps: list[dict], seed: Value) -> Value:
     """Add the augmentation steps to ``g`` on ``x`` (float [N, C, H, W], or [N, F] when
     every step is gaussian_noise); ``seed`` is an int64 scalar value (a graph input the
     trainer feeds per step). Step i uses salt i. Returns the augmented value."""
+    from graphdl.ops.registry import ShapeError  # when building: see the module docstring
+
     t = g.type_of(x)
     for i, step in enumerate(steps):
         op, attrs = step_attrs(step)

@@ -14,6 +14,7 @@ import networkx as nx
 from graphdl.ir.graph import Graph, Provenance, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
+from graphdl.spec.schema_gen import OPTIMIZER, optimizer_settings
 
 
 def unbroadcast(g: Graph, grad: Value, target: TensorType) -> Value:
@@ -110,15 +111,23 @@ def autodiff(graph: Graph) -> Graph:
     clip = g.meta.get("gradient_clip")
     if clip and grads:
         grads = _clip(g, grads, float(clip["max_norm"]))
-    _add_updates(g, grads, g.meta.get("optimizer") or {"type": "sgd", "lr": 0.01})
+    optimizer = g.meta.get("optimizer")
+    if not optimizer:
+        # no default here: lowering passes the spec's train.optimizer, defaults filled
+        raise ValueError("autodiff needs the optimizer in graph.meta['optimizer'] "
+                         "(a train.optimizer mapping, e.g. {'type': 'sgd', 'lr': 0.1})")
+    _add_updates(g, grads, optimizer)
     return g
 
 
 def _add_updates(g: Graph, grads: dict[int, Value], opt: dict) -> None:
     g.provenance = Provenance(layer="optimizer", phase="update")
     lr = g.input("lr", TensorType((), "float32"))
-    kind = opt.get("type", "sgd")
-    wd = float(opt.get("weight_decay", 0.01 if kind == "adamw" else 0.0) or 0.0)
+    kind = opt.get("type")
+    if kind not in OPTIMIZER.variants:
+        raise ValueError(f"unknown optimizer {kind!r}")
+    opt = optimizer_settings(opt)  # the spec's defaults for the keys a caller left out
+    wd = float(opt["weight_decay"])
     step = None
     if kind in ("adam", "adamw"):
         step_state = g.state("opt.step", TensorType((), "float32"), init="zeros")
@@ -139,21 +148,21 @@ def _add_updates(g: Graph, grads: dict[int, Value], opt: dict) -> None:
             nid = g.apply(
                 "momentum_update",
                 [p, grad, buf, lr],
-                {"momentum": float(opt.get("momentum", 0.9)), "nesterov": bool(opt.get("nesterov", False)), **common},
+                {"momentum": float(opt["momentum"]), "nesterov": bool(opt["nesterov"]), **common},
             )
             g.updates[pid] = Value(nid, 0)
             g.updates[buf.node] = Value(nid, 1)
         elif kind in ("adam", "adamw"):
             m = g.state(f"opt.m.{name}", t, init="zeros")
             v = g.state(f"opt.v.{name}", t, init="zeros")
-            b1, b2 = opt.get("betas", (0.9, 0.999))
+            b1, b2 = opt["betas"]
             nid = g.apply(
                 "adam_update",
                 [p, grad, m, v, lr, step],
                 {
                     "beta1": float(b1),
                     "beta2": float(b2),
-                    "eps": float(opt.get("eps", 1e-8)),
+                    "eps": float(opt["eps"]),
                     "decoupled": kind == "adamw",
                     **common,
                 },
@@ -161,5 +170,3 @@ def _add_updates(g: Graph, grads: dict[int, Value], opt: dict) -> None:
             g.updates[pid] = Value(nid, 0)
             g.updates[m.node] = Value(nid, 1)
             g.updates[v.node] = Value(nid, 2)
-        else:
-            raise ValueError(f"unknown optimizer {kind!r}")

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import math
 
+from graphdl.spec.schema_gen import SCHEDULE, fill
+
 
 def learning_rate(base_lr: float, schedule: dict | None, epoch_float: float, total_epochs: int) -> float:
     """The learning rate at ``epoch_float`` (0-based, fractional within an epoch)."""
-    if not schedule or schedule.get("type", "constant") == "constant":
-        return base_lr
+    # no schedule (or no type) is the spec's default; the spec's defaults fill the rest
+    schedule = fill(SCHEDULE, {**SCHEDULE.default, **(schedule or {})})
     kind = schedule["type"]
+    if kind == "constant":
+        return base_lr
     if kind == "step":
-        return base_lr * schedule.get("gamma", 0.1) ** int(epoch_float // schedule["step_size"])
-    min_lr = float(schedule.get("min_lr", 0.0))
+        return base_lr * schedule["gamma"] ** int(epoch_float // schedule["step_size"])
+    if kind in ("cosine", "warmup_cosine"):
+        min_lr = float(schedule["min_lr"])
     if kind == "cosine":
         progress = min(epoch_float / max(total_epochs, 1), 1.0)
         return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * progress))

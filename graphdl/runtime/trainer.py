@@ -21,6 +21,7 @@ import numpy as np
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.runtime.checkpoint import load_checkpoint, save_checkpoint
 from graphdl.runtime.schedules import learning_rate
+from graphdl.spec.schema_gen import TRAIN, fill
 
 
 @dataclass
@@ -82,17 +83,15 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress
         self.resume = resume
-        t = self.spec.train
-        self.epochs = int(t.get("epochs", 10))
-        self.batch_size = int(t.get("batch_size", 32))
-        opt = t.get("optimizer") or {}
-        self.base_lr = float(opt.get("lr", 1e-3))
-        self.schedule = t.get("schedule")
-        ckpt = t.get("checkpoint") or {}
-        self.save_mode = ckpt.get("save", "best")
-        self.ckpt_monitor = ckpt.get("monitor", "val_loss")
-        es = t.get("early_stopping")
-        self.early = es
+        # the spec's defaults (graphdl.spec.schema_gen.TRAIN) for anything left out
+        t = self.settings = fill(TRAIN, self.spec.train)
+        self.epochs = int(t["epochs"])
+        self.batch_size = int(t["batch_size"])
+        self.base_lr = float(t["optimizer"]["lr"])
+        self.schedule = t["schedule"]
+        self.save_mode = t["checkpoint"]["save"]
+        self.ckpt_monitor = t["checkpoint"]["monitor"]
+        self.early = t["early_stopping"]
         self.state = TrainState()
         self.first_step_at: float | None = None  # perf_counter() after the first step
 
@@ -137,7 +136,7 @@ class Trainer:
         feeds_fields = [n for n in model.spec.model.inputs] + [target]
         arrays = {k: np.ascontiguousarray(train.fields[k]) for k in feeds_fields}
         n = len(train)
-        shuffle = bool(self.spec.train.get("shuffle", True))
+        shuffle = bool(self.settings["shuffle"])
         steps_per_epoch = math.ceil(n / self.batch_size)
         if self.resume:
             last = self.run_dir / "last.ckpt"
@@ -236,12 +235,12 @@ class Trainer:
         es = self.early
         if not es:
             return False
-        monitor = es.get("monitor", "val_loss")
+        monitor = es["monitor"]
         value = self._metric(record, monitor)
         if value is None:
             return False
-        mode = _mode_for(monitor, es.get("mode", "auto"))
-        delta = float(es.get("min_delta", 0.0) or 0.0)
+        mode = _mode_for(monitor, es["mode"])
+        delta = float(es["min_delta"])
         s = self.state
         better = s.es_best is None or (
             value > s.es_best + delta if mode == "max" else value < s.es_best - delta
@@ -251,7 +250,7 @@ class Trainer:
             s.wait = 0
             return False
         s.wait += 1
-        return s.wait >= int(es.get("patience", 5))
+        return s.wait >= int(es["patience"])
 
     def _non_finite(self, snapshot, arrays, order, epoch, batch, step0, steps_per_epoch) -> None:
         """Stop on a non-finite loss: replay the epoch to the failing step, then find the

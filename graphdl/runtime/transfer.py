@@ -17,6 +17,7 @@ import numpy as np
 
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.runtime.checkpoint import load_checkpoint
+from graphdl.spec.schema_gen import MODEL, fill
 
 
 @dataclass
@@ -58,7 +59,7 @@ def apply_init(spec, params: dict[str, np.ndarray], state: dict[str, np.ndarray]
     include = init.get("include") or ["*"]
     exclude = init.get("exclude") or []
     rename = init.get("rename") or {}
-    strict = init.get("strict", True)
+    strict = fill(MODEL.fields["init"], init)["strict"]  # the spec's default when left out
     layers = {layer.name: layer for layer in spec.model.layers}
     report = InitReport(str(path))
     errors: list[Diagnostic] = []

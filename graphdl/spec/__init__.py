@@ -51,17 +51,6 @@ def load_spec(path: str | Path, text: str | None = None) -> Spec:
     return spec
 
 
-def frozen_layers(spec: Spec) -> set[str]:
-    """Layers whose weights stay fixed: `trainable: false` or matched by `train.freeze`."""
-    import fnmatch
-
-    names = [layer.name for layer in spec.model.layers]
-    frozen = {layer.name for layer in spec.model.layers if not layer.trainable}
-    for glob in spec.train.get("freeze") or []:
-        frozen.update(fnmatch.filter(names, glob))
-    return frozen
-
-
 def check_freeze(spec: Spec) -> None:
     """A freeze glob that matches no layer is an error (E207): it is almost always a typo."""
     import difflib

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.layers import COMMON_LAYER_KEYS, LAYERS
+from graphdl.layers.core import ALPHA_DEFAULTS
+from graphdl.layers.schema import fill
 from graphdl.spec import schema_gen as sg
 from graphdl.spec.datatypes import InputSpec, LayerSpec, Location, ModelSpec, Spec
 from graphdl.spec.loader import LoadedYaml, format_path
@@ -86,49 +89,6 @@ class Substitution:
 # --------------------------------------------------------------------------------------
 
 
-def _as_float(value):
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def fill(node, value):
-    """``value`` with the defaults of table ``node`` filled in (absent keys without a
-    default become None)."""
-    if isinstance(node, sg.Leaf):
-        t = node.schema.get("type")
-        if t == "number":
-            return _as_float(value)
-        if t == "array" and node.schema.get("items", {}).get("type") == "number" and isinstance(
-                value, list):
-            return [_as_float(v) for v in value]
-        return copy.deepcopy(value)
-    if isinstance(node, sg.Obj):
-        return _fill_fields(node.fields, value if isinstance(value, dict) else {})
-    if isinstance(node, sg.Union):
-        if not isinstance(value, dict) or value.get(node.tag) not in node.variants:
-            return copy.deepcopy(value)
-        tag = value[node.tag]
-        return {node.tag: tag, **_fill_fields(node.variants[tag][1], value)}
-    if isinstance(node, sg.ListOf):
-        if not isinstance(value, list):
-            return copy.deepcopy(value)
-        return [fill(node.item, v) for v in value]
-    return copy.deepcopy(value)
-
-
-def _fill_fields(fields: dict, value: dict) -> dict:
-    out = {}
-    for k, f in fields.items():
-        if k in value:
-            out[k] = fill(f, value[k])
-        elif f.default is not sg.MISSING:
-            out[k] = fill(f, copy.deepcopy(f.default))
-        else:
-            out[k] = None
-    return out
-
-
 def fill_split(split: dict) -> dict:
     """The data.split section with defaults. Fractions: all missing -> 0.8/0.1/0.1; some
     missing -> they share what is left."""
@@ -148,8 +108,9 @@ def fill_split(split: dict) -> dict:
 
 
 def fill_layer_params(t: str, layer: dict) -> dict:
+    fields = LAYERS[t].fields
     params = {}
-    for k, f in sg.LAYER_TYPES[t][1].items():
+    for k, f in fields.items():
         if k == "alpha":
             continue
         if k in layer:
@@ -157,8 +118,8 @@ def fill_layer_params(t: str, layer: dict) -> dict:
         elif f.default is not sg.MISSING:
             params[k] = fill(f, f.default)
     act = params.get("activation")
-    if "alpha" in sg.LAYER_TYPES[t][1] and act in sg.ALPHA_DEFAULTS:
-        params["alpha"] = float(layer.get("alpha", sg.ALPHA_DEFAULTS[act]))
+    if "alpha" in fields and act in ALPHA_DEFAULTS:
+        params["alpha"] = float(layer.get("alpha", ALPHA_DEFAULTS[act]))
     return params
 
 
@@ -324,14 +285,16 @@ class Expander:
     def child_ctx(self, layer: dict, ctx: Ctx, **kw) -> Ctx:
         # (values are checked by the schema; bad substituted ones are reported, so fall back)
         reg = layer.get("regularizer")
-        lr_mult = layer.get("lr_mult", 1.0)
+        default_lr_mult = COMMON_LAYER_KEYS["lr_mult"].default
+        lr_mult = layer.get("lr_mult", default_lr_mult)
         if not isinstance(lr_mult, (int, float)) or isinstance(lr_mult, bool):
-            lr_mult = 1.0
+            lr_mult = default_lr_mult
+        trainable = layer.get("trainable", COMMON_LAYER_KEYS["trainable"].default)
         return replace(
             ctx,
-            trainable=ctx.trainable and layer.get("trainable", True) is not False,
+            trainable=ctx.trainable and trainable is not False,
             lr_mult=ctx.lr_mult * float(lr_mult),
-            regularizer=fill(sg.COMMON_LAYER_KEYS["regularizer"], reg) if isinstance(reg, dict)
+            regularizer=fill(COMMON_LAYER_KEYS["regularizer"], reg) if isinstance(reg, dict)
             else ctx.regularizer,
             **kw,
         )
@@ -341,7 +304,7 @@ class Expander:
         inputs = self.resolve_inputs(layer, path, scope)
         if t == "residual":
             self.residual(layer, path, scope, inputs)
-        elif t in sg.LAYER_TYPES:
+        elif t in LAYERS:
             self.builtin(layer, path, scope, t, inputs)
         else:
             self.block_use(layer, path, scope, t, inputs)
@@ -652,7 +615,7 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
     name = raw.get("name")
     if name is None:
         name = Path(path_str).stem
-    seed = raw.get("seed", 0)
+    seed = raw.get("seed", sg.TOP["seed"].default)
     data = fill(sg.DATA, raw["data"])
     data["split"] = fill_split(raw["data"].get("split") or {})
     train = fill(sg.TRAIN, raw.get("train") or {})
@@ -667,7 +630,7 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
         path=path_str,
         name=name,
         seed=seed,
-        description=raw.get("description") or "",
+        description=raw.get("description") or sg.TOP["description"].default,
         data=data,
         model=ModelSpec(inputs=inputs, layers=ex.layers, outputs=outputs),
         train=train,

@@ -1,8 +1,10 @@
 """The spec language's key tables, and the JSON Schema (draft-07) generated from them.
 
-The tables below are the single source of truth for which keys exist, their types, ranges,
-defaults and descriptions. ``validate.py`` validates against the generated schema and
-``resolve.py`` fills defaults from the same tables.
+The tables below, with the layer catalogue (``graphdl.layers``: one ``LayerDef`` per layer
+type) and the augment steps (``graphdl.layers.augment.AUGMENT``), are the single source of
+truth for which keys exist, their types, ranges, defaults and descriptions; their vocabulary
+(``Leaf``, ``Obj``, ``Union`` ...) is ``graphdl.layers.schema``. ``validate.py`` validates
+against the generated schema and ``resolve.py`` fills defaults from the same tables.
 
 Run ``python -m graphdl.spec.schema_gen`` to (re)write ``schemas/model.schema.json`` and the
 package copy ``graphdl/spec/model.schema.json`` (``--check`` only compares).
@@ -14,386 +16,41 @@ import json
 import sys
 from pathlib import Path
 
-REF_PATTERN = r"^\$[A-Za-z_][A-Za-z0-9_]*$"
-IDENT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
-# Layer names are identifiers; dotted names (``encoder.0.dense_1``) are what block expansion
-# produces, and are accepted so that a resolved spec loads again.
-LAYER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
+from graphdl.layers import COMMON_LAYER_KEYS, LAYERS
+from graphdl.layers.augment import AUGMENT
+from graphdl.layers.schema import (  # noqa: F401  (the spec front end reads them from here)
+    IDENT_PATTERN,
+    LAYER_NAME_PATTERN,
+    MISSING,
+    REF_PATTERN,
+    REF_SCHEMA,
+    LayerRef,
+    Leaf,
+    ListOf,
+    MapOf,
+    Obj,
+    Union,
+    boolean,
+    enum,
+    fill,
+    fraction,
+    int_or_pair,
+    integer,
+    number,
+    string,
+    string_list,
+)
 
 SCHEMA_ID = "https://graphdl.dev/schemas/model.schema.json"
-
-
-class _Missing:
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING = _Missing()
-
-REF_SCHEMA = {
-    "type": "string",
-    "pattern": REF_PATTERN,
-    "description": "a reference to a block parameter or to an entry of vars: ($name)",
-}
-
-
-# --------------------------------------------------------------------------------------
-# table node types
-# --------------------------------------------------------------------------------------
-
-
-class Leaf:
-    """A value with a plain JSON schema; accepts a ``$name`` reference when ``ref``."""
-
-    def __init__(self, schema: dict, doc: str, default=MISSING, required=False, ref=True):
-        self.schema = schema
-        self.doc = doc
-        self.default = default
-        self.required = required
-        self.ref = ref
-
-    def to_schema(self) -> dict:
-        s = dict(self.schema)
-        if self.ref and s.get("type") == "array" and "items" in s:
-            s["items"] = {"anyOf": [s["items"], REF_SCHEMA]}
-        if self.ref:
-            s = {"anyOf": [s, REF_SCHEMA]}
-        out = {"description": self.doc, **s}
-        if self.default is not MISSING:
-            out["default"] = self.default
-        return out
-
-
-class Obj:
-    """A mapping with a closed key set."""
-
-    def __init__(self, doc: str, fields: dict, required=False, default=MISSING, title=None):
-        self.doc = doc
-        self.fields = fields
-        self.required = required
-        self.default = default
-        self.title = title
-
-    def to_schema(self) -> dict:
-        out: dict = {"description": self.doc, "type": "object"}
-        if self.title:
-            out["title"] = self.title
-        out["properties"] = {k: v.to_schema() for k, v in self.fields.items()}
-        req = [k for k, v in self.fields.items() if v.required]
-        if req:
-            out["required"] = req
-        out["additionalProperties"] = False
-        if self.default is not MISSING:
-            out["default"] = self.default
-        return out
-
-
-class Union:
-    """A tagged union: a mapping whose ``tag`` key picks the variant (each one closed)."""
-
-    def __init__(self, doc, tag, variants: dict, default_variant=None, required=False):
-        self.doc = doc
-        self.tag = tag
-        self.variants = variants  # name -> (doc, fields)
-        self.default_variant = default_variant
-        self.required = required
-        self.default = MISSING if default_variant is None else {tag: default_variant}
-
-    def variant_schema(self, name: str) -> dict:
-        vdoc, fields = self.variants[name]
-        props = {self.tag: {"const": name, "description": f"{self.tag} '{name}': {vdoc}"}}
-        props.update({k: v.to_schema() for k, v in fields.items()})
-        req = [self.tag] + [k for k, v in fields.items() if v.required]
-        return {
-            "title": f"{self.tag}: {name}",
-            "description": vdoc,
-            "type": "object",
-            "properties": props,
-            "required": req,
-            "additionalProperties": False,
-        }
-
-    def to_schema(self) -> dict:
-        out = {
-            "description": self.doc,
-            "anyOf": [self.variant_schema(n) for n in self.variants],
-        }
-        if self.default is not MISSING:
-            out["default"] = self.default
-        return out
-
-
-class MapOf:
-    """A mapping from user-chosen names (matching ``key_pattern``) to values."""
-
-    def __init__(self, doc, value, key_pattern=IDENT_PATTERN, required=False, min_props=0,
-                 default=MISSING):
-        self.doc = doc
-        self.value = value
-        self.key_pattern = key_pattern
-        self.required = required
-        self.min_props = min_props
-        self.default = default
-
-    def to_schema(self) -> dict:
-        out = {
-            "description": self.doc,
-            "type": "object",
-            "propertyNames": {"pattern": self.key_pattern},
-            "additionalProperties": self.value.to_schema(),
-        }
-        if self.min_props:
-            out["minProperties"] = self.min_props
-        return out
-
-
-class ListOf:
-    def __init__(self, doc, item, min_items=0, required=False, default=MISSING):
-        self.doc = doc
-        self.item = item
-        self.min_items = min_items
-        self.required = required
-        self.default = default
-
-    def to_schema(self) -> dict:
-        out = {"description": self.doc, "type": "array", "items": self.item.to_schema()}
-        if self.min_items:
-            out["minItems"] = self.min_items
-        if self.default is not MISSING:
-            out["default"] = self.default
-        return out
-
-
-class LayerRef:
-    """A layer (the tagged union of layer types, defined once under definitions/layer)."""
-
-    doc = "a layer"
-    required = False
-    default = MISSING
-
-    def to_schema(self) -> dict:
-        return {"$ref": "#/definitions/layer"}
-
-
-# --------------------------------------------------------------------------------------
-# leaf helpers
-# --------------------------------------------------------------------------------------
-
-
-def integer(doc, minimum=None, **kw) -> Leaf:
-    s: dict = {"type": "integer"}
-    if minimum is not None:
-        s["minimum"] = minimum
-    return Leaf(s, doc, **kw)
-
-
-def number(doc, minimum=None, maximum=None, exclusive_minimum=None, exclusive_maximum=None,
-           **kw) -> Leaf:
-    s: dict = {"type": "number"}
-    for k, v in (("minimum", minimum), ("maximum", maximum),
-                 ("exclusiveMinimum", exclusive_minimum), ("exclusiveMaximum", exclusive_maximum)):
-        if v is not None:
-            s[k] = v
-    return Leaf(s, doc, **kw)
-
-
-def boolean(doc, **kw) -> Leaf:
-    return Leaf({"type": "boolean"}, doc, **kw)
-
-
-def string(doc, pattern=None, **kw) -> Leaf:
-    s: dict = {"type": "string"}
-    if pattern:
-        s["pattern"] = pattern
-    return Leaf(s, doc, **kw)
-
-
-def enum(doc, values, **kw) -> Leaf:
-    return Leaf({"type": "string", "enum": list(values)}, doc, **kw)
-
-
-def string_list(doc, item_pattern=None, enum_values=None, min_items=1, **kw) -> Leaf:
-    item: dict = {"type": "string"}
-    if item_pattern:
-        item["pattern"] = item_pattern
-    if enum_values:
-        item["enum"] = list(enum_values)
-    s: dict = {"type": "array", "items": item}
-    if min_items:
-        s["minItems"] = min_items
-    return Leaf(s, doc, **kw)
-
-
-def fraction(doc, default) -> Leaf:
-    return number(doc, minimum=0, maximum=1, default=default)
 
 
 # --------------------------------------------------------------------------------------
 # the tables
 # --------------------------------------------------------------------------------------
 
-ACTIVATIONS = [
-    "linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus", "softmax",
-]
-ALPHA_DEFAULTS = {"leaky_relu": 0.01, "elu": 1.0}  # activations that take `alpha`
-KERNEL_INITS = ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "zeros"]
-BIAS_INITS = ["zeros", "glorot_uniform", "glorot_normal", "he_uniform", "he_normal"]
 MONITORS = ["val_loss", "val_accuracy", "train_loss", "train_accuracy"]
 METRICS = ["accuracy", "loss"]
 SPLITS = ["train", "val", "test"]
-
-_ALPHA_DOC = (
-    "negative slope for leaky_relu (default 0.01) or scale for elu (default 1.0); "
-    "only with those two activations"
-)
-
-def _int_or_pair(doc, minimum=1, **kw) -> Leaf:
-    return Leaf(
-        {"oneOf": [
-            {"type": "integer", "minimum": minimum},
-            {"type": "array", "items": {"type": "integer", "minimum": minimum},
-             "minItems": 2, "maxItems": 2},
-        ]},
-        doc,
-        **kw,
-    )
-
-
-COMMON_LAYER_KEYS: dict = {
-    "name": string(
-        "unique layer name (default: <type>_<index>); later layers refer to it in inputs:",
-        pattern=LAYER_NAME_PATTERN, ref=False,
-    ),
-    "inputs": string_list(
-        "names of the model inputs or earlier layers this layer reads (default: [prev], "
-        "the previous layer)", ref=False,
-    ),
-    "repeat": integer(
-        "block layers only: make N copies (name.0 ... name.N-1) with separate weights, "
-        "chaining the first input", minimum=1,
-    ),
-    "trainable": boolean("false freezes this layer's weights", default=True),
-    "lr_mult": number("learning-rate multiplier for this layer's weights", minimum=0,
-                      default=1.0),
-    "regularizer": Obj(
-        "per-layer l1/l2 penalty, replacing train.regularization for this layer",
-        {
-            "l1": number("l1 penalty coefficient", minimum=0, default=0.0),
-            "l2": number("l2 penalty coefficient", minimum=0, default=0.0),
-        },
-    ),
-    "doc": string("free text describing the layer", ref=False),
-}
-
-LAYER_TYPES: dict = {
-    "dense": (
-        "fully connected layer: activation(x W + b) over the last axis",
-        {
-            "units": integer("number of output features", minimum=1, required=True),
-            "activation": enum("activation applied to the output", ACTIVATIONS,
-                               default="linear"),
-            "alpha": number(_ALPHA_DOC, minimum=0),
-            "use_bias": boolean("add a learned bias", default=True),
-            "kernel_init": enum("weight initializer", KERNEL_INITS, default="glorot_uniform"),
-            "bias_init": enum("bias initializer", BIAS_INITS, default="zeros"),
-        },
-    ),
-    "activation": (
-        "element-wise activation function",
-        {
-            "activation": enum("the activation function", ACTIVATIONS, required=True),
-            "alpha": number(_ALPHA_DOC, minimum=0),
-        },
-    ),
-    "dropout": (
-        "randomly zeroes a fraction of the inputs during training (inverted dropout)",
-        {"rate": number("fraction of inputs to drop, in [0, 1)", minimum=0,
-                        exclusive_maximum=1, required=True)},
-    ),
-    "flatten": ("flattens all axes but the batch axis", {}),
-    "add": ("element-wise sum of its inputs", {}),
-    "concat": (
-        "concatenates its inputs along an axis",
-        {"axis": integer("axis to concatenate along (batch axis excluded from counting "
-                         "only for negative axes)", default=-1)},
-    ),
-    "conv2d": (
-        "2-D convolution over channels-first images [C, H, W], then an activation",
-        {
-            "filters": integer("number of output channels", minimum=1, required=True),
-            "kernel": _int_or_pair("kernel size: an int or [height, width]", required=True),
-            "stride": _int_or_pair("stride: an int or [height, width]", default=1),
-            "padding": Leaf(
-                {"oneOf": [
-                    {"type": "integer", "minimum": 0},
-                    {"type": "array", "items": {"type": "integer", "minimum": 0},
-                     "minItems": 2, "maxItems": 2},
-                    {"enum": ["same", "valid"]},
-                ]},
-                "zero padding: an int, [height, width], 'same' (output size = "
-                "ceil(input / stride)) or 'valid' (none)",
-                default="valid",
-            ),
-            "dilation": _int_or_pair("spacing between kernel taps", default=1),
-            "groups": integer("channel groups (filters and input channels must divide by "
-                              "it; groups = channels is a depthwise convolution)",
-                              minimum=1, default=1),
-            "activation": enum("activation applied to the output", ACTIVATIONS,
-                               default="linear"),
-            "alpha": number(_ALPHA_DOC, minimum=0),
-            "use_bias": boolean("add a learned per-filter bias", default=True),
-            "kernel_init": enum("weight initializer", KERNEL_INITS, default="he_uniform"),
-            "bias_init": enum("bias initializer", BIAS_INITS, default="zeros"),
-        },
-    ),
-    "maxpool2d": (
-        "max over each window of a [C, H, W] image (the gradient goes to the maximum)",
-        {
-            "kernel": _int_or_pair("window size: an int or [height, width]", required=True),
-            "stride": _int_or_pair("stride (default: the window size)"),
-            "padding": _int_or_pair("padding on each side (padded cells never win)",
-                                    minimum=0, default=0),
-        },
-    ),
-    "avgpool2d": (
-        "mean over each window of a [C, H, W] image",
-        {
-            "kernel": _int_or_pair("window size: an int or [height, width]", required=True),
-            "stride": _int_or_pair("stride (default: the window size)"),
-            "padding": _int_or_pair("zero padding on each side", minimum=0, default=0),
-            "count_include_pad": boolean("divide by the full window size, padding included",
-                                         default=True),
-        },
-    ),
-    "global_avgpool2d": ("mean over H and W: [C, H, W] -> [C]", {}),
-    "batchnorm": (
-        "batch normalisation over the channel axis ([C] features or [C, H, W] images): "
-        "batch statistics in training, running statistics in evaluation (and when frozen)",
-        {
-            "momentum": number("weight of the new batch statistic in the running average "
-                               "(PyTorch convention)", minimum=0, maximum=1, default=0.1),
-            "eps": number("added to the variance", exclusive_minimum=0, default=1e-5),
-        },
-    ),
-    "residual": (
-        "x + body(x): runs the layers on its input and adds the input back",
-        {"layers": ListOf("the body: a sequential list of layers", LayerRef(), min_items=1,
-                          required=True)},
-    ),
-}
-BUILTIN_LAYER_TYPES = [t for t in LAYER_TYPES if t != "residual"]
-
-def _size(doc, **kw) -> Leaf:
-    """An image size: one positive int (square) or [height, width]."""
-    return Leaf(
-        {"oneOf": [
-            {"type": "integer", "minimum": 1},
-            {"type": "array", "items": {"type": "integer", "minimum": 1},
-             "minItems": 2, "maxItems": 2},
-        ]},
-        doc,
-        **kw,
-    )
 
 
 def _odd_kernel(doc) -> Leaf:
@@ -445,7 +102,7 @@ SOURCE = Union(
             {
                 "path": string("the folder holding one sub-folder per class, relative to the "
                                "spec file", required=True),
-                "size": _size("resize every image to this size as it is read (needed when "
+                "size": int_or_pair("resize every image to this size as it is read (needed when "
                               "the images differ in size): an int or [height, width]"),
                 "mode": enum("rgb: 3 channels; grayscale: 1 channel", ["rgb", "grayscale"],
                              default="rgb"),
@@ -514,7 +171,7 @@ PREPROCESS = ListOf(
             "resize": (
                 "resize images (half-pixel centres, as PyTorch align_corners=False and Pillow)",
                 {
-                    "size": _size("the new size: an int (square) or [height, width]",
+                    "size": int_or_pair("the new size: an int (square) or [height, width]",
                                   required=True),
                     "interpolation": enum("how new pixels are computed", ["bilinear", "nearest"],
                                           default="bilinear"),
@@ -563,54 +220,6 @@ PREPROCESS = ListOf(
                                           required=True),
                     "whiten": boolean("scale every component to unit variance", default=False),
                     "fields": string_list(_FIELDS_DOC),
-                },
-            ),
-        },
-    ),
-    default=[],
-)
-
-_P_DOC = "probability that a sample is changed"
-AUGMENT = ListOf(
-    "random transforms of the training inputs, after preprocess; seeded (reproducible) and "
-    "applied to the train split only, never to val/test or predict",
-    Union(
-        "an augmentation step",
-        "op",
-        {
-            "random_rotation": (
-                ("rotate about the image centre by an angle drawn from [-degrees, degrees] "
-                 "(bilinear)"),
-                {
-                    "degrees": number("largest rotation, in degrees", minimum=0, maximum=180,
-                                      required=True),
-                    "fill": number("value of the pixels rotated in from outside the image",
-                                   default=0.0),
-                    "p": fraction(_P_DOC, 1.0),
-                },
-            ),
-            "random_flip": (
-                "mirror images left-right and/or top-bottom (each with its own draw)",
-                {
-                    "horizontal": boolean("flip left-right", default=True),
-                    "vertical": boolean("flip top-bottom", default=False),
-                    "p": fraction(_P_DOC + " (per direction)", 0.5),
-                },
-            ),
-            "gaussian_noise": (
-                "add Gaussian noise to every value (also for feature vectors)",
-                {
-                    "std": number("standard deviation of the noise", minimum=0,
-                                  required=True),
-                    "p": fraction(_P_DOC, 1.0),
-                },
-            ),
-            "salt_pepper_noise": (
-                "set a fraction of the pixels to the image's minimum or maximum (half each)",
-                {
-                    "amount": number("fraction of the pixels replaced", minimum=0, maximum=1,
-                                     required=True),
-                    "p": fraction(_P_DOC, 1.0),
                 },
             ),
         },
@@ -741,6 +350,12 @@ OPTIMIZER = Union(
     },
     default_variant="adam",
 )
+
+def optimizer_settings(optimizer: dict) -> dict:
+    """A train.optimizer mapping (with its ``type``) with every default of its type filled in
+    from `OPTIMIZER`: code that reads an optimizer's settings takes its defaults from here."""
+    return fill(OPTIMIZER, optimizer)
+
 
 SCHEDULE = Union(
     "the learning-rate schedule (per epoch)",
@@ -882,7 +497,8 @@ TOP_DOC = "A graphdl spec: what to build, what data to use, how to train and eva
 
 
 def layer_variant(type_name: str) -> dict:
-    doc, fields = LAYER_TYPES[type_name]
+    definition = LAYERS[type_name]
+    doc, fields = definition.doc, definition.fields
     props: dict = {"type": {"const": type_name, "description": f"layer type '{type_name}': {doc}"}}
     props.update({k: v.to_schema() for k, v in COMMON_LAYER_KEYS.items()})
     props.update({k: v.to_schema() for k, v in fields.items()})
@@ -905,7 +521,7 @@ def generic_block_variant() -> dict:
         "type": {
             "type": "string",
             "pattern": IDENT_PATTERN,
-            "not": {"enum": list(LAYER_TYPES)},
+            "not": {"enum": list(LAYERS)},
             "description": "the name of a block defined under blocks:",
         }
     }
@@ -954,7 +570,7 @@ def build_schema() -> dict:
     top = Obj(TOP_DOC, TOP).to_schema()
     layer = {
         "description": "a layer; its type picks the allowed keys",
-        "anyOf": [layer_variant(t) for t in LAYER_TYPES] + [generic_block_variant()],
+        "anyOf": [layer_variant(t) for t in LAYERS] + [generic_block_variant()],
     }
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",

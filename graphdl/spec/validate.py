@@ -17,6 +17,8 @@ from jsonschema import Draft7Validator
 from jsonschema.validators import extend
 
 from graphdl.errors import Diagnostic
+from graphdl.layers import COMMON_LAYER_KEYS, LAYERS
+from graphdl.layers.core import ALPHA_DEFAULTS
 from graphdl.spec import schema_gen as sg
 from graphdl.spec.loader import Pos, format_path
 
@@ -62,7 +64,7 @@ def document_schema(doc) -> dict:
     variants = []
     if isinstance(blocks, dict):
         for name, bdef in blocks.items():
-            if not re.match(sg.IDENT_PATTERN, str(name)) or name in sg.LAYER_TYPES:
+            if not re.match(sg.IDENT_PATTERN, str(name)) or name in LAYERS:
                 continue
             variants.append(sg.block_variant(name, _block_params(bdef)))
     layer = static["definitions"]["layer"]
@@ -635,7 +637,8 @@ def layer_checks(layer: dict, path, r: Reporter) -> list[Diagnostic]:
     t = layer.get("type")
     if not isinstance(t, str):
         return out
-    if t in sg.LAYER_TYPES and "repeat" in layer:
+    definition = LAYERS.get(t)
+    if definition is not None and "repeat" in layer:
         out.append(r.at(
             "E106",
             f"repeat is only for block layers; '{t}' is a built-in layer",
@@ -643,13 +646,13 @@ def layer_checks(layer: dict, path, r: Reporter) -> list[Diagnostic]:
             key=True,
             help="define a block under blocks: and use it with repeat: N",
         ))
-    if t in ("dense", "activation") and "alpha" in layer:
-        act = layer.get("activation", "linear")
-        if isinstance(act, str) and not is_ref(act) and act not in sg.ALPHA_DEFAULTS:
+    if definition is not None and "alpha" in definition.fields and "alpha" in layer:
+        act = layer.get("activation", definition.default("activation"))
+        if isinstance(act, str) and not is_ref(act) and act not in ALPHA_DEFAULTS:
             out.append(r.at(
                 "E101",
                 f"'alpha' has no effect for activation '{act}'; it is only for "
-                f"{quoted_list(sg.ALPHA_DEFAULTS)}",
+                f"{quoted_list(ALPHA_DEFAULTS)}",
                 path + ("alpha",),
                 key=True,
             ))
@@ -680,9 +683,9 @@ def block_definition_checks(doc, r: Reporter) -> list[Diagnostic]:
     blocks = doc.get("blocks") if isinstance(doc, dict) else None
     if not isinstance(blocks, dict):
         return out
-    reserved = set(sg.COMMON_LAYER_KEYS) | {"type"}
+    reserved = set(COMMON_LAYER_KEYS) | {"type"}
     for name, bdef in blocks.items():
-        if name in sg.LAYER_TYPES:
+        if name in LAYERS:
             out.append(r.at(
                 "E204",
                 f"block '{name}' has the name of the built-in layer type '{name}'",
