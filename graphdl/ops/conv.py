@@ -477,7 +477,8 @@ def _pad_sample(x, n, xp, pt, pl, r1, c1):
 
 @cpu_helper
 def _im2col(xp, cols, c0, khs, kws, oh, ow, sh, sw, dh, dw, wide, unit):
-    """Unfold channels c0.. of the padded image into cols, one row per tap (c, kh, kw)."""
+    """Unfold channels c0.. of the padded image into cols, one row per tap (c, kh, kw).
+    `_col2im_add` is its adjoint, a deliberate parallel loop for loop: keep them in step."""
     wp = xp.shape[2]
     npos = cols.shape[1]
     xpf = xp.reshape((xp.shape[0], xp.shape[1] * wp))
@@ -514,7 +515,8 @@ def _im2col(xp, cols, c0, khs, kws, oh, ow, sh, sw, dh, dw, wide, unit):
 
 @cpu_helper
 def _col2im_add(cols, gxp, c0, khs, kws, oh, ow, sh, sw, dh, dw, wide, unit):
-    """The adjoint of `_im2col`: add each tap's row of cols back into the padded image."""
+    """The adjoint of `_im2col` (a deliberate parallel, loop for loop): add each tap's row
+    of cols back into the padded image."""
     wp = gxp.shape[2]
     npos = cols.shape[1]
     gxpf = gxp.reshape((gxp.shape[0], gxp.shape[1] * wp))
@@ -780,18 +782,16 @@ def _emit_conv2d(ctx, attrs, ins, outs):
     ]
 
 
-def _emit_grad_input(ctx, attrs, ins, outs):
-    return [
-        (f"{ctx.kernel('conv2d_bwd_input')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
-        f"{ctx.var(outs[0])}, {_args(ctx, attrs)})")
-    ]
+def _emit_backward(kernel: str):
+    """Emitter of a backward kernel ``kernel(in0, in1, out, geometry...)``."""
 
+    def emit(ctx, attrs, ins, outs):
+        return [
+            (f"{ctx.kernel(kernel)}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
+            f"{ctx.var(outs[0])}, {_args(ctx, attrs)})")
+        ]
 
-def _emit_grad_weight(ctx, attrs, ins, outs):
-    return [
-        (f"{ctx.kernel('conv2d_bwd_weight')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
-        f"{ctx.var(outs[0])}, {_args(ctx, attrs)})")
-    ]
+    return emit
 
 
 # ----------------------------------------------------------------------- registration
@@ -833,7 +833,7 @@ register(
         pattern=Pattern.OUT_FUSABLE,
         attrs={**_conv_attr_defs(), "input_size": Attr(tuple)},
         grad=_g_grad_input,
-        emit_cpu=_emit_grad_input,
+        emit_cpu=_emit_backward("conv2d_bwd_input"),
         doc="gradient of conv2d with respect to its input (a transposed convolution of gy)",
     )
 )
@@ -848,7 +848,7 @@ register(
         pattern=Pattern.OUT_FUSABLE,
         attrs={**_conv_attr_defs(), "kernel_size": Attr(tuple)},
         grad=_g_grad_weight,
-        emit_cpu=_emit_grad_weight,
+        emit_cpu=_emit_backward("conv2d_bwd_weight"),
         doc="gradient of conv2d with respect to its weight (x correlated with gy)",
     )
 )

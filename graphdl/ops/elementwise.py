@@ -126,11 +126,11 @@ def _pow(x, exponent):
 
 
 def _maximum(x, y):
-    return x if x >= y else y
+    return x if x >= y else y  # noqa: FURB136  (NaN in x gives y, as the kernels always did)
 
 
 def _minimum(x, y):
-    return x if x <= y else y
+    return x if x <= y else y  # noqa: FURB136
 
 
 def _where(c, x, y):
@@ -401,7 +401,7 @@ for _name, _fn, _np in (
     elementwise(
         _name,
         _fn,
-        (lambda f: lambda attrs, x, y: f(x, y))(_np),
+        (lambda f: lambda attrs, x, y: f(x, y))(_np),  # noqa: PLC3002  (binds this _np)
         nin=2,
         out_dtype="bool",
         no_grad_reason="comparisons are piecewise constant",

@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from graphdl.ir.types import TensorType
+from graphdl.ops.random import hash_counters, mix64, seed_key, uniform53
 from graphdl.ops.reduce import _prod
 from graphdl.ops.registry import (
     PAR_BLOCKS,
@@ -572,60 +573,35 @@ register(
 
 
 # --------------------------------------------------------------------------- random draws
-# SplitMix64's finaliser as the hash. A uniform is the top 53 bits of hash(key + counter),
-# exact in float64, in [0, 1). The stream keys are derived from dropout's key for
-# (seed, salt) and a tag, so augmentation never draws dropout's numbers. The generated
-# step draws each stream into a buffer with `draw_uniforms`; the op kernels only read it.
+# The counter-based hash of graphdl/ops/random.py: a uniform is the top 53 bits of
+# mix64(key, counter), exact in float64, in [0, 1). The stream keys are derived from
+# dropout's key for (seed, salt) and a tag, so augmentation never draws dropout's numbers.
+# The generated step draws each stream into a buffer with `draw_uniforms`; the op kernels
+# only read it.
 
-_M64 = (1 << 64) - 1
-_AUGMENT_TAG = 0x6175676D656E7400  # "augment\0"
+_AUGMENT_TAG = np.uint64(0x6175676D656E7400)  # "augment\0"
 STREAM_DECIDE, STREAM_PARAM, STREAM_ELEMENT = 0, 1, 2
 
 
-def _mix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
-
-
-def stream_key(seed: int, salt: int, stream: int) -> int:
-    """The key of one draw stream for (seed, salt)."""
-    base = _mix64((int(seed) * 0x100000001B3 + int(salt)) & _M64)
-    return _mix64(base ^ (_AUGMENT_TAG + stream))
+@cpu_helper
+def stream_key(seed, salt, stream):
+    """The key of one draw stream for (seed, salt) (int64 scalars)."""
+    return mix64(seed_key(seed, salt) ^ (_AUGMENT_TAG + np.uint64(stream)), 0)
 
 
 def uniforms(seed: int, salt: int, stream: int, n: int) -> np.ndarray:
     """u(0), ..., u(n - 1) of one stream, exactly as `draw_uniforms` computes them."""
     with np.errstate(over="ignore"):
-        z = np.arange(n, dtype=np.uint64) + np.uint64(stream_key(seed, salt, stream))
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+        key = stream_key(np.int64(seed), np.int64(salt), np.int64(stream))
+    return uniform53(hash_counters(key, n))
 
 
 @cpu_kernel
 def draw_uniforms(seed, salt, stream, out):
     """out[c] = u(c) of stream ``stream`` for (seed[0], salt); uint64 arithmetic wraps."""
-    # the base key (dropout's for seed and salt) ...
-    k = np.uint64(seed[0]) * np.uint64(0x100000001B3) + np.uint64(salt)
-    k = k + np.uint64(0x9E3779B97F4A7C15)
-    k = (k ^ (k >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    k = (k ^ (k >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    k = k ^ (k >> np.uint64(31))
-    # ... then the stream's key
-    k = (k ^ (np.uint64(0x6175676D656E7400) + np.uint64(stream))) + np.uint64(0x9E3779B97F4A7C15)
-    k = (k ^ (k >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    k = (k ^ (k >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    k = k ^ (k >> np.uint64(31))
+    key = stream_key(seed[0], salt, stream)
     for c in range(out.size):
-        z = k + np.uint64(c) + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-        out[c] = np.float64(z >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+        out[c] = uniform53(mix64(key, c))
 
 
 def applied_mask(seed: int, salt: int, n: int, p: float) -> np.ndarray:

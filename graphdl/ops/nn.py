@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from graphdl.ops.random import hash_counters, mix64, python_seed_key, seed_key, uniform24
 from graphdl.ops.reduce import _prod
 from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
 
@@ -55,7 +56,7 @@ def softmax_arb(x, out, log):
         for b in range(nb):
             m = x[a, 0, b]
             for r in range(1, nr):
-                if x[a, r, b] > m:
+                if x[a, r, b] > m:  # noqa: PLR1730  (as the CUDA kernel: no max())
                     m = x[a, r, b]
             s = 0.0
             for r in range(nr):
@@ -93,24 +94,14 @@ def _view3(ctx, v, axis):
     return f"{ctx.var(v)}.reshape(({_prod(shape[:axis])}, {shape[axis]}, {_prod(shape[axis + 1:])}))"
 
 
-def _emit_softmax(log):
+def _emit_along_axis(kernel: str, log: bool):
+    """Emitter of `softmax_arb` / `softmax_grad_arb`: the inputs, then the output, each
+    seen as (A, R, B) around ``axis``."""
+
     def emit(ctx, attrs, ins, outs):
         axis = _axis(attrs, ctx.type(ins[0]).rank)
-        return [
-            f"{ctx.kernel('softmax_arb')}({_view3(ctx, ins[0], axis)}, "
-            f"{_view3(ctx, outs[0], axis)}, {log})"
-        ]
-
-    return emit
-
-
-def _emit_softmax_grad(log):
-    def emit(ctx, attrs, ins, outs):
-        axis = _axis(attrs, ctx.type(ins[0]).rank)
-        return [
-            f"{ctx.kernel('softmax_grad_arb')}({_view3(ctx, ins[0], axis)}, "
-            f"{_view3(ctx, ins[1], axis)}, {_view3(ctx, outs[0], axis)}, {log})"
-        ]
+        views = ", ".join(_view3(ctx, v, axis) for v in [*ins, outs[0]])
+        return [f"{ctx.kernel(kernel)}({views}, {log})"]
 
     return emit
 
@@ -134,7 +125,7 @@ for _name, _ref, _log in (("softmax", _ref_softmax, False), ("log_softmax", _ref
             attrs=dict(_AXIS),
             flops_per_element=4,
             grad=_g_softmax(_name + "_grad"),
-            emit_cpu=_emit_softmax(_log),
+            emit_cpu=_emit_along_axis("softmax_arb", _log),
             doc=f"{_name} along `axis` (max-subtracted for stability)",
         )
     )
@@ -147,7 +138,7 @@ for _name, _ref, _log in (("softmax", _ref_softmax, False), ("log_softmax", _ref
             pattern=Pattern.OPAQUE,
             attrs=dict(_AXIS),
             no_grad_reason="second order not needed for training",
-            emit_cpu=_emit_softmax_grad(_log),
+            emit_cpu=_emit_along_axis("softmax_grad_arb", _log),
             doc=f"backward of {_name} from its output y",
         )
     )
@@ -156,46 +147,20 @@ for _name, _ref, _log in (("softmax", _ref_softmax, False), ("log_softmax", _ref
 # ------------------------------------------------------------------ dropout
 # A counter-based generator: the keep decision for element i is a hash of (seed, salt, i),
 # so the backward pass recomputes the same mask instead of storing it, and any backend
-# that implements the same hash draws the same mask.
-
-_M64 = (1 << 64) - 1
-
-
-def _mix64_py(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _M64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
-
+# that implements the same hash draws the same mask (graphdl/ops/random.py).
 
 def dropout_mask_reference(n: int, seed: int, salt: int, rate: float) -> np.ndarray:
-    """The keep mask as NumPy computes it (uint64 arithmetic wraps like the kernel's)."""
-    with np.errstate(over="ignore"):
-        base = np.uint64(_mix64_py((seed * 0x100000001B3 + salt) & _M64))
-        z = np.arange(n, dtype=np.uint64) + base
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(40)).astype(np.float64) / float(1 << 24)
-    return u >= rate
+    """The keep mask as NumPy computes it: element i is kept when
+    ``uniform24(mix64(key, i)) >= rate``, as in `dropout_flat`."""
+    return uniform24(hash_counters(python_seed_key(seed, salt), n)) >= rate
 
 
 @cpu_kernel
 def dropout_flat(x, seed, out, salt, rate, scale):
     """out = x * keep / (1 - rate); x, out flat; seed a 1-element int64 array."""
-    s = np.uint64(seed[0]) * np.uint64(0x100000001B3) + np.uint64(salt)
-    s = s + np.uint64(0x9E3779B97F4A7C15)
-    s = (s ^ (s >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    s = (s ^ (s >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    base = s ^ (s >> np.uint64(31))
+    base = seed_key(seed[0], salt)
     for i in range(x.size):
-        z = np.uint64(i) + base + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-        u = np.float64(z >> np.uint64(40)) / 16777216.0
-        if u >= rate:
+        if uniform24(mix64(base, i)) >= rate:
             out[i] = x[i] * scale
         else:
             out[i] = x[i] * 0
@@ -223,9 +188,9 @@ def _g_dropout(g, attrs, ins, outs, gouts):
 def _emit_dropout(ctx, attrs, ins, outs):
     scale = 1.0 / (1.0 - attrs["rate"])
     return [
-        f"{ctx.kernel('dropout_flat')}({ctx.var(ins[0])}.ravel(), {ctx.var(ins[1])}, "
+        (f"{ctx.kernel('dropout_flat')}({ctx.var(ins[0])}.ravel(), {ctx.var(ins[1])}, "
         f"{ctx.var(outs[0])}.ravel(), {attrs['salt']}, {attrs['rate']!r}, "
-        f"{ctx.lit(scale, ctx.type(ins[0]).dtype)})"
+        f"{ctx.lit(scale, ctx.type(ins[0]).dtype)})")
     ]
 
 

@@ -3,7 +3,9 @@
 Each takes a parameter, its gradient, its state and the learning rate (a graph input, so
 a schedule changes it without recompiling) and returns the new parameter and state.
 The CPU kernels update in place; `plan_memory` gives each output its input's buffer (and
-where it cannot, the emitter copies the input into the output first).
+where it cannot, the emitter copies the input into the output first). The CUDA kernels
+(graphdl/backends/cuda/kernels/optim.py) repeat their arithmetic line for line, a
+deliberate parallel: change both together.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
 
 
-def _infer_update(n_state: int, has_step: bool):
+def _infer_update(n_state: int):
     def infer(attrs, types):
         p = types[0]
         for t in types[1 : 2 + n_state]:
@@ -58,8 +60,8 @@ def _inplace_outputs(ctx, ins, outs, pairs) -> list[str]:
 def _emit_sgd(ctx, attrs, ins, outs):
     g, lr = ctx.var(ins[1]), ctx.var(ins[2])
     return _inplace_outputs(ctx, ins, outs, [(0, 0)]) + [
-        f"{ctx.kernel('sgd_flat')}({ctx.var(outs[0])}.ravel(), {g}.ravel(), {lr}, "
-        f"{attrs['weight_decay']!r}, {attrs['lr_mult']!r})"
+        (f"{ctx.kernel('sgd_flat')}({ctx.var(outs[0])}.ravel(), {g}.ravel(), {lr}, "
+        f"{attrs['weight_decay']!r}, {attrs['lr_mult']!r})")
     ]
 
 
@@ -70,7 +72,7 @@ register(
         name="sgd_update",
         flops_per_element=3,
         inputs=("param", "grad", "lr"),
-        infer=_infer_update(0, False),
+        infer=_infer_update(0),
         reference=_ref_sgd,
         pattern=Pattern.OPAQUE,
         attrs=dict(_COMMON),
@@ -111,9 +113,9 @@ def _emit_momentum(ctx, attrs, ins, outs):
     g, lr = ctx.var(ins[1]), ctx.var(ins[3])
     po, bo = (ctx.var(v) for v in outs)
     return _inplace_outputs(ctx, ins, outs, [(0, 0), (1, 2)]) + [
-        f"{ctx.kernel('momentum_flat')}({po}.ravel(), {g}.ravel(), {bo}.ravel(), {lr}, "
+        (f"{ctx.kernel('momentum_flat')}({po}.ravel(), {g}.ravel(), {bo}.ravel(), {lr}, "
         f"{attrs['momentum']!r}, {attrs['nesterov']}, {attrs['weight_decay']!r}, "
-        f"{attrs['lr_mult']!r})"
+        f"{attrs['lr_mult']!r})")
     ]
 
 
@@ -123,7 +125,7 @@ register(
         flops_per_element=5,
         inputs=("param", "grad", "velocity", "lr"),
         outputs=("param", "velocity"),
-        infer=_infer_update(1, False),
+        infer=_infer_update(1),
         reference=_ref_momentum,
         pattern=Pattern.OPAQUE,
         attrs={"momentum": Attr(float, 0.9), "nesterov": Attr(bool, False), **_COMMON},
@@ -181,9 +183,9 @@ def _emit_adam(ctx, attrs, ins, outs):
     g, lr, step = ctx.var(ins[1]), ctx.var(ins[4]), ctx.var(ins[5])
     po, mo, vo = (ctx.var(x) for x in outs)
     return _inplace_outputs(ctx, ins, outs, [(0, 0), (1, 2), (2, 3)]) + [
-        f"{ctx.kernel('adam_flat')}({po}.ravel(), {g}.ravel(), {mo}.ravel(), {vo}.ravel(), "
+        (f"{ctx.kernel('adam_flat')}({po}.ravel(), {g}.ravel(), {mo}.ravel(), {vo}.ravel(), "
         f"{lr}, {step}, {attrs['beta1']!r}, {attrs['beta2']!r}, {attrs['eps']!r}, "
-        f"{attrs['weight_decay']!r}, {attrs['decoupled']}, {attrs['lr_mult']!r})"
+        f"{attrs['weight_decay']!r}, {attrs['decoupled']}, {attrs['lr_mult']!r})")
     ]
 
 
@@ -193,7 +195,7 @@ register(
         flops_per_element=12,
         inputs=("param", "grad", "m", "v", "lr", "step"),
         outputs=("param", "m", "v"),
-        infer=_infer_update(2, True),
+        infer=_infer_update(2),
         reference=_ref_adam,
         pattern=Pattern.OPAQUE,
         attrs={

@@ -408,6 +408,8 @@ def max_pool2d_bwd(gy, x, gx, kh, kw, sh, sw, pt, pl):
         _max_pool_bwd_block(gy[n0:n1], x[n0:n1], gx[n0:n1], kh, kw, sh, sw, pt, pl)
 
 
+# Deliberate parallel of avg_pool2d_bwd: the same window walk, gathering here and
+# scattering (the adjoint) there.
 @cpu_kernel
 def avg_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl, count_include_pad):
     n_img, n_ch, h, w = x.shape
@@ -448,6 +450,7 @@ def avg_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl, count_include_pad):
                     orow[j] *= scale[j]
 
 
+# Deliberate parallel of avg_pool2d_fwd: its window walk, scattering gy back (the adjoint).
 @cpu_kernel
 def avg_pool2d_bwd(gy, gx, kh, kw, sh, sw, pt, pl, count_include_pad):
     n_img, n_ch, h, w = gx.shape

@@ -160,7 +160,7 @@ def reduce_max_arb(x, out, unused):
             for b in range(nb):
                 v = x[a, r, b]
                 # NaN wins, as in NumPy, so non-finite values are never hidden
-                if v > out[a, b] or v != v:
+                if v > out[a, b] or v != v:  # noqa: PLR0124  (v != v: NaN)
                     out[a, b] = v
 
 

@@ -1,6 +1,6 @@
 """The op registry: one `OpDef` per primitive op, kernels registered beside it.
 
-An `OpDef` is the whole contract of an op (see DESIGN.md "Op contract"): signature,
+An `OpDef` is the whole contract of an op (ARCHITECTURE.md, "The op contract"): signature,
 pattern kind, `infer` (types from types), `grad` (gradient as graph construction),
 `reference` (NumPy ground truth) and kernels. Elementwise ops give one scalar function
 (`scalar`) from which the backends generate loops and fused loops. Other ops register
@@ -63,7 +63,6 @@ class OpDef:
     no_grad_reason: str | None = None
     differentiable: tuple[int, ...] | None = None  # None: every float input
     variadic: bool = False  # the last input may repeat (concat)
-    version: int = 1
     scalar: Callable | None = None  # elementwise: scalar function (inputs..., attrs...)
     scalar_attrs: tuple[str, ...] = ()  # attrs passed to `scalar` after the inputs
     emit_cpu: Callable | None = None  # non-elementwise: writes the kernel call (see backends/cpu)

@@ -259,8 +259,8 @@ def _emit_slice(ctx, attrs, ins, outs):
     a, m, b = _split3(ctx, ins[0], axis)
     _, mo, _ = _split3(ctx, outs[0], axis)
     return [
-        f"{ctx.kernel('copy_from_3d')}({ctx.var(ins[0])}.reshape(({a}, {m}, {b})), "
-        f"{ctx.var(outs[0])}.reshape(({a}, {mo}, {b})), {attrs['start']})"
+        (f"{ctx.kernel('copy_from_3d')}({ctx.var(ins[0])}.reshape(({a}, {m}, {b})), "
+        f"{ctx.var(outs[0])}.reshape(({a}, {mo}, {b})), {attrs['start']})")
     ]
 
 
@@ -311,8 +311,8 @@ def _emit_slice_grad(ctx, attrs, ins, outs):
     out = ctx.var(outs[0])
     return [
         f"{out}[...] = 0",
-        f"{ctx.kernel('copy_into_3d')}({ctx.var(ins[0])}.reshape(({a}, {m}, {b})), "
-        f"{out}.reshape(({a}, {mo}, {b})), {attrs['start']})",
+        (f"{ctx.kernel('copy_into_3d')}({ctx.var(ins[0])}.reshape(({a}, {m}, {b})), "
+        f"{out}.reshape(({a}, {mo}, {b})), {attrs['start']})"),
     ]
 
 

@@ -102,15 +102,16 @@ def _key(g: Graph, nid: int):
 
 
 def cse(g: Graph) -> bool:
-    """Merge nodes with the same op, attributes and inputs (constants by value)."""
+    """Merge nodes with the same op, attributes and inputs (constants by value).
+
+    Random ops (dropout, augmentation) merge too: the same seed and salt draw the same
+    numbers (graphdl/ops/random.py)."""
     seen: dict = {}
     changed = False
     for nid in g.topo_order():
         nd = g.node(nid)
         if nd["op"] in ("input", "param", "state"):
             continue
-        if nd["op"] == "dropout":
-            pass  # same seed and salt give the same mask, so merging is sound
         k = _key(g, nid)
         if k in seen:
             for i in range(g.num_outputs(nid)):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 
 import numba
+import numpy as np
 
 # numba's own config reads NUMBA_ENABLE_CUDASIM when numba is imported; a process that set
 # the variable later (a test conftest) still gets the simulator for numba.cuda.
@@ -120,10 +122,6 @@ def pinned_array(shape, dtype):
     return cuda.pinned_array(shape, dtype)
 
 
-def is_device_array(x) -> bool:
-    return cuda.is_cuda_array(x)
-
-
 def event():
     """A timing event (the simulator's takes no arguments and times nothing useful)."""
     if SIMULATOR:
@@ -146,14 +144,41 @@ def jit(fn=None, **kw):
     return cuda.jit(fn, **kw)
 
 
-def device_function(fn):
+def device_function(fn, *, wraps: bool = False):
     """A device function (callable from kernels only; NVVM inlines the small ones).
 
     Under the simulator it is the plain Python function: the simulator's wrapper swaps
     module globals at every call, which made a fused loop ten times slower. So a device
-    function must not use ``cuda.*`` itself (none does: they are scalar math)."""
+    function must not use ``cuda.*`` itself (none does: they are scalar math).
+
+    ``wraps``: ``fn`` relies on integer arithmetic wrapping modulo 2**64 (a hash). The
+    simulator computes it on NumPy scalars, which wrap the same but warn, so there it runs
+    with NumPy's overflow warnings off."""
     if SIMULATOR:
-        return fn
+        if not wraps:
+            return fn
+
+        def quiet(*args):
+            with np.errstate(over="ignore"):
+                return fn(*args)
+
+        return quiet
+    return cuda.jit(fn, device=True)
+
+
+def block_function(fn):
+    """A device function that synchronises its block (it calls ``cuda.syncthreads``), such
+    as a shared-memory tree: every thread of the block calls it, as every thread reaches a
+    barrier.
+
+    Under the simulator a plain function sees ``numba.cuda`` itself, not the running kernel's
+    simulated module (the simulator swaps that in for the kernel's module only), and the
+    simulator's own device wrapper swaps module globals unguarded while other threads run.
+    So there it is a copy of ``fn`` (with its module's globals as they are now) whose
+    ``cuda`` is the launch in progress."""
+    if SIMULATOR:
+        return types.FunctionType(fn.__code__, {**fn.__globals__, "cuda": _RunningLaunch()},
+                                  fn.__name__, fn.__defaults__, fn.__closure__)
     return cuda.jit(fn, device=True)
 
 
@@ -168,8 +193,6 @@ def _patch_simulator_shared_arrays() -> None:
     simulator has the structure it replaces; otherwise the simulator is left as it is."""
     import inspect
     import threading
-
-    import numpy as np
 
     try:
         from numba.cuda.simulator import kernelapi
@@ -209,7 +232,16 @@ def _patch_simulator_shared_arrays() -> None:
 
 
 if SIMULATOR:
+    from numba.cuda.simulator import kernel as _simulated_kernel
+
     _patch_simulator_shared_arrays()
+
+    class _RunningLaunch:
+        """``cuda`` in a block function under the simulator: the simulated module of the
+        launch in progress (the simulator runs one launch at a time)."""
+
+        def __getattr__(self, name):
+            return getattr(_simulated_kernel._get_kernel_context(), name)
 
     # The simulator's block manager polls its threads while they wait at a barrier; with
     # Python's default 5 ms switch interval every syncthreads() costs about 5 ms. A launch

@@ -1,11 +1,13 @@
 """CUDA kernels of the losses and the accuracy count (graphdl/ops/losses.py).
 
 The per-row arithmetic is the CPU kernels' (float64 accumulators, the same order within a
-row), so both backends agree to rounding. Losses and counts that end in one number run as
-one block of RED_BLOCK threads: each thread takes rows (or elements) in turn, and a
-shared-memory tree adds the partial sums. The cross-entropy gradient runs one thread per
-row, after a one-block kernel has counted the rows that count. (``max(a, b)`` of mixed
-float types is written as a conditional: numba's built-in CUDA target rejects it.)
+row), so both backends agree to rounding: a deliberate parallel of graphdl/ops/losses.py,
+to change together. Losses and counts that end in one number run as
+one block of RED_BLOCK threads: each thread takes rows (or elements) in turn, and the
+shared-memory tree (`reduce.tree_reduce`) adds the partial sums. The cross-entropy
+gradient runs one thread per row, after a one-block kernel has counted the rows that
+count. (``max(a, b)`` of mixed float types is written as a conditional: numba's built-in
+CUDA target rejects it.)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 from numba import float64
 
 from graphdl.backends.cuda.device import RED_BLOCK, cuda, jit
+from graphdl.backends.cuda.kernels.reduce import tree_reduce
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
 
 
@@ -47,14 +50,8 @@ def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
             count += 1.0
     tot[t] = total
     cnt[t] = count
-    cuda.syncthreads()
-    s2 = cuda.blockDim.x // 2
-    while s2 > 0:
-        if t < s2:
-            tot[t] += tot[t + s2]
-            cnt[t] += cnt[t + s2]
-        cuda.syncthreads()
-        s2 //= 2
+    tree_reduce(tot, t, cuda.blockDim.x, 0, 1, False)
+    tree_reduce(cnt, t, cuda.blockDim.x, 0, 1, False)
     if t == 0:
         out[0] = tot[0] / (cnt[0] if cnt[0] > 1.0 else 1.0)  # noqa: FURB136
 
@@ -70,13 +67,7 @@ def count_valid(labels, ignore, count):
         if labels[i] != ignore:
             k += 1.0
     cnt[t] = k
-    cuda.syncthreads()
-    s = cuda.blockDim.x // 2
-    while s > 0:
-        if t < s:
-            cnt[t] += cnt[t + s]
-        cuda.syncthreads()
-        s //= 2
+    tree_reduce(cnt, t, cuda.blockDim.x, 0, 1, False)
     if t == 0:
         count[0] = cnt[0]
 
@@ -128,14 +119,8 @@ def count_correct_kernel(logits, labels, correct, total, ignore):
                 hits += 1.0
     hit_sh[t] = hits
     cnt_sh[t] = count
-    cuda.syncthreads()
-    s = cuda.blockDim.x // 2
-    while s > 0:
-        if t < s:
-            hit_sh[t] += hit_sh[t + s]
-            cnt_sh[t] += cnt_sh[t + s]
-        cuda.syncthreads()
-        s //= 2
+    tree_reduce(hit_sh, t, cuda.blockDim.x, 0, 1, False)
+    tree_reduce(cnt_sh, t, cuda.blockDim.x, 0, 1, False)
     if t == 0:
         correct[0] = hit_sh[0]
         total[0] = cnt_sh[0]
@@ -157,13 +142,7 @@ def pair_loss_flat(p, t, out, bce):
             d = v - t[i]
             s += d * d
     acc[k] = s
-    cuda.syncthreads()
-    h = cuda.blockDim.x // 2
-    while h > 0:
-        if k < h:
-            acc[k] += acc[k + h]
-        cuda.syncthreads()
-        h //= 2
+    tree_reduce(acc, k, cuda.blockDim.x, 0, 1, False)
     if k == 0:
         out[0] = acc[0] / p.size
 

@@ -1,23 +1,18 @@
 """CUDA kernels of the NN ops (graphdl/ops/nn.py): softmax / log_softmax and their backward
 ops over the middle axis of an (A, R, B) view (the reduction's block layout: y-threads
-along R meet in shared-memory trees), and dropout with the CPU kernel's counter-based hash.
-
-The dropout hash is the same splitmix64 mix as the CPU kernel, so a seed draws the same
-mask on both backends. Its 64-bit products and sums are written with 32-bit halves: the
-results are the wrapped 64-bit values either way, but no intermediate overflows, so the
-CUDA simulator (which runs the kernel with NumPy scalars, whose overflow warns) computes
-the very same numbers without a warning.
+along R meet in shared-memory trees), and dropout with the CPU kernel's counter-based hash
+(graphdl/ops/random.py).
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from graphdl.backends.cuda.device import RED_BLOCK, cuda, device_function, jit
+from graphdl.backends.cuda.kernels.reduce import tree_reduce
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
 from graphdl.ops.nn import _axis
+from graphdl.ops.random import mix64, spread_seed, uniform24
 from graphdl.ops.reduce import _prod
 
 
@@ -46,15 +41,8 @@ def softmax_arb(x, out, log):
                 if x[a, r, b] > m:  # noqa: PLR1730  (as the CPU kernel: no max())
                     m = x[a, r, b]
         sh[ty * bx + tx] = m
-        cuda.syncthreads()
-        s = by // 2
-        while s > 0:
-            if ty < s:
-                i = ty * bx + tx
-                if sh[i + s * bx] > sh[i]:  # noqa: PLR1730
-                    sh[i] = sh[i + s * bx]
-            cuda.syncthreads()
-            s //= 2
+        # (the tree lets a NaN win, the loop above does not: a row with a NaN is NaN anyway)
+        tree_reduce(sh, ty, by, tx, bx, True)
         m = sh[tx]
         cuda.syncthreads()
         # the sum of exponentials
@@ -63,14 +51,7 @@ def softmax_arb(x, out, log):
             for r in range(ty, nr, by):
                 acc += math.exp(x[a, r, b] - m)
         sh[ty * bx + tx] = acc
-        cuda.syncthreads()
-        s = by // 2
-        while s > 0:
-            if ty < s:
-                i = ty * bx + tx
-                sh[i] += sh[i + s * bx]
-            cuda.syncthreads()
-            s //= 2
+        tree_reduce(sh, ty, by, tx, bx, False)
         total = sh[tx]
         cuda.syncthreads()
         if ok:
@@ -110,14 +91,7 @@ def softmax_grad_arb(g, y, out, log):
                 else:
                     acc += g[a, r, b] * y[a, r, b]
         sh[ty * bx + tx] = acc
-        cuda.syncthreads()
-        s = by // 2
-        while s > 0:
-            if ty < s:
-                i = ty * bx + tx
-                sh[i] += sh[i + s * bx]
-            cuda.syncthreads()
-            s //= 2
+        tree_reduce(sh, ty, by, tx, bx, False)
         total = sh[tx]
         cuda.syncthreads()
         if ok:
@@ -138,89 +112,45 @@ def _dims3(ctx, v, axis):
     return _prod(shape[:axis]), shape[axis], _prod(shape[axis + 1 :])
 
 
-def _emit_softmax(log):
+def _emit_along_axis(kernel_name: str, log: bool):
+    """Emitter of `softmax_arb` / `softmax_grad_arb`: the inputs, then the output, each
+    seen as (A, R, B) around ``axis``."""
+
     def emit(ctx, attrs, ins, outs):
         axis = _axis(attrs, ctx.type(ins[0]).rank)
         a, r, b = _dims3(ctx, ins[0], axis)
-        kernel = ctx.kernel("softmax_arb")
+        kernel = ctx.kernel(kernel_name)
         return ctx.launch(f"R.config_tree({kernel}, {a}, {r}, {b})",
-                          [_view3(ctx, ins[0], axis), _view3(ctx, outs[0], axis), str(log)])
+                          [*(_view3(ctx, v, axis) for v in [*ins, outs[0]]), str(log)])
 
     return emit
 
 
-def _emit_softmax_grad(log):
-    def emit(ctx, attrs, ins, outs):
-        axis = _axis(attrs, ctx.type(ins[0]).rank)
-        a, r, b = _dims3(ctx, ins[0], axis)
-        kernel = ctx.kernel("softmax_grad_arb")
-        return ctx.launch(f"R.config_tree({kernel}, {a}, {r}, {b})",
-                          [_view3(ctx, ins[0], axis), _view3(ctx, ins[1], axis),
-                           _view3(ctx, outs[0], axis), str(log)])
-
-    return emit
-
-
-cuda_emitter("softmax")(_emit_softmax(False))
-cuda_emitter("log_softmax")(_emit_softmax(True))
-cuda_emitter("softmax_grad")(_emit_softmax_grad(False))
-cuda_emitter("log_softmax_grad")(_emit_softmax_grad(True))
+cuda_emitter("softmax")(_emit_along_axis("softmax_arb", False))
+cuda_emitter("log_softmax")(_emit_along_axis("softmax_arb", True))
+cuda_emitter("softmax_grad")(_emit_along_axis("softmax_grad_arb", False))
+cuda_emitter("log_softmax_grad")(_emit_along_axis("softmax_grad_arb", True))
 
 
 # ------------------------------------------------------------------ dropout
-# 64-bit arithmetic modulo 2**64 from 32-bit halves (products of halves fit in 64 bits)
+# The hash functions of graphdl/ops/random.py, compiled as device functions: the CPU kernel's
+# very formula, so a seed draws the same mask on both backends.
 
-_M32 = np.uint64(0xFFFFFFFF)
-_S32 = np.uint64(32)
-_S30 = np.uint64(30)
-_S27 = np.uint64(27)
-_S31 = np.uint64(31)
-_S40 = np.uint64(40)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_FNV = np.uint64(0x100000001B3)
-
-
-@device_function
-def _add64(a, b):
-    lo = (a & _M32) + (b & _M32)
-    hi = ((a >> _S32) + (b >> _S32) + (lo >> _S32)) & _M32
-    return (hi << _S32) | (lo & _M32)
-
-
-@device_function
-def _mul64(a, b):
-    a_lo = a & _M32
-    a_hi = a >> _S32
-    b_lo = b & _M32
-    b_hi = b >> _S32
-    lo = a_lo * b_lo
-    cross = ((a_lo * b_hi) & _M32) + ((a_hi * b_lo) & _M32)
-    hi = ((lo >> _S32) + cross) & _M32
-    return (hi << _S32) | (lo & _M32)
-
-
-@device_function
-def _mix64(z):
-    """splitmix64's finaliser of z + golden ratio, as graphdl/ops/nn.py's dropout_flat."""
-    z = _add64(z, _GOLDEN)
-    z = _mul64(z ^ (z >> _S30), _MIX1)
-    z = _mul64(z ^ (z >> _S27), _MIX2)
-    return z ^ (z >> _S31)
+_mix64 = device_function(mix64, wraps=True)
+_spread_seed = device_function(spread_seed, wraps=True)
+_uniform24 = device_function(uniform24)
 
 
 @cuda_kernel
 @jit
 def dropout_flat(x, seed, out, salt, rate, scale):
     """out = x * keep / (1 - rate); keep[i] from the hash of (seed, salt, i)."""
-    base = _mix64(_add64(_mul64(np.uint64(seed[0]), _FNV), np.uint64(salt)))
+    # random.seed_key, from its parts: a CPU helper calls the CPU's mix64
+    key = _mix64(_spread_seed(seed[0]), salt)
     s = x.dtype.type(scale)
     zero = x.dtype.type(0)
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        z = _mix64(_add64(np.uint64(i), base))
-        u = np.float64(z >> _S40) / 16777216.0
-        if u >= rate:
+        if _uniform24(_mix64(key, i)) >= rate:
             out[i] = x[i] * s
         else:
             out[i] = x[i] * zero

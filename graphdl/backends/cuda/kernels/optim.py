@@ -1,7 +1,9 @@
 """CUDA kernels of the optimiser updates (graphdl/ops/optim.py): sgd, momentum, adam/adamw.
 
 Grid-stride loops that update the parameter and its state in place, with the CPU kernels'
-arithmetic (constants cast to the parameter's dtype, so float32 stays float32). As on the
+arithmetic (constants cast to the parameter's dtype, so float32 stays float32): a
+deliberate parallel of graphdl/ops/optim.py, line for line, so that both backends take
+the same steps; change both together. As on the
 CPU, an output the memory plan could not put in its input's buffer gets a copy first.
 """
 

@@ -5,22 +5,47 @@ transpose when they are not) collapse into R. One kernel serves all three ops: a
 takes ``bx`` consecutive outputs (x-threads) and ``by`` threads along R for each
 (y-threads), which meet in a shared-memory tree. The block shape is chosen at launch
 (`runtime.tree_block`); bx * by is the compile-time RED_BLOCK.
+
+`tree_reduce` is the one shared-memory tree of the CUDA kernels (reductions, softmax,
+losses).
 """
 
 from __future__ import annotations
 
 import math
 
-from graphdl.backends.cuda.device import RED_BLOCK, cuda, jit
+from graphdl.backends.cuda.device import RED_BLOCK, block_function, cuda, jit
 from graphdl.backends.cuda.kernels.shape import emit_transpose
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
 from graphdl.ops.reduce import arb_layout, normalize_axes
 
 
+@block_function
+def tree_reduce(sh, row, rows, col, cols, is_max):
+    """Combine the ``rows`` partial results ``sh[r * cols + col]`` of column ``col`` into
+    ``sh[col]``: their sum, or with ``is_max`` their maximum (NaN wins, as in NumPy). The
+    calling thread holds row ``row``; ``rows`` is a power of two. Every thread of the block
+    calls it (it synchronises the block), after writing its partial result."""
+    cuda.syncthreads()
+    s = rows // 2
+    while s > 0:
+        if row < s:
+            i = row * cols + col
+            w = sh[i + s * cols]
+            if is_max:
+                if w > sh[i] or w != w:  # noqa: PLR0124  (w != w: NaN)
+                    sh[i] = w
+            else:
+                sh[i] += w
+        cuda.syncthreads()
+        s //= 2
+
+
 @cuda_kernel
 @jit
 def reduce_arb(x, out, is_max, mean):
-    """out[a, b] = sum over r of x[a, r, b] (max with ``is_max``; times 1/R with ``mean``)."""
+    """out[a, b] = sum over r of x[a, r, b] (max with ``is_max``; times 1/R with ``mean``).
+    The softmax kernels (kernels/nn.py) walk the (A, R, B) blocks the same way."""
     sh = cuda.shared.array(RED_BLOCK, dtype=x.dtype)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
@@ -49,19 +74,7 @@ def reduce_arb(x, out, is_max, mean):
                 else:
                     acc += v
         sh[ty * bx + tx] = acc
-        cuda.syncthreads()
-        s = by // 2
-        while s > 0:
-            if ty < s:
-                i = ty * bx + tx
-                w = sh[i + s * bx]
-                if is_max:
-                    if w > sh[i] or w != w:  # noqa: PLR0124
-                        sh[i] = w
-                else:
-                    sh[i] += w
-            cuda.syncthreads()
-            s //= 2
+        tree_reduce(sh, ty, by, tx, bx, is_max)
         if ok and ty == 0:
             if mean:
                 out[a, b] = sh[tx] * inv

@@ -29,7 +29,7 @@ def fill_flat(dst, value):
 @cuda_kernel
 @jit
 def copy_into_3d(src, dst, offset):
-    """dst[a, offset + m, b] = src[a, m, b]."""
+    """dst[a, offset + m, b] = src[a, m, b] (concat; `copy_from_3d` is its adjoint)."""
     na, nm, nb = src.shape
     for i in range(cuda.grid(1), na * nm * nb, cuda.gridsize(1)):
         b = i % nb
@@ -42,7 +42,7 @@ def copy_into_3d(src, dst, offset):
 @cuda_kernel
 @jit
 def copy_from_3d(src, dst, offset):
-    """dst[a, m, b] = src[a, offset + m, b]."""
+    """dst[a, m, b] = src[a, offset + m, b] (split; `copy_into_3d` is its adjoint)."""
     na, nm, nb = dst.shape
     for i in range(cuda.grid(1), na * nm * nb, cuda.gridsize(1)):
         b = i % nb
