@@ -6,7 +6,7 @@ graphdl.ops.image with ``salt`` = its index in data.augment, drawing from the st
 input: the same seed gives the same batch, and the trainer varies the seed per step.
 
 `AUGMENT`, the table of steps, is defined here beside the code that builds them; the spec
-front end reads it, so this module imports ops only when it builds.
+front end reads it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from graphdl.layers.schema import MISSING, ListOf, Union, boolean, fraction, number
+from graphdl.ops.registry import ShapeError
 
 if TYPE_CHECKING:
     from graphdl.ir.graph import Graph, Value
@@ -94,8 +95,6 @@ def build_augment(g: Graph, x: Value, steps: list[dict], seed: Value) -> Value:
     """Add the augmentation steps to ``g`` on ``x`` (float [N, C, H, W], or [N, F] when
     every step is gaussian_noise); ``seed`` is an int64 scalar value (a graph input the
     trainer feeds per step). Step i uses salt i. Returns the augmented value."""
-    from graphdl.ops.registry import ShapeError  # when building: see the module docstring
-
     t = g.type_of(x)
     for i, step in enumerate(steps):
         op, attrs = step_attrs(step)

@@ -12,9 +12,6 @@ From `LAYERS` the spec front end generates the schema's layer variants and fills
 defaults, and `graphdl.layers.lower` dispatches to `LayerDef.build`. A builder reads a key
 with ``ctx.arg(key)``, which falls back on the key's declared default: no builder writes a
 default of its own.
-
-The spec front end imports this catalogue, so it imports no numpy and no numba: a builder
-reaches the graph through ``ctx`` and imports an ops helper only when it runs.
 """
 
 from __future__ import annotations

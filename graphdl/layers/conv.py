@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from graphdl.layers.catalog import fmt_shape, layer, pair
 from graphdl.layers.core import BIAS_INIT, KERNEL_INITS, OUTPUT_ACTIVATION, apply_activation
 from graphdl.layers.schema import Leaf, boolean, enum, int_or_pair, integer
+from graphdl.ops.conv import resolve_padding
 
 if TYPE_CHECKING:
     from graphdl.ir.graph import Value
@@ -50,9 +51,6 @@ def check_image_input(ctx: LayerCtx, t) -> None:
     "bias_init": BIAS_INIT,
 })
 def lower_conv2d(ctx: LayerCtx, inputs: list[Value]) -> Value:
-    # imported when lowering: the spec front end reads this module and must not import ops
-    from graphdl.ops.conv import resolve_padding
-
     g, x = ctx.g, inputs[0]
     t = g.type_of(x)
     check_image_input(ctx, t)

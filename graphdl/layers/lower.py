@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Graph, Provenance, Value
 from graphdl.ir.types import TensorType
+from graphdl.layers.augment import augment_inputs, build_augment
 from graphdl.layers.catalog import LAYERS, LayerDef, fmt_shape
 from graphdl.layers.schema import MISSING
 from graphdl.ops.registry import ShapeError
@@ -96,8 +97,6 @@ def lower(spec, mode: str = "train") -> Graph:
         g.provenance = Provenance()
         seed = g.input("step_seed", TensorType((), "int64"))
     if training and augment:
-        from graphdl.layers.augment import augment_inputs, build_augment
-
         loc = spec.loc("data", "augment")
         names = augment_inputs(spec)
         if not names:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from graphdl.layers.catalog import fmt_shape, layer
 from graphdl.layers.schema import number
+from graphdl.ops.norm import build_batch_norm
 
 if TYPE_CHECKING:
     from graphdl.ir.graph import Value
@@ -23,9 +24,6 @@ if TYPE_CHECKING:
     "eps": number("added to the variance", exclusive_minimum=0, default=1e-5),
 })
 def lower_batchnorm(ctx: LayerCtx, inputs: list[Value]) -> Value:
-    # imported when lowering: the spec front end reads this module and must not import ops
-    from graphdl.ops.norm import build_batch_norm
-
     t = ctx.g.type_of(inputs[0])
     if t.rank not in (2, 4):
         raise ctx.shape_error(f"batchnorm expects [C] features or [C, H, W] images, got "

@@ -68,9 +68,35 @@ def _meaning(fn, seen: set) -> str:
     return ";".join(parts)
 
 
+def toolchain_fingerprint(versions: str, files: list[Path], flags: str = "") -> str:
+    """A hash of what a backend's compiled code depends on besides the generated source:
+    the tool versions, its own files (name and content) and the flags it compiles with."""
+    h = hashlib.sha256()
+    h.update(versions.encode())
+    for path in files:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    h.update(flags.encode())
+    return h.hexdigest()
+
+
+def content_key(fingerprint: str, source: str, callees: list[str]) -> str:
+    """The name of a generated module: a hash of the backend's fingerprint, the source and
+    the source of each library function it calls (``K.<name>``). Numba's cache of a
+    function holds its callees' machine code but only notices changes to the function's
+    own file, so a changed kernel must change the key."""
+    h = hashlib.sha256()
+    h.update(fingerprint.encode())
+    h.update(source.encode())
+    for name in sorted(set(callees)):
+        h.update(name.encode())
+        h.update(function_source(name).encode())
+    return h.hexdigest()[:20]
+
+
 def import_generated(source: str, key: str, backend: str) -> tuple[types.ModuleType, Path, bool]:
     """Write ``source`` to ``<cache>/<backend>/gdl_<key>.py`` (atomically, if new) and import
-    it as ``graphdl_gen.<backend>_<key>`` registered in sys.modules; shared by the backends."""
+    it as ``graphdl_gen.gdl_<key>`` registered in sys.modules; shared by the backends."""
     directory = cache_dir() / backend
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"gdl_{key}.py"

@@ -1,6 +1,13 @@
 """What the code generators of both backends share: `GraphSource` (the walk over a planned
-graph: source variables, symbol binding, fused loops from scalar functions, the step's
-parameters), `EmitCtx` (what an op's emitter sees) and `StepSignature`.
+graph: value names, symbol binding, fused loops from scalar functions, the step's
+parameters, the module header), `EmitCtx` (what an op's emitter sees) and `StepSignature`.
+
+Generated code names every value after the graph's provenance, so a reader finds the spec
+in it: sources by their names (``x``, ``dense_1_kernel``), a layer's output
+``<layer>_out``, its other forward values ``<layer>_<op>``, a parameter's gradient
+``<layer>_grad_<param>`` (``dense_1_grad_kernel``), other backward values
+``<layer>_grad_<op>``, an update ``<param>_new``. Names are made unique in schedule order
+(``_2``, ``_3``): they are a function of the graph alone, since the source is the cache key.
 
 A backend subclasses `GraphSource` with how it allocates values, writes a loop kernel and
 assembles its module (`graphdl.backends.cpu.codegen.CpuCodegen`,
@@ -10,14 +17,18 @@ assembles its module (`graphdl.backends.cpu.codegen.CpuCodegen`,
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
+from graphdl.version import __version__
 
 SOURCES = ("input", "param", "state", "const")
 NP_DTYPE = {"float32": "np.float32", "float64": "np.float64", "int64": "np.int64", "bool": "np.bool_"}
@@ -30,7 +41,19 @@ def dim_expr(d) -> str:
 
 
 def _ident(name: str) -> str:
-    return re.sub(r"\W", "_", name)
+    """``name`` as a Python identifier: ASCII letters, digits and ``_``, starting with a letter."""
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return ident if ident[:1].isalpha() else "v_" + ident
+
+
+# names generated code binds itself (modules, the step's own parameters, Python's builtins):
+# no value may shadow them
+_RESERVED = (
+    set(keyword.kwlist) | set(dir(builtins))
+    | {"np", "K", "R", "cuda", "jit", "njit", "math", "off", "step", "setup", "run", "layout"}
+    | {f"arena_{d}" for d in NP_DTYPE}
+)
+_LOOP_NAME = re.compile(r"loop_\d+")
 
 
 @dataclass
@@ -102,10 +125,182 @@ class GraphSource:
     def __init__(self, g: Graph, title: str = "program"):
         self.g = g
         self.title = title
+        self.order: list[int] = g.meta.get("schedule") or g.topo_order()
         self.var: dict[Value, str] = {}
         self.sig = StepSignature()
+        self.sources: list[Value] = []  # the step's value parameters, in `sig` order
         self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
         self.loop_sources: list[str] = []
+        self._taken: set[str] = set()
+        self.names = self._value_names()
+
+    # ------------------------------------------------------------ value names
+    def unique(self, base: str) -> str:
+        """``base``, or ``base_2``, ``base_3``... : the first name no value or module-level
+        name has taken (then taken)."""
+        name = base
+        k = 1
+        while name in self._taken or name in _RESERVED or _LOOP_NAME.fullmatch(name):
+            k += 1
+            name = f"{base}_{k}"
+        self._taken.add(name)
+        return name
+
+    def _value_names(self) -> dict[Value, str]:
+        """A readable name for every value (see the module docstring), unique in the order
+        sources (inputs, params, state by name, constants by id) then schedule."""
+        g = self.g
+        self._taken |= {dim_expr(d) for t in _all_types(g) for d in t.shape if isinstance(d, str)}
+        bases: dict[Value, str] = {}
+        for kind in ("input", "param", "state"):
+            for name, nid in sorted(g.named(kind).items()):
+                bases[Value(nid)] = _ident(name)
+        for nid in sorted(g.nodes_by_op("const")):
+            bases[Value(nid)] = _layer_prefix(g.node(nid)["layer"]) + "const"
+        roles = self._role_names()
+        layer_outs = self._layer_outputs()
+        for nid in self.order:
+            if g.node(nid)["op"] in SOURCES:
+                continue
+            for i in range(g.num_outputs(nid)):
+                v = Value(nid, i)
+                bases[v] = roles.get(v) or self._provenance_name(v, v in layer_outs)
+        return {v: self.unique(base) for v, base in bases.items()}
+
+    def _role_names(self) -> dict[Value, str]:
+        """Names by what a value is for: an update ``<param>_new``; a parameter's gradient
+        (what its update op reads after the parameter, as autodiff builds them: ``[param,
+        grad, ...]``) ``<layer>_grad_<param>``; a returned value without a layer (a graph
+        built in Python) the output's name."""
+        g = self.g
+        roles: dict[Value, str] = {}
+        for pid, new in sorted(g.updates.items()):
+            pnode = g.node(pid)
+            roles[new] = f"{_ident(pnode['name'])}_new"
+            ins = g.inputs_of(new.node)
+            if pnode["op"] != "param" or new.index != 0 or len(ins) < 2 or ins[0] != Value(pid):
+                continue
+            grad = ins[1]
+            if g.node(grad.node)["op"] in SOURCES or grad in roles:
+                continue
+            layer = pnode["layer"]
+            what = pnode["name"]
+            if layer and what.startswith(f"{layer}."):
+                what = what[len(layer) + 1:]
+            roles[grad] = f"{_layer_prefix(layer)}grad_{_ident(what)}"
+        for name, v in sorted(g.outputs.items()):
+            if not g.node(v.node)["layer"]:  # a graph built in Python: the output's name
+                roles.setdefault(v, _ident(name))
+        return roles
+
+    def _layer_outputs(self) -> set[Value]:
+        """Each layer's output: its one forward value that a forward node of another layer
+        reads or the program returns (a layer with several such values has none)."""
+        g = self.g
+        returned = set(g.outputs.values())
+        leaving: dict[str, list[Value]] = {}
+        for nid in self.order:
+            nd = g.node(nid)
+            if nd["op"] in SOURCES or nd["phase"] != "forward" or not nd["layer"]:
+                continue
+            for i in range(g.num_outputs(nid)):
+                v = Value(nid, i)
+                readers = [g.node(c) for c, _ in g.consumers(v)]
+                if v in returned or any(r["phase"] == "forward" and r["layer"] != nd["layer"]
+                                        for r in readers):
+                    leaving.setdefault(nd["layer"], []).append(v)
+        return {vs[0] for vs in leaving.values() if len(vs) == 1}
+
+    def _provenance_name(self, v: Value, layer_output: bool) -> str:
+        nd = self.g.node(v.node)
+        op = nd["op"]
+        if op == "fused":
+            op = nd["attrs"]["members"][-1]["op"]  # what the group's value finally is
+        prefix = _layer_prefix(nd["layer"])
+        if nd["phase"] == "backward":
+            base = f"{prefix}grad_{op.removesuffix('_grad')}"
+        elif layer_output:
+            base = f"{prefix}out"
+        else:
+            base = prefix + op
+        return f"{base}_{v.index}" if v.index else base
+
+    # ------------------------------------------------------------ header
+    def _docstring(self, backend: str) -> str:
+        """The module docstring: program, backend, graphdl version, spec file. A relative
+        spec path is kept as given; an absolute one (a temporary or home directory) by its
+        file name only, so where a spec lies does not split the cache (the docstring is
+        part of the source, hence of the cache key)."""
+        spec = self.g.meta.get("spec_path")
+        origin = ""
+        if spec:
+            path = PurePath(str(spec))
+            origin = f" from {path.name if path.is_absolute() else path.as_posix()}"
+        title = " ".join(str(self.title).replace("\\", "/").replace('"', "'").split())
+        return "\n".join([
+            f'"""{title}: {backend} code generated by graphdl {__version__}{origin}.',
+            "",
+            "Generated, do not edit: graphdl writes it again from the graph. Values are named",
+            "after their layers: <layer>_out (a layer's output), <layer>_<op>,",
+            "<layer>_grad_<param> (a parameter's gradient), <layer>_grad_<op>, <param>_new",
+            "(an update); the comment above each node's code gives its spec line.",
+            '"""',
+        ])
+
+    def _node_comment(self, nid: int) -> str:
+        """The comment that opens a node's code (graphdl.viz.source finds nodes by it)."""
+        nd = self.g.node(nid)
+        return f"# %{nid} {nd['op']}  [{nd['phase']}] layer={nd['layer']} line={nd['line']}"
+
+    def _allocate(self, v: Value, ctx) -> list[str]:
+        """Name ``v`` and bind it where the memory plan puts it: a fresh output buffer
+        (`_bind_output`), the buffer of the value it overwrites, or a view of an arena slot
+        (`_bind`); a view or alias of another value is bound by its op's emitter. Returns
+        the step's lines."""
+        plan = self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}")
+        t = self.g.type_of(v)
+        name = self.names[v]
+        self.var[v] = name
+        if plan is not None and plan.get("view"):
+            return []  # the view op's emitter binds it; `_walk` copies it out (`_keep_view`)
+        if plan is None or "output" in plan:
+            return self._bind_output(name, t, ctx)
+        if "alias" in plan:
+            return []  # the view op's emitter binds it
+        shape = ctx.shape_tuple(ctx.shape(v))
+        if "inplace" in plan:
+            src = self.var[Value(*map(int, plan["inplace"].split(":")))]
+            return self._bind(f"{name} = {src}.reshape({shape})  # in place", ctx)
+        slot = plan["slot"]
+        if t.dtype not in self.sig.arenas:
+            self.sig.arenas.append(t.dtype)
+        view = f"arena_{t.dtype}[off[{slot}]:off[{slot}] + {self._size_expr(t)}].reshape({shape})"
+        return self._bind(f"{name} = {view}  # slot {slot}", ctx)
+
+    def _walk(self, ctx) -> list[str]:
+        """The step's lines in schedule order: for each node a comment, its values'
+        allocation (`_allocate`), its code (`_emit_node`) and a copy of every value the plan
+        made a view (`_keep_view`); then the updates that could not be planned in place,
+        copied back (`_copy_back`). Sets the step's outputs."""
+        g = self.g
+        plan = g.meta["memory_plan"]["values"]
+        lines: list[str] = []
+        for nid in self.order:
+            if g.node(nid)["op"] in SOURCES:
+                continue
+            outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
+            lines.append(self._node_comment(nid))
+            for v in outs:
+                lines += self._allocate(v, ctx)
+            lines += self._emit_node(nid, ctx)
+            for v in outs:
+                if plan.get(f"{v.node}:{v.index}", {}).get("view"):
+                    lines += self._keep_view(v, ctx)
+        for pid, v in sorted(g.updates.items()):
+            if "inplace" not in plan.get(f"{v.node}:{v.index}", {}):
+                lines += self._copy_back(v, Value(pid), ctx)
+        self.sig.outputs = sorted(g.outputs)
+        return lines
 
     def _emit_node(self, nid: int, ctx) -> list[str]:
         """The lines of one scheduled node: a fused group (its head through the head op's
@@ -146,15 +341,39 @@ class GraphSource:
 
     def _step_args(self) -> list[str]:
         """The generated entry point's parameters, in `StepSignature` order."""
-        sig = self.sig
-        return (
-            [f"in_{_ident(n)}" for n in sig.inputs]
-            + [f"pa_{_ident(n)}" for n in sig.params]
-            + [f"st_{_ident(n)}" for n in sig.state]
-            + [f"c{n}" for n in sig.consts]
-            + [f"arena_{d}" for d in sig.arenas]
-            + ["off"]
-        )
+        return ([self.var[v] for v in self.sources]
+                + [f"arena_{d}" for d in self.sig.arenas] + ["off"])
+
+    @staticmethod
+    def _loop_inputs(members: list[dict], in_vars: list[str], in_types: list[TensorType]):
+        """The inputs a fused loop reads, numbered in the order its body first reads them
+        (an epilogue head's own inputs are not read): two groups that compute the same
+        thing from inputs listed in another order get the same kernel text, emitted once,
+        and their calls pass the arguments in that order. Returns (members with their
+        input references renumbered, in_vars, in_types)."""
+        order: list[int] = []
+        for m in members:
+            for ref in m["inputs"]:
+                if ref[0] == "input" and ref[1] not in order:
+                    order.append(ref[1])
+        remap = {old: new for new, old in enumerate(order)}
+        members = [
+            {**m, "inputs": [["input", remap[r[1]]] if r[0] == "input" else r for r in m["inputs"]]}
+            for m in members
+        ]
+        return members, [in_vars[i] for i in order], [in_types[i] for i in order]
+
+    @staticmethod
+    def _divisors(members: list[dict]) -> list[str]:
+        """The expressions of the run-time factors of a loop (``c / (N * ...)`` of a
+        ``mul_scalar`` dividing by symbolic dims), in the order `_scalar_chain` numbers
+        them ``k0, k1, ...``."""
+        exprs = []
+        for m in members:
+            if m["op"] == "mul_scalar" and m["attrs"]["div"]:
+                dims = " * ".join(dim_expr(d) for d in m["attrs"]["div"])
+                exprs.append(f"{m['attrs']['c']!r} / ({dims})")
+        return exprs
 
     @staticmethod
     def _scalar_chain(members: list[dict], read: dict, store: str, params: list[str]):
@@ -202,11 +421,13 @@ class GraphSource:
         g = self.g
         for kind, field_ in (("input", "inputs"), ("param", "params"), ("state", "state")):
             for name, nid in sorted(g.named(kind).items()):
-                self.var[Value(nid)] = f"{kind[:2]}_{_ident(name)}"
                 getattr(self.sig, field_).append(name)
+                self.sources.append(Value(nid))
         for nid in sorted(g.nodes_by_op("const")):
-            self.var[Value(nid)] = f"c{nid}"
             self.sig.consts.append(nid)
+            self.sources.append(Value(nid))
+        for v in self.sources:
+            self.var[v] = self.names[v]
 
     def _symbol_bindings(self) -> list[str]:
         seen = {}
@@ -226,6 +447,32 @@ class GraphSource:
         if not t.shape:
             return "1"
         return " * ".join(dim_expr(d) for d in t.shape)
+
+
+def is_flat_loop(in_types: list[TensorType], out_t: TensorType) -> bool:
+    """Whether every input of an elementwise loop has the output's shape or is a scalar:
+    then the loop runs over flat 1-D views, with no index arithmetic."""
+    return all(t.shape == out_t.shape or t.rank == 0 for t in in_types)
+
+
+def broadcast_index(t: TensorType, out_t: TensorType, loop_idx: list[str]) -> str:
+    """The index an elementwise loop over ``out_t`` (loop variables ``loop_idx``) reads an
+    input of type ``t`` at: aligned from the right, a broadcast axis at 0."""
+    if t.rank == 0:
+        return "0"
+    idx = []
+    for k in range(t.rank):
+        j = out_t.rank - t.rank + k
+        idx.append("0" if t.shape[k] == 1 and out_t.shape[j] != 1 else loop_idx[j])
+    return ", ".join(idx)
+
+
+def _layer_prefix(layer: str | None) -> str:
+    return f"{_ident(layer)}_" if layer else ""
+
+
+def _all_types(g: Graph) -> list[TensorType]:
+    return [t for nid in g.nodes() for t in g.node(nid)["types"] if t is not None]
 
 
 def _indent_blocks(lines: list[str]) -> list[str]:

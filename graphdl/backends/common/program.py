@@ -68,14 +68,17 @@ def dummy_feeds(program: CompiledProgram, batch: int = 1) -> dict[str, np.ndarra
 class CompiledProgram:
     """A compiled graph: its generated module, inputs, parameter/state types and arenas.
 
-    Subclasses set ``codegen`` (a `GraphSource` class) and ``load_generated`` and implement
-    `_allocate_arena`, `bind_params` and ``__call__``.
+    Subclasses set ``codegen`` (a `GraphSource` class), ``load_library`` (loads the
+    kernels the generated code calls) and ``load_generated`` (the backend's module cache),
+    and implement `_allocate_arena`, `bind_params` and ``__call__``.
     """
 
     codegen: type
+    load_library: staticmethod
     load_generated: staticmethod
 
     def __init__(self, graph: Graph, title: str = "program"):
+        type(self).load_library()
         self.graph = graph
         self.source, self.sig = self.codegen(graph, title).generate()
         t0 = time.perf_counter()

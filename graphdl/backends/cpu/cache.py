@@ -7,7 +7,6 @@ Numba and NumPy versions.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import types
 from functools import cache
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphdl.backends.common.cache import function_source, import_generated
+from graphdl.backends.common.cache import content_key, import_generated, toolchain_fingerprint
 from graphdl.backends.cpu import library
 from graphdl.ops.registry import is_parallel_kernel
 from graphdl.version import __version__
@@ -27,26 +26,18 @@ def _toolchain_fingerprint() -> str:
     flags every kernel and helper is jitted with."""
     import numba
 
-    h = hashlib.sha256()
-    h.update(f"graphdl={__version__};numba={numba.__version__};numpy={np.__version__}".encode())
     here = Path(__file__).parent
-    for path in (here / "library.py", here / "codegen.py", here.parent / "common" / "codegen.py"):
-        h.update(path.read_bytes())
-    h.update(repr(sorted(library.FASTMATH)).encode())
-    return h.hexdigest()
+    return toolchain_fingerprint(
+        f"graphdl={__version__};numba={numba.__version__};numpy={np.__version__}",
+        [here / "library.py", here / "codegen.py", here.parent / "common" / "codegen.py"],
+        repr(sorted(library.FASTMATH)),
+    )
 
 
 def source_key(source: str) -> str:
-    """Hash of the source and of every library function it calls: Numba's cache of the
-    step function holds the callees' machine code, so a changed kernel must change the key
-    (Numba itself only notices changes to the generated file)."""
-    h = hashlib.sha256()
-    h.update(_toolchain_fingerprint().encode())
-    h.update(source.encode())
-    for name in sorted(set(re.findall(r"\bK\.(\w+)", source))):
-        h.update(name.encode())
-        h.update(function_source(name).encode())
-    return h.hexdigest()[:20]
+    """The key of a generated CPU module: every library function it calls (``K.<kernel>``,
+    ``K.s_<op>``) counts, since Numba's cache of the step holds their machine code."""
+    return content_key(_toolchain_fingerprint(), source, re.findall(r"\bK\.(\w+)", source))
 
 
 def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
@@ -56,5 +47,3 @@ def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
     if any(is_parallel_kernel(name) for name in set(re.findall(r"\bK\.(\w+)", source))):
         library.start_thread_pool()
     return import_generated(source, source_key(source), "cpu")
-
-

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from graphdl.backends.common.codegen import (
     NP_DTYPE,
-    SOURCES,
     EmitCtx,
     GraphSource,
     StepSignature,
     _indent_blocks,
+    broadcast_index,
     dim_expr,
+    is_flat_loop,
 )
 from graphdl.backends.cpu.library import FASTMATH as _FASTMATH_FLAGS
 from graphdl.errors import Diagnostic, GraphdlError
@@ -35,56 +36,27 @@ FASTMATH = "{" + ", ".join(f'"{f}"' for f in sorted(_FASTMATH_FLAGS)) + "}"
 class CpuCodegen(GraphSource):
 
     # ------------------------------------------------------------ values
-    def _allocate(self, v: Value, ctx: EmitCtx) -> list[str]:
-        plan = self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}")
-        t = self.g.type_of(v)
-        name = f"v{v.node}_{v.index}" if v.index else f"v{v.node}"
-        self.var[v] = name
-        shape = ctx.shape_tuple(ctx.shape(v))
-        if plan is not None and plan.get("view"):
-            return []  # the view op binds it; `generate` copies it out
-        if plan is None or "output" in plan:
-            return [f"{name} = np.empty({shape}, {NP_DTYPE[t.dtype]})"]
-        if "alias" in plan:
-            return []  # the view op's emitter binds it
-        if "inplace" in plan:
-            src = self.var[Value(*map(int, plan["inplace"].split(":")))]
-            return [f"{name} = {src}.reshape({shape})"]
-        slot = plan["slot"]
-        arena = f"arena_{t.dtype}"
-        if t.dtype not in self.sig.arenas:
-            self.sig.arenas.append(t.dtype)
-        return [f"{name} = {arena}[off[{slot}]:off[{slot}] + {self._size_expr(t)}].reshape({shape})"]
+    def _bind_output(self, name: str, t: TensorType, ctx: EmitCtx) -> list[str]:
+        shape = ctx.shape_tuple(tuple(dim_expr(d) for d in t.shape))
+        return [f"{name} = np.empty({shape}, {NP_DTYPE[t.dtype]})"]
+
+    def _bind(self, line: str, ctx: EmitCtx) -> list[str]:
+        return [line]
 
     # ------------------------------------------------------------ generation
     def generate(self) -> tuple[str, StepSignature]:
         g = self.g
-        ctx = EmitCtx(self)
         self._declare_sources()
-        body: list[str] = []
-        order = g.meta.get("schedule") or g.topo_order()
-        for nid in order:
-            nd = g.node(nid)
-            if nd["op"] in SOURCES:
-                continue
-            outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
-            body.append(f"# %{nid} {nd['op']}  [{nd['phase']}] layer={nd['layer']} line={nd['line']}")
-            for v in outs:
-                body += self._allocate(v, ctx)
-            body += self._emit_node(nid, ctx)
-            for v in outs:
-                if self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}", {}).get("view"):
-                    body.append(f"{self.var[v]} = {self.var[v]}.copy()")
-        # updates that could not be planned in place are copied back
-        plan = g.meta["memory_plan"]["values"]
-        for pid, v in sorted(g.updates.items()):
-            p = plan.get(f"{v.node}:{v.index}", {})
-            if "inplace" not in p:
-                body.append(f"{self.var[Value(pid)]}[...] = {self.var[v]}")
-        self.sig.outputs = sorted(g.outputs)
+        body = self._walk(EmitCtx(self))
         rets = [self.var[g.outputs[k]] for k in self.sig.outputs]
         body.append("return (" + "".join(r + ", " for r in rets) + ")")
         return self._module(body), self.sig
+
+    def _keep_view(self, v: Value, ctx: EmitCtx) -> list[str]:
+        return [f"{self.var[v]} = {self.var[v]}.copy()"]
+
+    def _copy_back(self, new: Value, target: Value, ctx: EmitCtx) -> list[str]:
+        return [f"{self.var[target]}[...] = {self.var[new]}"]
 
     def _emitter(self, op: str):
         return get_op(op).emit_cpu
@@ -100,21 +72,11 @@ class CpuCodegen(GraphSource):
         out_t = self.g.type_of(out)
         lines = []
         runtime = []
-        for m in members:
-            if m["op"] == "mul_scalar" and m["attrs"]["div"]:
-                dims = " * ".join(dim_expr(d) for d in m["attrs"]["div"])
-                k = ctx.fresh("k")
-                lines.append(f"{k} = {m['attrs']['c']!r} / ({dims})")
-                runtime.append(k)
-        # pass only the inputs the loop reads (an epilogue head's inputs are not read)
-        used = sorted({r[1] for m in members for r in m["inputs"] if r[0] == "input"})
-        remap = {old: new for new, old in enumerate(used)}
-        members = [
-            {**m, "inputs": [["input", remap[r[1]]] if r[0] == "input" else r for r in m["inputs"]]}
-            for m in members
-        ]
-        in_vars = [in_vars[i] for i in used]
-        in_types = [in_types[i] for i in used]
+        for expr in self._divisors(members):
+            k = ctx.fresh("k")
+            lines.append(f"{k} = {expr}")
+            runtime.append(k)
+        members, in_vars, in_types = self._loop_inputs(members, in_vars, in_types)
         name = self._loop_kernel(members, in_types, out_t)
         args = ", ".join(in_vars + [self.var[out]] + runtime)
         lines.append(f"{name}({args})")
@@ -122,9 +84,8 @@ class CpuCodegen(GraphSource):
 
     def _loop_kernel(self, members, in_types: list[TensorType], out_t: TensorType) -> str:
         """Generate (or reuse) the loop kernel for a group of elementwise members."""
-        n_in = len(in_types)
-        params = [f"x{i}" for i in range(n_in)] + ["out"]
-        flat = all(t.shape == out_t.shape or t.rank == 0 for t in in_types)
+        params = [f"x{i}" for i in range(len(in_types))] + ["out"]
+        flat = is_flat_loop(in_types, out_t)
         lines = []
         if flat:
             lines.append("n = out.size")
@@ -142,16 +103,8 @@ class CpuCodegen(GraphSource):
             loop_idx = [f"i{j}" for j in range(r)]
             for j in range(r):
                 lines.append("    " * j + f"for i{j} in range(d{j}):")
-            read = {}
-            for i, t in enumerate(in_types):
-                if t.rank == 0:
-                    read[i] = f"x{i}[0]"
-                    continue
-                idx = []
-                for k in range(t.rank):
-                    j = r - t.rank + k
-                    idx.append("0" if t.shape[k] == 1 and out_t.shape[j] != 1 else loop_idx[j])
-                read[i] = f"x{i}[{', '.join(idx)}]"
+            read = {i: f"x{i}[{broadcast_index(t, out_t, loop_idx)}]"
+                    for i, t in enumerate(in_types)}
             store = f"out[{', '.join(loop_idx)}]" if r else "out[0]"
         indent = "    " * (1 if flat else max(out_t.rank, 1))
         if not flat and out_t.rank == 0:
@@ -163,7 +116,7 @@ class CpuCodegen(GraphSource):
     def _module(self, body: list[str]) -> str:
         args = self._step_args()
         header = [
-            f'"""Generated by graphdl for {self.title}. Do not edit: regenerated from the graph."""',
+            self._docstring("CPU"),
             "import numpy as np",
             "from numba import njit",
             "from graphdl.backends.cpu import library as K",

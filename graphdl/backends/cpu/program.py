@@ -21,12 +21,13 @@ from graphdl.ir.graph import Graph
 class Program(CompiledProgram):
     """A compiled graph. Call it with feeds; params/state are bound with `bind_params`."""
 
+    # deliberate parallel of graphdl/backends/cuda/program.py: each backend names its parts
     device = "cpu"
     codegen = CpuCodegen
+    load_library = staticmethod(load_library)
     load_generated = staticmethod(load_generated)
 
     def __init__(self, graph: Graph, title: str = "program"):
-        load_library()
         super().__init__(graph, title)
         self.step_fn = self.module.step
         self.consts = self._host_consts

@@ -1,7 +1,7 @@
 """The CUDA kernel cache: generated source at a stable path named by a content hash.
 
 As for the CPU (graphdl/backends/cpu/cache.py, whose notes apply): the source is written
-to ``<cache>/cuda/gdl_<hash>.py`` and imported as ``graphdl_gen_cuda.gdl_<hash>``
+to ``<cache>/cuda/gdl_<hash>.py`` and imported as ``graphdl_gen.gdl_<hash>``
 registered in ``sys.modules``, so numba-cuda's on-disk cache of the generated kernels
 (``cache=True``) is found again by a new process. The hash covers the source, the scalar
 functions it calls (``K.s_<op>``), every file of the CUDA backend and of the CUDA kernel
@@ -11,7 +11,6 @@ graphdl, Numba, numba-cuda and NumPy versions.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import types
 from functools import cache
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from graphdl.backends.common.cache import function_source, import_generated
+from graphdl.backends.common.cache import content_key, import_generated, toolchain_fingerprint
 from graphdl.version import __version__
 
 
@@ -29,24 +28,18 @@ def _toolchain_fingerprint() -> str:
 
     from graphdl.backends.cuda import device
 
-    h = hashlib.sha256()
-    h.update(f"graphdl={__version__};numba={numba.__version__};numpy={np.__version__};"
-             f"cuda={device.IMPLEMENTATION};sim={device.SIMULATOR}".encode())
     here = Path(__file__).parent
-    for path in sorted(here.glob("*.py")) + sorted((here / "kernels").glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()
+    return toolchain_fingerprint(
+        f"graphdl={__version__};numba={numba.__version__};numpy={np.__version__};"
+        f"cuda={device.IMPLEMENTATION};sim={device.SIMULATOR}",
+        sorted(here.glob("*.py")) + sorted((here / "kernels").glob("*.py")),
+    )
 
 
 def source_key(source: str) -> str:
-    h = hashlib.sha256()
-    h.update(_toolchain_fingerprint().encode())
-    h.update(source.encode())
-    for name in sorted(set(re.findall(r"\bK\.(s_\w+)", source))):
-        h.update(name.encode())
-        h.update(function_source(name).encode())
-    return h.hexdigest()[:20]
+    """The key of a generated CUDA module: of the functions it calls only the scalar
+    functions (``K.s_<op>``) count; the library kernels are covered by the fingerprint."""
+    return content_key(_toolchain_fingerprint(), source, re.findall(r"\bK\.(s_\w+)", source))
 
 
 def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:

@@ -28,7 +28,9 @@ from graphdl.backends.common.codegen import (
     EmitCtx,
     GraphSource,
     StepSignature,
+    broadcast_index,
     dim_expr,
+    is_flat_loop,
 )
 from graphdl.backends.cuda.registry import emitter_for
 from graphdl.errors import Diagnostic, GraphdlError
@@ -110,28 +112,13 @@ class CudaCodegen(GraphSource):
         ctx.setup(f"{name} = _pk_{t.dtype}[{start}:{start} + {size}].reshape({shape})")
         self.out_region[name] = (t.dtype, start, size, shape)
 
-    def _allocate(self, v: Value, ctx: CudaEmitCtx) -> None:
-        plan = self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}")
-        t = self.g.type_of(v)
-        name = f"v{v.node}_{v.index}" if v.index else f"v{v.node}"
-        self.var[v] = name
-        shape = ctx.shape_tuple(ctx.shape(v))
-        if plan is not None and plan.get("view"):
-            return  # the view op binds it; `generate` copies it into the output pack
-        if plan is None or "output" in plan:
-            self._output_buffer(name, t, ctx)
-            return
-        if "alias" in plan:
-            return  # the view op's emitter binds it
-        if "inplace" in plan:
-            src = self.var[Value(*map(int, plan["inplace"].split(":")))]
-            ctx.setup(f"{name} = {src}.reshape({shape})")
-            return
-        slot = plan["slot"]
-        if t.dtype not in self.sig.arenas:
-            self.sig.arenas.append(t.dtype)
-        ctx.setup(f"{name} = arena_{t.dtype}[off[{slot}]:off[{slot}] + {self._size_expr(t)}]"
-                  f".reshape({shape})")
+    def _bind_output(self, name: str, t: TensorType, ctx: CudaEmitCtx) -> list[str]:
+        self._output_buffer(name, t, ctx)
+        return []
+
+    def _bind(self, line: str, ctx: CudaEmitCtx) -> list[str]:
+        ctx.setup(line)  # bound once a binding: ``run`` has nothing to do for it
+        return []
 
     # ------------------------------------------------------------ generation
     def generate(self) -> tuple[str, StepSignature]:
@@ -139,36 +126,20 @@ class CudaCodegen(GraphSource):
         ctx = CudaEmitCtx(self)
         self._declare_sources()
         self._check_supported()
-        run: list[str] = []
-        order = g.meta.get("schedule") or g.topo_order()
-        plan = g.meta["memory_plan"]["values"]
-        for nid in order:
-            nd = g.node(nid)
-            if nd["op"] in SOURCES:
-                continue
-            outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
-            run.append(f"# %{nid} {nd['op']}  [{nd['phase']}] layer={nd['layer']} line={nd['line']}")
-            for v in outs:
-                self._allocate(v, ctx)
-            run += self._emit_node(nid, ctx)
-            for v in outs:
-                if plan.get(f"{v.node}:{v.index}", {}).get("view"):
-                    run += self._copy_out(v, ctx)
-        # updates that could not be planned in place are copied back
-        for pid, v in sorted(g.updates.items()):
-            if "inplace" not in plan.get(f"{v.node}:{v.index}", {}):
-                run += ctx.copy(self.var[v], self.var[Value(pid)], ctx.size(v))
-        self.sig.outputs = sorted(g.outputs)
+        run = self._walk(ctx)
         for name in self.sig.outputs:
             v = g.outputs[name]
             if self.var[v] not in self.out_region:  # a source returned as it is
-                run += self._copy_out(v, ctx)
+                run += self._keep_view(v, ctx)
         return self._module(run), self.sig
 
-    def _copy_out(self, v: Value, ctx: CudaEmitCtx) -> list[str]:
+    def _copy_back(self, new: Value, target: Value, ctx: CudaEmitCtx) -> list[str]:
+        return ctx.copy(self.var[new], self.var[target], ctx.size(new))
+
+    def _keep_view(self, v: Value, ctx: CudaEmitCtx) -> list[str]:
         """Copy a value that lives elsewhere (a view, a source) into the output pack."""
         src = self.var[v]
-        dst = f"{src}_out"
+        dst = self.unique(f"{src}_result")
         self._output_buffer(dst, self.g.type_of(v), ctx)
         self.var[v] = dst
         return ctx.copy(src, dst, ctx.size(v))
@@ -212,19 +183,8 @@ class CudaCodegen(GraphSource):
 
     def _call_loop(self, members, in_vars, in_types, out: Value, ctx: CudaEmitCtx) -> list[str]:
         out_t = self.g.type_of(out)
-        runtime = []
-        for m in members:
-            if m["op"] == "mul_scalar" and m["attrs"]["div"]:
-                dims = " * ".join(dim_expr(d) for d in m["attrs"]["div"])
-                runtime.append(ctx.view(f"{m['attrs']['c']!r} / ({dims})", "k"))
-        used = sorted({r[1] for m in members for r in m["inputs"] if r[0] == "input"})
-        remap = {old: new for new, old in enumerate(used)}
-        members = [
-            {**m, "inputs": [["input", remap[r[1]]] if r[0] == "input" else r for r in m["inputs"]]}
-            for m in members
-        ]
-        in_vars = [in_vars[i] for i in used]
-        in_types = [in_types[i] for i in used]
+        runtime = [ctx.view(expr, "k") for expr in self._divisors(members)]
+        members, in_vars, in_types = self._loop_inputs(members, in_vars, in_types)
         name, flat = self._loop_kernel(members, in_types, out_t)
         if flat:
             args = [ctx.flat(x) for x in in_vars] + [ctx.flat(self.var[out])]
@@ -234,9 +194,8 @@ class CudaCodegen(GraphSource):
 
     def _loop_kernel(self, members, in_types: list[TensorType], out_t: TensorType) -> tuple[str, bool]:
         """Generate (or reuse) the grid-stride kernel of a group of elementwise members."""
-        n_in = len(in_types)
-        params = [f"x{i}" for i in range(n_in)] + ["out"]
-        flat = all(t.shape == out_t.shape or t.rank == 0 for t in in_types)
+        params = [f"x{i}" for i in range(len(in_types))] + ["out"]
+        flat = is_flat_loop(in_types, out_t)
         lines = []
         if flat:
             # every input has the output's shape (or is a scalar): 1-D views
@@ -256,16 +215,7 @@ class CudaCodegen(GraphSource):
                 lines.append(f"    i{j} = q % d{j}")
                 lines.append(f"    q = q // d{j}")
             lines.append("    i0 = q")
-            read = {}
-            for i, t in enumerate(in_types):
-                if t.rank == 0:
-                    read[i] = f"x{i}[0]"
-                    continue
-                ix = []
-                for k in range(t.rank):
-                    j = r - t.rank + k
-                    ix.append("0" if t.shape[k] == 1 and out_t.shape[j] != 1 else idx[j])
-                read[i] = f"x{i}[{', '.join(ix)}]"
+            read = {i: f"x{i}[{broadcast_index(t, out_t, idx)}]" for i, t in enumerate(in_types)}
             store = f"out[{', '.join(idx)}]"
         body, params = self._scalar_chain(members, read, store, params)
         return self._register_loop("@jit", lines + ["    " + b for b in body], params, members), flat
@@ -274,7 +224,7 @@ class CudaCodegen(GraphSource):
         sig = self.sig
         args = self._step_args()
         header = [
-            f'"""Generated by graphdl (CUDA) for {self.title}. Do not edit: regenerated from the graph."""',
+            self._docstring("CUDA"),
             "import math  # noqa: F401",
             "",
             "import numpy as np  # noqa: F401",

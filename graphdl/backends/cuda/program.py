@@ -65,12 +65,13 @@ class CudaProgram(CompiledProgram):
     """A compiled graph on the GPU. Call it with feeds; params/state are bound with
     `bind_params` (copied to the device) and read back with `sync_to_host`."""
 
+    # deliberate parallel of graphdl/backends/cpu/program.py: each backend names its parts
     device = "cuda"
     codegen = CudaCodegen
+    load_library = staticmethod(load_library)
     load_generated = staticmethod(load_generated)
 
     def __init__(self, graph: Graph, title: str = "program"):
-        load_library()
         super().__init__(graph, title)
         self.consts = [D.to_device(c) for c in self._host_consts]
         self._host_bound: list[np.ndarray] | None = None
