@@ -79,7 +79,7 @@ def bench_spec(spec_path: str, seconds: float = 2.0, cold: bool = True) -> dict:
             result["compile_s_warm"] = round(_compile_subprocess(spec_path, tmp), 3)
     model = Model(spec)
     model.compile(("train", "eval", "predict"))
-    batch = int(spec.train.get("batch_size", 32))
+    batch = int(spec.train["batch_size"])
     rng = np.random.default_rng(0)
     train = model.compiled("train").program
     feeds = random_feeds(spec, train, batch, rng)
@@ -116,7 +116,7 @@ def bench_spec_cuda(spec_path: str | Path, seconds: float = 2.0, batch: int | No
     warm_s = sum(model.compiled(m).jit_seconds for m in ("train", "eval"))
     result = {"device": device.device_name(), "compile_s": round(time.perf_counter() - t0, 3),
               "kernel_compile_s": round(warm_s, 3)}
-    batch = int(batch or spec.train.get("batch_size", 32))
+    batch = int(batch or spec.train["batch_size"])
     rng = np.random.default_rng(0)
     train = model.compiled("train").program
     feeds = random_feeds(spec, train, batch, rng)

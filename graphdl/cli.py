@@ -139,7 +139,7 @@ def cmd_compile(args) -> int:
     t0 = time.perf_counter()
     c = compile_spec(spec, args.mode, keep_snapshots=True)
     total = time.perf_counter() - t0
-    batch = int(spec.train.get("batch_size", 32))
+    batch = int(spec.train["batch_size"])
     bindings = {"N": batch}
     if args.format == "json":
         summary = _compile_summary(spec, c, total, batch)
@@ -252,7 +252,7 @@ def cmd_run(args) -> int:
     if best.exists():
         model.load_weights(best)
         weights = "best"
-    split = spec.evaluate.get("split", "test")
+    split = spec.evaluate["split"]
     results = {split: model.evaluate(split), "weights": weights, "epochs_run": len(history),
                "seconds": round(time.perf_counter() - t0, 3)}
     if model.first_step_at is not None:
@@ -271,7 +271,7 @@ def _check_device(spec, override) -> tuple[str, str]:
     E701 (exit 2) when cuda is asked for and there is none."""
     from graphdl.backends.cuda import resolve_device
 
-    requested = override or spec.train.get("device", "auto")
+    requested = override or spec.train["device"]
     loc = spec.loc("train", "device") if not override else SimpleNamespace(file=spec.path)
     return resolve_device(requested, loc=loc)
 

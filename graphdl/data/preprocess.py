@@ -37,7 +37,9 @@ from graphdl.data._diag import did_you_mean, fail, name_list
 from graphdl.data.pca import fit_pca, pca_transform_graph
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
+from graphdl.layers.schema import fill
 from graphdl.ops.registry import ShapeError, get_op
+from graphdl.spec.schema_gen import PREPROCESS
 
 STD_FLOOR = 1e-8
 RANGE_FLOOR = 1e-8
@@ -66,10 +68,13 @@ def _shape_str(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def _given(step: dict, key: str, default: Any = None) -> Any:
-    """A step key, with ``default`` when absent or null (defaults filled in as None)."""
+def _given(step: dict, key: str) -> Any:
+    """A step key, with the spec schema's default for it when absent or null (the one place
+    preprocessing defaults are written: `graphdl.spec.schema_gen.PREPROCESS`)."""
     v = step.get(key)
-    return default if v is None else v
+    if v is None:
+        v = fill(PREPROCESS.item, {"op": step.get("op")}).get(key)
+    return v
 
 
 def _is_int(v: Any) -> bool:
@@ -111,11 +116,11 @@ def check_step(spec: Any, step: dict, i: int) -> dict:
                        "e.g. `{op: scale, factor: 0.0625}` multiplies the fields by 1/16")
         entry["factor"] = float(f)
     elif op == "normalize":
-        mode = _given(step, "mode", "zscore")
+        mode = _given(step, "mode")
         if mode not in MODES:
             raise _bad(spec, i, "mode", f"unknown normalize mode '{mode}'",
                        f"modes: {name_list(MODES)}.{did_you_mean(str(mode), MODES)}")
-        stats = _given(step, "stats", "from_train")
+        stats = _given(step, "stats")
         if stats != "from_train":
             raise _bad(spec, i, "stats", f"normalize stats '{stats}' is not supported",
                        "use `stats: from_train` (statistics fitted on the train split)")
@@ -129,7 +134,7 @@ def check_step(spec: Any, step: dict, i: int) -> dict:
             raise _bad(spec, i, "size", f"resize size must be a positive integer or "
                        f"[height, width], got {step.get('size')!r}",
                        "e.g. `size: 32` (square) or `size: [28, 32]`")
-        interp = _given(step, "interpolation", "bilinear")
+        interp = _given(step, "interpolation")
         if interp not in INTERPOLATIONS:
             raise _bad(spec, i, "interpolation", f"unknown resize interpolation '{interp}'",
                        f"interpolations: {name_list(INTERPOLATIONS)}."
@@ -156,7 +161,7 @@ def check_step(spec: Any, step: dict, i: int) -> dict:
         if not _is_int(k) or k < 1:
             raise _bad(spec, i, "components", f"pca components must be a positive integer, got "
                        f"{k!r}", "e.g. `{op: pca, components: 20}`")
-        whiten = _given(step, "whiten", False)
+        whiten = _given(step, "whiten")
         if not isinstance(whiten, bool):
             raise _bad(spec, i, "whiten", f"pca whiten must be true or false, got {whiten!r}",
                        "`whiten: true` scales every component to unit variance")

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from graphdl.data._diag import did_you_mean, fail, name_list
+from graphdl.spec.schema_gen import SOURCE
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
@@ -380,7 +381,8 @@ def _careful_cells(
 
 def load_csv(spec: Any, source: dict, target_optional: bool = False) -> RawData:
     path = _require_path(spec, source, "csv")
-    delimiter = source.get("delimiter", ",") or ","
+    csv_keys = SOURCE.variants["csv"][1]
+    delimiter = source.get("delimiter") or csv_keys["delimiter"].default
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         raise fail(
             "E508",
@@ -391,7 +393,7 @@ def load_csv(spec: Any, source: dict, target_optional: bool = False) -> RawData:
             "delimiter",
             help='e.g. `delimiter: ","`, `delimiter: ";"` or `delimiter: "\\t"` for tabs',
         )
-    feature_field = str(source.get("feature_field") or "x")
+    feature_field = str(source.get("feature_field") or csv_keys["feature_field"].default)
     target = source.get("target")
     features = source.get("features")
     try:

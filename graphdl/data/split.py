@@ -12,8 +12,9 @@ import numpy as np
 
 from graphdl.data._diag import fail
 from graphdl.data.dataset import SPLIT_NAMES
+from graphdl.spec.schema_gen import SPLIT
 
-DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+DEFAULT_FRACTIONS = {name: SPLIT.fields[name].default for name in SPLIT_NAMES}
 SUM_TOLERANCE = 1e-6
 _SPLIT_STREAM = 0x53504C54  # keeps the split's random stream apart from other uses of the seed
 _SUBSAMPLE_STREAM = 0x53554253  # and the train subsample's
@@ -83,7 +84,7 @@ def split_config(spec: Any) -> SplitConfig:
             help="give the train split a positive fraction, e.g. `train: 0.8`",
         )
     sub = cfg.get("train_subsample")
-    sub = 1.0 if sub is None else sub
+    sub = SPLIT.fields["train_subsample"].default if sub is None else sub
     if (isinstance(sub, bool) or not isinstance(sub, Real) or not math.isfinite(float(sub))
             or not 0.0 < float(sub) <= 1.0):
         raise fail(
@@ -98,8 +99,8 @@ def split_config(spec: Any) -> SplitConfig:
         )
     return SplitConfig(
         fractions=(fracs[0], fracs[1], fracs[2]),
-        shuffle=bool(cfg.get("shuffle", True)),
-        stratify=bool(cfg.get("stratify", False)),
+        shuffle=bool(cfg.get("shuffle", SPLIT.fields["shuffle"].default)),
+        stratify=bool(cfg.get("stratify", SPLIT.fields["stratify"].default)),
         train_subsample=float(sub),
     )
 

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
     sp.add_argument("--color", choices=("phase", "group", "flops", "memory"), default="phase",
                     help="node colouring (the HTML page can switch it)")
     sp.add_argument("--batch", type=int,
-                    help="batch size for bytes and FLOPs (default: train.batch_size, else 32)")
+                    help="batch size for bytes and FLOPs (default: train.batch_size)")
     sp.add_argument("--format", choices=("text", "json"), default="text", help="error format")
     sp.set_defaults(func=cmd_viz)
 
@@ -56,7 +56,7 @@ def cmd_viz(args) -> int:
             help="write .svg (no Graphviz needed) or .dot, or install graphviz"))
     spec = load_spec(args.spec)
     c = compile_spec(spec, args.mode, keep_snapshots=True, warmup=False)
-    batch = args.batch or int(spec.train.get("batch_size", 32) or 32)
+    batch = args.batch or int(spec.train["batch_size"])
     bindings = {"N": batch}
     wanted = list(args.compare) if args.compare else [args.stage]
     final = c.graph
