@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from graphdl.layers.lower import LayerCtx
 
 ACTIVATIONS = [
-    "linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus", "softmax",
+    "linear", "relu", "leaky_relu", "elu", "sigmoid", "tanh", "gelu", "softplus", "silu",
+    "softmax",
 ]
 ALPHA_DEFAULTS = {"leaky_relu": 0.01, "elu": 1.0}  # activations that take `alpha`
 KERNEL_INITS = ["glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "zeros"]

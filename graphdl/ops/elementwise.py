@@ -208,6 +208,24 @@ def _softplus_grad(g, x):
     return g * e / (1.0 + e)
 
 
+def _silu(x):
+    # x * sigmoid(x) (swish), with sigmoid's two branches so exp never overflows
+    if x >= 0:
+        return x / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return x * e / (1.0 + e)
+
+
+def _silu_grad(g, x):
+    # d/dx x s(x) = s(x) (1 + x (1 - s(x))); sigmoid written out as in _silu
+    if x >= 0:
+        s = 1.0 / (1.0 + math.exp(-x))
+    else:
+        e = math.exp(x)
+        s = e / (1.0 + e)
+    return g * s * (1.0 + x * (1.0 - s))
+
+
 def _mul_scalar(x, c):
     return x * c
 
@@ -263,6 +281,11 @@ def _np_gelu_grad(g, x):
 
 def _np_softplus(x):
     return (np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))).astype(x.dtype)
+
+
+def _np_silu_grad(g, x):
+    s = special.expit(x)
+    return (g * s * (1 + x * (1 - s))).astype(g.dtype)
 
 
 def _typed(fn):
@@ -505,6 +528,14 @@ elementwise(
     "softplus_grad",
     _softplus_grad,
     lambda attrs, g, x: (g * special.expit(x)).astype(g.dtype),
+    nin=2,
+    no_grad_reason="second order not needed for training",
+)
+elementwise("silu", _silu, _typed(lambda x: x * special.expit(x)), _g_with_input("silu_grad"))
+elementwise(
+    "silu_grad",
+    _silu_grad,
+    lambda attrs, g, x: _np_silu_grad(g, x),
     nin=2,
     no_grad_reason="second order not needed for training",
 )

@@ -27,13 +27,13 @@ from graphdl.passes.pipeline import PassContext
 UNARY = {
     "neg": {}, "exp": {}, "log": {}, "sqrt": {}, "square": {}, "pow": {"exponent": 2.5},
     "relu": {}, "leaky_relu": {"alpha": 0.1}, "elu": {"alpha": 0.7}, "sigmoid": {}, "tanh": {},
-    "gelu": {}, "softplus": {}, "mul_scalar": {"c": 0.25}, "add_scalar": {"c": -1.5},
+    "gelu": {}, "softplus": {}, "silu": {}, "mul_scalar": {"c": 0.25}, "add_scalar": {"c": -1.5},
 }
 POSITIVE = {"log", "sqrt", "pow"}
 BINARY = {
     "add": {}, "sub": {}, "mul": {}, "div": {}, "maximum": {}, "minimum": {},
     "relu_grad": {}, "leaky_relu_grad": {"alpha": 0.2}, "elu_grad": {"alpha": 1.3},
-    "sigmoid_grad": {}, "tanh_grad": {}, "gelu_grad": {}, "softplus_grad": {},
+    "sigmoid_grad": {}, "tanh_grad": {}, "gelu_grad": {}, "softplus_grad": {}, "silu_grad": {},
 }
 COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
 

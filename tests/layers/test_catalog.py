@@ -119,3 +119,11 @@ def test_layers_import_nothing_above_them():
                 if parts[0] == "graphdl" and len(parts) > 1 and parts[1] in FORBIDDEN:
                     bad.append(f"{path.name}:{node.lineno}: {name}")
     assert bad == []
+
+
+@pytest.mark.parametrize("activation", [a for a in core.ACTIVATIONS if a != "linear"])
+def test_every_activation_lowers_to_its_op(activation):
+    """An activation the schema offers is an op of the same name (a new one needs both)."""
+    graph = lowered("activation", {"activation": activation})
+    ops = {n["op"] for n in graph["nodes"]}
+    assert activation in ops

@@ -54,6 +54,7 @@ UNARY = {
     "tanh": ({}, _normal),
     "gelu": ({}, _normal),
     "softplus": ({}, _normal),
+    "silu": ({}, _normal),
     "mul_scalar": ({"c": 3.0, "div": ("N",)}, _normal),
     "add_scalar": ({"c": -1.5}, _normal),
 }
@@ -95,6 +96,7 @@ GRAD_HELPERS = {
     "tanh_grad": ({}, lambda r, s: np.tanh(r.standard_normal(s))),
     "gelu_grad": ({}, _normal),
     "softplus_grad": ({}, _normal),
+    "silu_grad": ({}, _normal),
 }
 
 KERNEL_COVERED = set(UNARY) | set(BINARY) | set(COMPARISONS) | set(GRAD_HELPERS) | {"where", "cast"}
