@@ -405,7 +405,8 @@ class GraphSource:
     def _register_loop(self, decorator: str, src_body: list[str], params: list[str],
                        members: list[dict]) -> str:
         """The name of the loop kernel with this body and these parameters: emitted once,
-        reused by every fused group that generates the same source."""
+        reused by every fused group that generates the same source (its inputs numbered by
+        `_loop_inputs`, so the order a group lists them in does not matter)."""
         key = "\n".join(src_body) + "|" + ",".join(params)
         if key in self.loop_kernels:
             return self.loop_kernels[key]

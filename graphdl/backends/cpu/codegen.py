@@ -1,8 +1,8 @@
 """CPU code generation: a planned graph -> Python source of Numba kernels and a step function.
 
 The module has one generated loop kernel per fused elementwise group (identical kernels
-are emitted once) and one `step` function, itself compiled with Numba, that binds the
-symbolic dims from its inputs, takes views of the arenas for intermediate values (as the
+are emitted once, whatever the order of their arguments) and one `step` function, itself
+compiled with Numba, that binds the symbolic dims from its inputs, takes views of the arenas for intermediate values (as the
 memory plan says), and calls the kernels in schedule order. Non-elementwise ops write their
 own calls through their `emit_cpu`, against the kernels in `library` (``K.``).
 
