@@ -9,6 +9,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,6 +72,27 @@ class Diagnostic:
         if not d["extra"]:
             d.pop("extra")
         return d
+
+
+def format_path(path: Sequence[str | int]) -> str:
+    """A YAML path as a `Diagnostic` shows it: ``("model", "layers", 0, "units")`` ->
+    ``model.layers[0].units``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def diagnostic_at(code: str, message: str, file: str | None, pos: tuple[int, int, int],
+                  path: Sequence[str | int], **kw) -> Diagnostic:
+    """A `Diagnostic` at ``pos`` = (line, col, span) of ``file``, for the value at YAML path
+    ``path`` (None when the path is empty)."""
+    line, col, span = pos
+    return Diagnostic(code=code, message=message, file=file, line=line, col=col, span=span,
+                      path=format_path(path) or None, **kw)
 
 
 class GraphdlError(Exception):

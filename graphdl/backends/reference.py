@@ -37,6 +37,8 @@ def bind_symbols(graph: Graph, feeds: dict[str, np.ndarray]) -> dict[str, int]:
     return bindings
 
 
+# run_reference and run_planned: a deliberate parallel of signatures and returns, so a test
+# can run a graph through either; the evaluation loops differ (own arrays vs the plan).
 def run_reference(
     graph: Graph,
     feeds: dict[str, np.ndarray],
@@ -89,6 +91,7 @@ class PlanError(ValueError):
     """The schedule or the memory plan cannot be executed as it stands."""
 
 
+# Deliberate parallel of run_reference's signature and returns (see there).
 def run_planned(
     graph: Graph,
     feeds: dict[str, np.ndarray],

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.errors import Diagnostic, GraphdlError, format_path
 
 YamlPath = tuple[str | int, ...]
-
-
-def format_path(path: Sequence[str | int]) -> str:
-    """``("data", "preprocess", 0, "fields")`` -> ``data.preprocess[0].fields``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 def _loc_fields(loc: Any) -> dict | None:

@@ -307,6 +307,8 @@ def _tap(kh, kw, s, d, oh, ow):
     return (slice(kh * dh, kh * dh + (oh - 1) * sh + 1, sh), slice(kw * dw, kw * dw + (ow - 1) * sw + 1, sw))
 
 
+# _ref_conv2d and _ref_grad_input: a deliberate parallel (the same tap loop, gathering
+# there and scattering, the adjoint, here), kept as two plain references.
 def _ref_conv2d(attrs, x, w, b=None):
     s, (pt, pb, pl, pr), d, groups = conv_params(attrs)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pt, pb), (pl, pr)))
@@ -331,6 +333,7 @@ def _ref_conv2d(attrs, x, w, b=None):
     return out.astype(x.dtype)
 
 
+# Deliberate parallel of _ref_conv2d's tap loop: its adjoint, scattering gy back.
 def _ref_grad_input(attrs, gy, w):
     s, (pt, pb, pl, pr), d, groups = conv_params(attrs)
     h, wd = _pair(attrs["input_size"], "input_size")
@@ -554,6 +557,8 @@ def _col2im_add(cols, gxp, c0, khs, kws, oh, ow, sh, sw, dh, dw, wide, unit):
 @cpu_helper
 def _fwd_block(x, w, b, out, n0, n1, sh, sw, pt, pl, dh, dw, groups, has_bias):
     """Samples n0..n1 of the forward pass, with this block's own scratch."""
+    # the block helpers' common prologue (deliberate parallel of _bwd_input_block's and
+    # _bwd_weight_block's): each names the sizes it uses; `_geometry` derives the rest
     n_ch = x.shape[1]
     nf, cg, khs, kws = w.shape
     oh, ow = out.shape[2], out.shape[3]
@@ -610,6 +615,7 @@ def conv2d_fwd(x, w, b, out, sh, sw, pt, pl, dh, dw, groups, has_bias):
 def _bwd_weight_block(x, gy, gw, acc, n0, n1, sh, sw, pt, pl, dh, dw, groups):
     """Samples n0..n1's share of the weight gradient, added into acc: gw.T per group
     [groups, nk, fg] with 16 or more filters per group, else [1, nf, nk] (gw)."""
+    # deliberate parallel of _fwd_block's prologue (see there)
     n_ch = x.shape[1]
     nf, cg, khs, kws = gw.shape
     oh, ow = gy.shape[2], gy.shape[3]
@@ -705,6 +711,7 @@ def conv2d_bwd_weight(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
 @cpu_helper
 def _bwd_input_block(gy, w, gx, n0, n1, sh, sw, pt, pl, dh, dw, groups):
     """Samples n0..n1 of the input gradient: col2im(W.T @ gy[n]), padding cropped."""
+    # deliberate parallel of _fwd_block's prologue (see there)
     n_ch, h, wd = gx.shape[1], gx.shape[2], gx.shape[3]
     nf, cg, khs, kws = w.shape
     oh, ow = gy.shape[2], gy.shape[3]

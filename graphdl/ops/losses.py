@@ -61,6 +61,7 @@ def _ref_ce_grad(attrs, g, logits, labels):
 
 # graphdl/backends/cuda/kernels/losses.py repeats the per-row arithmetic of these loss
 # kernels (a deliberate parallel, so both backends agree to rounding): change both together.
+# (softmax_ce_bwd repeats this row max and sum of exponentials: one kernel per direction)
 @cpu_kernel
 def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
     n, c = logits.shape
@@ -88,6 +89,8 @@ def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
     out[0] = total / max(count, 1)
 
 
+# The CUDA softmax_ce_bwd is its deliberate parallel (see above). Its row max and sum of
+# exponentials parallel softmax_ce_fwd's: one kernel per direction, each a single pass.
 @cpu_kernel
 def softmax_ce_bwd(g, logits, labels, out, smoothing, ignore):
     n, c = logits.shape
@@ -286,6 +289,8 @@ def _ref_correct(attrs, logits, labels):
     return np.asarray(hit.sum(), np.float32), np.asarray(valid.sum(), np.float32)
 
 
+# Deliberate parallel of the CUDA count_correct_kernel (graphdl/backends/cuda/kernels/
+# losses.py): the same row walk, so both backends count alike.
 @cpu_kernel
 def count_correct_kernel(logits, labels, correct, total, ignore):
     n, c = logits.shape

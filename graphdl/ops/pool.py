@@ -256,6 +256,8 @@ def max_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl):
                         m = v if (v > m or v != v) else m  # noqa: PLR0124
                         orow[j] = m
         return
+    # General path. Deliberate parallel of _max_pool_bwd_block's general path: the same
+    # window walk, which there also tracks the argmax cell; one kernel per direction.
     for n in range(n_img):
         for c in range(n_ch):
             for i in range(oh):
@@ -312,7 +314,9 @@ def _max_pool_bwd_block(gy, x, gx, kh, kw, sh, sw, pt, pl):
             grow = y2[r]
             for j in range(ow):
                 # strictly greater: ties keep the first; the first NaN wins. Bitwise | & ~
-                # on the comparisons, then selects: no branches to mispredict
+                # on the comparisons, then selects: no branches to mispredict. Deliberate
+                # parallel of the 4-D loop below (same routing on a 2-D view, kept inline
+                # in both: these loops are the hot path)
                 a, b = xr[2 * j], xr[2 * j + 1]
                 c2, d = xr[w + 2 * j], xr[w + 2 * j + 1]
                 t1 = (b > a) | ((b != b) & (a == a))  # noqa: PLR0124
@@ -336,6 +340,7 @@ def _max_pool_bwd_block(gy, x, gx, kh, kw, sh, sw, pt, pl):
                     g1 = gx[n, c, 2 * i + 1]
                     grow = gy[n, c, i]
                     for j in range(ow):
+                        # deliberate parallel of the even-size 2-D loop above: same routing
                         a, b = r0[2 * j], r0[2 * j + 1]
                         c2, d = r1[2 * j], r1[2 * j + 1]
                         t1 = (b > a) | ((b != b) & (a == a))  # noqa: PLR0124
@@ -355,6 +360,8 @@ def _max_pool_bwd_block(gy, x, gx, kh, kw, sh, sw, pt, pl):
                     for b in range(2 * ow, w):
                         gx[n, c, a, b] = zero
         return
+    # General path. Deliberate parallel of max_pool2d_fwd's general path (its window walk,
+    # here also keeping the argmax cell) and of avg_pool2d_bwd's zeroed-plane scatter.
     best = np.empty(ow, x.dtype)  # per-row running max, once per call
     arg = np.empty(ow, np.int64)  # its cell (a * w + column), -1: none yet; once per call
     for n in range(n_img):
@@ -450,7 +457,8 @@ def avg_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl, count_include_pad):
                     orow[j] *= scale[j]
 
 
-# Deliberate parallel of avg_pool2d_fwd: its window walk, scattering gy back (the adjoint).
+# Deliberate parallel of avg_pool2d_fwd: its window walk, scattering gy back (the adjoint);
+# its zeroed plane is _max_pool_bwd_block's.
 @cpu_kernel
 def avg_pool2d_bwd(gy, gx, kh, kw, sh, sw, pt, pl, count_include_pad):
     n_img, n_ch, h, w = gx.shape

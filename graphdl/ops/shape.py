@@ -171,6 +171,8 @@ def _g_concat(g, attrs, ins, outs, gouts):
     return grads
 
 
+# Deliberate parallel of copy_from_3d (split), its adjoint: the same loops, the offset on
+# the other side (kept apart so each inner loop stays a plain strided copy).
 @cpu_kernel
 def copy_into_3d(src, dst, offset):
     na, nm, nb = src.shape
@@ -245,6 +247,8 @@ def _g_slice(g, attrs, ins, outs, gouts):
     return [g.op("slice_grad", gouts[0], axis=attrs["axis"], start=attrs["start"], size=t.shape[attrs["axis"]])]
 
 
+# Deliberate parallel of copy_into_3d (concat), its adjoint: the same loops, the offset on
+# the other side.
 @cpu_kernel
 def copy_from_3d(src, dst, offset):
     na, nm, nb = dst.shape
@@ -254,10 +258,17 @@ def copy_from_3d(src, dst, offset):
                 dst[a, m, b] = src[a, offset + m, b]
 
 
+def _slice_dims(ctx, attrs, src, dst) -> tuple[str, str, str, str]:
+    """(A, M, MO, B): ``src`` seen as (A, M, B) and ``dst`` as (A, MO, B) about the slice
+    axis (slice and slice_grad, on both backends)."""
+    axis = attrs["axis"] % ctx.type(src).rank
+    a, m, b = _split3(ctx, src, axis)
+    _, mo, _ = _split3(ctx, dst, axis)
+    return a, m, mo, b
+
+
 def _emit_slice(ctx, attrs, ins, outs):
-    axis = attrs["axis"] % ctx.type(ins[0]).rank
-    a, m, b = _split3(ctx, ins[0], axis)
-    _, mo, _ = _split3(ctx, outs[0], axis)
+    a, m, mo, b = _slice_dims(ctx, attrs, ins[0], outs[0])
     return [
         (f"{ctx.kernel('copy_from_3d')}({ctx.var(ins[0])}.reshape(({a}, {m}, {b})), "
         f"{ctx.var(outs[0])}.reshape(({a}, {mo}, {b})), {attrs['start']})")
@@ -305,9 +316,7 @@ def _g_slice_grad(g, attrs, ins, outs, gouts):
 
 
 def _emit_slice_grad(ctx, attrs, ins, outs):
-    axis = attrs["axis"] % ctx.type(ins[0]).rank
-    a, m, b = _split3(ctx, ins[0], axis)
-    _, mo, _ = _split3(ctx, outs[0], axis)
+    a, m, mo, b = _slice_dims(ctx, attrs, ins[0], outs[0])
     out = ctx.var(outs[0])
     return [
         f"{out}[...] = 0",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.errors import Diagnostic, GraphdlError, diagnostic_at, format_path
 
 _PLAIN_TAG = "tag:graphdl,2024:plain"  # an untagged plain scalar: resolved by the core schema
 _STR = "tag:yaml.org,2002:str"
@@ -88,17 +88,6 @@ class LoadedYaml:
     file: str
 
 
-def format_path(path) -> str:
-    """('model', 'layers', 0, 'units') -> 'model.layers[0].units'."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 def parse_path(text: str) -> tuple:
     """Inverse of :func:`format_path` for plain keys: 'model.layers[0].units'."""
     parts: list = []
@@ -126,19 +115,7 @@ class _Builder:
         self._stack: set[int] = set()
 
     def _diag(self, code, message, pos, path, **kw) -> None:
-        line, col, span = pos
-        self.diags.append(
-            Diagnostic(
-                code=code,
-                message=message,
-                file=self.file,
-                line=line,
-                col=col,
-                span=span,
-                path=format_path(path) or None,
-                **kw,
-            )
-        )
+        self.diags.append(diagnostic_at(code, message, self.file, pos, path, **kw))
 
     def build(self, node, path: tuple, key_pos=None):
         vpos = _mark_pos(node, self.lines)

@@ -14,13 +14,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.errors import Diagnostic, GraphdlError, format_path
 from graphdl.layers import COMMON_LAYER_KEYS, LAYERS
 from graphdl.layers.core import ALPHA_DEFAULTS
 from graphdl.layers.schema import fill
 from graphdl.spec import schema_gen as sg
 from graphdl.spec.datatypes import InputSpec, LayerSpec, Location, ModelSpec, Spec
-from graphdl.spec.loader import LoadedYaml, format_path
+from graphdl.spec.loader import LoadedYaml
 from graphdl.spec.validate import (
     Reporter,
     did_you_mean,

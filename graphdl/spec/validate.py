@@ -16,11 +16,11 @@ import re
 from jsonschema import Draft7Validator
 from jsonschema.validators import extend
 
-from graphdl.errors import Diagnostic
+from graphdl.errors import Diagnostic, diagnostic_at, format_path
 from graphdl.layers import COMMON_LAYER_KEYS, LAYERS
 from graphdl.layers.core import ALPHA_DEFAULTS
 from graphdl.spec import schema_gen as sg
-from graphdl.spec.loader import Pos, format_path
+from graphdl.spec.loader import Pos
 
 MAX_ERRORS = 20
 
@@ -192,17 +192,7 @@ class Reporter:
             key = True  # the nearest existing parent: point at its key
 
     def at(self, code, message, path, key=False, **kw) -> Diagnostic:
-        line, col, span = self.pos(path, key)
-        return Diagnostic(
-            code=code,
-            message=message,
-            file=self.file,
-            line=line,
-            col=col,
-            span=span,
-            path=format_path(path) or None,
-            **kw,
-        )
+        return diagnostic_at(code, message, self.file, self.pos(path, key), path, **kw)
 
 
 def finish(diags: list[Diagnostic]) -> list[Diagnostic]:

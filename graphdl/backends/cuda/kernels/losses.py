@@ -21,6 +21,8 @@ from graphdl.backends.cuda.kernels.reduce import tree_reduce
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
 
 
+# Deliberate parallel of the CPU softmax_ce_fwd (per row) and, in its one-block two-sum
+# layout, of count_correct_kernel below (the sums differ; the tree is shared).
 @cuda_kernel
 @jit
 def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
@@ -72,6 +74,7 @@ def count_valid(labels, ignore, count):
         count[0] = cnt[0]
 
 
+# Deliberate parallel of the CPU softmax_ce_bwd (per row).
 @cuda_kernel
 @jit
 def softmax_ce_bwd(g, logits, labels, count, out, smoothing, ignore):
@@ -99,6 +102,8 @@ def softmax_ce_bwd(g, logits, labels, count, out, smoothing, ignore):
                 out[i, j] = (p - tj) * scale
 
 
+# Deliberate parallel of the CPU count_correct_kernel (per row), in softmax_ce_fwd's
+# one-block two-sum layout.
 @cuda_kernel
 @jit
 def count_correct_kernel(logits, labels, correct, total, ignore):

@@ -20,6 +20,8 @@ from graphdl.ops.reduce import _prod
 @jit
 def softmax_arb(x, out, log):
     """Softmax (log-softmax with ``log``) over the middle axis of (A, R, B)."""
+    # Deliberate parallel of reduce_arb's (A, R, B) block walk (kernels/reduce.py), as is
+    # softmax_grad_arb's: a CUDA kernel's grid loop cannot be shared; the tree is.
     sh = cuda.shared.array(RED_BLOCK, dtype=x.dtype)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
@@ -70,6 +72,7 @@ def softmax_arb(x, out, log):
 def softmax_grad_arb(g, y, out, log):
     """Backward of softmax from its output y: y * (g - sum(g * y)); with ``log``
     (y = log_softmax): g - exp(y) * sum(g)."""
+    # deliberate parallel of softmax_arb's and reduce_arb's block walk (see softmax_arb)
     sh = cuda.shared.array(RED_BLOCK, dtype=g.dtype)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y

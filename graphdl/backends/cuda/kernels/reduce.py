@@ -45,7 +45,8 @@ def tree_reduce(sh, row, rows, col, cols, is_max):
 @jit
 def reduce_arb(x, out, is_max, mean):
     """out[a, b] = sum over r of x[a, r, b] (max with ``is_max``; times 1/R with ``mean``).
-    The softmax kernels (kernels/nn.py) walk the (A, R, B) blocks the same way."""
+    The softmax kernels (kernels/nn.py) walk the (A, R, B) blocks the same way: a deliberate
+    parallel (a grid loop cannot be shared between kernels; the tree is)."""
     sh = cuda.shared.array(RED_BLOCK, dtype=x.dtype)
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y

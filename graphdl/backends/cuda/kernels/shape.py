@@ -7,6 +7,7 @@ from __future__ import annotations
 from graphdl.backends.cuda.device import cuda, jit
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
 from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.ops.shape import _slice_dims, _split3
 
 RANK = 6  # transpose handles up to this many axes (shapes are padded with leading ones)
 
@@ -29,7 +30,8 @@ def fill_flat(dst, value):
 @cuda_kernel
 @jit
 def copy_into_3d(src, dst, offset):
-    """dst[a, offset + m, b] = src[a, m, b] (concat; `copy_from_3d` is its adjoint)."""
+    """dst[a, offset + m, b] = src[a, m, b] (concat). A deliberate parallel of its adjoint
+    `copy_from_3d` (split): the same index walk, the offset on the other side."""
     na, nm, nb = src.shape
     for i in range(cuda.grid(1), na * nm * nb, cuda.gridsize(1)):
         b = i % nb
@@ -42,7 +44,8 @@ def copy_into_3d(src, dst, offset):
 @cuda_kernel
 @jit
 def copy_from_3d(src, dst, offset):
-    """dst[a, m, b] = src[a, offset + m, b] (split; `copy_into_3d` is its adjoint)."""
+    """dst[a, m, b] = src[a, offset + m, b] (split). A deliberate parallel of its adjoint
+    `copy_into_3d` (concat): the same index walk, the offset on the other side."""
     na, nm, nb = dst.shape
     for i in range(cuda.grid(1), na * nm * nb, cuda.gridsize(1)):
         b = i % nb
@@ -67,11 +70,10 @@ def transpose_nd(src, dst, oshape, istrides):
         dst[i] = src[s]
 
 
-def _split3(ctx, v, axis):
-    shape = ctx.shape(v)
-    a = " * ".join(shape[:axis]) or "1"
-    b = " * ".join(shape[axis + 1 :]) or "1"
-    return a, shape[axis], b
+def _slice_views(ctx, attrs, src, dst) -> tuple[str, str]:
+    """``src`` and ``dst`` as (A, M, B) views about the slice axis (slice and slice_grad)."""
+    a, m, mo, b = _slice_dims(ctx, attrs, src, dst)
+    return ctx.reshaped(src, (a, m, b)), ctx.reshaped(dst, (a, mo, b))
 
 
 @cuda_emitter("reshape")
@@ -121,21 +123,13 @@ def _emit_concat(ctx, attrs, ins, outs):
 
 @cuda_emitter("slice")
 def _emit_slice(ctx, attrs, ins, outs):
-    axis = attrs["axis"] % ctx.type(ins[0]).rank
-    a, m, b = _split3(ctx, ins[0], axis)
-    _, mo, _ = _split3(ctx, outs[0], axis)
-    src3 = ctx.reshaped(ins[0], (a, m, b))
-    dst3 = ctx.reshaped(outs[0], (a, mo, b))
+    src3, dst3 = _slice_views(ctx, attrs, ins[0], outs[0])
     return ctx.launch1d(ctx.kernel("copy_from_3d"), ctx.size(outs[0]), [src3, dst3, str(attrs["start"])])
 
 
 @cuda_emitter("slice_grad")
 def _emit_slice_grad(ctx, attrs, ins, outs):
-    axis = attrs["axis"] % ctx.type(ins[0]).rank
-    a, m, b = _split3(ctx, ins[0], axis)
-    _, mo, _ = _split3(ctx, outs[0], axis)
-    src3 = ctx.reshaped(ins[0], (a, m, b))
-    dst3 = ctx.reshaped(outs[0], (a, mo, b))
+    src3, dst3 = _slice_views(ctx, attrs, ins[0], outs[0])
     lines = ctx.launch1d(ctx.kernel("fill_flat"), ctx.size(outs[0]), [ctx.flat(outs[0]), "0"])
     lines += ctx.launch1d(ctx.kernel("copy_into_3d"), ctx.size(ins[0]), [src3, dst3, str(attrs["start"])])
     return lines
