@@ -23,11 +23,11 @@ def verify(g: Graph, after: str = "") -> None:
         slots = sorted(d["in_slot"] for _, _, d in g.nx.in_edges(nid, data=True))
         if slots != list(range(len(slots))):
             raise VerifyError(f"{g.describe(nid)} has input slots {slots}{where}")
-        if nd["op"] not in ("input", "param", "state", "const"):
-            if not op.variadic and len(ins) != len(op.inputs):
-                raise VerifyError(
-                    f"{g.describe(nid)} has {len(ins)} inputs, {op.name} takes {len(op.inputs)}{where}"
-                )
+        sized = nd["op"] not in ("input", "param", "state", "const") and not op.variadic
+        if sized and len(ins) != len(op.inputs):
+            raise VerifyError(
+                f"{g.describe(nid)} has {len(ins)} inputs, {op.name} takes {len(op.inputs)}{where}"
+            )
         if len(nd["types"]) != op.num_outputs and nd["op"] not in ("input", "param", "state", "const"):
             raise VerifyError(f"{g.describe(nid)} has {len(nd['types'])} output types{where}")
         if any(t is None for t in nd["types"]):

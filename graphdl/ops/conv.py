@@ -785,7 +785,7 @@ def _emit_conv2d(ctx, attrs, ins, outs):
     else:  # the kernel reads no bias: any 1-D array of the dtype will do
         b = f"{w}.reshape(({math.prod(ctx.type(ins[1]).shape)},))"
     return [
-        f"{ctx.kernel('conv2d_fwd')}({x}, {w}, {b}, {ctx.var(outs[0])}, {_args(ctx, attrs)}, {ctx.runtime(has_bias)})"
+        ctx.call("conv2d_fwd", x, w, b, outs[0], _args(ctx, attrs), ctx.runtime(has_bias))
     ]
 
 
@@ -793,10 +793,7 @@ def _emit_backward(kernel: str):
     """Emitter of a backward kernel ``kernel(in0, in1, out, geometry...)``."""
 
     def emit(ctx, attrs, ins, outs):
-        return [
-            (f"{ctx.kernel(kernel)}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
-            f"{ctx.var(outs[0])}, {_args(ctx, attrs)})")
-        ]
+        return [ctx.call(kernel, ins[0], ins[1], outs[0], _args(ctx, attrs))]
 
     return emit
 

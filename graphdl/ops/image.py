@@ -191,7 +191,7 @@ def resize_nearest_nchw(x, out):
 
 def _emit_resize(ctx, attrs, ins, outs):
     kernel = "resize_nearest_nchw" if attrs["interpolation"] == "nearest" else "resize_bilinear_nchw"
-    return [f"{ctx.kernel(kernel)}({ctx.var(ins[0])}, {ctx.var(outs[0])})"]
+    return [ctx.call(kernel, ins[0], outs[0])]
 
 
 register(
@@ -263,13 +263,11 @@ def rgb_to_yuv_nchw(x, out, u_scale, v_scale):
 
 
 def _emit_grayscale(ctx, attrs, ins, outs):
-    return [f"{ctx.kernel('grayscale_nchw')}({ctx.var(ins[0])}, {ctx.var(outs[0])})"]
+    return [ctx.call("grayscale_nchw", ins[0], outs[0])]
 
 
 def _emit_rgb_to_yuv(ctx, attrs, ins, outs):
-    call = (f"{ctx.kernel('rgb_to_yuv_nchw')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, "
-            f"{U_SCALE!r}, {V_SCALE!r})")
-    return [call]
+    return [ctx.call("rgb_to_yuv_nchw", ins[0], outs[0], repr(U_SCALE), repr(V_SCALE))]
 
 
 register(
@@ -337,9 +335,7 @@ def _view_ncr(ctx, v):
 
 def _emit_select(ctx, attrs, ins, outs):
     chans = "(" + "".join(f"{int(c)}, " for c in attrs["channels"]) + ")"
-    call = (f"{ctx.kernel('select_channels_ncr')}({_view_ncr(ctx, ins[0])}, "
-            f"{_view_ncr(ctx, outs[0])}, {chans})")
-    return [call]
+    return [ctx.call("select_channels_ncr", _view_ncr(ctx, ins[0]), _view_ncr(ctx, outs[0]), chans)]
 
 
 register(
@@ -386,9 +382,8 @@ def normalize_channels_ncr(x, mean, std, out):
 
 
 def _emit_normalize(ctx, attrs, ins, outs):
-    call = (f"{ctx.kernel('normalize_channels_ncr')}({_view_ncr(ctx, ins[0])}, "
-            f"{ctx.var(ins[1])}, {ctx.var(ins[2])}, {_view_ncr(ctx, outs[0])})")
-    return [call]
+    return [ctx.call("normalize_channels_ncr", _view_ncr(ctx, ins[0]), ins[1], ins[2],
+                     _view_ncr(ctx, outs[0]))]
 
 
 register(
@@ -490,9 +485,8 @@ def gaussian_blur_nchw(x, out, ksize, sigma):
 
 
 def _emit_blur(ctx, attrs, ins, outs):
-    call = (f"{ctx.kernel('gaussian_blur_nchw')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, "
-            f"{int(attrs['kernel'])}, {float(attrs['sigma'])!r})")
-    return [call]
+    return [ctx.call("gaussian_blur_nchw", ins[0], outs[0], int(attrs["kernel"]),
+                     repr(float(attrs["sigma"])))]
 
 
 register(
@@ -552,9 +546,7 @@ def median_filter_nchw(x, out, ksize):
 
 
 def _emit_median(ctx, attrs, ins, outs):
-    call = (f"{ctx.kernel('median_filter_nchw')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, "
-            f"{int(attrs['kernel'])})")
-    return [call]
+    return [ctx.call("median_filter_nchw", ins[0], outs[0], int(attrs["kernel"]))]
 
 
 register(
@@ -644,14 +636,12 @@ def _emit_random(kernel: str, draws: tuple[tuple[int, int], ...], attr_names: tu
             buf = ctx.fresh("u")
             size = f"{per} * {_draw_units(ctx, ins[0], stream)}"
             lines.append(f"{buf} = np.empty({size}, np.float64)")
-            lines.append(f"{ctx.kernel('draw_uniforms')}({ctx.var(ins[1])}, "
-                         f"{int(attrs['salt'])}, {stream}, {buf})")
+            lines.append(ctx.call("draw_uniforms", ins[1], int(attrs["salt"]), stream, buf))
             bufs.append(buf)
         xv, ov = ctx.var(ins[0]), ctx.var(outs[0])
         if view is not None:
             xv, ov = view(ctx, ins[0]), view(ctx, outs[0])
-        extra = "".join(f", {attrs[a]!r}" for a in attr_names)
-        lines.append(f"{ctx.kernel(kernel)}({xv}, {', '.join(bufs)}, {ov}{extra})")
+        lines.append(ctx.call(kernel, xv, *bufs, ov, *(repr(attrs[a]) for a in attr_names)))
         return lines
 
     return emit

@@ -173,8 +173,7 @@ def eig_real(a, w, v):
 
 def _emit(kernel):
     def emit(ctx, attrs, ins, outs):
-        args = ", ".join(ctx.var(v) for v in list(ins) + list(outs))
-        return [f"{ctx.kernel(kernel)}({args})"]
+        return [ctx.call(kernel, *ins, *outs)]
 
     return emit
 

@@ -128,18 +128,13 @@ def _g_ce(g, attrs, ins, outs, gouts):
 
 
 def _emit_ce(ctx, attrs, ins, outs):
-    return [
-        (f"{ctx.kernel('softmax_ce_fwd')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
-        f"{ctx.var(outs[0])}, {attrs['label_smoothing']!r}, {attrs['ignore_index']})")
-    ]
+    return [ctx.call("softmax_ce_fwd", ins[0], ins[1], outs[0],
+                     repr(attrs["label_smoothing"]), attrs["ignore_index"])]
 
 
 def _emit_ce_grad(ctx, attrs, ins, outs):
-    return [
-        (f"{ctx.kernel('softmax_ce_bwd')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
-        f"{ctx.var(ins[2])}, {ctx.var(outs[0])}, {attrs['label_smoothing']!r}, "
-        f"{attrs['ignore_index']})")
-    ]
+    return [ctx.call("softmax_ce_bwd", ins[0], ins[1], ins[2], outs[0],
+                     repr(attrs["label_smoothing"]), attrs["ignore_index"])]
 
 
 register(
@@ -216,10 +211,7 @@ def _emit_pair_loss(kernel: str):
     """Emitter of a loss over two same-shape tensors, flattened."""
 
     def emit(ctx, attrs, ins, outs):
-        return [
-            (f"{ctx.kernel(kernel)}({ctx.var(ins[0])}.ravel(), {ctx.var(ins[1])}.ravel(), "
-            f"{ctx.var(outs[0])})")
-        ]
+        return [ctx.call(kernel, f"{ctx.var(ins[0])}.ravel()", f"{ctx.var(ins[1])}.ravel()", outs[0])]
 
     return emit
 
@@ -311,10 +303,7 @@ def count_correct_kernel(logits, labels, correct, total, ignore):
 
 
 def _emit_correct(ctx, attrs, ins, outs):
-    return [
-        (f"{ctx.kernel('count_correct_kernel')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
-        f"{ctx.var(outs[0])}, {ctx.var(outs[1])}, {attrs['ignore_index']})")
-    ]
+    return [ctx.call("count_correct_kernel", ins[0], ins[1], outs[0], outs[1], attrs["ignore_index"])]
 
 
 register(

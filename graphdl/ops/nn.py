@@ -100,8 +100,7 @@ def _emit_along_axis(kernel: str, log: bool):
 
     def emit(ctx, attrs, ins, outs):
         axis = _axis(attrs, ctx.type(ins[0]).rank)
-        views = ", ".join(_view3(ctx, v, axis) for v in [*ins, outs[0]])
-        return [f"{ctx.kernel(kernel)}({views}, {log})"]
+        return [ctx.call(kernel, *(_view3(ctx, v, axis) for v in [*ins, outs[0]]), log)]
 
     return emit
 
@@ -187,11 +186,8 @@ def _g_dropout(g, attrs, ins, outs, gouts):
 
 def _emit_dropout(ctx, attrs, ins, outs):
     scale = 1.0 / (1.0 - attrs["rate"])
-    return [
-        (f"{ctx.kernel('dropout_flat')}({ctx.var(ins[0])}.ravel(), {ctx.var(ins[1])}, "
-        f"{ctx.var(outs[0])}.ravel(), {attrs['salt']}, {attrs['rate']!r}, "
-        f"{ctx.lit(scale, ctx.type(ins[0]).dtype)})")
-    ]
+    return [ctx.call("dropout_flat", f"{ctx.var(ins[0])}.ravel()", ins[1], f"{ctx.var(outs[0])}.ravel()",
+                     attrs["salt"], repr(attrs["rate"]), ctx.lit(scale, ctx.type(ins[0]).dtype))]
 
 
 register(

@@ -193,21 +193,14 @@ def _view3(ctx, v) -> str:
 
 def _emit_train(ctx, attrs, ins, outs):
     x, gamma, beta = ins
-    call = (
-        f"{ctx.kernel('batch_norm_fwd')}({_view3(ctx, x)}, {ctx.var(gamma)}, {ctx.var(beta)}, "
-        f"{_view3(ctx, outs[0])}, {ctx.var(outs[1])}, {ctx.var(outs[2])}, {attrs['eps']!r})"
-    )
-    return [call]
+    return [ctx.call("batch_norm_fwd", _view3(ctx, x), gamma, beta, _view3(ctx, outs[0]), outs[1],
+                     outs[2], repr(attrs["eps"]))]
 
 
 def _emit_train_grad(ctx, attrs, ins, outs):
     gy, x, gamma, mean, var = ins
-    call = (
-        f"{ctx.kernel('batch_norm_bwd')}({_view3(ctx, gy)}, {_view3(ctx, x)}, {ctx.var(gamma)}, "
-        f"{ctx.var(mean)}, {ctx.var(var)}, {_view3(ctx, outs[0])}, {ctx.var(outs[1])}, "
-        f"{ctx.var(outs[2])}, {attrs['eps']!r})"
-    )
-    return [call]
+    return [ctx.call("batch_norm_bwd", _view3(ctx, gy), _view3(ctx, x), gamma, mean, var,
+                     _view3(ctx, outs[0]), outs[1], outs[2], repr(attrs["eps"]))]
 
 
 # ----------------------------------------------------------------------- gradient

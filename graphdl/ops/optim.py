@@ -60,8 +60,8 @@ def _inplace_outputs(ctx, ins, outs, pairs) -> list[str]:
 def _emit_sgd(ctx, attrs, ins, outs):
     g, lr = ctx.var(ins[1]), ctx.var(ins[2])
     return _inplace_outputs(ctx, ins, outs, [(0, 0)]) + [
-        (f"{ctx.kernel('sgd_flat')}({ctx.var(outs[0])}.ravel(), {g}.ravel(), {lr}, "
-        f"{attrs['weight_decay']!r}, {attrs['lr_mult']!r})")
+        ctx.call("sgd_flat", f"{ctx.var(outs[0])}.ravel()", f"{g}.ravel()", lr,
+                 repr(attrs["weight_decay"]), repr(attrs["lr_mult"]))
     ]
 
 
@@ -113,9 +113,9 @@ def _emit_momentum(ctx, attrs, ins, outs):
     g, lr = ctx.var(ins[1]), ctx.var(ins[3])
     po, bo = (ctx.var(v) for v in outs)
     return _inplace_outputs(ctx, ins, outs, [(0, 0), (1, 2)]) + [
-        (f"{ctx.kernel('momentum_flat')}({po}.ravel(), {g}.ravel(), {bo}.ravel(), {lr}, "
-        f"{attrs['momentum']!r}, {attrs['nesterov']}, {attrs['weight_decay']!r}, "
-        f"{attrs['lr_mult']!r})")
+        ctx.call("momentum_flat", f"{po}.ravel()", f"{g}.ravel()", f"{bo}.ravel()", lr,
+                 repr(attrs["momentum"]), attrs["nesterov"], repr(attrs["weight_decay"]),
+                 repr(attrs["lr_mult"]))
     ]
 
 
@@ -183,9 +183,9 @@ def _emit_adam(ctx, attrs, ins, outs):
     g, lr, step = ctx.var(ins[1]), ctx.var(ins[4]), ctx.var(ins[5])
     po, mo, vo = (ctx.var(x) for x in outs)
     return _inplace_outputs(ctx, ins, outs, [(0, 0), (1, 2), (2, 3)]) + [
-        (f"{ctx.kernel('adam_flat')}({po}.ravel(), {g}.ravel(), {mo}.ravel(), {vo}.ravel(), "
-        f"{lr}, {step}, {attrs['beta1']!r}, {attrs['beta2']!r}, {attrs['eps']!r}, "
-        f"{attrs['weight_decay']!r}, {attrs['decoupled']}, {attrs['lr_mult']!r})")
+        ctx.call("adam_flat", f"{po}.ravel()", f"{g}.ravel()", f"{mo}.ravel()", f"{vo}.ravel()",
+                 lr, step, repr(attrs["beta1"]), repr(attrs["beta2"]), repr(attrs["eps"]),
+                 repr(attrs["weight_decay"]), attrs["decoupled"], repr(attrs["lr_mult"]))
     ]
 
 

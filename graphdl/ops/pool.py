@@ -520,36 +520,27 @@ def _args(ctx, attrs) -> str:
 
 
 def _emit_max(ctx, attrs, ins, outs):
-    return [f"{ctx.kernel('max_pool2d_fwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(ctx, attrs)})"]
+    return [ctx.call("max_pool2d_fwd", ins[0], outs[0], _args(ctx, attrs))]
 
 
 def _emit_max_grad(ctx, attrs, ins, outs):
-    return [
-        (f"{ctx.kernel('max_pool2d_bwd')}({ctx.var(ins[0])}, {ctx.var(ins[1])}, "
-        f"{ctx.var(outs[0])}, {_args(ctx, attrs)})")
-    ]
+    return [ctx.call("max_pool2d_bwd", ins[0], ins[1], outs[0], _args(ctx, attrs))]
 
 
 def _emit_avg(ctx, attrs, ins, outs):
-    return [
-        (f"{ctx.kernel('avg_pool2d_fwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(ctx, attrs)}, "
-        f"{ctx.runtime(bool(attrs['count_include_pad']))})")
-    ]
+    return [ctx.call("avg_pool2d_fwd", ins[0], outs[0], _args(ctx, attrs),
+                     ctx.runtime(bool(attrs["count_include_pad"])))]
 
 
 def _emit_avg_grad(ctx, attrs, ins, outs):
-    return [
-        (f"{ctx.kernel('avg_pool2d_bwd')}({ctx.var(ins[0])}, {ctx.var(outs[0])}, {_args(ctx, attrs)}, "
-        f"{ctx.runtime(bool(attrs['count_include_pad']))})")
-    ]
+    return [ctx.call("avg_pool2d_bwd", ins[0], outs[0], _args(ctx, attrs),
+                     ctx.runtime(bool(attrs["count_include_pad"])))]
 
 
 def _emit_global(ctx, attrs, ins, outs):
     n, c, h, w = ctx.shape(ins[0])
-    return [
-        (f"{ctx.kernel('global_avg_pool2d_fwd')}({ctx.var(ins[0])}.reshape(({n} * {c}, {h} * {w})), "
-        f"{ctx.var(outs[0])}.reshape(({n} * {c},)))")
-    ]
+    return [ctx.call("global_avg_pool2d_fwd", f"{ctx.var(ins[0])}.reshape(({n} * {c}, {h} * {w}))",
+                     f"{ctx.var(outs[0])}.reshape(({n} * {c},))")]
 
 
 # ----------------------------------------------------------------------- registration

@@ -94,9 +94,7 @@ def emit_reduce(kernel: str, flag: bool):
             lines.append(f"{tmp} = np.ascontiguousarray(np.transpose({x}, {perm}))")
             x = tmp
         out = ctx.var(outs[0])
-        lines.append(
-            f"{ctx.kernel(kernel)}({x}.reshape(({a}, {r}, {b})), {out}.reshape(({a}, {b})), {flag})"
-        )
+        lines.append(ctx.call(kernel, f"{x}.reshape(({a}, {r}, {b}))", f"{out}.reshape(({a}, {b}))", flag))
         return lines
 
     return emit

@@ -196,10 +196,8 @@ def _emit_concat(ctx, attrs, ins, outs):
     lines, offset = [], 0
     for v in ins:
         _, mi, _ = _split3(ctx, v, axis)
-        lines.append(
-            f"{ctx.kernel('copy_into_3d')}({ctx.var(v)}.reshape(({a}, {mi}, {b})), "
-            f"{out}.reshape(({a}, {m}, {b})), {offset})"
-        )
+        lines.append(ctx.call("copy_into_3d", f"{ctx.var(v)}.reshape(({a}, {mi}, {b}))",
+                              f"{out}.reshape(({a}, {m}, {b}))", offset))
         offset += ctx.type(v).shape[axis]
     return lines
 
@@ -269,10 +267,8 @@ def _slice_dims(ctx, attrs, src, dst) -> tuple[str, str, str, str]:
 
 def _emit_slice(ctx, attrs, ins, outs):
     a, m, mo, b = _slice_dims(ctx, attrs, ins[0], outs[0])
-    return [
-        (f"{ctx.kernel('copy_from_3d')}({ctx.var(ins[0])}.reshape(({a}, {m}, {b})), "
-        f"{ctx.var(outs[0])}.reshape(({a}, {mo}, {b})), {attrs['start']})")
-    ]
+    return [ctx.call("copy_from_3d", f"{ctx.var(ins[0])}.reshape(({a}, {m}, {b}))",
+                     f"{ctx.var(outs[0])}.reshape(({a}, {mo}, {b}))", attrs["start"])]
 
 
 _SLICE_ATTRS = {"axis": Attr(int), "start": Attr(int), "stop": Attr(int)}
@@ -320,8 +316,8 @@ def _emit_slice_grad(ctx, attrs, ins, outs):
     out = ctx.var(outs[0])
     return [
         f"{out}[...] = 0",
-        (f"{ctx.kernel('copy_into_3d')}({ctx.var(ins[0])}.reshape(({a}, {m}, {b})), "
-        f"{out}.reshape(({a}, {mo}, {b})), {attrs['start']})"),
+        ctx.call("copy_into_3d", f"{ctx.var(ins[0])}.reshape(({a}, {m}, {b}))",
+                 f"{out}.reshape(({a}, {mo}, {b}))", attrs["start"]),
     ]
 
 

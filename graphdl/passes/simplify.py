@@ -43,6 +43,15 @@ def fold_constants(g: Graph) -> bool:
     return changed
 
 
+def _is_identity(g: Graph, op: str, attrs: dict, ins: list, out_t) -> bool:
+    """x * 1, x + 0, and a reshape or broadcast to the shape x already has."""
+    if op == "mul_scalar":
+        return attrs["c"] == 1.0 and not attrs["div"]
+    if op == "add_scalar":
+        return attrs["c"] == 0.0
+    return op in ("reshape", "broadcast_to") and g.type_of(ins[0]).shape == out_t.shape
+
+
 def _is_const(g: Graph, v: Value, x: float) -> bool:
     c = _const_value(g, v)
     return c is not None and c.size > 0 and bool(np.all(c == x))
@@ -68,11 +77,7 @@ def identities(g: Graph) -> bool:
                 repl = a
             elif op in ("mul", "add") and _is_const(g, a, neutral) and g.type_of(b) == out_t:
                 repl = b
-        elif op == "mul_scalar" and attrs["c"] == 1.0 and not attrs["div"]:
-            repl = ins[0]
-        elif op == "add_scalar" and attrs["c"] == 0.0:
-            repl = ins[0]
-        elif op in ("reshape", "broadcast_to") and g.type_of(ins[0]).shape == out_t.shape:
+        elif _is_identity(g, op, attrs, ins, out_t):
             repl = ins[0]
         elif op == "neg" and g.op_of(ins[0].node) == "neg":
             repl = g.inputs_of(ins[0].node)[0]

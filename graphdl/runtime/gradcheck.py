@@ -50,8 +50,8 @@ def gradcheck_spec(spec, batch: int = 4, entries: int = 12, eps: float = 1e-5) -
     params = {k: v.astype(np.float64) for k, v in init_params(g, spec.seed).items()}
     # nudge biases off zero so a relu kink is not sat on exactly
     rng = np.random.default_rng(0)
-    for k in params:
-        params[k] = params[k] + rng.standard_normal(params[k].shape) * 1e-2
+    for k, v in params.items():
+        params[k] = v + rng.standard_normal(v.shape) * 1e-2
 
     state = {k: v.astype(np.float64).reshape(g.type_of(Value(g.find("state", k))).shape)
              for k, v in init_state(g).items()}

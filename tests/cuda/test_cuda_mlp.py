@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from graphdl.backends.cpu.program import Program
 from graphdl.layers.lower import lower
 from graphdl.passes.pipeline import PassContext
 from graphdl.runtime.params import init_params, init_state
-from graphdl.backends.cpu.program import Program
 from graphdl.runtime.trainer import step_seed
 
 SPEC = Path(__file__).resolve().parents[2] / "specs" / "mlp_digits.yaml"

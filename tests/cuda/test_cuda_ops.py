@@ -15,9 +15,9 @@ import pytest
 from cuda_helpers import T, build_single, check_kernel, compile_single, randn, reference
 from graph_builders import N_STATE, update_graph
 
+from graphdl.backends.reference import run_reference
 from graphdl.errors import GraphdlError
 from graphdl.ir.graph import Graph
-from graphdl.backends.reference import run_reference
 from graphdl.ops.nn import dropout_mask_reference
 from graphdl.ops.registry import all_ops
 from graphdl.passes.pipeline import PassContext

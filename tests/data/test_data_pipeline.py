@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphdl.backends.reference import run_reference
 from graphdl.data import apply_preprocess, load_data
 from graphdl.data import pipeline as pl
 from graphdl.data.preprocess import STD_FLOOR
-from graphdl.backends.reference import run_reference
 
 NO_SHUFFLE = {"train": 0.8, "val": 0.1, "test": 0.1, "shuffle": False}
 SCALE_NORMALIZE = [{"op": "scale", "factor": 1 / 16}, {"op": "normalize", "mode": "zscore"},

@@ -41,8 +41,8 @@ def test_spec_runs_on_a_reduced_budget(tmp_path, name):
 
 @pytest.mark.slow
 def test_lenet_digits_reaches_97_percent(tmp_path, cli):
-    rc, out, err = cli("run", SPECS / "lenet_digits.yaml", "--run-dir", tmp_path / "run",
-                       "--no-progress")
+    rc, _, err = cli("run", SPECS / "lenet_digits.yaml", "--run-dir", tmp_path / "run",
+                     "--no-progress")
     assert rc == 0, err
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["test"]["accuracy"] >= 0.97, results
@@ -89,7 +89,7 @@ def test_finetuning_beats_training_from_scratch(tmp_path, pretrained, capsys):
 
     acc = {"fine": [], "scratch": []}
     for seed in (0, 1, 2):
-        for kind in acc:
+        for kind in ("fine", "scratch"):
             doc = _finetune_doc(pretrained if kind == "fine" else None)
             doc["seed"] = seed
             spec = _write(tmp_path, f"{kind}{seed}.yaml", doc)

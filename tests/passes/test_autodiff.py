@@ -12,8 +12,8 @@ from pass_graphs import (
     training_graph,
 )
 
-from graphdl.ir.graph import Value
 from graphdl.backends.reference import run_reference
+from graphdl.ir.graph import Value
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import autodiff, build_gradients, trainable_params
 from graphdl.passes.infer_shapes import infer_shapes

@@ -97,6 +97,12 @@ class EmitCtx:
     def kernel(self, name: str) -> str:
         return f"K.{name}"
 
+    def call(self, kernel: str, *args: Value | str | int) -> str:
+        """The line ``K.kernel(arg, ...)``: a Value is passed as its variable, anything
+        else as its text (``repr`` a float attribute first, to keep every digit)."""
+        parts = [self.var(a) if isinstance(a, Value) else str(a) for a in args]
+        return f"{self.kernel(kernel)}({', '.join(parts)})"
+
     def lit(self, x: float, dtype: str) -> str:
         return f"{NP_DTYPE[dtype]}({x!r})"
 
