@@ -398,11 +398,11 @@ elementwise("add", _add, _typed(np.add), _g_add, nin=2, doc="x + y with broadcas
 elementwise("sub", _sub, _typed(np.subtract), _g_sub, nin=2, doc="x - y")
 elementwise("mul", _mul, _typed(np.multiply), _g_mul, nin=2, doc="x * y")
 elementwise("div", _div, _typed(np.divide), _g_div, nin=2, doc="x / y")
-elementwise("neg", _neg, _typed(np.negative), _g_neg)
-elementwise("exp", _exp, _typed(np.exp), _g_exp)
-elementwise("log", _log, _typed(np.log), _g_log)
-elementwise("sqrt", _sqrt, _typed(np.sqrt), _g_sqrt)
-elementwise("square", _square, _typed(np.square), _g_square)
+elementwise("neg", _neg, _typed(np.negative), _g_neg, doc="-x")
+elementwise("exp", _exp, _typed(np.exp), _g_exp, doc="e^x")
+elementwise("log", _log, _typed(np.log), _g_log, doc="natural logarithm")
+elementwise("sqrt", _sqrt, _typed(np.sqrt), _g_sqrt, doc="square root")
+elementwise("square", _square, _typed(np.square), _g_square, doc="x * x")
 elementwise(
     "pow",
     _pow,
@@ -411,8 +411,10 @@ elementwise(
     attrs={"exponent": Attr(float)},
     doc="x ** exponent (a scalar attribute)",
 )
-elementwise("maximum", _maximum, _typed(np.maximum), _g_minmax("ge"), nin=2)
-elementwise("minimum", _minimum, _typed(np.minimum), _g_minmax("le"), nin=2)
+elementwise("maximum", _maximum, _typed(np.maximum), _g_minmax("ge"), nin=2,
+            doc="the larger of x and y (the gradient goes to x on ties)")
+elementwise("minimum", _minimum, _typed(np.minimum), _g_minmax("le"), nin=2,
+            doc="the smaller of x and y (the gradient goes to x on ties)")
 for _name, _fn, _np in (
     ("eq", _eq, np.equal),
     ("ne", _ne, np.not_equal),
@@ -428,6 +430,7 @@ for _name, _fn, _np in (
         nin=2,
         out_dtype="bool",
         no_grad_reason="comparisons are piecewise constant",
+        doc=f"elementwise comparison ({np.__name__}.{_np.__name__}), a bool tensor",
     )
 
 
@@ -459,13 +462,15 @@ register(
 
 # relu's gradient reads its output (y > 0 exactly when x > 0), so the pre-activation has a
 # single consumer and matmul + bias + relu fuse into one kernel
-elementwise("relu", _relu, _typed(lambda x: np.maximum(x, 0)), _g_with_output("relu_grad"))
+elementwise("relu", _relu, _typed(lambda x: np.maximum(x, 0)), _g_with_output("relu_grad"),
+            doc="max(x, 0)")
 elementwise(
     "relu_grad",
     _relu_grad,
     _typed(lambda g, x: np.where(x > 0, g, 0)),
     nin=2,
     no_grad_reason="second-order gradients of relu are zero almost everywhere",
+    doc="g where the relu's input was positive, else 0",
 )
 _alpha = {"alpha": Attr(float, 0.01)}
 elementwise(
@@ -474,6 +479,7 @@ elementwise(
     _typed(lambda x, alpha: np.where(x > 0, x, x * alpha)),
     _g_with_input("leaky_relu_grad", alpha=None),
     attrs=_alpha,
+    doc="x, or alpha * x for x <= 0",
 )
 elementwise(
     "leaky_relu_grad",
@@ -482,6 +488,7 @@ elementwise(
     nin=2,
     attrs=_alpha,
     no_grad_reason="piecewise linear",
+    doc="backward of leaky_relu from its input",
 )
 _elu_alpha = {"alpha": Attr(float, 1.0)}
 elementwise(
@@ -490,6 +497,7 @@ elementwise(
     _typed(lambda x, alpha: np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))),
     _g_with_input("elu_grad", alpha=None),
     attrs=_elu_alpha,
+    doc="x, or alpha * (e^x - 1) for x <= 0",
 )
 elementwise(
     "elu_grad",
@@ -498,46 +506,56 @@ elementwise(
     nin=2,
     attrs=_elu_alpha,
     no_grad_reason="second order not needed for training",
+    doc="backward of elu from its input",
 )
-elementwise("sigmoid", _sigmoid, lambda attrs, x: _np_sigmoid(x), _g_with_output("sigmoid_grad"))
+elementwise("sigmoid", _sigmoid, lambda attrs, x: _np_sigmoid(x), _g_with_output("sigmoid_grad"),
+            doc="1 / (1 + e^-x), without overflow")
 elementwise(
     "sigmoid_grad",
     _sigmoid_grad,
     _typed(lambda g, y: g * y * (1 - y)),
     nin=2,
     no_grad_reason="second order not needed for training",
+    doc="backward of sigmoid from its output y",
 )
-elementwise("tanh", _tanh, _typed(np.tanh), _g_with_output("tanh_grad"))
+elementwise("tanh", _tanh, _typed(np.tanh), _g_with_output("tanh_grad"), doc="hyperbolic tangent")
 elementwise(
     "tanh_grad",
     _tanh_grad,
     _typed(lambda g, y: g * (1 - y * y)),
     nin=2,
     no_grad_reason="second order not needed for training",
+    doc="backward of tanh from its output y",
 )
-elementwise("gelu", _gelu, lambda attrs, x: _np_gelu(x), _g_with_input("gelu_grad"))
+elementwise("gelu", _gelu, lambda attrs, x: _np_gelu(x), _g_with_input("gelu_grad"),
+            doc="x * Phi(x) (exact, with erf)")
 elementwise(
     "gelu_grad",
     _gelu_grad,
     lambda attrs, g, x: _np_gelu_grad(g, x),
     nin=2,
     no_grad_reason="second order not needed for training",
+    doc="backward of gelu from its input",
 )
-elementwise("softplus", _softplus, lambda attrs, x: _np_softplus(x), _g_with_input("softplus_grad"))
+elementwise("softplus", _softplus, lambda attrs, x: _np_softplus(x), _g_with_input("softplus_grad"),
+            doc="log(1 + e^x), without overflow")
 elementwise(
     "softplus_grad",
     _softplus_grad,
     lambda attrs, g, x: (g * special.expit(x)).astype(g.dtype),
     nin=2,
     no_grad_reason="second order not needed for training",
+    doc="backward of softplus from its input",
 )
-elementwise("silu", _silu, _typed(lambda x: x * special.expit(x)), _g_with_input("silu_grad"))
+elementwise("silu", _silu, _typed(lambda x: x * special.expit(x)), _g_with_input("silu_grad"),
+            doc="x * sigmoid(x) (swish)")
 elementwise(
     "silu_grad",
     _silu_grad,
     lambda attrs, g, x: _np_silu_grad(g, x),
     nin=2,
     no_grad_reason="second order not needed for training",
+    doc="backward of silu from its input",
 )
 
 
@@ -574,6 +592,7 @@ elementwise(
     _typed(lambda x, c: x + x.dtype.type(c)),
     _g_identity,
     attrs={"c": Attr(float)},
+    doc="x + c for a constant c",
 )
 
 

@@ -79,6 +79,7 @@ register(
         no_grad_reason="optimiser updates end the training step",
         emit_cpu=_emit_sgd,
         inplace_ok=(0,),
+        doc="param - lr * lr_mult * (grad + weight_decay * param), in place",
     )
 )
 
@@ -132,6 +133,7 @@ register(
         no_grad_reason="optimiser updates end the training step",
         emit_cpu=_emit_momentum,
         inplace_ok=(0, 2),
+        doc="SGD with momentum (PyTorch's form; nesterov optional): updates param and velocity",
     )
 )
 

@@ -17,6 +17,8 @@ from enum import IntEnum
 from functools import cached_property
 from typing import Any
 
+import numpy as np
+
 from graphdl.ir.optable import OPS
 from graphdl.ir.types import TensorType
 
@@ -45,9 +47,31 @@ REQUIRED = object()
 
 @dataclass
 class Attr:
+    """An op attribute: its Python type (``object``: any), default and allowed values."""
+
     kind: type | tuple = object
     default: Any = REQUIRED
     allowed: tuple | None = None
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` has this attribute's type (an int is a float, a bool is not an
+        int, NumPy scalars count as their Python types, None is fine where it is the default)."""
+        if value is None:
+            return self.default is None or self.kind is object
+        kinds = self.kind if isinstance(self.kind, tuple) else (self.kind,)
+        for kind in kinds:
+            if kind is object:
+                return True
+            if kind is bool and isinstance(value, (bool, np.bool_)):
+                return True
+            if kind is int and isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+                return True
+            if kind is float and isinstance(value, (int, float, np.integer, np.floating)) \
+                    and not isinstance(value, bool):
+                return True
+            if kind not in (bool, int, float) and isinstance(value, kind):
+                return True
+        return False
 
 
 @dataclass
@@ -92,6 +116,8 @@ class OpDef:
         for k, a in self.attrs.items():
             if k in attrs:
                 v = attrs[k]
+                if not a.accepts(v):
+                    raise TypeError(f"op {self.name}: attribute {k}={v!r} is not a {a.kind}")
                 if a.allowed is not None and v not in a.allowed:
                     raise TypeError(f"op {self.name}: attribute {k}={v!r} not in {a.allowed}")
                 out[k] = v

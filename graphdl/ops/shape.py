@@ -102,6 +102,7 @@ register(
         attrs={"perm": Attr(tuple)},
         grad=_g_transpose,
         emit_cpu=_emit_transpose,
+        doc="permute the axes by perm",
     )
 )
 
@@ -132,6 +133,7 @@ register(
         attrs={"shape": Attr(tuple)},
         grad=_g_broadcast_to,
         scalar=_cast,
+        doc="repeat x to a larger broadcast-compatible shape",
     )
 )
 
@@ -213,6 +215,7 @@ register(
         attrs={"axis": Attr(int, -1)},
         grad=_g_concat,
         emit_cpu=_emit_concat,
+        doc="join the inputs along axis",
     )
 )
 

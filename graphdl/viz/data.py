@@ -21,6 +21,7 @@ import numpy as np
 
 from graphdl.ir.graph import Graph
 from graphdl.ir.types import TensorType
+from graphdl.ops.registry import get_op
 
 # friendly stage names -> PassContext snapshot names
 STAGES = {
@@ -304,6 +305,7 @@ def stage_data(
             "inputs": [[v.node, v.index] for v in ins],
             "in_types": [type_text(graph.node(v.node)["types"][v.index]) for v in ins],
             "attrs": _summarise(attrs),
+            "doc": get_op(nd["op"]).doc,
             "flops": _node_flops(graph, nid, b),
             "mem": _memory(graph, nid, plan, slot_bytes, b),
             "roots": roots.get(nid, []),

@@ -58,3 +58,24 @@ def test_every_op_without_grad_says_why():
     for name, opdef in all_ops().items():
         if opdef.grad is None:
             assert isinstance(opdef.no_grad_reason, str) and opdef.no_grad_reason.strip(), name
+
+
+def test_every_op_says_what_it_does():
+    """`doc` is what the visualiser shows in a node's details."""
+    missing = [name for name, opdef in all_ops().items() if not opdef.doc.strip()]
+    assert not missing
+
+
+def test_attribute_types_are_checked():
+    """An attribute of the wrong type is a bug in whoever built the node: a TypeError at
+    once, not a kernel compiled for a string."""
+    from graphdl.ir.graph import Graph
+    from graphdl.ir.types import TensorType
+
+    g = Graph()
+    x = g.input("x", TensorType(("N", 3), "float32"))
+    g.op("leaky_relu", x, alpha=1)  # an int is a float
+    with pytest.raises(TypeError, match="alpha"):
+        g.op("leaky_relu", x, alpha="0.1")
+    with pytest.raises(TypeError, match="keepdims"):
+        g.op("sum", x, axes=(1,), keepdims="yes")

@@ -317,3 +317,12 @@ def test_cli_errors(tmp_path, viz_cli):
     assert rc == 2 and "E705" in err
     rc, _, err = viz_cli(DIGITS, "-o", tmp_path / "x.jpeg")
     assert rc == 2 and "E706" in err
+
+
+def test_nodes_carry_their_op_description(digits):
+    """A node's details say what its op does (OpDef.doc), for every op node."""
+    nodes = stage(digits, "fuse")["nodes"]
+    matmuls = [n for n in nodes if n["op"] == "matmul"] or [
+        n for n in nodes if n["op"] == "fused" and n["fused"]["members"][0]["op"] == "matmul"]
+    assert matmuls
+    assert all(n["doc"] for n in nodes if n["op"] not in ("input", "param", "state", "const"))

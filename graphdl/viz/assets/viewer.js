@@ -763,7 +763,8 @@
     } else if (key.indexOf("n:") === 0) {
       var n = panel.byId[Number(key.slice(2))];
       html += "<h3>%" + n.id + " " + esc(n.title) + "</h3>";
-      html += table([["op", esc(n.op)], ["name", n.name ? esc(n.name) : null], ["phase", esc(n.phase)],
+      html += table([["op", esc(n.op)], ["what it does", n.doc ? esc(n.doc) : null],
+        ["name", n.name ? esc(n.name) : null], ["phase", esc(n.phase)],
         ["spec layer", n.layer ? esc(n.layer) : null], ["spec line", specLine(n.line)],
         ["stage", esc(panel.stage.title)],
         ["FLOPs", n.flops === null || n.flops === undefined ? null : n.flops.toLocaleString("en") + " (batch " + batchText(panel) + ")"],
