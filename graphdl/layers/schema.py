@@ -262,6 +262,8 @@ def fill(node, value):
             return [_as_float(v) for v in value]
         return copy.deepcopy(value)
     if isinstance(node, Obj):
+        if value is None:  # a section left out (or null) stays off: early_stopping, init
+            return None
         return _fill_fields(node.fields, value if isinstance(value, dict) else {})
     if isinstance(node, Union):
         if not isinstance(value, dict) or value.get(node.tag) not in node.variants:

@@ -227,6 +227,14 @@ def _feed(trainer: Trainer, values) -> list[bool]:
     return stops
 
 
+def test_no_early_stopping_unless_the_spec_asks():
+    """A spec without `early_stopping` trains every epoch, however flat val_loss is."""
+    for early_stopping in (None, {"monitor": "val_loss", "patience": 1}):
+        t = _stub_trainer(Path("."), early_stopping)
+        stops = _feed(t, [1.0] * 8)
+        assert any(stops) == (early_stopping is not None)
+
+
 def test_early_stopping_unit_counts_wait():
     t = _stub_trainer(Path("."), {"monitor": "val_loss", "patience": 1})
     assert _feed(t, [1.0, 0.9, 0.95, 0.91, 0.8, 0.85, 0.85]) == [
