@@ -626,6 +626,10 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
     evaluate = fill(sg.EVALUATE, raw.get("evaluate") or {})
     if evaluate["metrics"] is None:
         evaluate["metrics"] = list(train["metrics"])
+    if "train" in raw:  # a spec that trains is evaluated after training
+        diags = _evaluate_split_check(raw, data["split"], evaluate["split"], r)
+        if diags:
+            raise GraphdlError(diags, phase="references")
     return Spec(
         path=path_str,
         name=name,
@@ -639,6 +643,51 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
         source_lines=loaded.source_lines,
         positions=loaded.positions,
     )
+
+
+def _evaluate_split_check(raw: dict, split: dict, name: str, r: Reporter) -> list[Diagnostic]:
+    """E105 when the split ``evaluate`` reads has a fraction of 0: found after training
+    otherwise. (A fraction above 0 that leaves no sample is found when the data is split.)"""
+    if split[name] > 0:
+        return []
+    given = (raw.get("data") or {}).get("split") or {}
+    written = "split" in (raw.get("evaluate") or {})
+    default = "" if written else " (the default)"
+    others = [k for k in ("test", "val", "train") if k != name and split[k] > 0]
+    note = None
+    if given.get(name) is None:
+        shares = ", ".join(f"{k} {given[k]:g}" for k in ("train", "val", "test")
+                           if given.get(k) is not None)
+        note = f"data.split.{name} is not given, and the fractions given ({shares}) leave it nothing"
+    return [r.at(
+        "E105",
+        f"evaluate uses the '{name}' split{default}, but data.split.{name} is 0: the model "
+        "would train, then have nothing to evaluate on",
+        ("evaluate", "split") if written else ("data", "split", name),
+        key=not written,
+        help=f"give data.split.{name} a fraction above 0"
+        + (f", or evaluate on another split: evaluate: {{split: {others[0]}}}" if others else ""),
+        note=note,
+    )]
+
+
+def require_train(spec: Spec, purpose: str) -> None:
+    """E102 (at the top of the file) when ``purpose`` (e.g. "graphdl run") needs the
+    train: section and the spec has none. Such a spec defines a model only: it can be
+    validated, compiled for prediction and run on new data with trained weights."""
+    if "train" in spec.raw:
+        return
+    loc = spec.loc("train", key=True)
+    raise GraphdlError(Diagnostic(
+        "E102",
+        f"{purpose} needs a train: section (the target field and the loss), and this spec "
+        "has none",
+        file=loc.file, line=loc.line, col=loc.col, path="train",
+        help="add one, e.g. train: {target: y, loss: {type: cross_entropy}}",
+        note="without train:, a spec can be checked (graphdl validate), compiled for "
+        "prediction (graphdl compile --mode predict) and run on new data with trained "
+        "weights (graphdl predict --weights FILE)",
+    ), phase="references")
 
 
 def _check_formals(raw, r: Reporter, ex: Expander) -> None:

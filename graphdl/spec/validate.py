@@ -159,16 +159,45 @@ def quoted_list(items) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1]
 
 
+# Names people bring from Keras and PyTorch, by their folded spelling (`_fold`): graphdl's
+# name and what to know about it. A hint is given only where graphdl's name is one of the
+# candidates, so 'lr' is suggested for an unknown key under optimizer, not elsewhere.
+FOREIGN_NAMES = {
+    "learningrate": ("lr", "graphdl's name for the learning rate"),
+    "epsilon": ("eps", None),
+    "acc": ("accuracy", None),
+    "categoricalcrossentropy": (
+        "cross_entropy",
+        "it takes integer class labels, not one-hot, and logits: no softmax on the last layer"),
+    "sparsecategoricalcrossentropy": (
+        "cross_entropy", "it takes logits: no softmax on the last layer"),
+    "crossentropyloss": ("cross_entropy", None),
+    "binarycrossentropy": ("bce_with_logits", "it takes logits: no sigmoid on the last layer"),
+    "bcewithlogitsloss": ("bce_with_logits", None),
+    "meansquarederror": ("mse", None),
+    "mseloss": ("mse", None),
+}
+
+
+def _fold(word: str) -> str:
+    """A name without case and separators: 'SparseCategoricalCrossentropy' and
+    'sparse_categorical_crossentropy' fold alike."""
+    return re.sub(r"[\s_-]", "", word.lower())
+
+
 def did_you_mean(word, candidates) -> str | None:
+    """'did you mean 'x'?' for the candidate closest to ``word`` (case ignored), or a
+    Keras/PyTorch name's graphdl equivalent (`FOREIGN_NAMES`); None when nothing is close."""
     if not isinstance(word, str):
         return None
     cands = [str(c) for c in candidates]
-    close = difflib.get_close_matches(word, cands, n=1, cutoff=0.6)
-    if not close:
-        lower = {c.lower(): c for c in cands}
-        if word.lower() in lower:
-            close = [lower[word.lower()]]
-    return f"did you mean '{close[0]}'?" if close else None
+    foreign = FOREIGN_NAMES.get(_fold(word))
+    if foreign is not None and foreign[0] in cands:
+        name, why = foreign
+        return f"did you mean '{name}'? ({why})" if why else f"did you mean '{name}'?"
+    by_lower = {c.lower(): c for c in reversed(cands)}  # the first spelling wins
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"did you mean '{by_lower[close[0]]}'?" if close else None
 
 
 class Reporter:

@@ -53,8 +53,11 @@ def test_generated_source_is_cached_by_content(tmp_path, monkeypatch):
     assert first.source_path == second.source_path and second.was_cached
     assert first.source_path.parent == cache_dir() / "cuda"
     assert first.source_path.read_text() == first.source
-    other = CudaProgram(g, title="another title")  # the title is in the docstring
-    assert other.source_path != first.source_path
+    # the title is in the header docstring, which the key leaves out: same code, same file
+    other = CudaProgram(g, title="another title")
+    assert other.source_path == first.source_path and other.was_cached
+    changed = CudaProgram(build_single("log", [T("N", 3)], {}), title="cache test")
+    assert changed.source_path != first.source_path
 
 
 def test_generated_source_is_readable():

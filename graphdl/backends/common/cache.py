@@ -5,8 +5,12 @@ Numba can only cache a function whose source is an importable file, and a new pr
 can only load that cache when the module is importable by the same name. So generated
 source is written to ``<cache>/<backend>/gdl_<hash>.py`` and imported as
 ``graphdl_gen.gdl_<hash>`` registered in ``sys.modules``. Each backend's key
-(`graphdl.backends.cpu.cache`, `graphdl.backends.cuda.cache`) covers the source plus
-everything the compiled code depends on that the source does not show.
+(`graphdl.backends.cpu.cache`, `graphdl.backends.cuda.cache`) covers the code (the source
+less its header docstring, `code_of`) plus everything the compiled code depends on that the
+source does not show. The header names the spec, program and mode; leaving it out of the
+key lets programs that generate the same code (specs that differ only in ``name:`` or in
+where they lie) share one file and one Numba cache. The file is written once, by the first
+of them: its header names that one.
 """
 
 from __future__ import annotations
@@ -80,14 +84,26 @@ def toolchain_fingerprint(versions: str, files: list[Path], flags: str = "") -> 
     return h.hexdigest()
 
 
+def code_of(source: str) -> str:
+    """Generated source less its header docstring (the first thing in it, see
+    `graphdl.backends.common.codegen.GraphSource._docstring`): what the cache key hashes,
+    since the header changes no generated code."""
+    if source.startswith('"""'):
+        end = source.find('"""', 3)
+        if end != -1:
+            return source[end + 3:]
+    return source
+
+
 def content_key(fingerprint: str, source: str, callees: list[str]) -> str:
-    """The name of a generated module: a hash of the backend's fingerprint, the source and
-    the source of each library function it calls (``K.<name>``). Numba's cache of a
-    function holds its callees' machine code but only notices changes to the function's
-    own file, so a changed kernel must change the key."""
+    """The name of a generated module: a hash of the backend's fingerprint, the code
+    (`code_of`: the source less its header) and the source of each library function it
+    calls (``K.<name>``). Numba's cache of a function holds its callees' machine code but
+    only notices changes to the function's own file, so a changed kernel must change the
+    key."""
     h = hashlib.sha256()
     h.update(fingerprint.encode())
-    h.update(source.encode())
+    h.update(code_of(source).encode())
     for name in sorted(set(callees)):
         h.update(name.encode())
         h.update(function_source(name).encode())
@@ -96,7 +112,9 @@ def content_key(fingerprint: str, source: str, callees: list[str]) -> str:
 
 def import_generated(source: str, key: str, backend: str) -> tuple[types.ModuleType, Path, bool]:
     """Write ``source`` to ``<cache>/<backend>/gdl_<key>.py`` (atomically, if new) and import
-    it as ``graphdl_gen.gdl_<key>`` registered in sys.modules; shared by the backends."""
+    it as ``graphdl_gen.gdl_<key>`` registered in sys.modules; shared by the backends. A file
+    already there is kept as it is, header included: rewriting it would make Numba's cache
+    of it stale."""
     directory = cache_dir() / backend
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"gdl_{key}.py"

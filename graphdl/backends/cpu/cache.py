@@ -1,8 +1,8 @@
 """The CPU kernel cache key: generated source (written and imported by
-`graphdl.backends.common.cache`) is named by a hash of the source plus everything the
-compiled code depends on that the source does not show: the kernel library's and the
-ops' source (Numba does not notice when a callee in another file changes), the graphdl,
-Numba and NumPy versions.
+`graphdl.backends.common.cache`) is named by a hash of the code (the source less its
+header docstring) plus everything the compiled code depends on that the source does not
+show: the kernel library's and the ops' source (Numba does not notice when a callee in
+another file changes), the graphdl, Numba and NumPy versions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from graphdl.backends.common.cache import content_key, import_generated, toolchain_fingerprint
+from graphdl.backends.common.cache import (
+    code_of,
+    content_key,
+    import_generated,
+    toolchain_fingerprint,
+)
 from graphdl.backends.cpu import library
 from graphdl.ops.registry import is_parallel_kernel
 from graphdl.version import __version__
@@ -36,8 +41,10 @@ def _toolchain_fingerprint() -> str:
 
 def source_key(source: str) -> str:
     """The key of a generated CPU module: every library function it calls (``K.<kernel>``,
-    ``K.s_<op>``) counts, since Numba's cache of the step holds their machine code."""
-    return content_key(_toolchain_fingerprint(), source, re.findall(r"\bK\.(\w+)", source))
+    ``K.s_<op>``) counts, since Numba's cache of the step holds their machine code. The
+    header docstring does not (`code_of`)."""
+    code = code_of(source)
+    return content_key(_toolchain_fingerprint(), code, re.findall(r"\bK\.(\w+)", code))
 
 
 def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:

@@ -3,7 +3,8 @@
 As for the CPU (graphdl/backends/cpu/cache.py, whose notes apply): the source is written
 to ``<cache>/cuda/gdl_<hash>.py`` and imported as ``graphdl_gen.gdl_<hash>``
 registered in ``sys.modules``, so numba-cuda's on-disk cache of the generated kernels
-(``cache=True``) is found again by a new process. The hash covers the source, the scalar
+(``cache=True``) is found again by a new process. The hash covers the code (the source
+less its header docstring), the scalar
 functions it calls (``K.s_<op>``), every file of the CUDA backend and of the CUDA kernel
 modules (the launch constants and library kernels the source does not show), and the
 graphdl, Numba, numba-cuda and NumPy versions.
@@ -18,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from graphdl.backends.common.cache import content_key, import_generated, toolchain_fingerprint
+from graphdl.backends.common.cache import (
+    code_of,
+    content_key,
+    import_generated,
+    toolchain_fingerprint,
+)
 from graphdl.version import __version__
 
 
@@ -38,8 +44,10 @@ def _toolchain_fingerprint() -> str:
 
 def source_key(source: str) -> str:
     """The key of a generated CUDA module: of the functions it calls only the scalar
-    functions (``K.s_<op>``) count; the library kernels are covered by the fingerprint."""
-    return content_key(_toolchain_fingerprint(), source, re.findall(r"\bK\.(s_\w+)", source))
+    functions (``K.s_<op>``) count; the library kernels are covered by the fingerprint.
+    The header docstring does not (`code_of`)."""
+    code = code_of(source)
+    return content_key(_toolchain_fingerprint(), code, re.findall(r"\bK\.(s_\w+)", code))
 
 
 def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
