@@ -9,6 +9,7 @@ and keeps its traceback.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ class Diagnostic:
     """One located message.
 
     ``code`` is stable (E0xx YAML, E1xx schema, E2xx references, E3xx shapes, E4xx weight
-    loading, E5xx data, E6xx runtime/numerics, E7xx environment). ``path`` is the YAML path
+    loading, E5xx data, E6xx runtime/numerics, E7xx environment; a warning's code is
+    Wxxx in the same ranges, and its ``severity`` "warning"). ``path`` is the YAML path
     (``model.layers[0].filtres``) when the problem is in a spec; ``line``/``col`` are 1-based.
     """
 
@@ -115,6 +117,13 @@ class GraphdlError(Exception):
         return json.dumps(
             {"phase": self.phase, "errors": [d.to_dict() for d in self.diagnostics]}, indent=2
         )
+
+
+def warn(diagnostic: Diagnostic) -> None:
+    """Report ``diagnostic`` as a warning: printed to stderr as the CLI prints an error
+    (``file:line:col: warning[Wxxx]: ...`` with its source line and help); nothing stops."""
+    diagnostic.severity = "warning"
+    print(diagnostic.format() + "\n", file=sys.stderr)
 
 
 def error(code: str, message: str, **kw) -> GraphdlError:

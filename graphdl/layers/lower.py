@@ -16,7 +16,9 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from graphdl.errors import Diagnostic, GraphdlError
+import numpy as np
+
+from graphdl.errors import Diagnostic, GraphdlError, warn
 from graphdl.ir.graph import Graph, Provenance, Value
 from graphdl.ir.types import TensorType
 from graphdl.layers.augment import augment_inputs, build_augment
@@ -184,13 +186,125 @@ def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:
         g.outputs["correct"] = Value(correct_node, 0)
         g.outputs["count"] = Value(correct_node, 1)
     else:
-        tgt = g.input(target, yt.with_dtype("float32"))
+        # the target has the output's type, but [N] for a one-unit output (one value per
+        # sample, as every source gives it); the data's target is made this type before
+        # training (`loss_target`), and every feed is checked by the program
+        if yt.shape[1:] == (1,):
+            tgt = g.op("reshape", g.input(target, TensorType(yt.shape[:1], "float32")),
+                       shape=yt.shape)
+        else:
+            tgt = g.input(target, yt.with_dtype("float32"))
         op = "mse" if ltype == "mse" else "bce_with_logits"
         loss = g.op(op, y, tgt)
+    if training:
+        _warn_activation_before_loss(g, spec, y, ltype)
     g.outputs["data_loss"] = loss
     if training:
         loss = _add_penalties(g, spec, loss)
     g.outputs["loss"] = loss
+
+
+# the activation each loss applies to the model output itself
+_LOSS_ACTIVATION = {"cross_entropy": "softmax", "bce_with_logits": "sigmoid"}
+
+
+def _warn_activation_before_loss(g: Graph, spec, y: Value, ltype: str) -> None:
+    """W301 when the model output is already softmax (sigmoid) and the loss applies it
+    again: it trains, but on squashed logits (slower, worse); only for the train graph, so
+    one compile warns once."""
+    applied = _LOSS_ACTIVATION.get(ltype)
+    node = g.node(y.node)
+    if applied is None or node["op"] != applied:
+        return
+    layer = next((lay for lay in spec.model.layers if lay.name == node["layer"]), None)
+    where = ({"line": layer.loc.line, "col": layer.loc.col, "path": layer.yaml_path}
+             if layer is not None else {"line": spec.loc("train", "loss").line})
+    warn(Diagnostic(
+        "W301",
+        f"the model output ('{node['layer']}') is already {applied}, and {ltype} applies "
+        f"{applied} itself: it would train on {applied}({applied}(x))",
+        file=spec.path,
+        help=f"remove the {applied} activation: {ltype} takes logits (apply {applied} to the "
+        "output yourself when you need probabilities)",
+        **where,
+    ))
+
+
+def loss_target(spec, graph: Graph, y: np.ndarray, split: str) -> np.ndarray:
+    """The target array ``y`` of data split ``split`` as the loss of the lowered ``graph``
+    takes it (its target input's type), or a located error:
+
+    - E305 at ``train.loss`` when its type cannot feed the loss: cross_entropy takes one
+      integer class index per sample; mse and bce_with_logits a number per output element
+      (integers are made float32; a one-unit output takes [N] or [N, 1], made [N]);
+    - E509 for a class label outside the model output's classes (its last dim, whatever
+      layer makes it), at the output layer; or a bce target outside [0, 1], at train.loss.
+    """
+    train = spec.train
+    loss_cfg, target = train["loss"], train["target"]
+    ltype = loss_cfg["type"]
+    want = graph.type_of(Value(graph.find("input", target)))
+    out = graph.type_of(graph.inputs_of(graph.outputs["data_loss"].node)[0])
+    data = TensorType(("N",) + y.shape[1:], str(y.dtype))
+    sample, declared = tuple(data.shape[1:]), tuple(out.shape[1:])
+    is_int = y.dtype.kind in "iub"
+    what = f"the model output is {out}, the target '{target}' is {data}"
+    loc = spec.loc("train", "loss")
+    at_loss = {"file": spec.path, "line": loc.line, "col": loc.col, "path": "train.loss"}
+    if ltype == "cross_entropy":
+        if not (is_int and not sample):
+            raise GraphdlError(Diagnostic(
+                "E305", f"cross_entropy takes one integer class index per sample: {what}",
+                help=f"make '{target}' integer class labels (0..{out.shape[-1] - 1}), or use "
+                "mse for real-valued targets", **at_loss), phase="shapes")
+        _check_class_labels(spec, y, int(out.shape[-1]), loss_cfg.get("ignore_index"), split)
+    else:
+        fits = sample == declared or (not sample and declared == (1,))  # [N] for [N, 1]
+        if not (fits and (is_int or y.dtype.kind == "f")):
+            if ltype == "bce_with_logits":
+                message = f"bce_with_logits needs one output unit per binary target: {what}"
+                units = int(np.prod(sample)) if sample else 1
+                help_ = (f"end the model with {units} unit{'s' if units > 1 else ''} (one "
+                         "logit per binary target), or use cross_entropy for integer class "
+                         "labels")
+            else:
+                message = f"mse compares the model output with the target element by element: {what}"
+                shape = list(sample) or [1]
+                help_ = (f"use cross_entropy for integer class labels (the output's "
+                         f"{out.shape[-1]} units are the classes), or end the model with "
+                         f"{shape} outputs per sample to regress on the labels"
+                         if is_int and not sample and out.shape[-1] != 1 else
+                         f"end the model with {shape} outputs per sample, the target's shape")
+            raise GraphdlError(Diagnostic("E305", message, help=help_, **at_loss),
+                               phase="shapes")
+        if ltype == "bce_with_logits" and y.size and (y.min() < 0 or y.max() > 1):
+            bad = y.min() if y.min() < 0 else y.max()
+            raise GraphdlError(Diagnostic(
+                "E509", f"target {bad:g} in the {split} split is out of range for "
+                f"bce_with_logits, whose targets lie between 0 and 1 ('{target}' is {data})",
+                help="use 0/1 labels (or probabilities), or cross_entropy for class labels",
+                **at_loss), phase="data")
+    return np.ascontiguousarray(y.reshape((len(y),) + tuple(want.shape[1:])), dtype=want.dtype)
+
+
+def _check_class_labels(spec, y: np.ndarray, classes: int, ignore, split: str) -> None:
+    """E509 at the output layer for a label outside 0..classes-1 (``ignore`` is allowed)."""
+    valid = y[y != ignore] if ignore is not None else y
+    if not valid.size or (valid.min() >= 0 and valid.max() < classes):
+        return
+    bad = int(valid.max() if valid.max() >= classes else valid.min())
+    out = spec.model.outputs[0]
+    last = next((lay for lay in spec.model.layers if lay.name == out), spec.model.layers[-1])
+    sized = next((lay.name for lay in reversed(spec.model.layers)
+                  if lay.params.get("units") is not None), None)
+    need = int(valid.max()) + 1
+    fix = f"set units of '{sized}' to at least {need}" if sized else f"make the model output {need} classes"
+    raise GraphdlError(Diagnostic(
+        "E509",
+        f"label {bad} in the {split} split is out of range for the loss: the model output "
+        f"('{last.name}') has {classes} classes (0..{classes - 1})",
+        file=spec.path, line=last.loc.line, col=last.loc.col, path=last.yaml_path,
+        help=f"{fix}, or fix the labels"), phase="data")
 
 
 def _add_penalties(g: Graph, spec, loss: Value) -> Value:

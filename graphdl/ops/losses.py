@@ -36,13 +36,13 @@ def _ref_ce(attrs, logits, labels):
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     c = logits.shape[1]
     valid = labels != ignore
-    safe = np.where(valid, labels, 0)
-    nll = -logp[np.arange(len(labels)), safe]
+    inside = (labels >= 0) & (labels < c)
+    safe = np.where(valid & inside, labels, 0)
+    nll = np.where(inside, -logp[np.arange(len(labels)), safe], np.nan)  # as the kernel
     smooth = -logp.mean(axis=1)
     per = (1 - ls) * nll + ls * smooth
     count = max(int(valid.sum()), 1)
-    _ = c
-    return np.asarray((per * valid).sum() / count, dtype=logits.dtype)
+    return np.asarray(np.where(valid, per, 0.0).sum() / count, dtype=logits.dtype)
 
 
 def _ref_ce_grad(attrs, g, logits, labels):
@@ -70,6 +70,10 @@ def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
     for i in range(n):
         lab = labels[i]
         if lab == ignore:
+            continue
+        if lab < 0 or lab >= c:  # a label past the row: NaN, never another row's logit
+            total += math.nan
+            count += 1
             continue
         m = logits[i, 0]
         for j in range(1, c):
@@ -179,6 +183,8 @@ register(
 
 
 def _infer_pair_loss(attrs, types):
+    if not types[0].dtype.startswith("float"):
+        raise ShapeError(f"prediction {types[0]} must be floating point")
     if types[0].shape != types[1].shape:
         raise ShapeError(f"prediction {types[0]} and target {types[1]} shapes differ")
     if types[0].dtype != types[1].dtype:

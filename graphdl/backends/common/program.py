@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.passes.plan_memory import ALIGN, slot_sizes
@@ -28,24 +29,21 @@ class InputInfo:
     scalar: bool
 
 
-def describe_inputs(graph: Graph, sig) -> tuple[list[InputInfo], list[tuple[str, int, str]], list]:
+def describe_inputs(graph: Graph, sig) -> tuple[list[InputInfo], list]:
     """What both backends' programs need from a planned graph and its step signature: the
-    inputs in call order, where each symbolic dim is read from (input name, axis, symbol),
-    and the constants as contiguous host arrays in `sig.consts` order."""
+    inputs in call order (their symbolic dims are bound from the feeds on every call, see
+    `CompiledProgram._check_feeds`) and the constants as contiguous host arrays in
+    `sig.consts` order."""
     inputs: list[InputInfo] = []
-    symbol_sources: list[tuple[str, int, str]] = []
     for name in sig.inputs:
         t = graph.type_of(Value(graph.find("input", name)))
         inputs.append(InputInfo(name, t.shape, np.dtype(t.dtype), t.rank == 0))
-        for axis, d in enumerate(t.shape):
-            if isinstance(d, str) and all(s != d for _, _, s in symbol_sources):
-                symbol_sources.append((name, axis, d))
     consts = []
     for nid in sig.consts:
         t = graph.type_of(Value(nid))
         arr = np.asarray(graph.attrs(nid)["value"], dtype=t.dtype).reshape(t.shape or (1,))
         consts.append(np.ascontiguousarray(arr))
-    return inputs, symbol_sources, consts
+    return inputs, consts
 
 
 def named_types(graph: Graph) -> tuple[dict, dict]:
@@ -85,13 +83,46 @@ class CompiledProgram:
         self.module, self.source_path, self.was_cached = type(self).load_generated(self.source)
         self.load_seconds = time.perf_counter() - t0
         self.plan = graph.meta["memory_plan"]
-        self.inputs, self._symbol_sources, self._host_consts = describe_inputs(graph, self.sig)
+        self.inputs, self._host_consts = describe_inputs(graph, self.sig)
         self.param_types, self.state_types = named_types(graph)
+        self._array_inputs = [(i.name, i.shape, i.dtype) for i in self.inputs if not i.scalar]
+        # (name, dtype, shape, strides) of each array input at the last call that passed
+        self._last_feeds: list[tuple] = []
+        self._last_bindings: dict[str, int] = {}
         self._capacity: dict[str, int] = {}
         self._arenas: list = []
         self._offsets: list[int] = []
         self.jit_seconds = 0.0
         self.cold_seconds: float | None = None
+
+    # ------------------------------------------------------------ feeds
+    def _check_feeds(self, feeds: dict) -> dict[str, int]:
+        """The symbol bindings of ``feeds`` once every array input is checked against its
+        type: a C-contiguous ndarray of its dtype and shape, each symbol bound to one size
+        across inputs. A wrong feed is GraphdlError E510 naming the field; kernels then
+        only ever index within the declared shapes.
+
+        Per call this costs one shape, strides and dtype comparison per input while the
+        feeds look like the last call's (all of them: a set that passed together is
+        consistent), and the full check otherwise."""
+        last = self._last_feeds
+        if last:
+            for name, dtype, shape, strides in last:
+                x = feeds.get(name)
+                if (x.__class__ is not np.ndarray or x.dtype is not dtype or x.shape != shape
+                        or x.strides != strides):
+                    break
+            else:
+                return self._last_bindings
+        bindings: dict[str, int] = {}
+        seen = []
+        for name, shape, dtype in self._array_inputs:
+            x = feeds.get(name)
+            _check_feed(name, x, shape, dtype, bindings)
+            seen.append((name, dtype, x.shape, x.strides))
+        self._last_feeds = seen
+        self._last_bindings = bindings
+        return bindings
 
     # ------------------------------------------------------------ buffers
     def _ensure_arenas(self, bindings: dict[str, int]) -> bool:
@@ -167,6 +198,39 @@ def remember_cold_time(source_path: Path, seconds: float, was_cached: bool) -> f
         return float(json.loads(side.read_text(encoding="utf-8"))["cold_seconds"])
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _check_feed(name: str, x, shape: tuple, dtype: np.dtype, bindings: dict[str, int]) -> None:
+    """E510 unless ``x`` is a C-contiguous ``dtype`` array of ``shape``; binds the symbols of
+    ``shape`` in ``bindings`` (a symbol already bound must have the same size)."""
+    want = f"{dtype}[{', '.join(str(d) for d in shape)}]"
+    if x is None:
+        problem = "is missing"
+    elif not isinstance(x, np.ndarray):
+        problem = f"is a {type(x).__name__}, not a NumPy array"
+    else:
+        got = f"{x.dtype}{list(x.shape)}"
+        problem = ""
+        if x.dtype != dtype or x.ndim != len(shape):
+            problem = f"is {got}"
+        else:
+            for axis, (d, n) in enumerate(zip(shape, x.shape)):
+                if isinstance(d, str):
+                    bound = bindings.setdefault(d, n)
+                    if bound != n:
+                        problem = (f"is {got}: its axis {axis} ({d}) is {n}, but another "
+                                   f"input bound {d} to {bound}")
+                        break
+                elif d != n:
+                    problem = f"is {got}"
+                    break
+            if not problem and not x.flags.c_contiguous:
+                problem = f"is {got} but not C-contiguous (np.ascontiguousarray makes a copy)"
+    if problem:
+        raise GraphdlError(Diagnostic(
+            "E510", f"the program's input '{name}' expects {want}; the array fed {problem}",
+            help="feed each field with the shape and dtype the model declares (the spec's "
+            "model.inputs and the loss's target)"), phase="data")
 
 
 def check_array(arr: np.ndarray, t: TensorType, name: str) -> np.ndarray:

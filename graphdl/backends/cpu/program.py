@@ -61,8 +61,8 @@ class Program(CompiledProgram):
 
     # ------------------------------------------------------------ calling
     def __call__(self, feeds: dict) -> dict[str, np.ndarray]:
+        bindings = self._check_feeds(feeds)  # before any kernel: shapes, dtypes, symbols
         args = []
-        bindings = {}
         for info in self.inputs:
             x = feeds[info.name]
             if info.scalar:
@@ -71,8 +71,6 @@ class Program(CompiledProgram):
                 args.append(buf)
             else:
                 args.append(x)
-        for name, axis, sym in self._symbol_sources:
-            bindings[sym] = feeds[name].shape[axis]
         self._ensure_arenas(bindings)
         if self._bound_tail is None:
             self._bound_tail = (self._params_state + self.consts + self._arenas

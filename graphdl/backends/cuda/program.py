@@ -129,7 +129,7 @@ class CudaProgram(CompiledProgram):
 
     # ------------------------------------------------------------ calling
     def __call__(self, feeds: dict) -> dict[str, np.ndarray]:
-        bindings = {sym: int(np.shape(feeds[name])[axis]) for name, axis, sym in self._symbol_sources}
+        bindings = self._check_feeds(feeds)  # before any copy or kernel: shapes, dtypes, symbols
         entry = self._setups.get(tuple(sorted(bindings.items())))
         if entry is None:
             entry = self._setup(bindings, feeds)
@@ -141,7 +141,7 @@ class CudaProgram(CompiledProgram):
                     dev.copy_to_device(np.full(1, value, info.dtype))
                     entry.scalar_cache[info.name] = value
             else:
-                dev.copy_to_device(np.ascontiguousarray(x, dtype=info.dtype))
+                dev.copy_to_device(x)
         entry.run()
         host = {dtype: pack.copy_to_host() for dtype, pack in entry.packs.items()}
         return {name: host[dtype][start:stop].reshape(shape)

@@ -34,7 +34,10 @@ def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
     count = 0.0
     for i in range(t, n, cuda.blockDim.x):
         lab = labels[i]
-        if lab != ignore:
+        if lab != ignore and (lab < 0 or lab >= c):  # as the CPU kernel: NaN, no other row
+            total += math.nan
+            count += 1.0
+        elif lab != ignore:
             m = logits[i, 0]
             for j in range(1, c):
                 if logits[i, j] > m:  # noqa: PLR1730  (as the CPU kernel: no max())
