@@ -5,6 +5,7 @@
     model.fit()                      # trains as `graphdl run` does, into runs/<name>/
     model.evaluate("test")           # {"loss": ..., "accuracy": ...}
     model.predict({"x": batch})      # logits, float32
+    model.predict_result(batch)      # {"class", "probabilities"}: what the loss implies
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ class Model:
         self.state: dict[str, np.ndarray] = {}
         self.splits = None
         self.preprocess_state: dict | None = None
+        # class index -> name where the data names its classes (image folders); from the
+        # data, or from the checkpoint load_weights read
+        self.class_names: list[str] | None = None
         self.init_report = None  # what model.init loaded (transfer learning)
         self.first_step_at: float | None = None
 
@@ -69,10 +73,15 @@ class Model:
 
     # ------------------------------------------------------------ compiling
     def compiled(self, mode: str):
-        """The compiled program for ``mode`` (train / eval / predict), built on first use."""
+        """The compiled program for ``mode`` (train / eval / predict), built on first use;
+        train and eval need the spec's train: section (E102 without one)."""
         if mode not in self._compiled:
             from graphdl.compiler import compile_spec
             from graphdl.runtime.params import init_params, init_state
+            from graphdl.spec.resolve import require_train
+
+            if mode != "predict":
+                require_train(self.spec, f"the {mode} program")
 
             c = compile_spec(self.spec, mode, device=self.device)
             self._compiled[mode] = c
@@ -122,42 +131,39 @@ class Model:
 
             self.splits = load_data(self.spec)
             self.preprocess_state = self.splits.preprocess_state
+            self.class_names = self.splits.class_names
             self._check_labels(self.splits)
         return self.splits
 
     def _check_labels(self, splits) -> None:
-        loss = self.spec.train["loss"]["type"]
-        if loss != "cross_entropy":
-            return
+        """The target of every split against the loss before anything is trained or
+        evaluated (`graphdl.layers.lower.loss_target`: its type against the model output,
+        class labels within the output's classes, bce targets within [0, 1]); each is
+        replaced by the array of the type the programs declare, which their feed checks
+        require."""
+        from graphdl.layers.lower import loss_target, lower
+
         target = self.spec.train["target"]
-        last = self.spec.model.layers[-1]
-        units = last.params.get("units")
-        ignore = self.spec.train["loss"]["ignore_index"]
+        if target is None:
+            return
+        graph = lower(self.spec, "eval")
         for name in ("train", "val", "test"):
             ds = getattr(splits, name)
-            if ds is None or not len(ds):
-                continue
-            y = ds.fields[target]
-            valid = y[y != ignore] if ignore is not None else y
-            if valid.size and units is not None and (valid.min() < 0 or valid.max() >= units):
-                bad = int(valid.max() if valid.max() >= units else valid.min())
-                raise GraphdlError(Diagnostic(
-                    "E509",
-                    f"label {bad} in the {name} split is out of range for the loss: "
-                    f"the model's last layer '{last.name}' has {units} outputs (classes 0..{units - 1})",
-                    file=self.spec.path, line=last.loc.line, col=last.loc.col, path=last.yaml_path,
-                    help=f"set units to at least {int(valid.max()) + 1}, or fix the labels",
-                ), phase="data")
+            if ds is not None and len(ds):
+                ds.fields[target] = loss_target(self.spec, graph, ds.fields[target], name)
 
     # ------------------------------------------------------------ training
     def fit(self, run_dir: str | Path | None = None, *, progress: bool = True, resume: bool = False,
             epochs: int | None = None) -> list[dict]:
         """Train as the spec says; returns the per-epoch metrics."""
         from graphdl.runtime.trainer import Trainer, check_run_dir
+        from graphdl.spec.resolve import require_train
 
+        require_train(self.spec, "Model.fit")
         run_dir = Path(run_dir or self.default_run_dir())
         check_run_dir(run_dir, self.spec)
         splits = self.data()
+        splits.get(self.spec.evaluate["split"])  # E507 now, not after training, if it is empty
         self.compile()
         (run_dir / "spec.resolved.yaml").write_text(self.spec.resolved_yaml(), encoding="utf-8")
         trainer = Trainer(self, splits, run_dir, progress=progress, resume=resume)
@@ -191,12 +197,15 @@ class Model:
         return m
 
     def evaluate(self, split: str = "test") -> dict:
+        from graphdl.spec.resolve import require_train
+
+        require_train(self.spec, "Model.evaluate")
         return self.evaluate_dataset(self.data().get(split))
 
     def predict(self, inputs, batch_size: int = 256) -> np.ndarray:
         """Model outputs (the first output, e.g. logits) for raw inputs: a dict of fields
         or one array for a single-input model. Preprocessing fitted on the train split is
-        applied first."""
+        applied first. `predict_result` reads them as the loss does."""
         from graphdl.data import apply_preprocess
 
         if not isinstance(inputs, dict):
@@ -215,6 +224,18 @@ class Model:
             chunks.append(program(feeds)[out_name])
         return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
 
+    def predict_result(self, inputs, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """What the loss implies of `predict`'s outputs for raw inputs, one entry per row
+        (see `interpret_outputs`): class, probabilities and class_name for cross_entropy,
+        probability and decision for bce_with_logits, value for mse."""
+        outputs = self.predict(inputs, batch_size)
+        return interpret_outputs(self.loss_type, outputs, self.class_names)
+
+    @property
+    def loss_type(self) -> str | None:
+        """train.loss.type; None for a spec without train: (a model only, no loss)."""
+        return self.spec.train["loss"]["type"] if "train" in self.spec.raw else None
+
     # ------------------------------------------------------------ weights
     def save(self, path: str | Path) -> None:
         from graphdl.runtime.checkpoint import save_checkpoint
@@ -222,12 +243,15 @@ class Model:
         self.sync_to_host()
         tensors = {f"param/{k}": v for k, v in self.params.items()}
         tensors.update({f"state/{k}": v for k, v in self.state.items()})
-        save_checkpoint(path, tensors, {"spec": self.spec.name, "preprocess": self.preprocess_state or {}})
+        save_checkpoint(path, tensors, {"spec": self.spec.name, "preprocess": self.preprocess_state or {},
+                                        "class_names": self.class_names})
 
     def load_weights(self, path: str | Path) -> None:
         from graphdl.runtime.checkpoint import load_checkpoint
 
-        self.compiled("eval")
+        # the eval program binds every parameter and state; a spec without train: has only
+        # the predict program (which binds the parameters its forward pass reads)
+        self.compiled("eval" if "train" in self.spec.raw else "predict")
         tensors, meta = load_checkpoint(path)
         expected = set(self.params)
         got = {k.partition("/")[2] for k in tensors if k.startswith("param/")}
@@ -237,8 +261,52 @@ class Model:
                 "E403", f"{path}: checkpoint lacks {len(missing)} parameter(s): {', '.join(missing[:5])}",
                 help="was it saved from this spec? layer names must match"))
         self.assign_tensors({k: v for k, v in tensors.items() if k.startswith("param/") or k.partition("/")[2] in self.state}, source=str(path))
-        if meta.get("preprocess"):
+        # both are in every checkpoint graphdl writes, so predict need not read the data
+        if "preprocess" in meta:
             self.preprocess_state = meta["preprocess"]
+        if "class_names" in meta:
+            self.class_names = meta["class_names"]
+
+
+def interpret_outputs(loss: str | None, outputs: np.ndarray,
+                      class_names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read a model's raw outputs (logits or values, one row per sample) as ``loss`` does.
+
+    - ``cross_entropy``: ``class`` int64 [n], the argmax of the logits; ``probabilities``
+      float32 [n, k], their softmax; ``class_name`` [n] (str) when ``class_names`` is given.
+    - ``bce_with_logits``: ``probability`` float32, the sigmoid of the logits, and
+      ``decision`` int64, 1 where the logit is above 0 (probability above 0.5).
+    - ``mse``: ``value`` float32.
+    - None (a spec without a loss): ``output``, the outputs unchanged.
+
+    For bce and mse, an output of one unit per row gives [n] arrays, wider outputs keep
+    their shape ([n, m], ...).
+    """
+    z = np.asarray(outputs)
+    if loss is None:
+        return {"output": z}
+    if loss == "cross_entropy":
+        # subtracting each row's max keeps exp() at most 1: no overflow for large logits
+        e = np.exp(z.astype(np.float64) - z.max(axis=-1, keepdims=True))
+        result = {
+            "class": z.argmax(axis=-1).astype(np.int64),
+            "probabilities": (e / e.sum(axis=-1, keepdims=True)).astype(np.float32),
+        }
+        if class_names is not None:
+            # a model with more units than the data has classes names the extra ones ""
+            names = list(class_names) + [""] * max(0, z.shape[-1] - len(class_names))
+            result["class_name"] = np.asarray(names)[result["class"]]
+        return result
+    if z.ndim == 2 and z.shape[1] == 1:
+        z = z[:, 0]
+    if loss == "bce_with_logits":
+        # exp(-|z|) is at most 1, so neither branch overflows whatever the logit
+        e = np.exp(-np.abs(z.astype(np.float64)))
+        probability = np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        return {"probability": probability.astype(np.float32), "decision": (z > 0).astype(np.int64)}
+    if loss == "mse":
+        return {"value": z.astype(np.float32)}
+    raise ValueError(f"no reading of the outputs for the loss {loss!r}")
 
 
 def write_results(run_dir: Path, results: dict) -> None:

@@ -70,7 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("spec")
     sp.add_argument("--weights", help="checkpoint (default: <run dir>/best.ckpt, else last.ckpt)")
     sp.add_argument("--input", required=True, help="npz or csv file with the model's input fields")
-    sp.add_argument("--output", help="write predictions (npz: logits, classes) here; default prints classes")
+    sp.add_argument("--output", help="write the results here instead of printing them: .npz (the "
+                    "arrays Model.predict_result returns, plus logits) or .csv (one row per sample)")
     sp = add("gradcheck", cmd_gradcheck, "check the spec's gradients against finite differences (float64)")
     sp.add_argument("spec")
     sp.add_argument("--batch", type=int, default=4)
@@ -104,7 +105,10 @@ def cmd_validate(args) -> int:
     if args.format == "json":
         print(json.dumps({"ok": True, "name": spec.name, "layers": len(spec.model.layers)}))
     else:
-        print(f"{args.spec}: ok ({len(spec.model.layers)} layers, name '{spec.name}')")
+        # without train: a spec is a model only; say what it can be used for
+        only = "" if "train" in spec.raw else ("; no train: section, so predict only "
+                                               "(compile --mode predict, predict --weights)")
+        print(f"{args.spec}: ok ({len(spec.model.layers)} layers, name '{spec.name}'{only})")
     return 0
 
 
@@ -134,8 +138,11 @@ def cmd_compile(args) -> int:
     from graphdl.compiler import compile_spec
     from graphdl.ops.cost import flops
     from graphdl.passes.plan_memory import peak_bytes
+    from graphdl.spec.resolve import require_train
 
     spec = _load(args.spec)
+    if args.mode != "predict":
+        require_train(spec, f"graphdl compile --mode {args.mode}")
     t0 = time.perf_counter()
     c = compile_spec(spec, args.mode, keep_snapshots=True)
     total = time.perf_counter() - t0
@@ -233,8 +240,10 @@ def _layer_table(spec, g, bindings) -> str:
 
 def cmd_run(args) -> int:
     from graphdl.api import Model, write_results
+    from graphdl.spec.resolve import require_train
 
     spec = _load(args.spec)
+    require_train(spec, "graphdl run")
     device, note = _check_device(spec, args.device)
     model = Model(spec, device=device)
     model.device_note = note
@@ -280,11 +289,18 @@ def _check_device(spec, override) -> tuple[str, str]:
 
 
 def cmd_predict(args) -> int:
+    """Per row, what the loss implies: class, class name and probability (cross_entropy),
+    probability and decision (bce_with_logits), value (mse); printed as a table (JSON with
+    --format json) or written to --output (.npz or .csv)."""
     import numpy as np
 
-    from graphdl.api import Model
+    from graphdl.api import Model, interpret_outputs
     from graphdl.data import read_fields
 
+    output = Path(args.output) if args.output else None
+    if output is not None and output.suffix not in (".npz", ".csv"):
+        raise GraphdlError(Diagnostic("E704", f"--output {output}: predict writes .npz or .csv files",
+                                      help="name the output file out.npz or out.csv"))
     spec = _load(args.spec)
     model = Model(spec)
     weights = args.weights
@@ -303,14 +319,77 @@ def cmd_predict(args) -> int:
     if source["type"] == "csv":
         source["target"] = spec.train["target"]
     fields = read_fields(spec, source)
-    logits = model.predict({k: fields[k] for k in spec.model.inputs})
-    classes = logits.argmax(axis=-1) if logits.ndim == 2 else logits
-    if args.output:
-        np.savez(args.output, logits=logits, classes=classes)
-        print(f"wrote {args.output} ({len(logits)} rows)")
+    outputs = model.predict({k: fields[k] for k in spec.model.inputs})
+    result = interpret_outputs(model.loss_type, outputs, model.class_names)
+    if output is None:
+        if args.format == "json":
+            print(json.dumps({k: v.tolist() for k, v in result.items()}))
+        else:
+            print(_format_table(_result_columns(result, model.class_names, for_file=False)))
+        return 0
+    if output.suffix == ".csv":
+        _write_csv(output, _result_columns(result, model.class_names, for_file=True))
     else:
-        print(json.dumps({"classes": classes.tolist()}))
+        arrays = dict(result)
+        if model.loss_type in ("cross_entropy", "bce_with_logits"):
+            arrays["logits"] = outputs
+        np.savez(output, **arrays)
+    print(f"wrote {output} ({len(outputs)} rows)")
     return 0
+
+
+def _result_columns(result: dict, class_names: list[str] | None, for_file: bool) -> list[tuple[str, list[str]]]:
+    """The columns `graphdl predict` prints or writes, as (name, one text per row), after
+    a ``row`` column. cross_entropy: class, class_name (where the data names its classes)
+    and the class's probability, plus in a file probability_<class name or index> for
+    every class; bce and mse: one column per output unit (probability, decision, value;
+    probability_0, probability_1, ... for several units). A file gets 9 significant digits
+    (a float32 reads back exactly); the terminal 4 decimals of a probability, 6 digits of a
+    value."""
+    import numpy as np
+
+    def texts(key: str, values) -> list[str]:
+        if values.dtype.kind in "iuU":
+            return [str(v) for v in values]
+        if for_file:
+            return [f"{v:.9g}" for v in values]
+        return [f"{v:.4f}" if key.startswith("probability") else f"{v:.6g}" for v in values]
+
+    n = len(next(iter(result.values())))
+    columns = [("row", [str(i) for i in range(n)])]
+    if "class" in result:
+        cls, probs = result["class"], result["probabilities"]
+        columns.append(("class", texts("class", cls)))
+        if "class_name" in result:
+            columns.append(("class_name", texts("class_name", result["class_name"])))
+        columns.append(("probability", texts("probability", probs[np.arange(n), cls])))
+        if for_file:
+            k = probs.shape[1]
+            labels = list(class_names or [])[:k] + [str(j) for j in range(len(class_names or []), k)]
+            columns += [(f"probability_{label}", texts("probability", probs[:, j]))
+                        for j, label in enumerate(labels)]
+        return columns
+    for key, values in result.items():
+        flat = values.reshape(n, -1)
+        for j in range(flat.shape[1]):
+            columns.append((key if values.ndim == 1 else f"{key}_{j}", texts(key, flat[:, j])))
+    return columns
+
+
+def _format_table(columns: list[tuple[str, list[str]]]) -> str:
+    widths = [max(len(name), *(len(t) for t in texts)) if texts else len(name) for name, texts in columns]
+    rows = [[name for name, _ in columns]] + [list(r) for r in zip(*(texts for _, texts in columns))]
+    return "\n".join("  ".join(t.ljust(w) for t, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _write_csv(path: Path, columns: list[tuple[str, list[str]]]) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow([name for name, _ in columns])
+        writer.writerows(zip(*(texts for _, texts in columns)))
 
 
 # ---------------------------------------------------------------- gradcheck

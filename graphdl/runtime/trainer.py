@@ -116,6 +116,7 @@ class Trainer:
             "stopped": s.stopped,
             "history": s.history,
             "preprocess": self.splits.preprocess_state,
+            "class_names": self.splits.class_names,  # for predict in another process
         }
         save_checkpoint(self.run_dir / name, self._tensors(), meta)
 

@@ -123,7 +123,7 @@ def test_predict_writes_logits_and_classes(trained_run, tmp_path, cli):
     assert rc == 0, err
     assert f"({len(x)} rows)" in out
     with np.load(out_path) as pred:
-        logits, classes = pred["logits"], pred["classes"]
+        logits, classes = pred["logits"], pred["class"]
     assert logits.dtype == np.float32 and logits.shape == (len(x), 10)
     assert np.isfinite(logits).all()
     assert classes.shape == (len(x),)
@@ -140,10 +140,11 @@ def test_predict_prints_classes_without_output(trained_run, tmp_path, cli):
     x, _ = _raw_digits(5)
     np.savez(tmp_path / "five.npz", x=x)
     rc, out, err = cli(
-        "predict", spec, "--weights", run_dir / "last.ckpt", "--input", tmp_path / "five.npz"
+        "predict", spec, "--weights", run_dir / "last.ckpt", "--input", tmp_path / "five.npz",
+        "--format", "json",
     )
     assert rc == 0, err
-    classes = json.loads(out)["classes"]
+    classes = json.loads(out)["class"]
     assert len(classes) == 5 and all(0 <= c < 10 for c in classes)
 
 
@@ -162,7 +163,7 @@ def test_predict_csv_input(trained_run, tmp_path, cli):
         "predict", spec, "--weights", run_dir / "best.ckpt", "--input", tmp_path / "new.npz"
     )
     assert rc == 0, err
-    assert json.loads(out_csv) == json.loads(out_npz)
+    assert out_csv == out_npz and len(out_csv.splitlines()) == 5  # header and 4 rows
 
 
 def test_predict_missing_weights_is_an_error(trained_run, tmp_path, cli):
