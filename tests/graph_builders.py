@@ -7,7 +7,10 @@ from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 
 # the optimiser update ops, and how many state tensors each keeps per parameter
-N_STATE = {"sgd_update": 0, "momentum_update": 1, "adam_update": 2}
+N_STATE = {"sgd_update": 0, "momentum_update": 1, "adam_update": 2, "rmsprop_update": 1,
+           "adagrad_update": 1}
+# the update ops that also read the 1-based step count
+STEPPED = {"adam_update", "adagrad_update"}
 
 
 def T(*shape, dtype: str = "float32") -> TensorType:
@@ -26,7 +29,7 @@ def freeze(x):
 
 def update_graph(op: str, attrs: dict, shape: tuple[int, ...], reader_after: bool = False) -> Graph:
     """A training-step-like graph around one optimiser update op on a parameter ``w`` of
-    ``shape`` (inputs ``grad`` and ``lr``; adam also counts its step as state). With
+    ``shape`` (inputs ``grad`` and ``lr``; adam and adagrad also count their step as state). With
     ``reader_after`` a node after the update reads the parameter, so it cannot be updated
     in place."""
     g = Graph()
@@ -36,7 +39,7 @@ def update_graph(op: str, attrs: dict, shape: tuple[int, ...], reader_after: boo
     lr = g.input("lr", T())
     states = [g.state(f"s{i}", T(*shape), init="zeros") for i in range(N_STATE[op])]
     ins = [p, grad, *states, lr]
-    if op == "adam_update":
+    if op in STEPPED:
         step_state = g.state("step", T(), init="zeros")
         step = g.op("add_scalar", step_state, c=1.0)
         g.updates[step_state.node] = step

@@ -1,4 +1,4 @@
-"""Optimiser update ops: sgd, momentum (nesterov), adam / adamw.
+"""Optimiser update ops: sgd, momentum (nesterov), adam / adamw, rmsprop, adagrad.
 
 Each takes a parameter, its gradient, its state and the learning rate (a graph input, so
 a schedule changes it without recompiling) and returns the new parameter and state.
@@ -214,3 +214,118 @@ register(
     )
 )
 
+
+# ------------------------------------------------------------------ rmsprop
+
+
+def _ref_rmsprop(attrs, p, g, sq, lr):
+    lr = float(lr) * attrs["lr_mult"]
+    a, eps = attrs["alpha"], attrs["eps"]
+    dt = p.dtype
+    p = p.astype(np.float64)
+    d = g + attrs["weight_decay"] * p
+    sq = a * sq + (1 - a) * d * d
+    p = p - lr * d / (np.sqrt(sq) + eps)
+    return p.astype(dt), sq.astype(dt)
+
+
+@cpu_kernel
+def rmsprop_flat(p, g, sq, lr, alpha, eps, wd, lr_mult):
+    dt = p.dtype.type
+    rate = dt(lr[0] * lr_mult)
+    af, oa, epsf, wdf = dt(alpha), dt(1.0 - alpha), dt(eps), dt(wd)
+    for i in range(p.size):
+        d = g[i] + wdf * p[i]
+        s = af * sq[i] + oa * d * d
+        sq[i] = s
+        p[i] = p[i] - rate * d / (np.sqrt(s) + epsf)
+
+
+def _emit_rmsprop(ctx, attrs, ins, outs):
+    g, lr = ctx.var(ins[1]), ctx.var(ins[3])
+    po, so = (ctx.var(x) for x in outs)
+    return _inplace_outputs(ctx, ins, outs, [(0, 0), (1, 2)]) + [
+        ctx.call("rmsprop_flat", f"{po}.ravel()", f"{g}.ravel()", f"{so}.ravel()", lr,
+                 repr(attrs["alpha"]), repr(attrs["eps"]), repr(attrs["weight_decay"]),
+                 repr(attrs["lr_mult"]))
+    ]
+
+
+register(
+    OpDef(
+        name="rmsprop_update",
+        flops_per_element=9,
+        inputs=("param", "grad", "square_avg", "lr"),
+        outputs=("param", "square_avg"),
+        infer=_infer_update(1),
+        reference=_ref_rmsprop,
+        pattern=Pattern.OPAQUE,
+        attrs={"alpha": Attr(float, 0.99), "eps": Attr(float, 1e-8), **_COMMON},
+        no_grad_reason="optimiser updates end the training step",
+        emit_cpu=_emit_rmsprop,
+        inplace_ok=(0, 2),
+        doc="RMSprop (PyTorch's form, no momentum, not centred): updates param and square_avg",
+    )
+)
+
+# ------------------------------------------------------------------ adagrad
+
+
+def _ref_adagrad(attrs, p, g, acc, lr, step):
+    # `acc` sums the squared gradients from zero; PyTorch's state_sum is
+    # initial_accumulator_value + acc (added inside the square root, so the state can start
+    # at zeros like every other optimiser state)
+    rate = float(lr) * attrs["lr_mult"] / (1.0 + (float(step) - 1.0) * attrs["lr_decay"])
+    dt = p.dtype
+    p = p.astype(np.float64)
+    d = g + attrs["weight_decay"] * p
+    acc = acc + d * d
+    p = p - rate * d / (np.sqrt(acc + attrs["initial_accumulator_value"]) + attrs["eps"])
+    return p.astype(dt), acc.astype(dt)
+
+
+@cpu_kernel
+def adagrad_flat(p, g, acc, lr, step, lr_decay, eps, initial, wd, lr_mult):
+    dt = p.dtype.type
+    rate = dt(lr[0] * lr_mult / (1.0 + (step[0] - 1.0) * lr_decay))
+    epsf, initf, wdf = dt(eps), dt(initial), dt(wd)
+    for i in range(p.size):
+        d = g[i] + wdf * p[i]
+        s = acc[i] + d * d
+        acc[i] = s
+        p[i] = p[i] - rate * d / (np.sqrt(s + initf) + epsf)
+
+
+def _emit_adagrad(ctx, attrs, ins, outs):
+    g, lr, step = ctx.var(ins[1]), ctx.var(ins[3]), ctx.var(ins[4])
+    po, ao = (ctx.var(x) for x in outs)
+    return _inplace_outputs(ctx, ins, outs, [(0, 0), (1, 2)]) + [
+        ctx.call("adagrad_flat", f"{po}.ravel()", f"{g}.ravel()", f"{ao}.ravel()", lr, step,
+                 repr(attrs["lr_decay"]), repr(attrs["eps"]),
+                 repr(attrs["initial_accumulator_value"]), repr(attrs["weight_decay"]),
+                 repr(attrs["lr_mult"]))
+    ]
+
+
+register(
+    OpDef(
+        name="adagrad_update",
+        flops_per_element=8,
+        inputs=("param", "grad", "sum", "lr", "step"),
+        outputs=("param", "sum"),
+        infer=_infer_update(1),
+        reference=_ref_adagrad,
+        pattern=Pattern.OPAQUE,
+        attrs={
+            "lr_decay": Attr(float, 0.0),
+            "eps": Attr(float, 1e-10),
+            "initial_accumulator_value": Attr(float, 0.0),
+            **_COMMON,
+        },
+        no_grad_reason="optimiser updates end the training step",
+        emit_cpu=_emit_adagrad,
+        inplace_ok=(0, 2),
+        doc="Adagrad (PyTorch's form): updates param and the sum of squared gradients; "
+            "`step` is the 1-based step count after increment",
+    )
+)

@@ -129,7 +129,7 @@ def _add_updates(g: Graph, grads: dict[int, Value], opt: dict) -> None:
     opt = optimizer_settings(opt)  # the spec's defaults for the keys a caller left out
     wd = float(opt["weight_decay"])
     step = None
-    if kind in ("adam", "adamw"):
+    if kind in ("adam", "adamw", "adagrad"):
         step_state = g.state("opt.step", TensorType((), "float32"), init="zeros")
         step = g.op("add_scalar", step_state, c=1.0)
         g.updates[step_state.node] = step
@@ -170,3 +170,26 @@ def _add_updates(g: Graph, grads: dict[int, Value], opt: dict) -> None:
             g.updates[pid] = Value(nid, 0)
             g.updates[m.node] = Value(nid, 1)
             g.updates[v.node] = Value(nid, 2)
+        elif kind == "rmsprop":
+            sq = g.state(f"opt.square_avg.{name}", t, init="zeros")
+            nid = g.apply(
+                "rmsprop_update",
+                [p, grad, sq, lr],
+                {"alpha": float(opt["alpha"]), "eps": float(opt["eps"]), **common},
+            )
+            g.updates[pid] = Value(nid, 0)
+            g.updates[sq.node] = Value(nid, 1)
+        elif kind == "adagrad":
+            acc = g.state(f"opt.sum.{name}", t, init="zeros")
+            nid = g.apply(
+                "adagrad_update",
+                [p, grad, acc, lr, step],
+                {
+                    "lr_decay": float(opt["lr_decay"]),
+                    "eps": float(opt["eps"]),
+                    "initial_accumulator_value": float(opt["initial_accumulator_value"]),
+                    **common,
+                },
+            )
+            g.updates[pid] = Value(nid, 0)
+            g.updates[acc.node] = Value(nid, 1)

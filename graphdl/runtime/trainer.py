@@ -20,28 +20,41 @@ import numpy as np
 
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.runtime.checkpoint import load_checkpoint, save_checkpoint
-from graphdl.runtime.schedules import learning_rate
+from graphdl.runtime.schedules import LRSchedule, schedule_settings
+from graphdl.spec.metrics import higher_is_better
 from graphdl.spec.schema_gen import TRAIN, fill
 
 
 @dataclass
 class EpochStats:
-    loss_sum: float = 0.0
+    """What the train graph computes per step, summed over an epoch: the data loss, the
+    L1/L2 penalty (reported apart, so train_loss and val_loss are the same quantity) and
+    accuracy where train.metrics asks for it."""
+
+    has_penalty: bool = False
     data_loss_sum: float = 0.0
+    penalty_sum: float = 0.0
     samples: int = 0
     correct: float = 0.0
     counted: float = 0.0
 
     def add(self, out: dict, n: int) -> None:
-        self.loss_sum += float(out["loss"][0]) * n
-        self.data_loss_sum += float(out.get("data_loss", out["loss"])[0]) * n
+        data_loss = float(out["data_loss"][0])
+        self.data_loss_sum += data_loss * n
+        self.penalty_sum += (float(out["loss"][0]) - data_loss) * n
         self.samples += n
-        if "correct" in out:
+        if "correct" in out:  # cross_entropy: labels equal to ignore_index do not count
             self.correct += float(out["correct"][0])
             self.counted += float(out["count"][0])
+        elif "accuracy" in out:  # bce: the batch's share of right decisions
+            self.correct += float(out["accuracy"][0]) * n
+            self.counted += n
 
     def metrics(self) -> dict:
-        m = {"loss": self.loss_sum / max(self.samples, 1)}
+        samples = max(self.samples, 1)
+        m = {"loss": self.data_loss_sum / samples}
+        if self.has_penalty:
+            m["penalty"] = self.penalty_sum / samples
         if self.counted:
             m["accuracy"] = self.correct / self.counted
         return m
@@ -72,7 +85,7 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool) -> np.ndarray:
 def _mode_for(monitor: str, mode: str) -> str:
     if mode != "auto":
         return mode
-    return "max" if "accuracy" in monitor else "min"
+    return "max" if higher_is_better(monitor) else "min"
 
 
 class Trainer:
@@ -93,6 +106,7 @@ class Trainer:
         self.ckpt_monitor = t["checkpoint"]["monitor"]
         self.early = t["early_stopping"]
         self.state = TrainState()
+        self.lr_schedule: LRSchedule | None = None  # made by fit(), once epochs is final
         self.first_step_at: float | None = None  # perf_counter() after the first step
 
     # ------------------------------------------------------------ checkpoints
@@ -115,6 +129,7 @@ class Trainer:
             "es_best": s.es_best,
             "stopped": s.stopped,
             "history": s.history,
+            "schedule": self.lr_schedule.state_dict() if self.lr_schedule else None,
             "preprocess": self.splits.preprocess_state,
             "class_names": self.splits.class_names,  # for predict in another process
         }
@@ -128,6 +143,8 @@ class Trainer:
         s.best, s.best_epoch, s.wait = meta.get("best"), meta.get("best_epoch"), int(meta.get("wait", 0))
         s.es_best, s.stopped = meta.get("es_best"), bool(meta.get("stopped", False))
         s.history = list(meta.get("history", []))
+        if self.lr_schedule is not None:
+            self.lr_schedule.load_state_dict(meta.get("schedule"))
 
     # ------------------------------------------------------------ loop
     def fit(self) -> list[dict]:
@@ -139,6 +156,10 @@ class Trainer:
         n = len(train)
         shuffle = bool(self.settings["shuffle"])
         steps_per_epoch = math.ceil(n / self.batch_size)
+        sched = schedule_settings(self.schedule)  # only plateau watches a metric
+        mode = _mode_for(sched["monitor"], sched["mode"]) if sched["type"] == "plateau" else "min"
+        self.lr_schedule = LRSchedule(self.base_lr, self.schedule, self.epochs, steps_per_epoch,
+                                      mode=mode)
         if self.resume:
             last = self.run_dir / "last.ckpt"
             if not last.exists():
@@ -146,6 +167,8 @@ class Trainer:
                                               help="run without --resume to start a new run"))
             self._restore(last)
         program = model.train_program()
+        lowered = model.compiled("train").lowered
+        has_penalty = lowered.outputs["loss"] != lowered.outputs["data_loss"]
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.resume:
             # the checkpoint's history is the truth: a line written after it is dropped
@@ -155,10 +178,11 @@ class Trainer:
             for old in [metrics_path, *self.run_dir.glob("*.ckpt")]:
                 old.unlink(missing_ok=True)
         if self.state.stopped:
+            self._restore_best_weights()
             return self.state.history  # early stopping had ended this run
         for epoch in range(self.state.epoch, self.epochs):
             t0 = time.perf_counter()
-            stats = EpochStats()
+            stats = EpochStats(has_penalty=has_penalty)
             order = epoch_order(self.spec.seed, epoch, n, shuffle)
             bar = self._bar(epoch, steps_per_epoch)
             snapshot = {k: v.copy() for k, v in self._tensors().items()}
@@ -166,7 +190,7 @@ class Trainer:
             for b in range(steps_per_epoch):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
                 feeds = {k: v[idx] for k, v in arrays.items()}
-                lr = learning_rate(self.base_lr, self.schedule, epoch + b / steps_per_epoch, self.epochs)
+                lr = self.lr_schedule.lr(epoch, b)
                 feeds["lr"] = np.float32(lr)
                 feeds["step_seed"] = step_seed(self.spec.seed, self.state.step)
                 out = program(feeds)
@@ -187,11 +211,12 @@ class Trainer:
             record = {"epoch": epoch + 1, "lr": lr}
             record.update({f"train_{k}": v for k, v in stats.metrics().items()})
             if self.splits.val is not None and len(self.splits.val):
-                val = model.evaluate_dataset(self.splits.val)
+                val = model.evaluate_dataset(self.splits.val, metrics=self.settings["metrics"])
                 record.update({f"val_{k}": v for k, v in val.items()})
             record["seconds"] = round(time.perf_counter() - t0, 4)
             if bar is not None:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k.startswith(("train_", "val_"))})
+                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()
+                                 if k.startswith(("train_", "val_")) and isinstance(v, float)})
                 bar.close()
             self.state.epoch = epoch + 1
             self.state.history.append(record)
@@ -203,10 +228,33 @@ class Trainer:
             if improved and self.save_mode == "best":
                 self._save("best.ckpt")
             self.state.stopped = self._early_stop(record)
+            if self.lr_schedule.monitor is not None:
+                self.lr_schedule.end_epoch(self._metric(record, self.lr_schedule.monitor))
             self._save("last.ckpt")
             if self.state.stopped:
                 break
+        self._restore_best_weights()
         return self.state.history
+
+    def _best_weights_file(self) -> str:
+        """Where early stopping's best weights are kept for restore_best_weights: best.ckpt
+        when the checkpoint's notion of best is the same, else a file of its own (so that
+        they survive --resume)."""
+        es = self.early
+        same = (self.save_mode == "best" and es["monitor"] == self.ckpt_monitor
+                and _mode_for(es["monitor"], es["mode"]) == _mode_for(self.ckpt_monitor, "auto")
+                and float(es["min_delta"]) == 0.0)
+        return "best.ckpt" if same else "early_stopping_best.ckpt"
+
+    def _restore_best_weights(self) -> None:
+        """early_stopping.restore_best_weights: end training with the best epoch's weights
+        (last.ckpt keeps the last epoch's, for --resume)."""
+        if not self.early or not self.early.get("restore_best_weights"):
+            return
+        path = self.run_dir / self._best_weights_file()
+        if path.exists():
+            tensors, _ = load_checkpoint(path)
+            self.model.assign_tensors(tensors, source=str(path))
 
     def _bar(self, epoch: int, total: int):
         if not self.progress:
@@ -249,6 +297,8 @@ class Trainer:
         if better:
             s.es_best = value
             s.wait = 0
+            if es.get("restore_best_weights") and self._best_weights_file() != "best.ckpt":
+                self._save(self._best_weights_file())
             return False
         s.wait += 1
         return s.wait >= int(es["patience"])
@@ -264,7 +314,7 @@ class Trainer:
         for b in range(batch):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             feeds = {k: v[idx] for k, v in arrays.items()}
-            feeds["lr"] = np.float32(learning_rate(self.base_lr, self.schedule, epoch + b / steps_per_epoch, self.epochs))
+            feeds["lr"] = np.float32(self.lr_schedule.lr(epoch, b))
             feeds["step_seed"] = step_seed(self.spec.seed, step0 + b)
             program(feeds)
         idx = order[batch * self.batch_size : (batch + 1) * self.batch_size]

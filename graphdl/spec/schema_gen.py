@@ -40,6 +40,7 @@ from graphdl.layers.schema import (  # noqa: F401  (the spec front end reads the
     string,
     string_list,
 )
+from graphdl.spec.metrics import MONITORS, metric_names, metrics_doc
 
 SCHEMA_ID = "https://graphdl.dev/schemas/model.schema.json"
 
@@ -48,8 +49,7 @@ SCHEMA_ID = "https://graphdl.dev/schemas/model.schema.json"
 # the tables
 # --------------------------------------------------------------------------------------
 
-MONITORS = ["val_loss", "val_accuracy", "train_loss", "train_accuracy"]
-METRICS = ["accuracy", "loss"]
+METRICS = metric_names()  # the table and which loss has which: graphdl.spec.metrics
 SPLITS = ["train", "val", "test"]
 
 
@@ -74,7 +74,7 @@ SOURCE = Union(
         "npz": (
             "arrays from a NumPy .npz file",
             {
-                "path": string("path of the .npz file, relative to the working directory",
+                "path": string("path of the .npz file, relative to the spec file",
                                required=True),
                 "fields": MapOf(
                     "map graphdl field name -> array name in the file (default: every array "
@@ -86,7 +86,8 @@ SOURCE = Union(
         "csv": (
             "a table from a CSV file with a header row",
             {
-                "path": string("path of the .csv file", required=True),
+                "path": string("path of the .csv file, relative to the spec file",
+                               required=True),
                 "target": string("column holding the target; it becomes the field of the same "
                                  "name", required=True),
                 "features": string_list("feature columns (default: all other columns)"),
@@ -258,9 +259,8 @@ MODEL = Obj(
         "init": Obj(
             "initialise weights from a checkpoint (transfer learning), by layer name",
             {
-                "checkpoint": string("checkpoint file (a graphdl .ckpt); relative paths "
-                                     "are relative to the working directory",
-                                     required=True),
+                "checkpoint": string("checkpoint file (a graphdl .ckpt), relative to the "
+                                     "spec file", required=True),
                 "include": string_list("globs on layer names to load (default: every layer)",
                                        ref=False),
                 "exclude": string_list("globs on layer names not to load (freshly "
@@ -347,6 +347,32 @@ OPTIMIZER = Union(
                 "weight_decay": number(_WD_DOC + " (decoupled)", minimum=0, default=0.01),
             },
         ),
+        "rmsprop": (
+            "RMSprop (PyTorch's form, without momentum or centring)",
+            {
+                "lr": number(_LR_DOC, exclusive_minimum=0, default=1e-2),
+                "alpha": number("smoothing constant of the squared-gradient average",
+                                minimum=0, exclusive_maximum=1, default=0.99),
+                "eps": number("term added to the denominator", exclusive_minimum=0,
+                              default=1e-8),
+                "weight_decay": number(_WD_DOC + " (L2, added to the gradient)", minimum=0,
+                                       default=0.0),
+            },
+        ),
+        "adagrad": (
+            "Adagrad (PyTorch's form)",
+            {
+                "lr": number(_LR_DOC, exclusive_minimum=0, default=1e-2),
+                "lr_decay": number("the step-t learning rate is lr / (1 + (t - 1) * lr_decay)",
+                                   minimum=0, default=0.0),
+                "eps": number("term added to the denominator", exclusive_minimum=0,
+                              default=1e-10),
+                "initial_accumulator_value": number(
+                    "starting value of the sum of squared gradients", minimum=0, default=0.0),
+                "weight_decay": number(_WD_DOC + " (L2, added to the gradient)", minimum=0,
+                                       default=0.0),
+            },
+        ),
     },
     default_variant="adam",
 )
@@ -357,8 +383,13 @@ def optimizer_settings(optimizer: dict) -> dict:
     return fill(OPTIMIZER, optimizer)
 
 
+_INTERVAL = enum(
+    "step: recompute the learning rate at every optimiser step, from the fractional epoch; "
+    "epoch: hold it for the whole epoch (PyTorch's scheduler.step() once per epoch)",
+    ["step", "epoch"], default="step")
+
 SCHEDULE = Union(
-    "the learning-rate schedule (per epoch)",
+    "the learning-rate schedule, evaluated before every optimiser step",
     "type",
     {
         "constant": ("keep the learning rate constant", {}),
@@ -367,17 +398,68 @@ SCHEDULE = Union(
             {
                 "step_size": integer("epochs between decays", minimum=1, required=True),
                 "gamma": number("decay factor", exclusive_minimum=0, default=0.1),
+                "interval": _INTERVAL,
+            },
+        ),
+        "exponential": (
+            ("multiply the learning rate by gamma every epoch: lr * gamma ** epoch (PyTorch's "
+             "ExponentialLR)"),
+            {
+                "gamma": number("decay factor per epoch", exclusive_minimum=0, required=True),
+                "interval": _INTERVAL,
             },
         ),
         "cosine": (
             "cosine decay from lr to min_lr over the epochs",
-            {"min_lr": number("final learning rate", minimum=0, default=0.0)},
+            {
+                "min_lr": number("final learning rate", minimum=0, default=0.0),
+                "interval": _INTERVAL,
+            },
         ),
         "warmup_cosine": (
-            "linear warmup, then cosine decay to min_lr",
+            "linear warmup, then cosine decay to min_lr (per step)",
             {
                 "warmup_epochs": integer("epochs of linear warmup", minimum=0, required=True),
                 "min_lr": number("final learning rate", minimum=0, default=0.0),
+            },
+        ),
+        "plateau": (
+            ("multiply the learning rate by factor when the monitored metric has not improved "
+             "for more than patience epochs (PyTorch's ReduceLROnPlateau, checked after each "
+             "epoch)"),
+            {
+                "monitor": enum("metric to watch", MONITORS, default="val_loss"),
+                "mode": enum("min, max, or auto (max for accuracy, min for loss)",
+                             ["auto", "min", "max"], default="auto"),
+                "factor": number("multiplier of the learning rate at each reduction",
+                                 exclusive_minimum=0, exclusive_maximum=1, default=0.1),
+                "patience": integer("epochs without improvement tolerated before reducing",
+                                    minimum=0, default=10),
+                "threshold": number("smallest change that counts as an improvement",
+                                    minimum=0, default=1e-4),
+                "threshold_mode": enum("rel: relative to the best value; abs: absolute",
+                                       ["rel", "abs"], default="rel"),
+                "cooldown": integer("epochs to wait after a reduction before counting again",
+                                    minimum=0, default=0),
+                "min_lr": number("the learning rate never goes below this", minimum=0,
+                                 default=0.0),
+            },
+        ),
+        "one_cycle": (
+            ("the 1cycle policy per step (PyTorch's OneCycleLR, without momentum cycling): "
+             "from lr / div_factor up to lr (the peak, torch's max_lr), then down to "
+             "lr / div_factor / final_div_factor"),
+            {
+                "pct_start": number("fraction of the steps spent increasing the learning rate",
+                                    exclusive_minimum=0, exclusive_maximum=1, default=0.3),
+                "div_factor": number("initial learning rate = lr / div_factor",
+                                     exclusive_minimum=0, default=25.0),
+                "final_div_factor": number("final learning rate = initial / final_div_factor",
+                                           exclusive_minimum=0, default=1e4),
+                "anneal_strategy": enum("shape of each phase", ["cos", "linear"],
+                                        default="cos"),
+                "three_phase": boolean("a third phase: back to the initial learning rate, then "
+                                       "down to the final one", default=False),
             },
         ),
     },
@@ -409,25 +491,36 @@ TRAIN = Obj(
         "early_stopping": Obj(
             "stop when a monitored metric stops improving",
             {
-                "monitor": enum("metric to watch", MONITORS, default="val_loss"),
+                "monitor": enum("metric to watch: val_<a metric in train.metrics>, "
+                                "val_loss, train_loss or train_accuracy", MONITORS,
+                                default="val_loss"),
                 "patience": integer("epochs without improvement before stopping", minimum=0,
                                     default=5),
                 "min_delta": number("smallest change that counts as an improvement",
                                     minimum=0, default=0.0),
-                "mode": enum("min, max, or auto (max for accuracy, min for loss)",
+                "mode": enum("min, max, or auto (min for loss, mae and rmse; max for the "
+                             "others)",
                              ["auto", "min", "max"], default="auto"),
+                "restore_best_weights": boolean(
+                    "at the end of training, put back the weights of the epoch with the best "
+                    "monitored value", default=False),
             },
         ),
-        "metrics": string_list("metrics to report (default: [accuracy] for cross_entropy, "
-                               "else [])", enum_values=METRICS, min_items=0),
+        "metrics": string_list("metrics reported each epoch, as val_<name> (the train split "
+                               "reports loss, penalty and accuracy); the loss is always "
+                               "reported; by loss: " + metrics_doc() + " (default: [accuracy] "
+                               "for cross_entropy, else [])", enum_values=METRICS, min_items=0),
         "checkpoint": Obj(
             "where and when to save weights",
             {
-                "dir": string("checkpoint directory (default: runs/<name>)"),
+                "dir": string("run directory (checkpoints, metrics.jsonl, results.json), "
+                              "relative to the spec file (default: runs/<name> in the "
+                              "working directory)"),
                 "save": enum("best: best monitored value; last: end of training; "
                              "every_epoch: one file per epoch", ["best", "last", "every_epoch"],
                              default="best"),
-                "monitor": enum("metric deciding the best checkpoint", MONITORS,
+                "monitor": enum("metric deciding the best checkpoint (as early_stopping's "
+                                "monitor)", MONITORS,
                                 default="val_loss"),
             },
             default={},
@@ -445,7 +538,9 @@ EVALUATE = Obj(
     "how to evaluate after training",
     {
         "split": enum("which split to evaluate on", SPLITS, default="test"),
-        "metrics": string_list("metrics to report (default: train.metrics)",
+        "metrics": string_list("metrics reported for the evaluated split in results.json "
+                               "(the loss always; the same names as train.metrics; default: "
+                               "train.metrics)",
                                enum_values=METRICS, min_items=0),
     },
 )

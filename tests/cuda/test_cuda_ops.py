@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from cuda_helpers import T, build_single, check_kernel, compile_single, randn, reference
-from graph_builders import N_STATE, update_graph
+from graph_builders import N_STATE, STEPPED, update_graph
 
 from graphdl.backends.reference import run_reference
 from graphdl.errors import GraphdlError
@@ -252,6 +252,8 @@ OPTIM = [
     ("momentum_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
     ("adam_update", {"beta1": 0.8, "beta2": 0.95}),
     ("adam_update", {"decoupled": True, "weight_decay": 0.1, "lr_mult": 0.5}),
+    ("rmsprop_update", {"alpha": 0.9, "weight_decay": 0.05, "lr_mult": 2.0}),
+    ("adagrad_update", {"lr_decay": 0.1, "initial_accumulator_value": 0.5, "weight_decay": 0.02}),
 ]
 
 
@@ -268,7 +270,7 @@ def test_update_in_place_several_steps(op, attrs):
     r = np.random.default_rng(20)
     w = r.standard_normal(SHAPE).astype(np.float32)
     state = {f"s{i}": np.zeros(SHAPE, np.float32) for i in range(N_STATE[op])}
-    if op == "adam_update":
+    if op in STEPPED:
         state["step"] = np.zeros(1, np.float32)
     ref_p = {"w": w.copy()}
     ref_s = {k: (v.reshape(()) if k == "step" else v.copy()) for k, v in state.items()}
@@ -371,7 +373,7 @@ COVERED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "softmax_grad", "log_softmax_grad", "dropout", "softmax_cross_entropy",
     "softmax_cross_entropy_grad", "count_correct", "mse", "bce_with_logits", "reshape",
     "transpose", "concat", "slice", "slice_grad", "sgd_update", "momentum_update",
-    "adam_update", "fused", "input", "param", "state", "const"})
+    "adam_update", "rmsprop_update", "adagrad_update", "fused", "input", "param", "state", "const"})
 
 
 def test_every_op_is_covered_or_declared_unsupported():

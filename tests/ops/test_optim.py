@@ -1,4 +1,5 @@
-"""Optimiser updates (graphdl/ops/optim.py): sgd, momentum (nesterov), adam / adamw.
+"""Optimiser updates (graphdl/ops/optim.py): sgd, momentum (nesterov), adam / adamw, rmsprop,
+adagrad (the last two also cross-checked against torch.optim on the same gradients).
 
 The update ops sit in a graph as they do after autodiff: the parameter is a `param` node,
 the optimiser state `state` nodes, and `g.updates` maps each to its new value. The compiled
@@ -9,14 +10,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from graph_builders import N_STATE, update_graph
+from graph_builders import N_STATE, STEPPED, update_graph
 from helpers import T, infer, reference, rng
 
 from graphdl.backends.reference import run_reference
 from graphdl.compiler import compile_graph
 from graphdl.ops.registry import ShapeError, get_op
 
-KERNEL_COVERED = {"sgd_update", "momentum_update", "adam_update"}
+KERNEL_COVERED = {"sgd_update", "momentum_update", "adam_update", "rmsprop_update",
+                  "adagrad_update"}
 GRAD_COVERED: set[str] = set()
 
 SHAPE = (3, 5)
@@ -26,6 +28,10 @@ CASES = [
     ("momentum_update", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.05}),
     ("adam_update", {"beta1": 0.8, "beta2": 0.95}),
     ("adam_update", {"decoupled": True, "weight_decay": 0.1, "lr_mult": 0.5}),
+    ("rmsprop_update", {}),
+    ("rmsprop_update", {"alpha": 0.9, "eps": 1e-6, "weight_decay": 0.05, "lr_mult": 2.0}),
+    ("adagrad_update", {}),
+    ("adagrad_update", {"lr_decay": 0.1, "initial_accumulator_value": 0.5, "weight_decay": 0.02}),
 ]
 
 _BUILT: dict = {}
@@ -46,14 +52,14 @@ def _build(op: str, attrs: dict, reader_after: bool = False):
 def _initial(op, r):
     w = r.standard_normal(SHAPE).astype(np.float32)
     state = {f"s{i}": np.zeros(SHAPE, np.float32) for i in range(N_STATE[op])}
-    if op == "adam_update":
+    if op in STEPPED:
         state["step"] = np.zeros(1, np.float32)
     return w, state
 
 
 def _reference_step(op, attrs, w, state, grad, lr):
     ins = [w, grad] + [state[f"s{i}"] for i in range(N_STATE[op])] + [np.float32(lr)]
-    if op == "adam_update":
+    if op in STEPPED:
         state["step"] = state["step"] + 1
         ins.append(state["step"][0])
     outs = reference(op, ins, attrs)
@@ -84,11 +90,11 @@ def test_update_kernel_in_place_several_steps(op, attrs):
         for k in state:
             assert state[k] is bound[k] and state[k].dtype == np.float32
             np.testing.assert_allclose(state[k], ref_state[k], rtol=1e-5, atol=1e-6)
-    if op == "adam_update":
+    if op in STEPPED:
         assert state["step"][0] == 3
 
 
-@pytest.mark.parametrize("op,attrs", CASES[:1] + CASES[3:4])
+@pytest.mark.parametrize("op,attrs", CASES[:1] + CASES[3:4] + CASES[6:7] + CASES[8:9])
 def test_update_graph_in_reference_interpreter(op, attrs):
     g, _, _ = _build(op, attrs)
     r = rng(1)
@@ -97,7 +103,7 @@ def test_update_graph_in_reference_interpreter(op, attrs):
     grad = r.standard_normal(SHAPE).astype(np.float32)
     _, updates, _ = run_reference(g, {"grad": grad, "lr": np.float32(0.1)}, {"w": w}, state)
     ref_state = {k: v.copy() for k, v in state.items()}
-    if op == "adam_update":
+    if op in STEPPED:
         ref_state["step"] = ref_state["step"].reshape(1)
     want = _reference_step(op, attrs, w.copy(), ref_state, grad, 0.1)
     np.testing.assert_allclose(updates["w"], want, rtol=1e-6)
@@ -135,6 +141,9 @@ def test_infer():
     assert infer("sgd_update", [p, p, T()]) == [p]
     assert infer("momentum_update", [p, p, p, T()]) == [p, p]
     assert infer("adam_update", [p, p, p, p, T(), T()]) == [p, p, p]
+    q = T("N", 4)
+    assert infer("rmsprop_update", [q, q, q, T()]) == [q, q]
+    assert infer("adagrad_update", [q, q, q, T(), T()]) == [q, q]
 
 
 @pytest.mark.parametrize(
@@ -147,8 +156,52 @@ def test_infer():
         ),
         ("adam_update", [T(3), T(3), T(3), T(3, dtype="float64"), T(), T()], "does not match"),
         ("sgd_update", [T(3), T(3), T(1)], "learning rate / step must be scalars"),
+        ("rmsprop_update", [T(3), T(3), T(4), T()], "does not match"),
+        ("adagrad_update", [T(3), T(3), T(3), T(), T(2)], "must be scalars"),
     ],
 )
 def test_infer_rejects_bad_inputs(op, types, match):
     with pytest.raises(ShapeError, match=match):
         infer(op, types)
+
+
+# ---------------------------------------------------------------- against torch.optim
+
+TORCH_CASES = [
+    ("rmsprop_update", {}, "RMSprop", {}),
+    ("rmsprop_update", {"alpha": 0.9, "eps": 1e-6, "weight_decay": 0.05},
+     "RMSprop", {"alpha": 0.9, "eps": 1e-6, "weight_decay": 0.05}),
+    ("adagrad_update", {}, "Adagrad", {}),
+    ("adagrad_update", {"lr_decay": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-8,
+                        "weight_decay": 0.02},
+     "Adagrad", {"lr_decay": 0.1, "initial_accumulator_value": 0.5, "eps": 1e-8,
+                 "weight_decay": 0.02}),
+]
+
+
+@pytest.mark.parametrize("op,attrs,torch_name,torch_kwargs", TORCH_CASES)
+def test_update_matches_torch_optim(op, attrs, torch_name, torch_kwargs):
+    """Eight steps on the same gradients (and a changing learning rate) as torch.optim."""
+    torch = pytest.importorskip("torch")
+    _, _, prog = _build(op, attrs)
+    r = rng(3)
+    w, state = _initial(op, r)
+    tw = torch.nn.Parameter(torch.tensor(w.copy()))
+    opt = getattr(torch.optim, torch_name)([tw], lr=0.1, **torch_kwargs)
+    prog.bind_params({"w": w}, state)
+    for step in range(8):
+        lr = 0.1 * 0.8**step
+        for group in opt.param_groups:
+            group["lr"] = lr
+        grad = r.standard_normal(SHAPE).astype(np.float32)
+        prog({"grad": grad, "lr": lr})
+        tw.grad = torch.tensor(grad)
+        opt.step()
+        np.testing.assert_allclose(w, tw.detach().numpy(), rtol=1e-5, atol=1e-6,
+                                   err_msg=f"step {step}")
+    torch_state = opt.state[tw]
+    if op == "rmsprop_update":
+        np.testing.assert_allclose(state["s0"], torch_state["square_avg"].numpy(), rtol=1e-5)
+    else:
+        acc = torch_state["sum"].numpy() - attrs.get("initial_accumulator_value", 0.0)
+        np.testing.assert_allclose(state["s0"], acc, rtol=1e-5, atol=1e-6)

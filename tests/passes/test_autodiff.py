@@ -229,5 +229,31 @@ def test_autodiff_errors():
 
 
 def test_unknown_optimizer():
-    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
-        training_graph({"type": "rmsprop"})
+    with pytest.raises(ValueError, match="unknown optimizer 'lamb'"):
+        training_graph({"type": "lamb"})
+
+
+@pytest.mark.parametrize("optimizer,names", [
+    ({"type": "rmsprop", "lr": 1e-3, "alpha": 0.9}, {"opt.square_avg"}),
+    ({"type": "adagrad", "lr": 1e-2, "lr_decay": 0.1}, {"opt.sum"}),
+])
+def test_training_step_rmsprop_and_adagrad_match_numerical_gradient_step(mlp64, optimizer, names):
+    g, feeds, params, num = mlp64
+    g = g.copy()
+    g.meta["optimizer"] = optimizer
+    tg = autodiff(g)
+    state = init_state(tg)
+    stepped = {"opt.step"} if optimizer["type"] == "adagrad" else set()
+    assert set(state) == stepped | {f"{k}.{p}" for k in names for p in PARAMS}
+    lr = optimizer["lr"]
+    _, updates, _ = run_reference(tg, {**feeds, "lr": np.float32(lr)}, params, state)
+    for name in PARAMS:
+        d = num[name]
+        if optimizer["type"] == "rmsprop":
+            sq = 0.1 * d * d
+            np.testing.assert_allclose(updates[f"opt.square_avg.{name}"], sq, rtol=1e-5, atol=1e-12)
+            want = params[name] - lr * d / (np.sqrt(sq) + 1e-8)
+        else:
+            np.testing.assert_allclose(updates[f"opt.sum.{name}"], d * d, rtol=1e-5, atol=1e-12)
+            want = params[name] - lr * d / (np.abs(d) + 1e-10)  # step 1: no lr_decay yet
+        np.testing.assert_allclose(updates[name], want, rtol=1e-5, atol=1e-8)

@@ -1,4 +1,6 @@
-"""Learning-rate schedules: learning_rate(base_lr, schedule, epoch_float, total_epochs)."""
+"""Learning-rate schedules: learning_rate(base_lr, schedule, epoch_float, total_epochs) and
+the trainer's LRSchedule (plateau), each checked against torch.optim.lr_scheduler on the same
+step sequence."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import math
 
 import pytest
 
-from graphdl.runtime.schedules import learning_rate
+from graphdl.runtime.schedules import LRSchedule, learning_rate
 
 
 @pytest.mark.parametrize("schedule", [None, {}, {"type": "constant"}])
@@ -101,4 +103,113 @@ def test_warmup_zero_epochs_is_plain_cosine():
 
 def test_unknown_schedule_raises():
     with pytest.raises(ValueError, match="unknown schedule"):
-        learning_rate(0.1, {"type": "exponential"}, 1.0, 10)
+        learning_rate(0.1, {"type": "linear"}, 1.0, 10)
+
+
+# ---------------------------------------------------------------- against torch
+
+
+def _torch_lrs(make_scheduler, n_steps, base_lr=0.1, metrics=None):
+    """The learning rate torch's scheduler gives before each of ``n_steps`` steps (stepped
+    once per step, with ``metrics[i]`` for ReduceLROnPlateau)."""
+    torch = pytest.importorskip("torch")
+    w = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([w], lr=base_lr)
+    sched = make_scheduler(torch.optim.lr_scheduler, opt)
+    out = []
+    for i in range(n_steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step(metrics[i]) if metrics is not None else sched.step()
+    return out
+
+
+SPE, EPOCHS = 7, 5  # steps per epoch, epochs
+
+
+def _ours(schedule, base_lr=0.1):
+    lrs = LRSchedule(base_lr, schedule, EPOCHS, SPE)
+    return [lrs.lr(e, b) for e in range(EPOCHS) for b in range(SPE)]
+
+
+def test_exponential_per_epoch_matches_exponential_lr():
+    want = _torch_lrs(lambda s, o: s.ExponentialLR(o, gamma=0.7), EPOCHS)
+    got = _ours({"type": "exponential", "gamma": 0.7, "interval": "epoch"})
+    assert got == pytest.approx([lr for lr in want for _ in range(SPE)], rel=1e-12)
+
+
+def test_exponential_per_step_matches_exponential_lr_stepped_every_batch():
+    want = _torch_lrs(lambda s, o: s.ExponentialLR(o, gamma=0.7 ** (1 / SPE)), EPOCHS * SPE)
+    assert _ours({"type": "exponential", "gamma": 0.7}) == pytest.approx(want, rel=1e-9)
+
+
+def test_cosine_per_step_and_per_epoch_match_cosine_annealing_lr():
+    per_step = _torch_lrs(lambda s, o: s.CosineAnnealingLR(o, T_max=EPOCHS * SPE, eta_min=1e-3),
+                          EPOCHS * SPE)
+    assert _ours({"type": "cosine", "min_lr": 1e-3}) == pytest.approx(per_step, rel=1e-9)
+    per_epoch = _torch_lrs(lambda s, o: s.CosineAnnealingLR(o, T_max=EPOCHS, eta_min=1e-3),
+                           EPOCHS)
+    got = _ours({"type": "cosine", "min_lr": 1e-3, "interval": "epoch"})
+    assert got == pytest.approx([lr for lr in per_epoch for _ in range(SPE)], rel=1e-9)
+
+
+def test_step_per_epoch_matches_step_lr():
+    want = _torch_lrs(lambda s, o: s.StepLR(o, step_size=2, gamma=0.5), EPOCHS)
+    got = _ours({"type": "step", "step_size": 2, "gamma": 0.5, "interval": "epoch"})
+    assert got == pytest.approx([lr for lr in want for _ in range(SPE)], rel=1e-12)
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"anneal_strategy": "linear", "pct_start": 0.25},
+    {"three_phase": True, "div_factor": 10.0, "final_div_factor": 100.0},
+])
+def test_one_cycle_matches_one_cycle_lr(extra):
+    torch_extra = {k: v for k, v in extra.items()}
+    want = _torch_lrs(lambda s, o: s.OneCycleLR(o, max_lr=0.1, total_steps=EPOCHS * SPE,
+                                                cycle_momentum=False, **torch_extra),
+                      EPOCHS * SPE)
+    got = _ours({"type": "one_cycle", **extra})
+    assert got == pytest.approx(want, rel=1e-9)
+    assert max(got) == pytest.approx(0.1, rel=1e-2)  # the peak is (near) the optimiser's lr
+
+
+PLATEAU_METRICS = [1.0, 0.9, 0.9, 0.95, 0.91, 0.9, 0.9, 0.89999, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6,
+                   0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
+
+
+@pytest.mark.parametrize("ours,theirs,sign", [
+    ({"patience": 2}, {"patience": 2}, 1),
+    ({"patience": 1, "factor": 0.5, "cooldown": 2, "min_lr": 0.01},
+     {"patience": 1, "factor": 0.5, "cooldown": 2, "min_lr": 0.01}, 1),
+    ({"patience": 0, "threshold": 0.05, "threshold_mode": "abs"},
+     {"patience": 0, "threshold": 0.05, "threshold_mode": "abs"}, 1),
+    ({"patience": 1, "monitor": "val_accuracy"}, {"patience": 1, "mode": "max"}, -1),
+])
+def test_plateau_matches_reduce_lr_on_plateau(ours, theirs, sign):
+    values = [sign * v for v in PLATEAU_METRICS]
+    want = _torch_lrs(lambda s, o: s.ReduceLROnPlateau(o, **theirs), len(values), metrics=values)
+    mode = "max" if sign < 0 else "min"
+    lrs = LRSchedule(0.1, {"type": "plateau", **ours}, len(values), SPE, mode=mode)
+    got = []
+    for epoch, value in enumerate(values):
+        got.append(lrs.lr(epoch, 3))  # the same for every step of the epoch
+        assert lrs.lr(epoch, 0) == got[-1]
+        lrs.end_epoch(value)
+    assert got == pytest.approx(want, rel=1e-12)
+    assert min(got) < 0.1  # the sequence does make it reduce
+
+
+def test_plateau_state_round_trips_through_json():
+    import json
+
+    a = LRSchedule(0.1, {"type": "plateau", "patience": 1, "cooldown": 1}, 10, 3)
+    for v in PLATEAU_METRICS[:9]:
+        a.end_epoch(v)
+    b = LRSchedule(0.1, {"type": "plateau", "patience": 1, "cooldown": 1}, 10, 3)
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.state_dict() == a.state_dict()
+    for v in PLATEAU_METRICS[9:]:
+        a.end_epoch(v)
+        b.end_epoch(v)
+        assert b.lr(0, 0) == a.lr(0, 0)

@@ -364,3 +364,95 @@ def test_non_finite_loss_raises_E601_and_restores_finite_weights(tmp_path):
     assert not (tmp_path / "run" / "last.ckpt").exists()
     for k, v in model.params.items():  # the weights from before the failing epoch
         assert np.isfinite(v).all(), k
+
+
+# ------------------------------------------------------------------ plateau, restore_best_weights
+
+# an absolute threshold of 1e9: no epoch counts as an improvement, so val_loss "stalls"
+STALLING_PLATEAU = {"type": "plateau", "monitor": "val_loss", "patience": 0, "factor": 0.5,
+                    "threshold": 1.0e9, "threshold_mode": "abs"}
+
+
+def test_plateau_reduces_the_lr_when_val_loss_stalls(tmp_path):
+    spec = write_spec(tmp_path, {"epochs": 4, "schedule": STALLING_PLATEAU})
+    history = graphdl.load(spec).fit(tmp_path / "run", progress=False)
+    # epoch 1 sets the best; each later epoch is one bad epoch > patience 0: halve after it
+    assert [r["lr"] for r in history] == pytest.approx([1e-3, 1e-3, 5e-4, 2.5e-4], rel=1e-12)
+    _, meta = load_checkpoint(tmp_path / "run" / "last.ckpt")
+    assert meta["schedule"]["lr"] == pytest.approx(1.25e-4, rel=1e-12)
+
+
+def test_plateau_keeps_a_falling_val_loss_at_the_base_lr(tmp_path):
+    spec = write_spec(tmp_path, {"epochs": 3, "schedule": {"type": "plateau", "patience": 0}})
+    history = graphdl.load(spec).fit(tmp_path / "run", progress=False)
+    assert history[0]["val_loss"] > history[1]["val_loss"] > history[2]["val_loss"]
+    assert [r["lr"] for r in history] == [1e-3] * 3
+
+
+def test_resume_keeps_the_plateau_state_bit_for_bit(tmp_path):
+    spec = write_spec(tmp_path, {"epochs": 4, "schedule": STALLING_PLATEAU})
+    whole = graphdl.load(spec)
+    h_whole = whole.fit(tmp_path / "whole", progress=False)
+    graphdl.load(spec).fit(tmp_path / "split", progress=False, epochs=2)
+    resumed = graphdl.load(spec)
+    h_resumed = resumed.fit(tmp_path / "split", progress=False, epochs=4, resume=True)
+    assert without_seconds(h_resumed) == without_seconds(h_whole)
+    for k in whole.params:
+        assert np.array_equal(whole.params[k], resumed.params[k]), k
+    _, m_whole = load_checkpoint(tmp_path / "whole" / "last.ckpt")
+    _, m_split = load_checkpoint(tmp_path / "split" / "last.ckpt")
+    assert m_split["schedule"] == m_whole["schedule"]
+
+
+def test_restore_best_weights_leaves_the_best_epochs_weights(tmp_path):
+    """mode max on val_loss: the best epoch is the first (val loss falls), not the last."""
+    es = {"monitor": "val_loss", "mode": "max", "patience": 10, "restore_best_weights": True}
+    spec = write_spec(tmp_path, {"epochs": 3, "early_stopping": es,
+                                 "checkpoint": {"save": "every_epoch"}})
+    model = graphdl.load(spec)
+    history = model.fit(tmp_path / "run", progress=False)
+    assert history[0]["val_loss"] == max(r["val_loss"] for r in history)
+    e1, _ = load_checkpoint(tmp_path / "run" / "epoch_001.ckpt")
+    e3, _ = load_checkpoint(tmp_path / "run" / "epoch_003.ckpt")
+    for k in model.params:
+        assert np.array_equal(model.params[k], e1[f"param/{k}"]), k
+        assert not np.array_equal(model.params[k], e3[f"param/{k}"]), k
+    last, _ = load_checkpoint(tmp_path / "run" / "last.ckpt")  # still the last epoch, for --resume
+    assert all(np.array_equal(last[k], e3[k]) for k in e3)
+    assert model.evaluate("val")["loss"] == pytest.approx(history[0]["val_loss"], rel=1e-6)
+
+
+def test_restore_best_weights_uses_best_ckpt_when_it_is_the_same_best(tmp_path):
+    es = {"monitor": "val_loss", "patience": 10, "restore_best_weights": True}
+    spec = write_spec(tmp_path, {"epochs": 2, "early_stopping": es,
+                                 "checkpoint": {"save": "best", "monitor": "val_loss"}})
+    model = graphdl.load(spec)
+    model.fit(tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "early_stopping_best.ckpt").exists()
+    best, _ = load_checkpoint(tmp_path / "run" / "best.ckpt")
+    for k in model.params:
+        assert np.array_equal(model.params[k], best[f"param/{k}"]), k
+
+
+def test_without_restore_best_weights_the_last_weights_stay(tmp_path):
+    es = {"monitor": "val_loss", "mode": "max", "patience": 10}
+    spec = write_spec(tmp_path, {"epochs": 2, "early_stopping": es,
+                                 "checkpoint": {"save": "every_epoch"}})
+    model = graphdl.load(spec)
+    model.fit(tmp_path / "run", progress=False)
+    e2, _ = load_checkpoint(tmp_path / "run" / "epoch_002.ckpt")
+    for k in model.params:
+        assert np.array_equal(model.params[k], e2[f"param/{k}"]), k
+
+
+@pytest.mark.parametrize("optimizer,state", [
+    ({"type": "rmsprop", "lr": 1.0e-3}, "opt.square_avg."),
+    ({"type": "adagrad", "lr": 0.05, "initial_accumulator_value": 0.1}, "opt.sum."),
+])
+def test_rmsprop_and_adagrad_train(tmp_path, optimizer, state):
+    spec = write_spec(tmp_path, {"optimizer": optimizer})
+    model = graphdl.load(spec)
+    history = model.fit(tmp_path / "run", progress=False)
+    assert history[1]["val_loss"] < history[0]["val_loss"]
+    assert history[1]["val_accuracy"] > 0.5
+    assert any(k.startswith(state) for k in model.state)

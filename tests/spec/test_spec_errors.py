@@ -102,8 +102,8 @@ def test_e101_key_of_another_schedule_variant(spec_error):
     )
     d = only(err, "E101")
     at(d, 11, 28)
-    assert d.message == "'gamma' has no effect for schedule type 'cosine'; it belongs to 'step'"
-    assert d.note == "valid keys here: min_lr, type"
+    assert d.message == "'gamma' has no effect for schedule type 'cosine'; it belongs to 'step' and 'exponential'"
+    assert d.note == "valid keys here: interval, min_lr, type"
 
 
 def test_e101_key_of_another_layer_type(spec_error):
@@ -126,8 +126,8 @@ def test_e101_misspelled_key_of_another_variant(spec_error):
         HEAD + "    - {type: dense, units: 2}\ntrain:\n  target: y\n"
         "  schedule: {type: cosine, gama: 0.5}\n"), "E101")
     assert d.message == "unknown key 'gama' in train.schedule"
-    assert d.help == ("did you mean 'gamma'? it belongs to schedule type 'step', "
-                      "not 'cosine'")
+    assert d.help == ("did you mean 'gamma'? it belongs to schedule type 'step' and "
+                      "'exponential', not 'cosine'")
 
 
 def test_e101_unknown_top_level_key(spec_error):
@@ -256,7 +256,7 @@ def test_e103_bad_optimizer_type(spec_error):
     at(d, 11, 21)
     assert d.message == "unknown optimizer type 'adma' in train.optimizer"
     assert d.help == "did you mean 'adam'?"
-    assert d.note == "valid types: sgd, momentum, adam, adamw"
+    assert d.note == "valid types: sgd, momentum, adam, adamw, rmsprop, adagrad"
 
 
 def test_e103_bad_preprocess_op(spec_error):

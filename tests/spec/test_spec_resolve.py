@@ -40,7 +40,8 @@ def test_digits_example(fixtures_dir):
     assert spec.train["optimizer"] == {
         "type": "adam", "lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
     assert spec.train["early_stopping"] == {
-        "monitor": "val_loss", "patience": 5, "min_delta": 0.0, "mode": "auto"}
+        "monitor": "val_loss", "patience": 5, "min_delta": 0.0, "mode": "auto",
+        "restore_best_weights": False}
     assert spec.train["checkpoint"] == {
         "dir": "runs/digits-mlp", "save": "best", "monitor": "val_accuracy"}
     assert spec.train["schedule"] == {"type": "constant"}
@@ -102,7 +103,8 @@ def test_optimizer_variant_defaults_and_float_coercion(load):
     assert spec.train["optimizer"] == {"type": "momentum", "lr": 1.0, "momentum": 0.9,
                                        "nesterov": False, "weight_decay": 0.0}
     assert isinstance(spec.train["optimizer"]["lr"], float)
-    assert spec.train["schedule"] == {"type": "step", "step_size": 3, "gamma": 0.1}
+    assert spec.train["schedule"] == {"type": "step", "step_size": 3, "gamma": 0.1,
+                                      "interval": "step"}
     assert spec.model.layers[0].params == {"rate": 0.0}
 
 

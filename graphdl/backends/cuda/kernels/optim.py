@@ -1,4 +1,5 @@
-"""CUDA kernels of the optimiser updates (graphdl/ops/optim.py): sgd, momentum, adam/adamw.
+"""CUDA kernels of the optimiser updates (graphdl/ops/optim.py): sgd, momentum, adam/adamw,
+rmsprop, adagrad.
 
 Grid-stride loops that update the parameter and its state in place, with the CPU kernels'
 arithmetic (constants cast to the parameter's dtype, so float32 stays float32): a
@@ -67,6 +68,38 @@ def adam_flat(p, g, m, v, lr, step, b1, b2, eps, wd, decoupled, lr_mult):
         p[i] = w - c1 * mi / (math.sqrt(vi * inv_c2) + epsf)
 
 
+@cuda_kernel
+@jit
+def rmsprop_flat(p, g, sq, lr, alpha, eps, wd, lr_mult):
+    dt = p.dtype.type
+    rate = dt(lr[0] * lr_mult)
+    af = dt(alpha)
+    oa = dt(1.0 - alpha)
+    epsf = dt(eps)
+    wdf = dt(wd)
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        d = g[i] + wdf * p[i]
+        s = af * sq[i] + oa * d * d
+        sq[i] = s
+        p[i] = p[i] - rate * d / (math.sqrt(s) + epsf)
+
+
+@cuda_kernel
+@jit
+def adagrad_flat(p, g, acc, lr, step, lr_decay, eps, initial, wd, lr_mult):
+    # as on the CPU, `acc` starts at zero and initial_accumulator_value joins it in the root
+    dt = p.dtype.type
+    rate = dt(lr[0] * lr_mult / (1.0 + (step[0] - 1.0) * lr_decay))
+    epsf = dt(eps)
+    initf = dt(initial)
+    wdf = dt(wd)
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        d = g[i] + wdf * p[i]
+        s = acc[i] + d * d
+        acc[i] = s
+        p[i] = p[i] - rate * d / (math.sqrt(s + initf) + epsf)
+
+
 def _inplace_outputs(ctx, ins, outs, pairs) -> list[str]:
     lines = []
     for out_i, in_i in pairs:
@@ -100,3 +133,22 @@ def _emit_adam(ctx, attrs, ins, outs):
          ctx.var(ins[4]), ctx.var(ins[5]), repr(float(attrs["beta1"])), repr(float(attrs["beta2"])),
          repr(float(attrs["eps"])), repr(float(attrs["weight_decay"])),
          str(bool(attrs["decoupled"])), repr(float(attrs["lr_mult"]))])
+
+
+@cuda_emitter("rmsprop_update")
+def _emit_rmsprop(ctx, attrs, ins, outs):
+    return _inplace_outputs(ctx, ins, outs, [(0, 0), (1, 2)]) + ctx.launch1d(
+        ctx.kernel("rmsprop_flat"), ctx.size(outs[0]),
+        [ctx.flat(outs[0]), ctx.flat(ins[1]), ctx.flat(outs[1]), ctx.var(ins[3]),
+         repr(float(attrs["alpha"])), repr(float(attrs["eps"])),
+         repr(float(attrs["weight_decay"])), repr(float(attrs["lr_mult"]))])
+
+
+@cuda_emitter("adagrad_update")
+def _emit_adagrad(ctx, attrs, ins, outs):
+    return _inplace_outputs(ctx, ins, outs, [(0, 0), (1, 2)]) + ctx.launch1d(
+        ctx.kernel("adagrad_flat"), ctx.size(outs[0]),
+        [ctx.flat(outs[0]), ctx.flat(ins[1]), ctx.flat(outs[1]), ctx.var(ins[3]),
+         ctx.var(ins[4]), repr(float(attrs["lr_decay"])), repr(float(attrs["eps"])),
+         repr(float(attrs["initial_accumulator_value"])), repr(float(attrs["weight_decay"])),
+         repr(float(attrs["lr_mult"]))])
