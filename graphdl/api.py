@@ -3,7 +3,7 @@
     import graphdl
     model = graphdl.load("specs/mlp_digits.yaml")
     model.fit()                      # trains as `graphdl run` does, into runs/<name>/
-    model.evaluate("test")           # {"loss": ..., "accuracy": ...}
+    model.evaluate("test")           # {"loss": ..., "accuracy": ...}: evaluate.metrics
     model.predict({"x": batch})      # logits, float32
     model.predict_result(batch)      # {"class", "probabilities"}: what the loss implies
 """
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,6 +43,7 @@ class Model:
         self.class_names: list[str] | None = None
         self.init_report = None  # what model.init loaded (transfer learning)
         self.first_step_at: float | None = None
+        self.trainer = None  # the Trainer of the latest fit: its state says how far it got
 
     # ------------------------------------------------------------ device
     @property
@@ -169,31 +171,43 @@ class Model:
         trainer = Trainer(self, splits, run_dir, progress=progress, resume=resume)
         if epochs is not None:
             trainer.epochs = epochs
+        self.trainer = trainer
         history = trainer.fit()
         self.last_run_dir = run_dir
         self.first_step_at = trainer.first_step_at
         return history
 
     def default_run_dir(self) -> Path:
-        return Path(self.spec.train["checkpoint"]["dir"])  # resolve fills runs/<name>
+        """train.checkpoint.dir, relative to the spec file like every path in a spec;
+        without one, runs/<name> in the working directory (as --run-dir is)."""
+        written = ((self.spec.raw.get("train") or {}).get("checkpoint") or {}).get("dir")
+        if written is None:
+            return Path(self.spec.train["checkpoint"]["dir"])  # resolve fills runs/<name>
+        return self.spec.file_path(written)
 
-    def evaluate_dataset(self, ds, batch_size: int = 512) -> dict:
+    def evaluate_dataset(self, ds, batch_size: int = 512, metrics: list[str] | None = None) -> dict:
+        """The data loss of dataset ``ds`` and the metrics ``metrics`` (spec names; default
+        evaluate.metrics), each over the whole split (`graphdl.runtime.metrics`): floats,
+        and lists for the per-class metrics and the confusion matrix."""
+        from graphdl.runtime.metrics import split_metrics
+
         program = self.compiled("eval").program
+        loss_cfg = self.spec.train["loss"]
         target = self.spec.train["target"]
         names = list(self.spec.model.inputs) + [target]
-        loss_sum, n, correct, counted = 0.0, 0, 0.0, 0.0
+        loss_sum, n, outputs = 0.0, 0, []
         for s in range(0, len(ds), batch_size):
             feeds = {k: np.ascontiguousarray(ds.fields[k][s : s + batch_size]) for k in names}
             out = program(feeds)
             b = len(feeds[target])
             loss_sum += float(out["data_loss"][0]) * b
             n += b
-            if "correct" in out:
-                correct += float(out["correct"][0])
-                counted += float(out["count"][0])
-        m = {"loss": loss_sum / max(n, 1)}
-        if counted:
-            m["accuracy"] = correct / counted
+            outputs.append(np.array(out["model_output"]))  # a copy: the program reuses its buffers
+        m: dict = {"loss": loss_sum / max(n, 1)}
+        if outputs:
+            wanted = self.spec.evaluate["metrics"] if metrics is None else metrics
+            m.update(split_metrics(loss_cfg["type"], wanted, np.concatenate(outputs),
+                                   ds.fields[target][:n], loss_cfg.get("ignore_index")))
         return m
 
     def evaluate(self, split: str = "test") -> dict:
@@ -310,6 +324,8 @@ def interpret_outputs(loss: str | None, outputs: np.ndarray,
 
 
 def write_results(run_dir: Path, results: dict) -> None:
+    """Write ``run_dir/results.json`` atomically (a temporary file renamed over it): a reader
+    sees the old file or the new one, never half of one."""
     tmp = run_dir / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=2), encoding="utf-8")
-    tmp.replace(run_dir / "results.json")
+    os.replace(tmp, run_dir / "results.json")

@@ -182,9 +182,11 @@ def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:
             label_smoothing=float(loss_cfg["label_smoothing"]),
             ignore_index=int(ignore) if ignore is not None else -100,
         )
-        correct_node = g.apply("count_correct", [y, labels], {"ignore_index": int(ignore) if ignore is not None else -100})
-        g.outputs["correct"] = Value(correct_node, 0)
-        g.outputs["count"] = Value(correct_node, 1)
+        if "accuracy" in train["metrics"]:
+            correct_node = g.apply("count_correct", [y, labels],
+                                   {"ignore_index": int(ignore) if ignore is not None else -100})
+            g.outputs["correct"] = Value(correct_node, 0)
+            g.outputs["count"] = Value(correct_node, 1)
     else:
         # the target has the output's type, but [N] for a one-unit output (one value per
         # sample, as every source gives it); the data's target is made this type before
@@ -196,9 +198,16 @@ def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:
             tgt = g.input(target, yt.with_dtype("float32"))
         op = "mse" if ltype == "mse" else "bce_with_logits"
         loss = g.op(op, y, tgt)
+        if ltype == "bce_with_logits" and "accuracy" in train["metrics"]:
+            # the share of output units whose decision (logit > 0) is the target's (> 0.5)
+            hit = g.op("eq", g.op("gt", y, g.const(0.0)), g.op("gt", tgt, g.const(0.5)))
+            g.outputs["accuracy"] = g.op("mean", g.op("cast", hit, dtype="float32"))
     if training:
         _warn_activation_before_loss(g, spec, y, ltype)
     g.outputs["data_loss"] = loss
+    if not training:
+        # every metric of a whole split is computed from these (graphdl.runtime.metrics)
+        g.outputs["model_output"] = y
     if training:
         loss = _add_penalties(g, spec, loss)
     g.outputs["loss"] = loss

@@ -5,7 +5,8 @@ Phases (each reports all of its errors, in file order, capped at 20, then stops)
 1. ``yaml``: syntax (E001) and duplicate keys (E002), YAML 1.2 core-schema scalars;
 2. ``schema``: JSON Schema draft-07 (E101-E106);
 3. ``references``: ``$name`` substitution, block expansion, layer references (E201-E206,
-   plus E1xx for values a substitution made invalid).
+   plus E1xx for values a substitution made invalid; E107 a metric or monitor that cannot
+   exist for the loss, ``graphdl.spec.metrics``).
 
 Importing this package must stay fast: no numba, no numpy.
 """

@@ -21,6 +21,7 @@ from graphdl.layers.schema import fill
 from graphdl.spec import schema_gen as sg
 from graphdl.spec.datatypes import InputSpec, LayerSpec, Location, ModelSpec, Spec
 from graphdl.spec.loader import LoadedYaml
+from graphdl.spec.metrics import check_metrics
 from graphdl.spec.validate import (
     Reporter,
     did_you_mean,
@@ -628,6 +629,7 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
         evaluate["metrics"] = list(train["metrics"])
     if "train" in raw:  # a spec that trains is evaluated after training
         diags = _evaluate_split_check(raw, data["split"], evaluate["split"], r)
+        diags += check_metrics(raw, train, evaluate, data["split"], r)
         if diags:
             raise GraphdlError(diags, phase="references")
     return Spec(

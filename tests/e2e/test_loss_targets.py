@@ -31,7 +31,8 @@ def run(cli, spec, tmp_path):
 
 
 def test_mse_on_integer_class_labels_is_refused_at_the_loss_line(tmp_path, cli):
-    spec = edit_spec(tmp_path, [(LOSS_LINE, "loss: {type: mse}"), ("epochs: 30", "epochs: 1")])
+    spec = edit_spec(tmp_path, [(LOSS_LINE, "loss: {type: mse}"), ("epochs: 30", "epochs: 1"),
+                                ("metrics: [accuracy]", "metrics: [mae]")])  # mse has no accuracy
     rc, _out, err = run(cli, spec, tmp_path)
     assert_located(rc, err, "E305", spec, line_of(spec, "loss: {type: mse}"))
     assert "float32[N, 10]" in err and "int64[N]" in err, err  # both shapes and dtypes
