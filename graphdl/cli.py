@@ -7,8 +7,11 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.func(args) or 0
+        with _ctrl_c_guard():
+            return args.func(args) or 0
     except GraphdlError as e:
         if getattr(args, "format", "text") == "json":
             print(e.to_json())
@@ -35,9 +39,47 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{n} error{'s' if n != 1 else ''}; nothing was run." if e.phase in
                   ("yaml", "schema", "references", "shapes") else "", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; checkpoints written so far are kept", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # one line, no traceback; a command may say what it kept (cmd_run)
+        print(str(e) or "interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _ctrl_c_guard():
+    """Make Ctrl-C a KeyboardInterrupt wherever it lands; yields an object whose ``pressed``
+    says whether it was pressed.
+
+    Numba compiles through LLVM, which calls back into Python through ctypes. A
+    KeyboardInterrupt raised inside such a callback is printed ("Exception ignored ...")
+    and dropped, and Numba then fails on the half-built function (RuntimeError: no compiled
+    object yet), with a traceback. The guard notes the key press, keeps the dropped
+    interrupt quiet, and turns the exception that follows into a KeyboardInterrupt."""
+    state = SimpleNamespace(pressed=False)
+    if threading.current_thread() is not threading.main_thread():
+        yield state  # signal handlers can only be set in the main thread
+        return
+
+    def on_sigint(signum, frame):
+        state.pressed = True
+        raise KeyboardInterrupt
+
+    def unraisable(info):
+        if not (info.exc_type and issubclass(info.exc_type, KeyboardInterrupt)):
+            previous_hook(info)
+
+    previous_handler = signal.signal(signal.SIGINT, on_sigint)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = unraisable
+    try:
+        yield state
+    except Exception:
+        if state.pressed:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        sys.unraisablehook = previous_hook
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +103,8 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--emit-source", metavar="DIR", help="write the generated kernel source into DIR")
     sp = add("run", cmd_run, "train and evaluate a spec; writes runs/<name>/")
     sp.add_argument("spec")
-    sp.add_argument("--run-dir", help="run directory (default: train.checkpoint.dir or runs/<name>)")
+    sp.add_argument("--run-dir", help="run directory, relative to the working directory (default: "
+                    "train.checkpoint.dir, relative to the spec file, or runs/<name>)")
     sp.add_argument("--epochs", type=int, help="override train.epochs")
     sp.add_argument("--resume", action="store_true", help="continue from the run directory's last.ckpt")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -240,6 +283,7 @@ def _layer_table(spec, g, bindings) -> str:
 
 def cmd_run(args) -> int:
     from graphdl.api import Model, write_results
+    from graphdl.runtime.trainer import check_run_dir
     from graphdl.spec.resolve import require_train
 
     spec = _load(args.spec)
@@ -250,29 +294,68 @@ def cmd_run(args) -> int:
     if args.format == "text":
         print(note)  # which device auto chose, and why
     run_dir = Path(args.run_dir) if args.run_dir else model.default_run_dir()
+    check_run_dir(run_dir, spec)
+    # results.json is written when the run ends: the previous run's must not look current
+    (run_dir / "results.json").unlink(missing_ok=True)
+    overrides = {f"train.{key}": value for key, value in (("epochs", args.epochs), ("device", args.device))
+                 if value is not None}
     t0 = time.perf_counter()
-    if not args.resume:
-        model.compile()
-        if model.init_report is not None:
-            print(model.init_report.format())
-    history = model.fit(run_dir, progress=not args.no_progress, resume=args.resume, epochs=args.epochs)
-    best = run_dir / "best.ckpt"
-    weights = "last"
-    if best.exists():
-        model.load_weights(best)
-        weights = "best"
-    split = spec.evaluate["split"]
-    results = {split: model.evaluate(split), "weights": weights, "epochs_run": len(history),
+    stage = "loading the data"
+    try:
+        with _ctrl_c_guard() as ctrl_c:
+            # the data against model.inputs first: a wrong input shape is E503 naming both
+            # shapes, not the shape error of the first layer it reaches when lowering
+            model.data()
+            stage = "compiling"
+            if not args.resume:
+                model.compile()
+                if model.init_report is not None:
+                    print(model.init_report.format())
+            if ctrl_c.pressed:  # Ctrl-C that Numba swallowed without failing
+                raise KeyboardInterrupt
+            stage = "training"
+            history = model.fit(run_dir, progress=not args.no_progress, resume=args.resume,
+                                epochs=args.epochs)
+            stage = "evaluating"
+            best = run_dir / "best.ckpt"
+            weights = "last"
+            if best.exists():
+                model.load_weights(best)
+                weights = "best"
+            split = spec.evaluate["split"]
+            m = model.evaluate(split)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_interrupted(model, run_dir, stage, overrides, time.perf_counter() - t0)) from None
+    results = {"status": "complete", split: m, "weights": weights, "epochs_run": len(history),
                "seconds": round(time.perf_counter() - t0, 3)}
     if model.first_step_at is not None:
         # from the start of the command to the end of the first training step: what the
         # kernel cache saves on a second run
         results["seconds_to_first_step"] = round(model.first_step_at - _STARTED, 3)
+    results["overrides"] = overrides
     write_results(run_dir, results)
-    m = results[split]
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items())
+    # lists (per-class metrics, the confusion matrix) are in results.json only
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))
     print(f"{split}: {shown}  ({weights} weights; run directory {run_dir})")
     return 0
+
+
+def _interrupted(model, run_dir: Path, stage: str, overrides: dict, seconds: float) -> str:
+    """Mark the run interrupted in results.json; the one line `graphdl run` prints."""
+    from graphdl.api import write_results
+
+    trainer = model.trainer if stage in ("training", "evaluating") else None
+    done = trainer.state.epoch if trainer is not None else 0
+    write_results(run_dir, {"status": "interrupted", "stage": stage, "epochs_run": done,
+                            "seconds": round(seconds, 3), "overrides": overrides})
+    if trainer is None:
+        return f"interrupted while {stage}, before training (run directory {run_dir})"
+    if stage == "evaluating":
+        return f"interrupted while evaluating, after {done} epochs; checkpoints are kept in {run_dir}"
+    if not done:
+        return f"interrupted in epoch 1 of {trainer.epochs}: no checkpoint yet (run directory {run_dir})"
+    return (f"interrupted in epoch {done + 1} of {trainer.epochs}: {run_dir / 'last.ckpt'} holds "
+            f"epoch {done} (continue with --resume)")
 
 
 def _check_device(spec, override) -> tuple[str, str]:

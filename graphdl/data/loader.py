@@ -190,10 +190,21 @@ def _check_shapes(spec: Any, final: dict, stored: dict) -> None:
         message = (f"model.inputs.{name} has shape {_shape_str(expected)} but the data field "
                    f"'{name}' has per-sample shape {_shape_str(actual)}")
         help_ = f"set model.inputs.{name}.shape to {_shape_str(actual)} to match the data"
+        layout = _layout(expected, actual)
+        if layout is not None:
+            # a reshape would scramble the values: the axes are in another order
+            message += f": the data is {_shape_str(actual)} ({layout})"
+            if layout == "channels first":
+                help_ += " (graphdl's image layers take channels first, [C, H, W])"
+            elif layout == "channels last":
+                first = _shape_str((actual[-1], *actual[:-1]))
+                help_ = (f"graphdl's image layers take channels first [C, H, W]: store the data "
+                         f"as [N, {first[1:-1]}] (NumPy: arr.transpose(0, 3, 1, 2)) and set "
+                         f"model.inputs.{name}.shape to {first}")
         if tuple(stored[name]) != actual:
             message += f" after data.preprocess (stored: {_shape_str(stored[name])})"
             help_ += ", or change data.preprocess (e.g. the resize size)"
-        elif all(isinstance(e, int) and e > 0 for e in expected) and int(
+        elif layout is None and all(isinstance(e, int) and e > 0 for e in expected) and int(
             np.prod(expected, dtype=np.int64)
         ) == int(np.prod(actual, dtype=np.int64)):
             help_ += (
@@ -214,6 +225,21 @@ def _check_shapes(spec: Any, final: dict, stored: dict) -> None:
         )
     if diags:
         raise GraphdlError(diags, phase="data")
+
+
+def _layout(expected: tuple, actual: tuple) -> str | None:
+    """How the data lays out the axes model.inputs declares in another order: "channels
+    first" ([C, H, W], what graphdl's image layers take), "channels last" ([H, W, C]), or
+    "the same sizes in another order"; None when the shapes are not permutations of each
+    other (or are equal)."""
+    if tuple(expected) == tuple(actual) or sorted(map(str, expected)) != sorted(map(str, actual)):
+        return None
+    if len(actual) == 3:
+        if tuple(expected) == (*actual[1:], actual[0]):
+            return "channels first"
+        if tuple(expected) == (actual[-1], *actual[:-1]):
+            return "channels last"
+    return "the same sizes in another order"
 
 
 def _shapes(fields: dict) -> dict:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from graphdl.data._diag import did_you_mean, fail, name_list
+from graphdl.spec.datatypes import spec_relative
 from graphdl.spec.schema_gen import SOURCE
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
@@ -120,12 +121,7 @@ def load_builtin(spec: Any, source: dict) -> RawData:
 
 def resolve_path(spec: Any, raw: Any) -> Path:
     """A data path from the spec; relative paths are relative to the spec file's directory."""
-    p = Path(str(raw)).expanduser()
-    if not p.is_absolute():
-        spec_path = getattr(spec, "path", None)
-        base = Path(spec_path).resolve().parent if spec_path else Path.cwd()
-        p = base / p
-    return p.resolve()
+    return spec_relative(getattr(spec, "path", None), raw)
 
 
 def _require_path(spec: Any, source: dict, kind: str, folder: bool = False) -> Path:

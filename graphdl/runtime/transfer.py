@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -48,13 +47,14 @@ def apply_init(spec, params: dict[str, np.ndarray], state: dict[str, np.ndarray]
     init = (spec.raw.get("model") or {}).get("init")
     if not init:
         return None
-    path = Path(init["checkpoint"])
+    path = spec.file_path(init["checkpoint"])  # relative to the spec file, like every spec path
     loc = spec.loc("model", "init", "checkpoint")
     if not path.exists():
         raise GraphdlError(Diagnostic(
             "E401", f"model.init checkpoint {path} does not exist",
             file=loc.file, line=loc.line, col=loc.col, span=loc.span,
-            help="train the source model first (graphdl run) or fix the path"), phase="weights")
+            help="train the source model first (graphdl run) or fix the path; a relative "
+            "path is relative to the spec file's directory"), phase="weights")
     tensors, _meta = load_checkpoint(path)
     include = init.get("include") or ["*"]
     exclude = init.get("exclude") or []

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import yaml
 
 from graphdl.spec.loader import Pos, parse_path, resolve_plain
+
+
+def spec_relative(spec_path: str | None, value: str | Path) -> Path:
+    """A path written in a spec, as an absolute path: relative paths are relative to the
+    directory of the spec file (``spec_path``; the working directory when there is none),
+    never to the working directory, so a spec means the same wherever graphdl is started.
+    ``~`` is expanded."""
+    p = Path(str(value)).expanduser()
+    if not p.is_absolute():
+        base = Path(spec_path).resolve().parent if spec_path else Path.cwd()
+        p = base / p
+    return p.resolve()
 
 
 @dataclass
@@ -82,6 +95,11 @@ class Spec:
                 return Location(self.path, 1, 1, 1)
             path = path[:-1]
             key = True  # the nearest existing parent: point at its key
+
+    def file_path(self, value: str | Path) -> Path:
+        """A path written in this spec (data.source.path, model.init.checkpoint,
+        train.checkpoint.dir), resolved against the spec file's directory."""
+        return spec_relative(self.path, value)
 
     def resolved_yaml(self) -> str:
         """The resolved spec (vars substituted, blocks expanded into a flat layer list, defaults
