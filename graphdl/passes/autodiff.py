@@ -128,8 +128,9 @@ def _add_updates(g: Graph, grads: dict[int, Value], opt: dict) -> None:
         raise ValueError(f"unknown optimizer {kind!r}")
     opt = optimizer_settings(opt)  # the spec's defaults for the keys a caller left out
     wd = float(opt["weight_decay"])
+    op, state_names, attrs, takes_step = _update_rule(kind, opt)
     step = None
-    if kind in ("adam", "adamw", "adagrad"):
+    if takes_step:  # the step count, shared by every parameter's update
         step_state = g.state("opt.step", TensorType((), "float32"), init="zeros")
         step = g.op("add_scalar", step_state, c=1.0)
         g.updates[step_state.node] = step
@@ -139,57 +140,31 @@ def _add_updates(g: Graph, grads: dict[int, Value], opt: dict) -> None:
         t = g.type_of(Value(pid))
         g.provenance = Provenance(layer=pnode["layer"], line=pnode["line"], phase="update")
         common = {"weight_decay": wd, "lr_mult": float(pnode["attrs"].get("lr_mult", 1.0))}
-        p = Value(pid)
-        if kind == "sgd":
-            nid = g.apply("sgd_update", [p, grad, lr], common)
-            g.updates[pid] = Value(nid, 0)
-        elif kind == "momentum":
-            buf = g.state(f"opt.velocity.{name}", t, init="zeros")
-            nid = g.apply(
-                "momentum_update",
-                [p, grad, buf, lr],
-                {"momentum": float(opt["momentum"]), "nesterov": bool(opt["nesterov"]), **common},
-            )
-            g.updates[pid] = Value(nid, 0)
-            g.updates[buf.node] = Value(nid, 1)
-        elif kind in ("adam", "adamw"):
-            m = g.state(f"opt.m.{name}", t, init="zeros")
-            v = g.state(f"opt.v.{name}", t, init="zeros")
-            b1, b2 = opt["betas"]
-            nid = g.apply(
-                "adam_update",
-                [p, grad, m, v, lr, step],
-                {
-                    "beta1": float(b1),
-                    "beta2": float(b2),
-                    "eps": float(opt["eps"]),
-                    "decoupled": kind == "adamw",
-                    **common,
-                },
-            )
-            g.updates[pid] = Value(nid, 0)
-            g.updates[m.node] = Value(nid, 1)
-            g.updates[v.node] = Value(nid, 2)
-        elif kind == "rmsprop":
-            sq = g.state(f"opt.square_avg.{name}", t, init="zeros")
-            nid = g.apply(
-                "rmsprop_update",
-                [p, grad, sq, lr],
-                {"alpha": float(opt["alpha"]), "eps": float(opt["eps"]), **common},
-            )
-            g.updates[pid] = Value(nid, 0)
-            g.updates[sq.node] = Value(nid, 1)
-        elif kind == "adagrad":
-            acc = g.state(f"opt.sum.{name}", t, init="zeros")
-            nid = g.apply(
-                "adagrad_update",
-                [p, grad, acc, lr, step],
-                {
-                    "lr_decay": float(opt["lr_decay"]),
-                    "eps": float(opt["eps"]),
-                    "initial_accumulator_value": float(opt["initial_accumulator_value"]),
-                    **common,
-                },
-            )
-            g.updates[pid] = Value(nid, 0)
-            g.updates[acc.node] = Value(nid, 1)
+        states = [g.state(f"opt.{s}.{name}", t, init="zeros") for s in state_names]
+        ins = [Value(pid), grad, *states, lr] + ([step] if takes_step else [])
+        nid = g.apply(op, ins, {**attrs, **common})
+        g.updates[pid] = Value(nid, 0)
+        for k, st in enumerate(states, start=1):
+            g.updates[st.node] = Value(nid, k)
+
+
+def _update_rule(kind: str, opt: dict) -> tuple[str, tuple[str, ...], dict, bool]:
+    """The update op of optimiser ``kind``: (op name, its optimiser state tensors in input
+    order (each also an output, after the parameter), its attributes, whether it takes the
+    step count)."""
+    if kind == "sgd":
+        return "sgd_update", (), {}, False
+    if kind == "momentum":
+        return "momentum_update", ("velocity",), {
+            "momentum": float(opt["momentum"]), "nesterov": bool(opt["nesterov"])}, False
+    if kind in ("adam", "adamw"):
+        b1, b2 = opt["betas"]
+        return "adam_update", ("m", "v"), {
+            "beta1": float(b1), "beta2": float(b2), "eps": float(opt["eps"]),
+            "decoupled": kind == "adamw"}, True
+    if kind == "rmsprop":
+        return "rmsprop_update", ("square_avg",), {
+            "alpha": float(opt["alpha"]), "eps": float(opt["eps"])}, False
+    return "adagrad_update", ("sum",), {
+        "lr_decay": float(opt["lr_decay"]), "eps": float(opt["eps"]),
+        "initial_accumulator_value": float(opt["initial_accumulator_value"])}, True

@@ -4,18 +4,13 @@ loss is refused when the spec loads (E107 at its key), and one that can is accep
 from __future__ import annotations
 
 import pytest
+from spec_helpers import HEAD
 
 from graphdl.cli import main
 from graphdl.spec.metrics import METRICS, MONITORS, higher_is_better, metrics_for
 
-HEAD = """\
-graphdl: 1
-data:
-  source: {type: builtin, name: digits}
-model:
-  inputs:
-    x: {shape: [64]}
-  layers:
+# spec_helpers.HEAD (seven lines) plus one dense layer and a train: section
+SPEC = HEAD + """\
     - {type: dense, units: UNITS}
 train:
   target: y
@@ -24,7 +19,7 @@ train:
 
 
 def spec(loss: str, extra: str = "", units: int = 10) -> str:
-    return HEAD.replace("LOSS", loss).replace("UNITS", str(units)) + extra
+    return SPEC.replace("LOSS", loss).replace("UNITS", str(units)) + extra
 
 
 def only_e107(err):
