@@ -6,6 +6,8 @@ the image size), worked out from the steps before any data is transformed."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,9 +17,9 @@ from graphdl.data.augment import check_augment
 from graphdl.data.dataset import SPLIT_NAMES, Dataset, Splits
 from graphdl.data.filter import apply_filter
 from graphdl.data.pipeline import apply_entries, fit_and_apply, plan_state, plan_steps
-from graphdl.data.sources import RawData, load_source
+from graphdl.data.sources import RawData, load_image_files, load_npz, load_source
 from graphdl.data.split import split_config, split_indices, subsample
-from graphdl.errors import GraphdlError
+from graphdl.errors import Diagnostic, GraphdlError
 
 # --------------------------------------------------------------------------- spec access
 
@@ -295,7 +297,9 @@ def _check_finite(spec: Any, fields: dict, raw: RawData | None, raw_fields: dict
             help=f"remove or fill the missing/invalid values in {desc}; graphdl does not "
             "impute data",
             note=note,
-            extra={"field": name, "sample": sample, "column": column},
+            extra={"field": name, "sample": sample, "column": column}
+            | ({"csv_line": int(raw.row_lines[sample])} if raw is not None and raw.row_lines is not None
+               else {}),
         )
 
 
@@ -324,6 +328,109 @@ def read_fields(spec: Any, source: dict | None = None, *, require_target: bool =
         source = dict((spec.data or {}).get("source") or {})
     raw = load_source(spec, dict(source), target_optional=not require_target)
     return _prepare(spec, raw, require_target)[0]
+
+
+@dataclass
+class NewData:
+    """New data for predict: checked, canonical arrays (not preprocessed) and, where the
+    samples come from files (images), the file each one was read from."""
+
+    fields: dict[str, np.ndarray]
+    sample_names: list[str] | None
+    description: str
+
+
+def read_new_data(spec: Any, inputs: list[str | Path]) -> NewData:
+    """New data for predict, read with the spec's data.source settings (the readers that
+    training uses): a csv with the same columns (target optional), an npz with the same
+    array names (data.source.fields), image files or folders (mode, size) for an
+    image_folder spec. A csv or npz file for a spec of another source type (e.g. a
+    built-in) must name its arrays / columns as the model inputs. Errors about the data
+    (E501-E505) are located in the new file (csv: line and column), not in the spec."""
+    paths = [Path(p).expanduser().resolve() for p in inputs]
+    for path in paths:
+        if not path.exists():
+            raise _input_error("E501", f"input file '{path}' does not exist", path,
+                               "check the path given to --input")
+    source = dict((spec.data or {}).get("source") or {})
+    kind = source.get("type")
+    suffix = paths[0].suffix.lower()
+    images = kind == "image_folder" and not (len(paths) == 1 and suffix == ".npz")
+    if not images and (len(paths) != 1 or paths[0].is_dir()):
+        raise _input_error("E501", f"predict reads one .csv or .npz file, got {_count(paths)}",
+                           paths[0], "give one file to --input (a list of files or a folder "
+                           "is for image_folder specs)")
+    if not images and suffix not in (".csv", ".npz"):
+        raise _input_error("E501", f"input file '{paths[0]}' is not a .csv or .npz file",
+                           paths[0], "predict reads a .csv file (the columns of data.source) or "
+                           "an .npz file (the arrays of data.source.fields, or the model inputs)")
+    try:
+        if images:
+            raw = load_image_files(spec, source, paths)
+        else:
+            wanted = suffix.lstrip(".")
+            if kind != wanted:  # another source type: the file names the model inputs
+                source = {"type": wanted, "target": _target(spec)} if wanted == "csv" else {"type": "npz"}
+            source = {**source, "path": str(paths[0])}
+            if source["type"] == "npz":
+                raw = load_npz(spec, source, may_lack=(_target(spec),))
+            else:
+                raw = load_source(spec, source, target_optional=True)
+        fields = _prepare(spec, raw, require_target=False)[0]
+    except GraphdlError as e:
+        raise _located_in_new_data(e, spec, paths, source) from None
+    return NewData(fields=fields, sample_names=raw.sample_names, description=raw.description)
+
+
+def _input_error(code: str, message: str, path: Path, help: str) -> GraphdlError:
+    return GraphdlError(Diagnostic(code, message, file=str(path), help=help), phase="data")
+
+
+def _count(paths: list[Path]) -> str:
+    if len(paths) == 1:
+        return f"the folder '{paths[0]}'"
+    return f"{len(paths)} files"
+
+
+def _located_in_new_data(error: GraphdlError, spec: Any, paths: list[Path], source: dict) -> GraphdlError:
+    """``error`` (raised reading new data with the spec's settings) pointed at the new file:
+    the file (csv: line, and column of the cell), with the spec setting involved in a
+    note. Errors in the settings themselves (E508) stay located in the spec."""
+    for d in error.diagnostics:
+        if d.code == "E508":
+            continue
+        setting = d.path
+        file = d.extra.get("resolved_path") or d.extra.get("csv_file") or str(paths[0])
+        d.file, d.line, d.col, d.span, d.path = file, d.extra.get("csv_line"), None, 1, None
+        column = d.extra.get("csv_column")
+        if d.line is not None and column is not None:
+            d.col, d.span = _csv_cell(Path(file), d.line, column, source)
+        if len(paths) > 1 and file == str(paths[0]) and "resolved_path" not in d.extra:
+            d.note = ((d.note + "; ") if d.note else "") + f"in the {len(paths)} input files"
+        if setting and setting.startswith("data.source"):
+            spec_file = getattr(spec, "path", None)
+            where = f" ({spec_file})" if spec_file else ""
+            d.note = ((d.note + "; ") if d.note else "") + f"read with the spec's {setting}{where}"
+    return error
+
+
+def _csv_cell(path: Path, line: int, column: str, source: dict) -> tuple[int | None, int]:
+    """(1-based character column, width) of ``column``'s cell on ``line`` of a csv file;
+    (None, 1) when the line cannot be split plainly (quoted cells)."""
+    delimiter = source.get("delimiter") or ","
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None, 1
+    header = [c.strip() for c in lines[0].split(delimiter)] if lines else []
+    if not (1 <= line <= len(lines)) or column not in header or '"' in lines[line - 1]:
+        return None, 1
+    cells = lines[line - 1].split(delimiter)
+    j = header.index(column)
+    if len(cells) != len(header):
+        return None, 1
+    start = sum(len(c) + 1 for c in cells[:j]) + 1
+    return start, max(1, len(cells[j]))
 
 
 def load_data(spec: Any) -> Splits:

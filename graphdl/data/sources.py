@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import os
 import warnings
 import zipfile
 import zlib
@@ -39,6 +40,8 @@ class RawData:
     optional: set[str] = field(default_factory=set)
     # class index -> name (image_folder: the class folder names, sorted)
     class_names: list[str] | None = None
+    # sample index -> where it was read from (image files: the path within the folder)
+    sample_names: list[str] | None = None
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -174,7 +177,9 @@ def _unreadable(spec: Any, path: Path, why: str, help: str) -> Exception:
     )
 
 
-def load_npz(spec: Any, source: dict) -> RawData:
+def load_npz(spec: Any, source: dict, may_lack: tuple[str, ...] = ()) -> RawData:
+    """The arrays of an npz file, named as data.source.fields maps them (default: as
+    stored); a field in ``may_lack`` (the target, for predict) may be absent."""
     path = _require_path(spec, source, "npz")
     mapping = source.get("fields")
     try:
@@ -201,6 +206,8 @@ def load_npz(spec: Any, source: dict) -> RawData:
             wanted = {name: name for name in available}
         fields: dict[str, np.ndarray] = {}
         for graphdl_name, array_name in wanted.items():
+            if array_name not in available and graphdl_name in may_lack:
+                continue
             if array_name not in available:
                 raise fail(
                     "E502",
@@ -563,10 +570,8 @@ def _list_images(spec: Any, root: Path) -> tuple[list[str], list[tuple[Path, int
     return classes, files
 
 
-def load_image_folder(spec: Any, source: dict) -> RawData:
-    """``<path>/<class>/*.png|jpg|jpeg`` -> image float32 [N, C, H, W] in 0..255, label
-    int64 (the index of the class folder among the sorted names)."""
-    root = _require_path(spec, source, "image_folder", folder=True)
+def _image_settings(spec: Any, source: dict) -> tuple[str, tuple[int, int] | None]:
+    """data.source.mode and size of an image_folder source, checked (E508)."""
     mode = source.get("mode")
     mode = "rgb" if mode is None else mode
     if mode not in IMAGE_MODES:
@@ -579,23 +584,29 @@ def load_image_folder(spec: Any, source: dict) -> RawData:
             "mode",
             help=f"modes: {name_list(IMAGE_MODES)}.{did_you_mean(str(mode), IMAGE_MODES)}",
         )
-    size = _image_size(spec, source)
+    return mode, _image_size(spec, source)
+
+
+def _read_images(spec: Any, files: list[Path], mode: str, size: tuple[int, int] | None,
+                 root: Path) -> np.ndarray:
+    """The images ``files`` as float32 [N, C, H, W] in 0..255: converted to ``mode``,
+    resized to ``size`` (bilinear) when given, all of one size (E503 naming two files of
+    different sizes, relative to ``root``). Training and predict both read images here."""
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
         raise fail(
             "E508",
-            "reading an image_folder needs Pillow, which is not installed",
+            "reading images needs Pillow, which is not installed",
             spec,
             "data",
             "source",
             "type",
             help="pip install pillow",
         ) from None
-    classes, files = _list_images(spec, root)
     images = []
     first_size: dict[tuple[int, int], Path] = {}
-    for path, _ in files:
+    for path in files:
         try:
             with Image.open(path) as im:
                 im = im.convert("RGB" if mode == "rgb" else "L")
@@ -611,8 +622,8 @@ def load_image_folder(spec: Any, source: dict) -> RawData:
         (hw_a, path_a), (hw_b, path_b) = list(first_size.items())[:2]
         raise fail(
             "E503",
-            f"images in '{root}' have different sizes: '{path_a.relative_to(root)}' is "
-            f"{hw_a[1]}x{hw_a[0]} (width x height), '{path_b.relative_to(root)}' is "
+            f"images in '{root}' have different sizes: '{_relative(path_a, root)}' is "
+            f"{hw_a[1]}x{hw_a[0]} (width x height), '{_relative(path_b, root)}' is "
             f"{hw_b[1]}x{hw_b[0]}",
             spec,
             "data",
@@ -620,15 +631,71 @@ def load_image_folder(spec: Any, source: dict) -> RawData:
             help="add `size: [height, width]` to data.source to resize every image as it is "
             "read",
             note=f"{len(first_size)} different sizes in {len(files)} images",
+            extra={"resolved_path": str(path_b)},
         )
+    return np.ascontiguousarray(np.stack(images))
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def load_image_folder(spec: Any, source: dict) -> RawData:
+    """``<path>/<class>/*.png|jpg|jpeg`` -> image float32 [N, C, H, W] in 0..255, label
+    int64 (the index of the class folder among the sorted names)."""
+    root = _require_path(spec, source, "image_folder", folder=True)
+    mode, size = _image_settings(spec, source)
+    classes, files = _list_images(spec, root)
     return RawData(
         fields={
-            "image": np.ascontiguousarray(np.stack(images)),
+            "image": _read_images(spec, [p for p, _ in files], mode, size, root),
             "label": np.asarray([k for _, k in files], dtype=np.int64),
         },
         description=f"image folder '{root}'",
         num_classes=len(classes),
         class_names=classes,
+        sample_names=[p.relative_to(root).as_posix() for p, _ in files],
+    )
+
+
+def load_image_files(spec: Any, source: dict, paths: list[Path]) -> RawData:
+    """New images for predict, read with the image_folder ``source``'s settings (mode,
+    size): each path an image file or a folder (every image under it, in sorted order; any
+    layout, class folders included). ``sample_names`` name each image: a file as given, an
+    image in a folder relative to that folder. No labels."""
+    mode, size = _image_settings(spec, source)
+    files: list[Path] = []
+    names: list[str] = []
+    for path in paths:
+        if not path.is_dir():
+            files.append(path)
+            names.append(path.name)
+            continue
+        found = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
+        if not found:
+            raise fail(
+                "E501",
+                f"folder '{path}' holds no .png, .jpg or .jpeg images",
+                spec,
+                "data",
+                "source",
+                "path",
+                help="give an image file, several image files, or a folder of images",
+                extra={"resolved_path": str(path)},
+            )
+        files += found
+        names += [p.relative_to(path).as_posix() for p in found]
+    root = paths[0] if len(paths) == 1 and paths[0].is_dir() else Path(os.path.commonpath(
+        [str(p.parent) for p in files]))
+    return RawData(
+        fields={"image": _read_images(spec, files, mode, size, root)},
+        description="images " + ", ".join(f"'{p}'" for p in paths[:3])
+        + (f" and {len(paths) - 3} more" if len(paths) > 3 else ""),
+        sample_names=names,
     )
 
 
