@@ -74,9 +74,10 @@ class Model:
                 sync()
 
     # ------------------------------------------------------------ compiling
-    def compiled(self, mode: str):
+    def compiled(self, mode: str, *, warmup: bool = True):
         """The compiled program for ``mode`` (train / eval / predict), built on first use;
-        train and eval need the spec's train: section (E102 without one)."""
+        train and eval need the spec's train: section (E102 without one). ``warmup=False``
+        leaves its kernels to compile at the first call (`compile` warms them up)."""
         if mode not in self._compiled:
             from graphdl.compiler import compile_spec
             from graphdl.runtime.params import init_params, init_state
@@ -85,7 +86,7 @@ class Model:
             if mode != "predict":
                 require_train(self.spec, f"the {mode} program")
 
-            c = compile_spec(self.spec, mode, device=self.device)
+            c = compile_spec(self.spec, mode, device=self.device, warmup=False)
             self._compiled[mode] = c
             fresh = init_params(c.graph, self.spec.seed)
             added = [k for k in fresh if k not in self.params]
@@ -98,9 +99,19 @@ class Model:
 
                 self.init_report = apply_init(self.spec, self.params, self.state)
             c.program.bind_params(self.params, self.state)
-        return self._compiled[mode]
+        c = self._compiled[mode]
+        if warmup and not c.jit_seconds:
+            c.jit_seconds = c.program.warmup()
+        return c
 
-    def compile(self, modes=("train", "eval")) -> Model:
+    def compile(self, modes=("train", "eval"), on_cold=None) -> Model:
+        """Build the programs of ``modes`` and compile their kernels. ``on_cold(n, seconds)``
+        is called once, before compiling, when ``n`` of them are not in the kernel cache
+        (``seconds``: a rough estimate); the CLI prints it."""
+        built = [self.compiled(m, warmup=False) for m in modes]
+        cold = [c.program for c in built if not c.jit_seconds and not c.program.was_cached]
+        if cold and on_cold is not None:
+            on_cold(len(cold), sum(_cold_estimate(p) for p in cold))
         for m in modes:
             self.compiled(m)
         return self
@@ -117,8 +128,8 @@ class Model:
             if name in store:
                 if store[name].shape != value.shape:
                     raise GraphdlError(Diagnostic(
-                        "E402", f"{source}: tensor {name} has shape {list(value.shape)}, "
-                        f"the model expects {list(store[name].shape)}"))
+                        "E402", f"tensor {name} has shape {list(value.shape)}, "
+                        f"the model expects {list(store[name].shape)}", file=source or None))
                 store[name][...] = value
             else:
                 store[name] = np.ascontiguousarray(value)
@@ -272,14 +283,34 @@ class Model:
         missing = sorted(expected - got)
         if missing:
             raise GraphdlError(Diagnostic(
-                "E403", f"{path}: checkpoint lacks {len(missing)} parameter(s): {', '.join(missing[:5])}",
-                help="was it saved from this spec? layer names must match"))
+                "E403", f"checkpoint lacks {len(missing)} parameter(s) of {self.spec.name}: "
+                f"{', '.join(missing[:5])}", file=str(path),
+                help=f"was it saved from {self.spec.path}? layer names must match"))
         self.assign_tensors({k: v for k, v in tensors.items() if k.startswith("param/") or k.partition("/")[2] in self.state}, source=str(path))
         # both are in every checkpoint graphdl writes, so predict need not read the data
         if "preprocess" in meta:
             self.preprocess_state = meta["preprocess"]
         if "class_names" in meta:
             self.class_names = meta["class_names"]
+
+
+# a CPU program's first compile, in seconds, when the cache remembers none to go by
+_COLD_SECONDS = 15.0
+
+
+def _cold_estimate(program) -> float:
+    """A rough first-compile time for ``program``: the mean of the cold compile times
+    remembered beside the cached sources of its directory (the latest few), else
+    `_COLD_SECONDS`."""
+    sides = sorted(Path(program.source_path).parent.glob("*.json"),
+                   key=lambda p: p.stat().st_mtime)[-8:]
+    seen = []
+    for side in sides:
+        try:
+            seen.append(float(json.loads(side.read_text(encoding="utf-8"))["cold_seconds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sum(seen) / len(seen) if seen else _COLD_SECONDS
 
 
 def interpret_outputs(loss: str | None, outputs: np.ndarray,

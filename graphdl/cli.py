@@ -109,10 +109,14 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="continue from the run directory's last.ckpt")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
+    sp.add_argument("--verbose", action="store_true", help="also say which device was chosen, and why")
     sp = add("predict", cmd_predict, "run a trained model on new data")
     sp.add_argument("spec")
     sp.add_argument("--weights", help="checkpoint (default: <run dir>/best.ckpt, else last.ckpt)")
-    sp.add_argument("--input", required=True, help="npz or csv file with the model's input fields")
+    sp.add_argument("--input", required=True, nargs="+", metavar="PATH",
+                    help="new data, read with the spec's data.source settings: a .csv file "
+                    "(the same columns, target optional) or an .npz file (the same array "
+                    "names); for an image_folder spec, image files or folders of images")
     sp.add_argument("--output", help="write the results here instead of printing them: .npz (the "
                     "arrays Model.predict_result returns, plus logits) or .csv (one row per sample)")
     sp = add("gradcheck", cmd_gradcheck, "check the spec's gradients against finite differences (float64)")
@@ -291,10 +295,10 @@ def cmd_run(args) -> int:
     device, note = _check_device(spec, args.device)
     model = Model(spec, device=device)
     model.device_note = note
-    if args.format == "text":
+    if args.format == "text" and (args.verbose or device == "cuda"):
         print(note)  # which device auto chose, and why
     run_dir = Path(args.run_dir) if args.run_dir else model.default_run_dir()
-    check_run_dir(run_dir, spec)
+    check_run_dir(run_dir, spec, option="--run-dir" if args.run_dir else None)
     # results.json is written when the run ends: the previous run's must not look current
     (run_dir / "results.json").unlink(missing_ok=True)
     overrides = {f"train.{key}": value for key, value in (("epochs", args.epochs), ("device", args.device))
@@ -308,7 +312,7 @@ def cmd_run(args) -> int:
             model.data()
             stage = "compiling"
             if not args.resume:
-                model.compile()
+                model.compile(on_cold=_say_compiling if args.format == "text" else None)
                 if model.init_report is not None:
                     print(model.init_report.format())
             if ctrl_c.pressed:  # Ctrl-C that Numba swallowed without failing
@@ -338,6 +342,13 @@ def cmd_run(args) -> int:
     shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))
     print(f"{split}: {shown}  ({weights} weights; run directory {run_dir})")
     return 0
+
+
+def _say_compiling(n: int, seconds: float) -> None:
+    """What `graphdl run` says before compiling kernels that are not in the cache."""
+    programs = "program" if n == 1 else "programs"
+    print(f"compiling {n} {programs} (first run on this machine, ~{max(1, round(seconds))} s)…",
+          file=sys.stderr, flush=True)
 
 
 def _interrupted(model, run_dir: Path, stage: str, overrides: dict, seconds: float) -> str:
@@ -374,11 +385,12 @@ def _check_device(spec, override) -> tuple[str, str]:
 def cmd_predict(args) -> int:
     """Per row, what the loss implies: class, class name and probability (cross_entropy),
     probability and decision (bce_with_logits), value (mse); printed as a table (JSON with
-    --format json) or written to --output (.npz or .csv)."""
+    --format json) or written to --output (.npz or .csv). The new data is read as training
+    reads data.source (`graphdl.data.read_new_data`); rows of images name their file."""
     import numpy as np
 
     from graphdl.api import Model, interpret_outputs
-    from graphdl.data import read_fields
+    from graphdl.data import read_new_data
 
     output = Path(args.output) if args.output else None
     if output is not None and output.suffix not in (".npz", ".csv"):
@@ -397,23 +409,30 @@ def cmd_predict(args) -> int:
             raise GraphdlError(Diagnostic("E401", f"no trained weights in {run_dir}",
                                           help="run 'graphdl run' first or pass --weights"))
     model.load_weights(weights)
-    path = Path(args.input)
-    source = {"type": "csv" if path.suffix == ".csv" else "npz", "path": str(path.resolve())}
-    if source["type"] == "csv":
-        source["target"] = spec.train["target"]
-    fields = read_fields(spec, source)
-    outputs = model.predict({k: fields[k] for k in spec.model.inputs})
+    new = read_new_data(spec, args.input)
+    outputs = model.predict({k: new.fields[k] for k in spec.model.inputs})
     result = interpret_outputs(model.loss_type, outputs, model.class_names)
+    files = None if new.sample_names is None else np.asarray(new.sample_names)
+
+    def columns(for_file: bool) -> list[tuple[str, list[str]]]:
+        table = _result_columns(result, model.class_names, for_file=for_file)
+        if files is not None:  # images: which file each row is, after the row number
+            table.insert(1, ("file", [str(f) for f in files]))
+        return table
+
     if output is None:
         if args.format == "json":
-            print(json.dumps({k: v.tolist() for k, v in result.items()}))
+            named = {"file": files} if files is not None else {}
+            print(json.dumps({k: v.tolist() for k, v in {**named, **result}.items()}))
         else:
-            print(_format_table(_result_columns(result, model.class_names, for_file=False)))
+            print(_format_table(columns(for_file=False)))
         return 0
     if output.suffix == ".csv":
-        _write_csv(output, _result_columns(result, model.class_names, for_file=True))
+        _write_csv(output, columns(for_file=True))
     else:
         arrays = dict(result)
+        if files is not None:
+            arrays["file"] = files
         if model.loss_type in ("cross_entropy", "bce_with_logits"):
             arrays["logits"] = outputs
         np.savez(output, **arrays)

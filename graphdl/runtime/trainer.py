@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -215,9 +216,11 @@ class Trainer:
                 record.update({f"val_{k}": v for k, v in val.items()})
             record["seconds"] = round(time.perf_counter() - t0, 4)
             if bar is not None:
-                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items()
-                                 if k.startswith(("train_", "val_")) and isinstance(v, float)})
-                bar.close()
+                bar.set_postfix_str(_epoch_summary(record), refresh=False)
+                bar.close()  # the epoch's line stays, with its summary
+            elif self.progress:
+                # not a terminal (a pipe, a log file): one compact line per epoch
+                print(f"epoch {epoch + 1}/{self.epochs}  {_epoch_summary(record)}", flush=True)
             self.state.epoch = epoch + 1
             self.state.history.append(record)
             with open(metrics_path, "a", encoding="utf-8") as f:
@@ -257,12 +260,16 @@ class Trainer:
             self.model.assign_tensors(tensors, source=str(path))
 
     def _bar(self, epoch: int, total: int):
-        if not self.progress:
+        """The epoch's progress bar on a terminal: it redraws itself in place during the
+        epoch and stays as the epoch's line. None without progress, or when standard
+        output is not a terminal (`fit` then prints one compact line per epoch)."""
+        if not self.progress or not sys.stdout.isatty():
             return None
         from tqdm import tqdm
 
         return tqdm(total=total, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step", leave=True,
-                    dynamic_ncols=True)
+                    dynamic_ncols=True, file=sys.stdout,
+                    bar_format="{desc} {bar} {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
 
     def _metric(self, record: dict, monitor: str) -> float | None:
         return record.get(monitor, record.get(monitor.replace("val_", "train_")))
@@ -362,28 +369,51 @@ class Trainer:
         )
 
 
+def _epoch_summary(record: dict) -> str:
+    """An epoch's metrics as its progress line ends, Keras-like: ``loss 0.3120 - accuracy
+    0.912 - val_loss 0.2801 - val_accuracy 0.926 - 1.2s`` (the penalty and lists left out)."""
+    parts = []
+    for key, value in record.items():
+        if not key.startswith(("train_", "val_")) or not isinstance(value, float):
+            continue
+        name = key.removeprefix("train_")
+        if name.endswith("penalty"):
+            continue
+        parts.append(f"{name} {value:.4f}")
+    seconds = record["seconds"]
+    parts.append(f"{seconds:.1f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms")
+    return " - ".join(parts)
+
+
 def _write_lines(path: Path, records: list[dict]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     os.replace(tmp, path)
 
 
-def check_run_dir(run_dir: Path, spec) -> None:
+def check_run_dir(run_dir: Path, spec, option: str | None = None) -> None:
+    """Create ``run_dir`` and check it is writable; E702 otherwise, located at ``option``
+    (the command-line argument that named it, e.g. "--run-dir") when given, else at
+    train.checkpoint.dir when the spec names it, else at the spec file (the default
+    runs/<name>)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write_test_{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
-        loc = spec.loc("train", "checkpoint", "dir")
-        raise GraphdlError(
-            Diagnostic(
-                "E702",
-                f"cannot write the run directory {run_dir}: {e.strerror or e}",
-                file=loc.file,
-                line=loc.line,
-                col=loc.col,
-                help="choose a writable directory with train.checkpoint.dir or --run-dir",
-            ),
-            phase="runtime",
-        ) from None
+        message = f"cannot write the run directory {run_dir}: {e.strerror or e}"
+        written = ((spec.raw.get("train") or {}).get("checkpoint") or {}).get("dir")
+        if option is not None:
+            where = {"file": option}
+            help_ = f"choose a writable directory with {option}"
+        elif written is not None:
+            loc = spec.loc("train", "checkpoint", "dir")
+            where = {"file": loc.file, "line": loc.line, "col": loc.col}
+            help_ = "choose a writable directory with train.checkpoint.dir or --run-dir"
+        else:
+            where = {"file": spec.path}
+            message += " (the default run directory: train.checkpoint.dir is not set)"
+            help_ = "choose a writable directory with train.checkpoint.dir or --run-dir"
+        raise GraphdlError(Diagnostic("E702", message, help=help_, **where),
+                           phase="runtime") from None

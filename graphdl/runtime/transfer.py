@@ -3,8 +3,9 @@
 `model.init` says which checkpoint, which layers (`include` / `exclude` globs), how
 checkpoint layer names map to this model's (`rename`) and whether anything unmatched is an
 error (`strict`, the default). Every tensor ends up in one of three lists, printed as the
-load report: loaded, new (freshly initialised), ignored (in the checkpoint, not used).
-Optimiser state is never loaded: fine-tuning starts a fresh optimiser.
+load report: loaded, new (freshly initialised), ignored (in the checkpoint, not used). A
+tensor of an excluded layer that the model also has is new only (marked excluded), not
+also ignored. Optimiser state is never loaded: fine-tuning starts a fresh optimiser.
 """
 
 from __future__ import annotations
@@ -25,11 +26,15 @@ class InitReport:
     loaded: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    # the new tensors the checkpoint has too, left out by model.init include/exclude
+    excluded: list[str] = field(default_factory=list)
 
     def format(self) -> str:
         lines = [f"weights from {self.checkpoint}:"]
         for title, names in (("loaded", self.loaded), ("new", self.new), ("ignored", self.ignored)):
             shown = ", ".join(names) if names else "-"
+            if title == "new" and self.excluded:
+                shown += f"  ({len(self.excluded)} excluded by model.init: the checkpoint's are not used)"
             lines.append(f"  {title:<8} {len(names):>3}  {shown}")
         return "\n".join(lines)
 
@@ -66,6 +71,9 @@ def apply_init(spec, params: dict[str, np.ndarray], state: dict[str, np.ndarray]
     targets = {**{("param", k): v for k, v in params.items()},
                **{("state", k): v for k, v in state.items() if not k.startswith("opt.")}}
     filled = set()
+    mismatched = set()  # reported as E402: not also "not in the checkpoint"
+    excluded = set()  # left out by include/exclude: fresh in the model
+    skipped = []  # (name, target) of the excluded checkpoint tensors
     for key, value in sorted(tensors.items()):
         kind, _, name = key.partition("/")
         if kind not in ("param", "state") or name.startswith("opt."):
@@ -74,7 +82,7 @@ def apply_init(spec, params: dict[str, np.ndarray], state: dict[str, np.ndarray]
         layer = rename.get(layer, layer)
         target = f"{layer}.{name.rsplit('.', 1)[1]}" if "." in name else layer
         if not _matches(layer, include) or _matches(layer, exclude):
-            report.ignored.append(name)
+            skipped.append((name, (kind, target)))
             continue
         if (kind, target) not in targets:
             report.ignored.append(name)
@@ -94,14 +102,23 @@ def apply_init(spec, params: dict[str, np.ndarray], state: dict[str, np.ndarray]
                 file=spec.path, line=lay.loc.line if lay else loc.line,
                 col=lay.loc.col if lay else loc.col,
                 help=f"exclude '{layer}' in model.init to initialise it freshly"))
+            mismatched.add((kind, target))
             continue
         dest[...] = value.astype(dest.dtype)
         filled.add((kind, target))
         report.loaded.append(target)
+    for name, place in skipped:
+        if place in targets:
+            excluded.add(place)
+        else:
+            report.ignored.append(name)
     for (kind, target) in sorted(targets):
-        if (kind, target) in filled:
+        if (kind, target) in filled or (kind, target) in mismatched:
             continue
         report.new.append(target)
+        if (kind, target) in excluded:
+            report.excluded.append(target)
+            continue
         layer = _layer_of(target)
         if strict and not _matches(layer, exclude) and _matches(layer, include):
             lay = layers.get(layer)

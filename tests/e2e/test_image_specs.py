@@ -108,7 +108,9 @@ def test_init_loads_by_name_and_reports(tmp_path, pretrained):
     report = model.init_report
     assert set(report.loaded) >= {"conv1.kernel", "conv1.bias", "conv2.kernel", "fc1.kernel"}
     assert set(report.new) == {"head.kernel", "head.bias"}
-    assert {"head.kernel", "head.bias"} <= set(report.ignored)
+    # the excluded head is new (marked excluded), not also ignored
+    assert set(report.excluded) == {"head.kernel", "head.bias"}
+    assert not {"head.kernel", "head.bias"} & set(report.ignored)
     from graphdl.runtime.checkpoint import load_checkpoint
 
     tensors, _ = load_checkpoint(pretrained)
