@@ -15,9 +15,11 @@ need another one, so the compiled kernels are shared and come from the disk cach
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,3 +83,20 @@ def line_of(path: Path, needle: str) -> int:
 def read_metrics(run_dir: Path) -> list[dict]:
     lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     return [json.loads(line) for line in lines]
+
+
+def write_csv(path: Path, header: list[str], rows: np.ndarray, delimiter: str = ",") -> Path:
+    """A CSV file with a header and the rows of ``rows`` (6 decimals)."""
+    lines = [delimiter.join(header)] + [delimiter.join(f"{v:.6f}" for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def printed_table(out: str) -> list[list[str]]:
+    """The rows of the table `graphdl predict` prints (header first)."""
+    return [line.split() for line in out.strip().splitlines()]

@@ -8,12 +8,12 @@ a bad new file is an error located in that file, not in the spec.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from e2e_helpers import printed_table, read_csv, write_csv
 from PIL import Image
 
 import graphdl
@@ -53,19 +53,7 @@ def _trained(spec: Path, run_dir: Path):
     return model
 
 
-def _write_delimited(path: Path, header: list[str], rows: np.ndarray, delimiter: str) -> Path:
-    lines = [delimiter.join(header)] + [delimiter.join(f"{v:.6f}" for v in row) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
-
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _table(out: str) -> list[list[str]]:
-    return [line.split() for line in out.strip().splitlines()]
 
 
 # ------------------------------------------------------------------ csv: the spec's settings
@@ -79,7 +67,7 @@ def csv_model(tmp_path_factory):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(160, 4))  # columns a, b, c, d
     y = 2.0 * x[:, 2] - x[:, 0] + 0.5
-    _write_delimited(d / "train.csv", ["a", "b", "c", "d", "y"], np.column_stack([x, y]), ";")
+    write_csv(d / "train.csv", ["a", "b", "c", "d", "y"], np.column_stack([x, y]), ";")
     source = {"type": "csv", "path": "train.csv", "target": "y", "delimiter": ";",
               "features": ["c", "a"], "feature_field": "feat"}
     spec = _write_spec(d / "reg.yaml", _spec(
@@ -102,13 +90,13 @@ def test_csv_uses_the_spec_columns_delimiter_and_feature_field(csv_model, cli, w
     rows, y = _new_rows(model)
     header = ["a", "b", "c", "d"] + (["y"] if with_target else [])
     table = np.column_stack([rows, y]) if with_target else rows
-    new = _write_delimited(d / f"new_{with_target}.csv", header, table, ";")
+    new = write_csv(d / f"new_{with_target}.csv", header, table, ";")
     want = model.predict({"feat": model.data().test.fields["feat"]})[:, 0]
 
     rc, _, err = cli("predict", spec, "--weights", d / "run" / "last.ckpt", "--input", new,
                      "--output", d / f"pred_{with_target}.csv")
     assert rc == 0, err
-    written = _read_csv(d / f"pred_{with_target}.csv")
+    written = read_csv(d / f"pred_{with_target}.csv")
     assert list(written[0]) == ["row", "value"]
     value = np.array([float(r["value"]) for r in written], np.float32)
     np.testing.assert_allclose(value, want, rtol=1e-6, atol=1e-6)
@@ -120,7 +108,7 @@ def test_csv_uses_the_spec_columns_delimiter_and_feature_field(csv_model, cli, w
 def test_a_bad_csv_cell_is_located_in_the_new_file(csv_model, cli):
     model, spec, d = csv_model
     rows, _ = _new_rows(model)
-    new = _write_delimited(d / "bad.csv", ["a", "b", "c", "d"], rows[:3], ";")
+    new = write_csv(d / "bad.csv", ["a", "b", "c", "d"], rows[:3], ";")
     lines = new.read_text(encoding="utf-8").splitlines()
     cells = lines[2].split(";")
     cells[2] = "oops"  # column c of line 3
@@ -134,7 +122,7 @@ def test_a_bad_csv_cell_is_located_in_the_new_file(csv_model, cli):
     assert "column 'c'" in err and "oops" in err
     assert f"{spec}:" not in err.split("\n")[0]  # located in the new file, not the spec
 
-    _write_delimited(d / "no_c.csv", ["a", "b", "d"], rows[:3, [0, 1, 3]], ";")
+    write_csv(d / "no_c.csv", ["a", "b", "d"], rows[:3, [0, 1, 3]], ";")
     rc, _, err = cli("predict", spec, "--weights", d / "run" / "last.ckpt",
                      "--input", d / "no_c.csv")
     assert rc == 2
@@ -209,7 +197,7 @@ def _predict_images(cli, spec, d, *inputs) -> list[dict]:
     rc, _, err = cli("predict", spec, "--weights", d / "run" / "last.ckpt",
                      "--input", *inputs, "--output", out_file)
     assert rc == 0, err
-    return _read_csv(out_file)
+    return read_csv(out_file)
 
 
 def _probabilities(model, images: np.ndarray) -> np.ndarray:
@@ -245,7 +233,7 @@ def test_image_table_names_files_and_bad_images_are_located(image_model, cli, tm
     rc, out, err = cli("predict", spec, "--weights", d / "run" / "last.ckpt",
                        "--input", d / "pets" / "cat")
     assert rc == 0, err
-    table = _table(out)
+    table = printed_table(out)
     assert table[0] == ["row", "file", "class", "class_name", "probability"]
     assert [r[1] for r in table[1:]] == [f"img{k}.png" for k in range(6)]
 

@@ -6,12 +6,12 @@ evaluation on the same rows, through the Python API and `graphdl predict`.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from e2e_helpers import printed_table, read_csv, write_csv
 from PIL import Image
 
 import graphdl
@@ -19,12 +19,6 @@ import graphdl.api
 from graphdl.data import read_fields
 from graphdl.data.split import split_config, split_indices
 from graphdl.runtime.checkpoint import load_checkpoint
-
-
-def _write_csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
-    lines = [",".join(header)] + [",".join(f"{v:.6f}" for v in row) for row in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
 
 
 def _tabular_spec(directory: Path, name: str, csv_name: str, target: str, loss: str) -> Path:
@@ -61,21 +55,13 @@ def _features(n: int = 200) -> np.ndarray:
 def _trained_tabular(d: Path, name: str, target: str, loss: str, x, y):
     """(model, spec path, directory): the model of `_tabular_spec` trained on x and y
     (written to <d>/<name>.csv), its run in <d>/run."""
-    _write_csv(d / f"{name}.csv", ["a", "b", "c", target], np.column_stack([x, y]))
+    write_csv(d / f"{name}.csv", ["a", "b", "c", target], np.column_stack([x, y]))
     spec = _tabular_spec(d, name, f"{name}.csv", target, loss)
     model = graphdl.load(spec)
     model.fit(d / "run", progress=False)
     return model, spec, d
 
 
-def _read_csv(path: Path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
-
-
-def _table(out: str) -> list[list[str]]:
-    """The rows of the table `graphdl predict` prints (header first)."""
-    return [line.split() for line in out.strip().splitlines()]
 
 
 # ------------------------------------------------------------------ regression (mse)
@@ -105,13 +91,13 @@ def test_cli_predict_prints_and_writes_values(regression, cli):
     model, spec, d = regression
     test = model.data().test
     rows = np.column_stack([test.fields["x"][:3], test.fields["y"][:3]])
-    _write_csv(d / "new.csv", ["a", "b", "c", "y"], rows)
+    write_csv(d / "new.csv", ["a", "b", "c", "y"], rows)
     want = model.predict_result(rows[:, :3].astype(np.float32))["value"]
 
     args = ("predict", spec, "--weights", d / "run" / "best.ckpt", "--input", d / "new.csv")
     rc, out, err = cli(*args)
     assert rc == 0, err
-    table = _table(out)
+    table = printed_table(out)
     assert table[0] == ["row", "value"]
     assert [r[0] for r in table[1:]] == ["0", "1", "2"]
     np.testing.assert_allclose([float(r[1]) for r in table[1:]], want, rtol=1e-5)
@@ -119,7 +105,7 @@ def test_cli_predict_prints_and_writes_values(regression, cli):
     rc, out, err = cli(*args, "--output", d / "pred.csv")
     assert rc == 0, err
     assert "(3 rows)" in out
-    written = _read_csv(d / "pred.csv")
+    written = read_csv(d / "pred.csv")
     assert list(written[0]) == ["row", "value"]
     np.testing.assert_array_equal(np.array([float(r["value"]) for r in written], np.float32), want)
 
@@ -166,10 +152,10 @@ def test_a_positive_logit_is_decision_1(binary, cli):
     model.params["dense_1.bias"][...] = 2.16
     model.sync_to_device()
     model.save(d / "bias.ckpt")
-    _write_csv(d / "four.csv", ["a", "b", "c"], x)
+    write_csv(d / "four.csv", ["a", "b", "c"], x)
     rc, out, err = cli("predict", spec, "--weights", d / "bias.ckpt", "--input", d / "four.csv")
     assert rc == 0, err
-    table = _table(out)
+    table = printed_table(out)
     assert table[0] == ["row", "probability", "decision"]
     assert table[1:] == [[str(i), "0.8966", "1"] for i in range(4)]
 
@@ -225,7 +211,7 @@ def test_cli_digits_prints_class_and_probability(trained_run, tmp_path, cli):
 
     rc, out, err = cli(*args)
     assert rc == 0, err
-    table = _table(out)
+    table = printed_table(out)
     assert table[0] == ["row", "class", "probability"]
     assert [int(r[1]) for r in table[1:]] == want["class"].tolist()
     top = want["probabilities"][np.arange(3), want["class"]]
@@ -241,7 +227,7 @@ def test_cli_digits_prints_class_and_probability(trained_run, tmp_path, cli):
 
     rc, out, err = cli(*args, "--output", tmp_path / "pred.csv")
     assert rc == 0, err
-    written = _read_csv(tmp_path / "pred.csv")
+    written = read_csv(tmp_path / "pred.csv")
     assert list(written[0]) == ["row", "class", "probability"] + [
         f"probability_{k}" for k in range(10)
     ]
@@ -322,13 +308,13 @@ def test_class_names_come_with_the_checkpoint(images, cli):
     args = ("predict", spec, "--weights", d / "run" / "best.ckpt", "--input", d / "two.npz")
     rc, out, err = cli(*args)
     assert rc == 0, err
-    table = _table(out)
+    table = printed_table(out)
     assert table[0] == ["row", "class", "class_name", "probability"]
     assert [r[2] for r in table[1:]] == result["class_name"].tolist()
 
     rc, out, err = cli(*args, "--output", d / "two.csv")
     assert rc == 0, err
-    written = _read_csv(d / "two.csv")
+    written = read_csv(d / "two.csv")
     assert list(written[0]) == [
         "row",
         "class",
