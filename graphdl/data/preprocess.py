@@ -344,10 +344,13 @@ def _build_normalize(g: Graph, x: Value, entry: dict, field: str) -> Value:
     lo_name, hi_name = _stat_names(entry)
     a = np.asarray(st[lo_name], dtype=np.float64).reshape(-1)
     b = np.asarray(st[hi_name], dtype=np.float64).reshape(-1)
-    if entry.get("mode", "zscore") == "zscore":
-        b = np.maximum(b, STD_FLOOR)
+    # a feature constant in the train split is scaled by 1, as scikit-learn's scalers do:
+    # dividing by a tiny floor turned a value never seen in training into ~1e7
+    if entry["mode"] == "zscore":
+        b = np.where(b < STD_FLOOR, 1.0, b)
     else:
-        b = np.maximum(b - a, RANGE_FLOOR)
+        b = b - a
+        b = np.where(b < RANGE_FLOOR, 1.0, b)
     t = g.type_of(x)
     per_channel = st.get("per") == "channel"
     y = x if per_channel else _flatten(g, x)

@@ -28,7 +28,7 @@ def test_zscore_statistics_come_from_train_only(make_spec, digits_raw):
     np.testing.assert_allclose(st["stats"]["x"]["mean"], mean, rtol=1e-12)
     np.testing.assert_allclose(st["stats"]["x"]["std"], std, rtol=1e-12)
     # train/val/test all use the train statistics
-    safe = np.maximum(std, 1e-8)
+    safe = np.where(std < 1e-8, 1.0, std)  # a constant feature is scaled by 1
     for name in ("train", "val", "test"):
         raw = digits_raw.get(name).fields["x"].astype(np.float64)
         out = s.get(name).fields["x"]
@@ -60,8 +60,25 @@ def test_minmax_uses_train_range(make_spec, digits_raw):
     assert out.min() >= 0 and out.max() <= 1 and np.isfinite(out).all()
     raw_val = digits_raw.val.fields["x"].astype(np.float64)
     np.testing.assert_allclose(
-        s.val.fields["x"], (raw_val - lo) / np.maximum(hi - lo, 1e-8), rtol=1e-6
+        s.val.fields["x"], (raw_val - lo) / np.where(hi - lo < 1e-8, 1.0, hi - lo), rtol=1e-6
     )
+
+
+@pytest.mark.parametrize("mode", ["zscore", "minmax"])
+def test_a_feature_constant_in_training_is_not_blown_up(make_spec, mode):
+    """A pixel that is always 0 in the train split but 16 in a new sample: scaled by 1 (as
+    scikit-learn does), not divided by 1e-8 (which made test losses of 756 with exit 0)."""
+    spec = make_spec(split=NO_SHUFFLE, preprocess=[{"op": "normalize", "mode": mode}])
+    s = load_data(spec)
+    stats = s.preprocess_state["normalize.0"]["stats"]["x"]
+    lo = np.asarray(stats["mean"] if mode == "zscore" else stats["min"])
+    spread = np.asarray(stats["std"]) if mode == "zscore" else np.asarray(stats["max"]) - lo
+    const = np.flatnonzero(spread == 0)
+    assert const.size
+    x = np.zeros((1, 64), np.float32)
+    x[0, const] = 16.0
+    out = apply_preprocess(spec, {"x": x}, s.preprocess_state)["x"]
+    np.testing.assert_allclose(out[0, const], 16.0 - lo[const], rtol=1e-6)
 
 
 def test_scale_then_normalize_in_order(make_spec, digits_raw):
