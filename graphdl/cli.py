@@ -409,7 +409,7 @@ def cmd_predict(args) -> int:
             raise GraphdlError(Diagnostic("E401", f"no trained weights in {run_dir}",
                                           help="run 'graphdl run' first or pass --weights"))
     model.load_weights(weights)
-    new = read_new_data(spec, args.input)
+    new = read_new_data(spec, args.input, state=model.preprocess_state)
     outputs = model.predict({k: new.fields[k] for k in spec.model.inputs})
     result = interpret_outputs(model.loss_type, outputs, model.class_names)
     files = None if new.sample_names is None else np.asarray(new.sample_names)

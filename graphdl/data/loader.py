@@ -17,7 +17,14 @@ from graphdl.data.augment import check_augment
 from graphdl.data.dataset import SPLIT_NAMES, Dataset, Splits
 from graphdl.data.filter import apply_filter
 from graphdl.data.pipeline import apply_entries, fit_and_apply, plan_state, plan_steps
-from graphdl.data.sources import RawData, load_image_files, load_npz, load_source
+from graphdl.data.sources import (
+    RawData,
+    apply_fill,
+    fit_fill,
+    load_image_files,
+    load_npz,
+    load_source,
+)
 from graphdl.data.split import split_config, split_indices, subsample
 from graphdl.errors import Diagnostic, GraphdlError
 
@@ -314,7 +321,12 @@ def _prepare(spec: Any, raw: RawData, require_target: bool) -> tuple[dict, list,
     entries, final = plan_steps(spec, _shapes(out), _floats(out), target,
                                 present_only=not require_target)
     _check_shapes(spec, final, _shapes(out))
-    _check_finite(spec, out, raw, fields)
+    checked = dict(out)
+    if raw.csv_state is not None and raw.csv_state.get("fill") is not None:
+        ff = raw.csv_state["feature_field"]  # NaN there is a missing value, filled later
+        if ff in checked:
+            checked[ff] = np.nan_to_num(checked[ff], nan=0.0, posinf=np.inf, neginf=-np.inf)
+    _check_finite(spec, checked, raw, fields)
     return out, entries, final
 
 
@@ -340,12 +352,14 @@ class NewData:
     description: str
 
 
-def read_new_data(spec: Any, inputs: list[str | Path]) -> NewData:
+def read_new_data(spec: Any, inputs: list[str | Path], state: dict | None = None) -> NewData:
     """New data for predict, read with the spec's data.source settings (the readers that
     training uses): a csv with the same columns (target optional), an npz with the same
     array names (data.source.fields), image files or folders (mode, size) for an
     image_folder spec. A csv or npz file for a spec of another source type (e.g. a
-    built-in) must name its arrays / columns as the model inputs. Errors about the data
+    built-in) must name its arrays / columns as the model inputs. ``state`` is the
+    preprocess state saved with the weights: a csv spec with data.source.categorical or
+    missing encodes and fills new rows with its "csv" entry. Errors about the data
     (E501-E505) are located in the new file (csv: line and column), not in the spec."""
     paths = [Path(p).expanduser().resolve() for p in inputs]
     for path in paths:
@@ -375,11 +389,29 @@ def read_new_data(spec: Any, inputs: list[str | Path]) -> NewData:
             if source["type"] == "npz":
                 raw = load_npz(spec, source, may_lack=(_target(spec),))
             else:
-                raw = load_source(spec, source, target_optional=True)
+                raw = load_source(spec, source, target_optional=True,
+                                  fitted=_csv_fitted(spec, source, kind, state))
         fields = _prepare(spec, raw, require_target=False)[0]
     except GraphdlError as e:
         raise _located_in_new_data(e, spec, paths, source) from None
     return NewData(fields=fields, sample_names=raw.sample_names, description=raw.description)
+
+
+def _csv_fitted(spec: Any, source: dict, kind: str | None, state: dict | None) -> dict | None:
+    """The "csv" entry of the saved preprocess state for new csv data of a csv spec (E508
+    when the spec encodes or fills columns and the state lacks it)."""
+    if kind != "csv":
+        return None
+    fitted = (state or {}).get("csv")
+    needs = source.get("categorical") or source.get("missing")
+    if fitted is None and needs:
+        key = "categorical" if source.get("categorical") else "missing"
+        raise fail("E508", "predict needs the csv categories and fill values fitted in "
+                   "training, and none were given", spec, "data", "source", key,
+                   help="read the new data with the state saved in the checkpoint: "
+                   "read_new_data(spec, inputs, state=model.preprocess_state) after "
+                   "model.load_weights(...)")
+    return fitted
 
 
 def _input_error(code: str, message: str, path: Path, help: str) -> GraphdlError:
@@ -494,11 +526,23 @@ def load_data(spec: Any) -> Splits:
             help="use more data or a larger train fraction",
         )
 
+    csv_state = raw.csv_state
+    if csv_state is not None and csv_state.get("fill") is not None:
+        ff = csv_state["feature_field"]  # missing.fill: values from the train split only
+        csv_state["fill_values"] = fit_fill(spec, csv_state, parts[0].fields[ff])
+        parts = [Dataset({**p.fields, ff: apply_fill(csv_state, p.fields[ff])}) for p in parts]
+    source = dict((spec.data or {}).get("source") or {})
+    test_file = source.get("test_path") is not None
+    if test_file:
+        parts[2] = _read_test_file(spec, source, raw, fields, target, num_classes)
+
     transformed, state = fit_and_apply(spec, entries, [p.fields for p in parts])
+    if csv_state is not None:
+        state = {"csv": csv_state, **state}
     parts = [Dataset(f) for f in transformed]
 
     for k in (1, 2):
-        if cfg.fractions[k] == 0.0 or len(parts[k]) == 0:
+        if (cfg.fractions[k] == 0.0 and not (k == 2 and test_file)) or len(parts[k]) == 0:
             parts[k] = None
     split_locs = {name: _loc_kwargs(spec, "data", "split", name) for name in SPLIT_NAMES}
     split_locs["split"] = _loc_kwargs(spec, "data", "split")
@@ -511,6 +555,73 @@ def load_data(spec: Any) -> Splits:
         split_locs=split_locs,
         class_names=kept.class_names,
     )
+
+
+def _read_test_file(spec: Any, source: dict, train: RawData, reference: dict,
+                    target: str | None, num_classes: int | None) -> Dataset:
+    """data.source.test_path read as data.source.path is (csv: with the categories and fill
+    values fitted in training; image folder: class folders matched by name), checked like
+    it, cast to the dtypes of the path file's fields (``reference``) and filtered by
+    data.filter: the test split. Errors in the file are located there (csv: line and
+    column), others at data.source.test_path."""
+    test_source = {**source, "path": source["test_path"]}
+    try:
+        raw = load_source(spec, test_source, fitted=train.csv_state)
+        if train.class_names is not None and "label" in raw.fields and source.get("type") == (
+                "image_folder"):
+            raw.fields["label"] = _match_classes(spec, raw, train.class_names)
+            raw.class_names, raw.num_classes = train.class_names, train.num_classes
+        fields = _prepare(spec, raw, require_target=True)[0]
+        for name, arr in fields.items():
+            ref = reference.get(name)
+            if ref is None:
+                continue
+            if ref.shape[1:] != arr.shape[1:]:
+                raise fail("E503", f"data field '{name}' has per-sample shape "
+                           f"{_shape_str(arr.shape[1:])} in {raw.description} but "
+                           f"{_shape_str(ref.shape[1:])} in data.source.path", spec, "data",
+                           "source", "test_path", help="the test file must hold the same "
+                           "fields as data.source.path (images: set data.source.size)")
+            fields[name] = arr.astype(ref.dtype, copy=False)
+        kept = apply_filter(spec, fields, target, num_classes, train.class_names,
+                            raw.description)
+    except GraphdlError as e:
+        raise _located_in_test_file(e, spec, test_source) from None
+    return Dataset(kept.fields)
+
+
+def _match_classes(spec: Any, raw: RawData, train_classes: list[str]) -> np.ndarray:
+    """The test folder's labels renumbered to the path folder's classes (by folder name);
+    E501 for a class folder the path folder lacks."""
+    index = {name: k for k, name in enumerate(train_classes)}
+    for name in raw.class_names or []:
+        if name not in index:
+            raise fail("E501", f"class folder '{name}' of {raw.description} is not a class of "
+                       "data.source.path", spec, "data", "source", "test_path",
+                       help=f"classes of data.source.path: {name_list(train_classes)}."
+                       + did_you_mean(name, train_classes))
+    mapping = np.asarray([index[name] for name in raw.class_names or []], np.int64)
+    return mapping[raw.fields["label"]]
+
+
+def _located_in_test_file(error: GraphdlError, spec: Any, source: dict) -> GraphdlError:
+    """``error`` (raised reading data.source.test_path with data.source's settings) pointed
+    at the test file where it names a line of it, else at data.source.test_path."""
+    at_key = locate(spec, "data", "source", "test_path")
+    for d in error.diagnostics:
+        line, file = d.extra.get("csv_line"), d.extra.get("csv_file")
+        if line is not None and file is not None:
+            d.file, d.line, d.col, d.span, d.path = file, line, None, 1, None
+            column = d.extra.get("csv_column")
+            if column is not None:
+                d.col, d.span = _csv_cell(Path(file), line, column, source)
+            d.note = "in data.source.test_path, read with data.source's settings"
+        elif d.path is not None and d.path.startswith("data.source.path"):
+            d.file, d.line, d.col, d.span = (at_key[k] for k in ("file", "line", "col", "span"))
+            d.path = at_key["path"]
+            if d.help:
+                d.help = d.help.replace("data.source.path", "data.source.test_path")
+    return error
 
 
 def _loc_kwargs(spec: Any, *path: str) -> dict:

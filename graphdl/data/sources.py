@@ -42,6 +42,9 @@ class RawData:
     class_names: list[str] | None = None
     # sample index -> where it was read from (image files: the path within the folder)
     sample_names: list[str] | None = None
+    # csv with data.source.categorical or missing: what was fitted (`csv_state`), which
+    # goes into the preprocess state under "csv" so test_path and predict read rows alike
+    csv_state: dict | None = None
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -244,13 +247,14 @@ def load_npz(spec: Any, source: dict, may_lack: tuple[str, ...] = ()) -> RawData
 # --------------------------------------------------------------------------- csv
 
 
-def _bad_csv(spec: Any, path: Path, message: str, help: str, line: int | None = None, **extra):
+def _bad_csv(spec: Any, path: Path, message: str, help: str, line: int | None = None,
+             code: str = "E505", **extra):
     ex = {"csv_file": str(path)}
     if line is not None:
         ex["csv_line"] = line
     ex.update(extra)
     return fail(
-        "E505",
+        code,
         message,
         spec,
         "data",
@@ -270,8 +274,10 @@ def _parse_columns(
     header: list[str],
     lines: np.ndarray,
 ) -> np.ndarray:
-    """cells[:, col_idx] as float64 [N, len(col_idx)]; E505 naming the first bad cell."""
+    """cells[:, col_idx] as float64 [N, len(col_idx)], a missing cell (`MISSING_TOKENS`)
+    as NaN; E505 naming the first bad cell."""
     sub = cells[:, col_idx]
+    sub = np.where(_is_missing(sub), "nan", sub)
     try:
         return sub.astype(np.float64)
     except ValueError:
@@ -382,7 +388,114 @@ def _careful_cells(
     return cells, np.asarray(lines, dtype=np.int64)
 
 
-def load_csv(spec: Any, source: dict, target_optional: bool = False) -> RawData:
+MISSING_TOKENS = ("", "na", "n/a", "nan", "-nan", "null", "none", "<na>", "#n/a")
+CATEGORICAL_ENCODINGS = ("one_hot", "index")
+FILL_RULES = ("mean", "median", "zero")
+
+
+def _is_missing(cells: np.ndarray) -> np.ndarray:
+    """Which csv cells are missing values (an empty cell, NA, N/A, NaN, null, None...)."""
+    return np.isin(np.char.lower(np.char.strip(cells.astype(str))), MISSING_TOKENS)
+
+
+def _csv_settings(spec: Any, source: dict, header: list[str], target: str | None,
+                  missing_column) -> tuple[dict[str, str], Any, str]:
+    """data.source.categorical (column -> encoding), missing.fill (None, a rule or a
+    number) and unknown, checked (E508; E502 for a column not in the header)."""
+    categorical = source.get("categorical") or {}
+    if not isinstance(categorical, dict):
+        raise fail("E508", "data.source.categorical must map column names to one_hot or index",
+                   spec, "data", "source", "categorical",
+                   help="e.g. `categorical: {color: one_hot, city: index}`")
+    out: dict[str, str] = {}
+    for column, encoding in categorical.items():
+        column = str(column)
+        where = ("data", "source", "categorical", column)
+        if column not in header:
+            raise missing_column(column, *where)
+        if encoding not in CATEGORICAL_ENCODINGS:
+            raise fail("E508", f"unknown categorical encoding '{encoding}' for column '{column}'",
+                       spec, *where, help=f"encodings: {name_list(CATEGORICAL_ENCODINGS)}."
+                       + did_you_mean(str(encoding), CATEGORICAL_ENCODINGS))
+        if column == target and encoding != "index":
+            raise fail("E508", f"the target column '{column}' can only be categorical `index` "
+                       "(its categories become class labels 0..k-1)", spec, *where,
+                       help=f"write `{column}: index`")
+        out[column] = encoding
+    fill_rule = (source.get("missing") or {}).get("fill")
+    if fill_rule is not None and (isinstance(fill_rule, bool) or not (
+            fill_rule in FILL_RULES or isinstance(fill_rule, (int, float)))):
+        raise fail("E508", f"data.source.missing.fill must be mean, median, zero or a number, "
+                   f"got {fill_rule!r}", spec, "data", "source", "missing", "fill",
+                   help="e.g. `missing: {fill: median}`")
+    unknown = source.get("unknown") or "error"
+    if unknown not in ("error", "ignore"):
+        raise fail("E508", f"data.source.unknown must be error or ignore, got {unknown!r}", spec,
+                   "data", "source", "unknown", help="`unknown: ignore` encodes an unseen "
+                   "category as all zeros (one_hot) or -1 (index)")
+    return out, fill_rule, unknown
+
+
+def _categories(values: np.ndarray) -> list[str]:
+    """The distinct values of a column, sorted: as numbers when all are numbers, else as
+    text (stable whatever the row order)."""
+    distinct = set(values.tolist())
+    if all(_is_number(v) for v in distinct):
+        return sorted(distinct, key=lambda v: (float(v), v))
+    return sorted(distinct)
+
+
+def _encode_categories(spec: Any, path: Path, column: str, cells: np.ndarray, lines: np.ndarray,
+                       categories: list[str] | None, encoding: str, unknown: str,
+                       is_target: bool) -> tuple[np.ndarray, list[str]]:
+    """A categorical column as float64 [N, k] (one_hot) or [N, 1] (index), and its
+    categories (learned from ``cells`` when ``categories`` is None). E505 at the first
+    missing cell, and at the first category not in ``categories`` unless ``unknown`` is
+    ignore (all zeros / -1; never for the target)."""
+    values = np.char.strip(cells.astype(str))
+    missing = _is_missing(values)
+    if missing.any():
+        i = int(np.argmax(missing))
+        raise _bad_csv(spec, path, f"csv line {int(lines[i])}, column '{column}': a missing "
+                       f"value ('{values[i]}') in a categorical column", "write a category for "
+                       "it (e.g. unknown); missing.fill fills numeric columns only",
+                       line=int(lines[i]), csv_column=column)
+    if categories is None:
+        categories = _categories(values)
+    position = {c: k for k, c in enumerate(categories)}
+    index = np.fromiter((position.get(v, -1) for v in values.tolist()), np.int64, len(values))
+    unseen = index < 0
+    if unseen.any() and (unknown == "error" or is_target):
+        i = int(np.argmax(unseen))
+        raise _bad_csv(
+            spec, path, f"csv line {int(lines[i])}, column '{column}': the category "
+            f"'{values[i]}' is not in the training file (its categories: "
+            f"{name_list(categories)})",
+            ("add `unknown: ignore` to data.source (an unseen category becomes all zeros, or "
+             "-1 for index), or " if not is_target else "")
+            + "add rows with it to data.source.path and train again",
+            line=int(lines[i]), csv_column=column)
+    if encoding == "index":
+        return index[:, None].astype(np.float64), categories
+    onehot = np.zeros((len(values), len(categories)), np.float64)
+    rows = np.flatnonzero(~unseen)
+    onehot[rows, index[rows]] = 1.0
+    return onehot, categories
+
+
+def _first_nan(block: np.ndarray) -> tuple[int, int]:
+    bad = np.isnan(block)
+    i = int(np.argmax(bad.any(axis=1)))
+    return i, int(np.argmax(bad[i]))
+
+
+def load_csv(spec: Any, source: dict, target_optional: bool = False,
+             fitted: dict | None = None) -> RawData:
+    """A csv file as the feature field (float32 [N, F]) and the target column. Categorical
+    columns are encoded with the categories of ``fitted`` (the "csv" preprocess state of
+    training: test_path, predict) or learned from this file; a missing feature value is
+    filled with ``fitted``'s train-split values, left NaN for the loader to fill (training
+    with missing.fill), or an E505 at its line and column."""
     path = _require_path(spec, source, "csv")
     csv_keys = SOURCE.variants["csv"][1]
     delimiter = source.get("delimiter") or csv_keys["delimiter"].default
@@ -453,7 +566,7 @@ def load_csv(spec: Any, source: dict, target_optional: bool = False) -> RawData:
                 raise _missing_column(target, "data", "source", "target")
             target = None  # new data for predict may come without the label column
     if not features:  # absent (or empty): every column except the target
-        feat_cols = [c for c in header if c != target]
+        feat_cols = [c for c in header if c != source.get("target")]
     else:
         if isinstance(features, str):
             features = [features]
@@ -461,10 +574,15 @@ def load_csv(spec: Any, source: dict, target_optional: bool = False) -> RawData:
         for i, c in enumerate(feat_cols):
             if c not in header:
                 raise _missing_column(c, "data", "source", "features", i)
+    categorical, fill_rule, unknown = _csv_settings(spec, source, header, target,
+                                                    _missing_column)
+    learned = fitted is None
+    state = dict(fitted) if fitted is not None else {
+        "feature_field": feature_field, "categorical": {}, "fill": fill_rule, "fill_values": {}}
 
     col_of = {name: i for i, name in enumerate(header)}
-    feat_idx = [col_of[c] for c in feat_cols]
-    fast = _fast_numeric(text, delimiter, header_line, len(header))
+    fast = None if categorical else _fast_numeric(text, delimiter, header_line, len(header))
+    cells = None
     if fast is not None:
         values, line_arr = fast
 
@@ -480,21 +598,117 @@ def load_csv(spec: Any, source: dict, target_optional: bool = False) -> RawData:
     if len(line_arr) == 0:
         raise _bad_csv(spec, path, "csv file has a header but no data rows", "add data rows")
 
+    def categories_of(column: str) -> list[str] | None:
+        if learned:
+            return None
+        known = state["categorical"].get(column)
+        return None if known is None else list(known["categories"])
+
+    def encode(column: str, is_target: bool) -> np.ndarray:
+        block, cats = _encode_categories(spec, path, column, cells[:, col_of[column]], line_arr,
+                                         categories_of(column), categorical[column], unknown,
+                                         is_target)
+        if learned:
+            state["categorical"][column] = {"encoding": categorical[column], "categories": cats}
+        return block
+
     fields: dict[str, np.ndarray] = {}
+    names: list[str] = []
+    class_names = None
     if feat_cols:
-        fields[feature_field] = np.ascontiguousarray(column_block(feat_idx), dtype=np.float32)
-    if target is not None:
+        numeric = [c for c in feat_cols if c not in categorical]
+        block = column_block([col_of[c] for c in numeric]) if numeric else None
+        if block is not None and np.isnan(block).any():
+            i, j = _first_nan(block)
+            fill_values = state.get("fill_values") or {}
+            if state.get("fill") is None:
+                cell = "NaN" if cells is None else str(cells[i, col_of[numeric[j]]]).strip()
+                what = "an empty value" if cell == "" else f"'{cell}'"
+                raise _bad_csv(
+                    spec, path, f"csv line {int(line_arr[i])}, column '{numeric[j]}': {what} "
+                    "(a missing value)",
+                    "fill it in the file, or add `missing: {fill: mean}` to data.source (mean, "
+                    "median, zero or a number; mean and median over the train split)",
+                    line=int(line_arr[i]), csv_column=numeric[j],
+                    # a NaN written as a number is non-finite data (E504); other gaps E505
+                    code="E504" if cell.lower() in ("nan", "-nan") else "E505")
+            if fill_values:  # test_path, predict: the values fitted on the train split
+                fill = np.asarray([fill_values[c] for c in numeric], np.float64)
+                block = np.where(np.isnan(block), fill[None, :], block)
+        parts, k = [], 0
+        state["numeric"] = {}  # numeric column -> its position in the feature field
+        for c in feat_cols:
+            if c in categorical:
+                part = encode(c, is_target=False)
+                cats = state["categorical"][c]["categories"]
+                names += [f"{c}={v}" for v in cats] if categorical[c] == "one_hot" else [c]
+            else:
+                part = block[:, k:k + 1]
+                k += 1
+                state["numeric"][c] = len(names)
+                names.append(c)
+            parts.append(part)
+        fields[feature_field] = np.ascontiguousarray(np.concatenate(parts, axis=1),
+                                                     dtype=np.float32)
+        state["columns"] = names
+    if target is not None and target in categorical:
+        fields[target] = encode(target, is_target=True)[:, 0].astype(np.int64)
+        class_names = list(state["categorical"][target]["categories"])
+    elif target is not None:
         y = column_block([col_of[target]])[:, 0]
+        if np.isnan(y).any():
+            i = int(np.argmax(np.isnan(y)))
+            raise _bad_csv(spec, path, f"csv line {int(line_arr[i])}, column '{target}': a "
+                           "missing target value", "remove the row or give it its target: "
+                           "missing.fill fills features, never the target",
+                           line=int(line_arr[i]), csv_column=target)
         if np.all(np.isfinite(y)) and np.all(y == np.round(y)) and np.all(np.abs(y) < 2**53):
             fields[target] = y.astype(np.int64)
         else:
             fields[target] = y.astype(np.float32)
+    configured = bool(categorical) or fill_rule is not None
     return RawData(
         fields=fields,
         description=f"csv file '{path}'",
-        column_names={feature_field: feat_cols},
+        column_names={feature_field: names},
         row_lines=line_arr,
+        class_names=class_names,
+        num_classes=None if class_names is None else len(class_names),
+        csv_state=state if configured else None,
     )
+
+
+def fit_fill(spec: Any, csv_state: dict, x: np.ndarray) -> dict[str, float]:
+    """missing.fill's value for every numeric feature column, from ``x`` (the train split's
+    feature field, NaN where a value is missing); E504 when a column has no value to take
+    a mean or median of."""
+    rule = csv_state["fill"]
+    out: dict[str, float] = {}
+    for column, j in csv_state["numeric"].items():
+        col = x[:, j].astype(np.float64)
+        present = col[~np.isnan(col)]
+        if rule in ("mean", "median") and present.size == 0:
+            raise fail("E504", f"csv column '{column}' has no value in the train split, so "
+                       f"missing.fill: {rule} has nothing to compute", spec, "data", "source",
+                       "missing", "fill", help="fill it with zero or a number, or drop the "
+                       "column from data.source.features")
+        if rule == "mean":
+            out[column] = float(present.mean())
+        elif rule == "median":
+            out[column] = float(np.median(present))
+        elif rule == "zero":
+            out[column] = 0.0
+        else:
+            out[column] = float(rule)
+    return out
+
+
+def apply_fill(csv_state: dict, x: np.ndarray) -> np.ndarray:
+    """``x`` (a feature field) with each NaN replaced by its column's fitted fill value."""
+    values = np.full(x.shape[1], np.nan, np.float32)
+    for column, j in csv_state["numeric"].items():
+        values[j] = csv_state["fill_values"][column]
+    return np.where(np.isnan(x), values[None, :], x).astype(np.float32)
 
 
 def _is_number(s: str) -> bool:
@@ -702,16 +916,18 @@ def load_image_files(spec: Any, source: dict, paths: list[Path]) -> RawData:
 SOURCE_TYPES = ("builtin", "npz", "csv", "image_folder")
 
 
-def load_source(spec: Any, source: dict, target_optional: bool = False) -> RawData:
+def load_source(spec: Any, source: dict, target_optional: bool = False,
+                fitted: dict | None = None) -> RawData:
     """Load ``source`` (a data.source mapping). With ``target_optional`` a csv file may lack
-    its target column (new data for predict)."""
+    its target column (new data for predict); ``fitted`` is the training's "csv" state (a
+    csv read like the training file: test_path, predict)."""
     kind = source.get("type")
     if kind == "builtin":
         return load_builtin(spec, source)
     if kind == "npz":
         return load_npz(spec, source)
     if kind == "csv":
-        return load_csv(spec, source, target_optional=target_optional)
+        return load_csv(spec, source, target_optional=target_optional, fitted=fitted)
     if kind == "image_folder":
         return load_image_folder(spec, source)
     raise fail(

@@ -33,7 +33,8 @@ class SplitConfig:
 
 
 def split_config(spec: Any) -> SplitConfig:
-    """Read and check data.split (E507 on a bad fraction or a sum above 1)."""
+    """Read and check data.split (E507 on a bad fraction or a sum above 1, or a test fraction
+    beside data.source.test_path, which is the test split)."""
     cfg = dict((spec.data or {}).get("split") or {})
     fracs = []
     for name in SPLIT_NAMES:
@@ -72,6 +73,17 @@ def split_config(spec: Any) -> SplitConfig:
             "data",
             "split",
             help="make train + val + test at most 1 (samples left over are not used)",
+        )
+    if fracs[2] > 0.0 and ((spec.data or {}).get("source") or {}).get("test_path") is not None:
+        raise fail(
+            "E507",
+            f"data.split.test is {fracs[2]:g}, but data.source.test_path gives the test split",
+            spec,
+            "data",
+            "split",
+            "test",
+            help="remove data.split.test (or write `test: 0`): with a test_path, data.split "
+            "divides data.source.path into train and val only",
         )
     if fracs[0] <= 0.0:
         raise fail(

@@ -90,14 +90,21 @@ class Substitution:
 # --------------------------------------------------------------------------------------
 
 
-def fill_split(split: dict) -> dict:
+def fill_split(split: dict, test_file: bool = False) -> dict:
     """The data.split section with defaults. Fractions: all missing -> 0.8/0.1/0.1; some
-    missing -> they share what is left."""
+    missing -> they share what is left. With ``test_file`` (data.source.test_path) the test
+    split is that file: test is 0 unless written (then graphdl.data refuses it), and all
+    missing -> 0.9/0.1 of data.source.path for train/val."""
     names = ("train", "val", "test")
     given = {k: split[k] for k in names if split.get(k) is not None}
     out = fill(sg.SPLIT, split)
+    if test_file and "test" not in given:
+        given["test"] = 0.0
+        out["test"] = 0.0
     if not given:
         out.update(train=0.8, val=0.1, test=0.1)
+    elif test_file and set(given) == {"test"}:
+        out.update(train=0.9, val=0.1)
     else:
         missing = [k for k in names if k not in given]
         rest = max(0.0, 1.0 - sum(given.values()))
@@ -618,7 +625,8 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
         name = Path(path_str).stem
     seed = raw.get("seed", sg.TOP["seed"].default)
     data = fill(sg.DATA, raw["data"])
-    data["split"] = fill_split(raw["data"].get("split") or {})
+    test_file = (raw["data"].get("source") or {}).get("test_path") is not None
+    data["split"] = fill_split(raw["data"].get("split") or {}, test_file)
     train = fill(sg.TRAIN, raw.get("train") or {})
     if train["metrics"] is None:
         train["metrics"] = ["accuracy"] if train["loss"]["type"] == "cross_entropy" else []
@@ -628,7 +636,9 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
     if evaluate["metrics"] is None:
         evaluate["metrics"] = list(train["metrics"])
     if "train" in raw:  # a spec that trains is evaluated after training
-        diags = _evaluate_split_check(raw, data["split"], evaluate["split"], r)
+        diags = []
+        if not (test_file and evaluate["split"] == "test"):  # the test split is that file
+            diags = _evaluate_split_check(raw, data["split"], evaluate["split"], r)
         diags += check_metrics(raw, train, evaluate, data["split"], r)
         if diags:
             raise GraphdlError(diags, phase="references")

@@ -57,6 +57,12 @@ def _odd_kernel(doc) -> Leaf:
     return integer(doc + " (odd: 1, 3, 5, ...)", minimum=1, required=True)
 
 
+_TEST_PATH_DOC = (
+    "{what}, relative to the spec file, read with the same settings as path: it becomes the "
+    "test split, and data.split divides path into train and val only (data.split.test must "
+    "be 0 or absent)"
+)
+
 SOURCE = Union(
     "where the data comes from",
     "type",
@@ -81,6 +87,7 @@ SOURCE = Union(
                     "under its own name)",
                     string("name of the array in the .npz file", ref=False),
                 ),
+                "test_path": string(_TEST_PATH_DOC.format(what="a held-out .npz file")),
             },
         ),
         "csv": (
@@ -94,6 +101,35 @@ SOURCE = Union(
                 "feature_field": string("name of the field holding the stacked features",
                                         default="x"),
                 "delimiter": string("column separator", default=","),
+                "test_path": string(_TEST_PATH_DOC.format(what="a held-out .csv file (the same "
+                                                          "columns)")),
+                "categorical": MapOf(
+                    "columns holding categories (text or codes) -> encoding: one_hot (one 0/1 "
+                    "feature per category, named column=category) or index (one feature, the "
+                    "category's position); categories are the values of the path file, sorted "
+                    "(numerically when all are numbers), and saved with the weights. The target "
+                    "may be `index`: its categories become the class names",
+                    enum("how the column becomes features", ["one_hot", "index"], ref=False),
+                    key_pattern="^.+$",
+                ),
+                "unknown": enum("a category not in the path file (in test_path or new data for "
+                                "predict): error (located at its line and column) or ignore (all "
+                                "zeros for one_hot, -1 for index)", ["error", "ignore"],
+                                default="error"),
+                "missing": Obj(
+                    "missing feature values (an empty cell, NA, N/A, NaN, null, None): without "
+                    "this key they are an error at their line and column",
+                    {
+                        "fill": Leaf(
+                            {"anyOf": [{"type": "string", "enum": ["mean", "median", "zero"]},
+                                       {"type": "number"}]},
+                            "the value that replaces a missing numeric feature: the column's "
+                            "mean or median over the train split (saved with the weights and "
+                            "used for test_path and predict), zero, or a number",
+                            required=True,
+                        ),
+                    },
+                ),
             },
         ),
         "image_folder": (
@@ -107,6 +143,8 @@ SOURCE = Union(
                               "the images differ in size): an int or [height, width]"),
                 "mode": enum("rgb: 3 channels; grayscale: 1 channel", ["rgb", "grayscale"],
                              default="rgb"),
+                "test_path": string(_TEST_PATH_DOC.format(
+                    what="a held-out folder of the same class folders (a subset of them)")),
             },
         ),
     },
