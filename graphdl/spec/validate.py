@@ -696,6 +696,29 @@ def split_check(doc, r: Reporter) -> list[Diagnostic]:
     return []
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def schedule_check(doc, r: Reporter) -> list[Diagnostic]:
+    """A schedule's min_lr above the optimizer's lr would raise the learning rate (cosine
+    decays *up* to it, plateau jumps to it): refuse it rather than train on it."""
+    train = doc.get("train") if isinstance(doc, dict) else None
+    if not isinstance(train, dict):
+        return []
+    schedule, optimizer = train.get("schedule"), train.get("optimizer")
+    if not isinstance(schedule, dict) or not isinstance(optimizer, dict):
+        return []
+    min_lr, lr = schedule.get("min_lr"), optimizer.get("lr")
+    if not _number(min_lr) or not _number(lr) or min_lr <= lr:
+        return []
+    return [r.at("E105", f"train.schedule.min_lr {min_lr:g} is above the optimizer's lr "
+                 f"{lr:g}: the schedule would raise the learning rate",
+                 ("train", "schedule", "min_lr"),
+                 help="min_lr is the lowest learning rate the schedule reaches; make it "
+                      "no larger than train.optimizer.lr")]
+
+
 def block_definition_checks(doc, r: Reporter) -> list[Diagnostic]:
     """Block names and params that clash with built-in names."""
     out = []
@@ -730,6 +753,7 @@ def semantic_checks(doc, r: Reporter) -> list[Diagnostic]:
         for layer, p in iter_layers(layers, lpath):
             out.extend(layer_checks(layer, p, r))
     out.extend(split_check(doc, r))
+    out.extend(schedule_check(doc, r))
     return out
 
 
