@@ -5,10 +5,11 @@ time, before any test module imports graphdl and compiles a program, so every co
 kernel of the test-suite lands in (and is reused from) one folder that survives between
 runs (delete it to measure a cold run).
 
-The cross-checks against PyTorch and scikit-learn `pytest.importorskip` them, so a plain
-checkout without the test extra still runs the rest. In CI (``CI=true``, as CI services
-set it) the test extra is installed, and a cross-check skipped because one of them cannot
-be imported is reported as a failure: a check that silently stopped running is a bug.
+The cross-checks against PyTorch and scikit-learn, and the TensorBoard test (tensorboardX),
+`pytest.importorskip` them, so a plain checkout without the test extra still runs the rest.
+In CI (``CI=true``, as CI services set it) the test extra is installed, and a test skipped
+because one of them cannot be imported is reported as a failure: a check that silently
+stopped running is a bug.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ os.environ.setdefault(
     "GRAPHDL_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".graphdl_cache")
 )
 
-# the libraries the cross-checks compare against (the test extra in pyproject.toml)
-CROSS_CHECK_MODULES = ("torch", "sklearn")
+# the libraries the cross-checks compare against, and the TensorBoard writer (the test
+# extra in pyproject.toml)
+CROSS_CHECK_MODULES = ("torch", "sklearn", "tensorboardX")
 _IMPORTORSKIP = re.compile(r"could not import '([\w.]+)'")
 
 

@@ -106,6 +106,7 @@ class Trainer:
         self.save_mode = t["checkpoint"]["save"]
         self.ckpt_monitor = t["checkpoint"]["monitor"]
         self.early = t["early_stopping"]
+        self.tensorboard = bool(t["log"]["tensorboard"])
         self.state = TrainState()
         self.lr_schedule: LRSchedule | None = None  # made by fit(), once epochs is final
         self.first_step_at: float | None = None  # perf_counter() after the first step
@@ -149,14 +150,7 @@ class Trainer:
 
     # ------------------------------------------------------------ loop
     def fit(self) -> list[dict]:
-        model = self.model
-        train = self.splits.train
-        target = self.spec.train["target"]
-        feeds_fields = [n for n in model.spec.model.inputs] + [target]
-        arrays = {k: np.ascontiguousarray(train.fields[k]) for k in feeds_fields}
-        n = len(train)
-        shuffle = bool(self.settings["shuffle"])
-        steps_per_epoch = math.ceil(n / self.batch_size)
+        steps_per_epoch = math.ceil(len(self.splits.train) / self.batch_size)
         sched = schedule_settings(self.schedule)  # only plateau watches a metric
         mode = _mode_for(sched["monitor"], sched["mode"]) if sched["type"] == "plateau" else "min"
         self.lr_schedule = LRSchedule(self.base_lr, self.schedule, self.epochs, steps_per_epoch,
@@ -167,6 +161,24 @@ class Trainer:
                 raise GraphdlError(Diagnostic("E703", f"--resume: no checkpoint at {last}",
                                               help="run without --resume to start a new run"))
             self._restore(last)
+        # before compiling: a missing library is said at once
+        board = self._open_tensorboard() if self.tensorboard else None
+        try:
+            return self._epochs(steps_per_epoch, board)
+        finally:
+            if board is not None:
+                board.close()
+
+    def _epochs(self, steps_per_epoch: int, board) -> list[dict]:
+        """The epochs from the current state on; each epoch's record goes to metrics.jsonl
+        and, when ``board`` (a TensorBoard writer) is given, its scalars to the event file."""
+        model = self.model
+        train = self.splits.train
+        target = self.spec.train["target"]
+        feeds_fields = [n for n in model.spec.model.inputs] + [target]
+        arrays = {k: np.ascontiguousarray(train.fields[k]) for k in feeds_fields}
+        n = len(train)
+        shuffle = bool(self.settings["shuffle"])
         program = model.train_program()
         lowered = model.compiled("train").lowered
         has_penalty = lowered.outputs["loss"] != lowered.outputs["data_loss"]
@@ -225,6 +237,8 @@ class Trainer:
             self.state.history.append(record)
             with open(metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            if board is not None:
+                _write_scalars(board, record)
             improved = self._track_best(record)
             if self.save_mode == "every_epoch":
                 self._save(f"epoch_{epoch + 1:03d}.ckpt")
@@ -238,6 +252,31 @@ class Trainer:
                 break
         self._restore_best_weights()
         return self.state.history
+
+    def _open_tensorboard(self):
+        """train.log.tensorboard: a writer of TensorBoard event files in <run dir>/tensorboard/.
+        A new run removes an old run's event files (as it does metrics.jsonl); a resumed one
+        appends a new file whose purge step tells TensorBoard to drop whatever an earlier
+        process wrote past the checkpoint, so no epoch is shown twice. E709 without the
+        library, at the key that asked for it."""
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError as e:
+            loc = self.spec.loc("train", "log", "tensorboard")
+            raise GraphdlError(Diagnostic(
+                "E709", f"train.log.tensorboard needs the tensorboardX library: {e}",
+                file=loc.file, line=loc.line, col=loc.col,
+                help="install the tensorboard extra: pip install 'graphdl[tensorboard]' (or "
+                     "set train.log.tensorboard: false)"), phase="runtime") from None
+        directory = self.run_dir / "tensorboard"
+        if not self.resume:
+            for old in directory.glob("events.out.tfevents.*"):
+                old.unlink()
+        first = self.state.epoch + 1
+        # the library names a file by the second and host only, and overwrites: the first
+        # epoch in the name keeps a resume within the same second from erasing earlier epochs
+        return SummaryWriter(logdir=str(directory), purge_step=first if self.resume else None,
+                             filename_suffix=f".from_epoch_{first:05d}")
 
     def _best_weights_file(self) -> str:
         """Where early stopping's best weights are kept for restore_best_weights: best.ckpt
@@ -383,6 +422,16 @@ def _epoch_summary(record: dict) -> str:
     seconds = record["seconds"]
     parts.append(f"{seconds:.1f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms")
     return " - ".join(parts)
+
+
+def _write_scalars(board, record: dict) -> None:
+    """Every float of an epoch's record (losses, metrics, lr, seconds) as a TensorBoard
+    scalar under its metrics.jsonl name, at the epoch as step; lists and counts are left
+    out."""
+    for key, value in record.items():
+        if isinstance(value, float):
+            board.add_scalar(key, value, global_step=record["epoch"])
+    board.flush()
 
 
 def _write_lines(path: Path, records: list[dict]) -> None:

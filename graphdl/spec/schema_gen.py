@@ -563,6 +563,16 @@ TRAIN = Obj(
             },
             default={},
         ),
+        "log": Obj(
+            "where each epoch's metrics are written besides metrics.jsonl",
+            {
+                "tensorboard": boolean(
+                    "also write every scalar of each epoch's metrics.jsonl line (step: the "
+                    "epoch) as TensorBoard event files in <run dir>/tensorboard/; needs the "
+                    "tensorboard extra: pip install 'graphdl[tensorboard]'", default=False),
+            },
+            default={},
+        ),
         "freeze": string_list("globs on layer names whose weights stay fixed: no gradient "
                               "is computed for them, and frozen batch norm stays in "
                               "evaluation mode; a glob matching no layer is an error",
