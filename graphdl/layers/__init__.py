@@ -5,7 +5,7 @@ Importing the package defines every layer type (core before conv, which builds o
 schema lists the types in this order); it imports no numpy or numba.
 """
 
-from graphdl.layers import conv, core, norm, residual  # noqa: F401  (each defines layer types)
+from graphdl.layers import conv, core, norm, residual, sequence  # noqa: F401  (each defines layer types)
 from graphdl.layers.catalog import COMMON_LAYER_KEYS, LAYERS, LayerDef
 
 __all__ = ["COMMON_LAYER_KEYS", "LAYERS", "LayerDef"]

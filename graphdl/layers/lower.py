@@ -54,8 +54,12 @@ class LayerCtx:
         """The error a builder raises for a bad input shape (it becomes a located E301)."""
         return ShapeError(message, help=help)
 
-    def param(self, suffix: str, shape: tuple, init: str, *, fan_in: int, fan_out: int, weight: bool):
+    def param(self, suffix: str, shape: tuple, init: str, *, fan_in: int, fan_out: int, weight: bool,
+              zero_row: int = -1):
+        """A float32 parameter of the layer; ``zero_row`` >= 0 names a row that starts at
+        zero whatever ``init`` draws (embedding's padding_idx, as PyTorch)."""
         layer = self.layer
+        extra = {"zero_row": zero_row} if zero_row >= 0 else {}
         reg = layer.regularizer
         return self.g.param(
             f"{layer.name}.{suffix}",
@@ -67,6 +71,7 @@ class LayerCtx:
             trainable=bool(layer.trainable) and not self.frozen,
             lr_mult=float(layer.lr_mult),
             layer_regularizer=dict(reg) if reg else None,
+            **extra,
         )
 
     def state(self, suffix: str, shape: tuple, init: str) -> Value:

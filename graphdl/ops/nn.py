@@ -1,4 +1,5 @@
-"""Neural-network ops: softmax / log_softmax (and their backward ops), seeded dropout."""
+"""Neural-network ops: softmax / log_softmax (and their backward ops), seeded dropout,
+embedding (a row gather) and its scatter-add gradient."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import numpy as np
 
+from graphdl.ir.types import TensorType
 from graphdl.ops.random import hash_counters, mix64, python_seed_key, seed_key, uniform24
 from graphdl.ops.reduce import _prod
 from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
@@ -203,5 +205,168 @@ register(
         differentiable=(0,),
         emit_cpu=_emit_dropout,
         doc="training-mode inverted dropout with a counter-based mask from (seed, salt, index)",
+    )
+)
+
+
+# ------------------------------------------------------------------ embedding
+# A row gather, as torch.nn.functional.embedding. Ids are data, so the kernels check each
+# one against the vocabulary: an id outside [0, vocab) gives a NaN row in the forward pass
+# and adds nothing in the backward pass; no kernel reads or writes another row for it
+# (ARCHITECTURE.md, "No out-of-bounds access").
+
+def _check_ids(ids):
+    if ids.dtype != "int64":
+        raise ShapeError(f"embedding ids must be int64, got {ids}")
+
+
+def _infer_embedding(attrs, types):
+    ids, weight = types
+    _check_ids(ids)
+    if weight.rank != 2 or weight.dtype not in ("float32", "float64"):
+        raise ShapeError(f"embedding weight must be a float [vocab, dim] matrix, got {weight}")
+    if any(isinstance(d, str) for d in weight.shape):
+        raise ShapeError(f"embedding weight must have static dims, got {weight}")
+    return [TensorType(ids.shape + (weight.shape[1],), weight.dtype)]
+
+
+def _ref_embedding(attrs, ids, weight):
+    inside = (ids >= 0) & (ids < weight.shape[0])
+    rows = weight[np.where(inside, ids, 0)]
+    return np.where(inside[..., None], rows, np.nan).astype(weight.dtype)  # as the kernel
+
+
+def _g_embedding(g, attrs, ins, outs, gouts):
+    vocab = g.type_of(ins[1]).shape[0]
+    return [None, g.op("embedding_grad", ins[0], gouts[0], vocab=vocab,
+                       padding_idx=attrs["padding_idx"])]
+
+
+# The CUDA embedding_gather is its deliberate parallel (the same id test, one thread per
+# element instead of a loop): change both together.
+@cpu_kernel
+def embedding_gather(ids, weight, out):
+    """out[i, :] = weight[ids[i], :] for flat ids [M]; a NaN row for an id outside [0, V)."""
+    vocab, dim = weight.shape
+    for i in range(ids.size):
+        k = ids[i]
+        if k < 0 or k >= vocab:
+            for d in range(dim):
+                out[i, d] = math.nan
+            continue
+        for d in range(dim):
+            out[i, d] = weight[k, d]
+
+
+def _flat_ids(ctx, v):
+    """Ids [...] as one flat axis [M]."""
+    return f"{ctx.var(v)}.reshape(({_prod(ctx.shape(v))},))"
+
+
+def _flat_rows(ctx, v):
+    """Rows [..., dim] as a matrix [M, dim]."""
+    shape = ctx.shape(v)
+    return f"{ctx.var(v)}.reshape(({_prod(shape[:-1])}, {shape[-1]}))"
+
+
+def _emit_embedding(ctx, attrs, ins, outs):
+    return [ctx.call("embedding_gather", _flat_ids(ctx, ins[0]), ins[1], _flat_rows(ctx, outs[0]))]
+
+
+def _embedding_cost(attrs, ins, out, bindings):
+    return 0  # a copy
+
+
+register(
+    OpDef(
+        name="embedding",
+        inputs=("ids", "weight"),
+        infer=_infer_embedding,
+        reference=_ref_embedding,
+        pattern=Pattern.OPAQUE,
+        attrs={"padding_idx": Attr(int, -1)},
+        grad=_g_embedding,
+        differentiable=(1,),
+        cost=_embedding_cost,
+        emit_cpu=_emit_embedding,
+        doc="weight[ids]: rows of weight [vocab, dim] gathered by int64 ids (a NaN row for "
+            "an id outside the vocabulary)",
+    )
+)
+
+
+def _infer_embedding_grad(attrs, types):
+    ids, gy = types
+    _check_ids(ids)
+    if gy.shape[:-1] != ids.shape or gy.rank != ids.rank + 1:
+        raise ShapeError(f"embedding_grad expects a gradient of shape ids + [dim], got ids "
+                         f"{ids} and gradient {gy}")
+    if attrs["vocab"] < 1 or isinstance(gy.shape[-1], str):
+        raise ShapeError(f"embedding_grad needs vocab >= 1 and a static dim, got "
+                         f"vocab {attrs['vocab']} and {gy}")
+    return [TensorType((attrs["vocab"], gy.shape[-1]), gy.dtype)]
+
+
+def _ref_embedding_grad(attrs, ids, gy):
+    vocab, pad = attrs["vocab"], attrs["padding_idx"]
+    flat = ids.reshape(-1)
+    rows = gy.reshape(flat.size, gy.shape[-1]).astype(np.float64)
+    keep = (flat >= 0) & (flat < vocab) & (flat != pad)
+    out = np.zeros((vocab, gy.shape[-1]))
+    np.add.at(out, flat[keep], rows[keep])
+    return out.astype(gy.dtype)
+
+
+def _g_embedding_grad(g, attrs, ins, outs, gouts):
+    # linear in gy: its adjoint is the gather, with the padding row's gradient masked out
+    gw = gouts[0]
+    pad = attrs["padding_idx"]
+    if 0 <= pad < attrs["vocab"]:
+        t = g.type_of(gw)
+        mask = np.ones(t.shape, t.dtype)
+        mask[pad] = 0
+        gw = g.op("mul", gw, g.const(mask, t.dtype))
+    return [None, g.op("embedding", ins[0], gw)]
+
+
+@cpu_kernel
+def embedding_scatter_add(ids, gy, out, padding_idx):
+    """out = 0, then out[ids[i], :] += gy[i, :] for ids in [0, V) other than padding_idx.
+
+    One thread in id order, so the sums never depend on the thread count (the CUDA kernel
+    uses atomics and sums in another order)."""
+    vocab, dim = out.shape
+    out[:, :] = 0
+    for i in range(ids.size):
+        k = ids[i]
+        if k < 0 or k >= vocab or k == padding_idx:
+            continue
+        for d in range(dim):
+            out[k, d] += gy[i, d]
+
+
+def _emit_embedding_grad(ctx, attrs, ins, outs):
+    return [ctx.call("embedding_scatter_add", _flat_ids(ctx, ins[0]), _flat_rows(ctx, ins[1]), outs[0],
+                     ctx.runtime(attrs["padding_idx"]))]
+
+
+def _embedding_grad_cost(attrs, ins, out, bindings):
+    return ins[1].numel(bindings)  # one add per gradient element
+
+
+register(
+    OpDef(
+        name="embedding_grad",
+        inputs=("ids", "gy"),
+        infer=_infer_embedding_grad,
+        reference=_ref_embedding_grad,
+        pattern=Pattern.OPAQUE,
+        attrs={"vocab": Attr(int), "padding_idx": Attr(int, -1)},
+        grad=_g_embedding_grad,
+        differentiable=(1,),
+        cost=_embedding_grad_cost,
+        emit_cpu=_emit_embedding_grad,
+        doc="the gradient of embedding: gy's rows summed into [vocab, dim] by id (scatter-add; "
+            "none for padding_idx or an id outside the vocabulary)",
     )
 )

@@ -1,4 +1,4 @@
-"""Parameter and state initialisation (glorot/he uniform/normal, zeros), seeded per name.
+"""Parameter and state initialisation (glorot/he uniform/normal, N(0, 1), zeros), seeded per name.
 
 Each tensor draws from its own stream keyed by (seed, name), so adding a layer does not
 change the initial weights of the others.
@@ -32,6 +32,8 @@ def init_tensor(init: str, shape: tuple, fan_in: int, fan_out: int, rng) -> np.n
         return rng.uniform(-limit, limit, shape).astype(np.float32)
     if init == "he_normal":
         return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    if init == "normal":  # N(0, 1): embedding tables, as torch.nn.Embedding
+        return rng.standard_normal(shape).astype(np.float32)
     raise ValueError(f"unknown initialiser {init!r}")
 
 
@@ -43,6 +45,8 @@ def init_params(graph: Graph, seed: int) -> dict[str, np.ndarray]:
         params[name] = init_tensor(
             a.get("init", "zeros"), t.shape, a.get("fan_in", 1), a.get("fan_out", 1), _rng(seed, name)
         )
+        if "zero_row" in a:  # embedding's padding row starts at zero (as PyTorch)
+            params[name][a["zero_row"]] = 0
     return params
 
 

@@ -184,6 +184,29 @@ def test_dropout_same_mask_as_the_cpu_kernel(seed):
     np.testing.assert_array_equal(out != 0, keep)
 
 
+# ---------------------------------------------------------------------------- embedding
+
+
+@pytest.mark.parametrize("padding_idx", [-1, 2])
+def test_embedding_and_its_scatter_add_gradient(padding_idx):
+    """Gather and scatter-add over grid-stride loops of several blocks; ids repeat (atomics
+    meet on one row) and two fall outside the vocabulary (a NaN row forward, nothing
+    backward: never another row)."""
+    r = np.random.default_rng(16)
+    ids = r.integers(0, 6, size=(5, 40)).astype(np.int64)
+    ids[0, 0], ids[4, -1] = 6, -1
+    w = _values(r, (6, 4))
+    (out,) = check_kernel("embedding", [T("N", 40, dtype="int64"), T(6, 4)], [ids, w],
+                          {"padding_idx": padding_idx})
+    assert np.isnan(out[0, 0]).all() and np.isnan(out[4, -1]).all()
+    gy = _values(r, (5, 40, 4))
+    # CUDA's atomics sum each row in another order than the CPU kernel: equal to rounding
+    (gw,) = check_kernel("embedding_grad", [T("N", 40, dtype="int64"), T("N", 40, 4)], [ids, gy],
+                         {"vocab": 6, "padding_idx": padding_idx}, rtol=1e-5, atol=1e-5)
+    if padding_idx >= 0:
+        assert np.all(gw[padding_idx] == 0)
+
+
 # ---------------------------------------------------------------------------- losses
 
 LOGITS, LABELS = T("N", 10), T("N", dtype="int64")
@@ -372,8 +395,8 @@ COVERED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "where", "cast", "broadcast_to", "sum", "mean", "max", "matmul", "softmax", "log_softmax",
     "softmax_grad", "log_softmax_grad", "dropout", "softmax_cross_entropy",
     "softmax_cross_entropy_grad", "count_correct", "mse", "bce_with_logits", "reshape",
-    "transpose", "concat", "slice", "slice_grad", "sgd_update", "momentum_update",
-    "adam_update", "rmsprop_update", "adagrad_update", "fused", "input", "param", "state", "const"})
+    "transpose", "concat", "slice", "slice_grad", "embedding", "embedding_grad", "sgd_update",
+    "momentum_update", "adam_update", "rmsprop_update", "adagrad_update", "fused", "input", "param", "state", "const"})
 
 
 def test_every_op_is_covered_or_declared_unsupported():

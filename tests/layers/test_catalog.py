@@ -14,7 +14,7 @@ import pytest
 import graphdl.layers as layers_pkg
 from graphdl.ir.graph import Graph
 from graphdl.ir.types import TensorType
-from graphdl.layers import COMMON_LAYER_KEYS, LAYERS, conv, core, norm
+from graphdl.layers import COMMON_LAYER_KEYS, LAYERS, conv, core, norm, sequence
 from graphdl.layers.lower import LayerCtx
 from graphdl.layers.schema import MISSING
 from graphdl.spec import schema_text
@@ -34,21 +34,25 @@ EXAMPLES = {
     "avgpool2d": ([(2, 6, 6)], {"kernel": 2}),
     "global_avgpool2d": ([(2, 6, 6)], {}),
     "batchnorm": ([(2, 6, 6)], {}),
+    "embedding": ([(5,)], {"vocab": 10, "dim": 3}),
 }
+INT64_INPUTS = {"embedding"}  # layer types whose example input is int64 (token ids)
 # keys whose default depends on another key (alpha on the activation)
 MORE_EXAMPLES = [
     ("dense", {"units": 3, "activation": "leaky_relu"}),
     ("conv2d", {"filters": 4, "kernel": 3, "activation": "elu"}),
     ("activation", {"activation": "leaky_relu"}),
+    ("embedding", {"vocab": 10, "dim": 3, "padding_idx": 0}),
 ]
-FAMILIES = [core, conv, norm]
+FAMILIES = [core, conv, norm, sequence]
 
 
 def lowered(type_name: str, params: dict, training: bool = True) -> dict:
     """The graph that the type's builder makes from ``params``, as JSON."""
     shapes, _ = EXAMPLES[type_name]
     g = Graph()
-    inputs = [g.input(f"x{i}", TensorType(("N", *s), "float32")) for i, s in enumerate(shapes)]
+    dtype = "int64" if type_name in INT64_INPUTS else "float32"
+    inputs = [g.input(f"x{i}", TensorType(("N", *s), dtype)) for i, s in enumerate(shapes)]
     seed = g.input("step_seed", TensorType((), "int64"))
     layer = SimpleNamespace(name="layer", type=type_name, params=params, trainable=True,
                             lr_mult=1.0, regularizer=None)

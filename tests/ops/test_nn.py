@@ -1,16 +1,27 @@
-"""NN ops (graphdl/ops/nn.py): softmax / log_softmax and their backward ops, dropout."""
+"""NN ops (graphdl/ops/nn.py): softmax / log_softmax and their backward ops, dropout,
+embedding and its scatter-add gradient."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import T, check_kernel, compile_single, gradcheck, infer, rng, run_compiled
+from helpers import (
+    T,
+    check_kernel,
+    compile_single,
+    gradcheck,
+    infer,
+    reference,
+    rng,
+    run_compiled,
+)
 
 from graphdl.ops.nn import dropout_mask_reference
 from graphdl.ops.registry import ShapeError
 
-KERNEL_COVERED = {"softmax", "log_softmax", "softmax_grad", "log_softmax_grad", "dropout"}
-GRAD_COVERED = {"softmax", "log_softmax", "dropout"}
+KERNEL_COVERED = {"softmax", "log_softmax", "softmax_grad", "log_softmax_grad", "dropout",
+                  "embedding", "embedding_grad"}
+GRAD_COVERED = {"softmax", "log_softmax", "dropout", "embedding", "embedding_grad"}
 
 SEED_T = T(dtype="int64")
 AXES = [(("N", 10), -1), (("N", 3, 4), -1), (("N", 3, 4), 1)]
@@ -111,6 +122,10 @@ def test_infer_symbolic():
     assert infer("log_softmax", [T("N", 3, 4)], axis=1) == [T("N", 3, 4)]
     assert infer("softmax_grad", [T("N", 10), T("N", 10)]) == [T("N", 10)]
     assert infer("dropout", [T("N", 64), SEED_T], rate=0.5) == [T("N", 64)]
+    assert infer("embedding", [T("N", 7, dtype="int64"), T(10, 3)]) == [T("N", 7, 3)]
+    assert infer("embedding", [T("N", "T", dtype="int64"), T(10, 3, dtype="float64")],
+                 padding_idx=0) == [T("N", "T", 3, dtype="float64")]
+    assert infer("embedding_grad", [T("N", 7, dtype="int64"), T("N", 7, 3)], vocab=10) == [T(10, 3)]
 
 
 @pytest.mark.parametrize(
@@ -122,8 +137,117 @@ def test_infer_symbolic():
         ("dropout", [T("N", 4), T()], {"rate": 0.5}, "seed must be an int64 scalar"),
         ("dropout", [T("N", 4), T(1, dtype="int64")], {"rate": 0.5}, "int64 scalar"),
         ("dropout", [T("N", 4), SEED_T], {"rate": 1.0}, r"rate must be in \[0, 1\)"),
+        ("embedding", [T("N", 5), T(10, 3)], {}, "ids must be int64, got float32"),
+        ("embedding", [T("N", 5, dtype="int64"), T(10, 3, 2)], {}, r"float \[vocab, dim\] matrix"),
+        ("embedding", [T("N", 5, dtype="int64"), T(10, dtype="int64")], {}, "float .vocab, dim."),
+        ("embedding_grad", [T("N", 5, dtype="int64"), T("N", 3)], {"vocab": 10},
+         "gradient of shape ids"),
+        ("embedding_grad", [T("N", 5, 2, dtype="int64"), T("N", 5, 3)], {"vocab": 10},
+         "gradient of shape ids"),
     ],
 )
 def test_infer_rejects_bad_inputs(op, types, attrs, match):
     with pytest.raises(ShapeError, match=match):
         infer(op, types, **attrs)
+
+
+# ----------------------------------------------------------------------- embedding
+
+IDS_SHAPES = [("N",), ("N", 7), ("N", 2, 3)]
+
+
+def _ids(r, shape, n, vocab, bad=False):
+    ids = r.integers(0, vocab, size=[n if d == "N" else d for d in shape]).astype(np.int64)
+    if bad:  # ids outside [0, vocab): the kernels must neither read nor write past the table
+        ids.flat[0] = vocab
+        ids.flat[-1] = -1
+    return ids
+
+
+@pytest.mark.parametrize("shape", IDS_SHAPES)
+@pytest.mark.parametrize("padding_idx", [-1, 2])
+@pytest.mark.parametrize("n", [1, 4])
+def test_embedding_kernel(shape, padding_idx, n):
+    r = rng(20 + n)
+    vocab, dim = 9, 5
+    ids = _ids(r, shape, n, vocab)
+    w = r.standard_normal((vocab, dim)).astype(np.float32)
+    (out,) = check_kernel("embedding", [T(*shape, dtype="int64"), T(vocab, dim)], [ids, w],
+                          {"padding_idx": padding_idx})
+    np.testing.assert_array_equal(out.reshape(ids.shape + (dim,)), w[ids])  # the padding row too
+
+
+@pytest.mark.parametrize("shape", IDS_SHAPES)
+@pytest.mark.parametrize("padding_idx", [-1, 2])
+@pytest.mark.parametrize("n", [1, 4])
+def test_embedding_grad_kernel(shape, padding_idx, n):
+    r = rng(30 + n)
+    vocab, dim = 6, 4
+    ids = _ids(r, shape, n, vocab)
+    gy = r.standard_normal(ids.shape + (dim,)).astype(np.float32)
+    (out,) = check_kernel("embedding_grad", [T(*shape, dtype="int64"), T(*shape, dim)], [ids, gy],
+                          {"vocab": vocab, "padding_idx": padding_idx}, rtol=1e-5, atol=1e-6)
+    if padding_idx >= 0:
+        assert np.all(out[padding_idx] == 0)
+
+
+def test_embedding_ids_outside_the_vocabulary_give_nan_rows_and_no_gradient():
+    r = rng(40)
+    ids = _ids(r, ("N", 7), 3, 6, bad=True)
+    w = r.standard_normal((6, 4)).astype(np.float32)
+    (out,) = check_kernel("embedding", [T("N", 7, dtype="int64"), T(6, 4)], [ids, w])
+    bad = (ids < 0) | (ids >= 6)
+    assert np.all(np.isnan(out[bad])) and np.all(np.isfinite(out[~bad]))
+    gy = r.standard_normal(ids.shape + (4,)).astype(np.float32)
+    (gw,) = check_kernel("embedding_grad", [T("N", 7, dtype="int64"), T("N", 7, 4)], [ids, gy],
+                         {"vocab": 6}, rtol=1e-5, atol=1e-6)
+    assert np.all(np.isfinite(gw))
+
+
+def test_embedding_grad_does_not_depend_on_the_thread_count():
+    """The scatter-add sums in id order whatever the threads: the same bits every run."""
+    r = rng(41)
+    ids = r.integers(0, 3, size=(64, 7)).astype(np.int64)  # many ids per row
+    gy = r.standard_normal((64, 7, 4)).astype(np.float32)
+    types = [T("N", 7, dtype="int64"), T("N", 7, 4)]
+    prog, _ = compile_single("embedding_grad", types, {"vocab": 3})
+    first = run_compiled(prog, [ids, gy])[0].copy()
+    numba = pytest.importorskip("numba")
+    threads = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        np.testing.assert_array_equal(run_compiled(prog, [ids, gy])[0], first)
+    finally:
+        numba.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("shape", [(3,), (2, 5)])
+def test_embedding_grad(shape):
+    r = rng(42)
+    ids = r.integers(0, 4, size=shape).astype(np.int64)
+    gradcheck("embedding", [ids, r.standard_normal((4, 3))])
+    gradcheck("embedding_grad", [ids, r.standard_normal(shape + (3,))], {"vocab": 4})
+
+
+@pytest.mark.parametrize("padding_idx", [None, 1])
+def test_embedding_grad_matches_torch(padding_idx):
+    """Output and weight gradient equal torch.nn.functional.embedding's, padding row included
+    (finite differences cannot see padding_idx: torch zeroes that row's gradient by fiat)."""
+    torch = pytest.importorskip("torch")
+    r = rng(43)
+    ids = r.integers(0, 5, size=(4, 6)).astype(np.int64)
+    ids[0, :3] = 1  # the padding id occurs
+    w = r.standard_normal((5, 3))
+    gy = r.standard_normal((4, 6, 3))
+    pad = -1 if padding_idx is None else padding_idx
+    tw = torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.embedding(torch.tensor(ids), tw, padding_idx=padding_idx)
+    ty.backward(torch.tensor(gy))
+    (out,) = reference("embedding", [ids, w], {"padding_idx": pad})
+    np.testing.assert_allclose(out, ty.detach().numpy(), rtol=0, atol=0)
+    (gw,) = reference("embedding_grad", [ids, gy], {"vocab": 5, "padding_idx": pad})
+    np.testing.assert_allclose(gw, tw.grad.numpy(), rtol=1e-12, atol=1e-12)
+    prog, _ = compile_single("embedding_grad", [T("N", 6, dtype="int64"), T("N", 6, 3, dtype="float64")],
+                             {"vocab": 5, "padding_idx": pad})
+    (got,) = run_compiled(prog, [ids, gy])
+    np.testing.assert_allclose(got, tw.grad.numpy(), rtol=1e-12, atol=1e-12)

@@ -1,7 +1,7 @@
 """CUDA kernels of the NN ops (graphdl/ops/nn.py): softmax / log_softmax and their backward
 ops over the middle axis of an (A, R, B) view (the reduction's block layout: y-threads
 along R meet in shared-memory trees), and dropout with the CPU kernel's counter-based hash
-(graphdl/ops/random.py).
+(graphdl/ops/random.py); embedding's gather and scatter-add.
 """
 
 from __future__ import annotations
@@ -165,3 +165,61 @@ def _emit_dropout(ctx, attrs, ins, outs):
     return ctx.launch1d(ctx.kernel("dropout_flat"), ctx.size(ins[0]),
                         [ctx.flat(ins[0]), ctx.var(ins[1]), ctx.flat(outs[0]), str(int(attrs["salt"])),
                          repr(float(attrs["rate"])), repr(scale)])
+
+
+# ------------------------------------------------------------------ embedding
+# Deliberate parallels of the CPU embedding_gather / embedding_scatter_add
+# (graphdl/ops/nn.py): the same id test (a NaN row forward, nothing backward for an id
+# outside [0, vocab)), one thread per element instead of loops.
+
+
+@cuda_kernel
+@jit
+def embedding_gather(ids, weight, out):
+    """out[i, d] = weight[ids[i], d] for flat ids [M]; NaN for an id outside [0, V)."""
+    vocab, dim = weight.shape
+    nan = out.dtype.type(math.nan)
+    for e in range(cuda.grid(1), ids.size * dim, cuda.gridsize(1)):
+        i = e // dim
+        d = e - i * dim
+        k = ids[i]
+        if k < 0 or k >= vocab:
+            out[i, d] = nan
+        else:
+            out[i, d] = weight[k, d]
+
+
+@cuda_kernel
+@jit
+def embedding_scatter_add(ids, gy, out, padding_idx):
+    """out[ids[i], d] += gy[i, d] (out zeroed first), skipping padding_idx and ids outside
+    [0, V). Atomic adds: CUDA sums a row's contributions in whatever order threads arrive,
+    where the CPU kernel sums them in id order, so the two agree to rounding only."""
+    vocab, dim = out.shape
+    for e in range(cuda.grid(1), ids.size * dim, cuda.gridsize(1)):
+        i = e // dim
+        d = e - i * dim
+        k = ids[i]
+        if k >= 0 and k < vocab and k != padding_idx:
+            cuda.atomic.add(out, (k, d), gy[i, d])
+
+
+def _flat_rows(ctx, v):
+    """Rows [..., dim] as a matrix [M, dim]."""
+    shape = ctx.shape(v)
+    return ctx.reshaped(v, (_prod(shape[:-1]), shape[-1]))
+
+
+@cuda_emitter("embedding")
+def _emit_embedding(ctx, attrs, ins, outs):
+    return ctx.launch1d(ctx.kernel("embedding_gather"), ctx.size(outs[0]),
+                        [ctx.flat(ins[0]), ctx.var(ins[1]), _flat_rows(ctx, outs[0])])
+
+
+@cuda_emitter("embedding_grad")
+def _emit_embedding_grad(ctx, attrs, ins, outs):
+    lines = ctx.launch1d(ctx.kernel("fill_flat"), ctx.size(outs[0]), [ctx.flat(outs[0]), "0"])
+    lines += ctx.launch1d(ctx.kernel("embedding_scatter_add"), ctx.size(ins[1]),
+                          [ctx.flat(ins[0]), _flat_rows(ctx, ins[1]), ctx.var(outs[0]),
+                           str(int(attrs["padding_idx"]))])
+    return lines
