@@ -560,15 +560,15 @@ def load_data(spec: Any) -> Splits:
 def _read_test_file(spec: Any, source: dict, train: RawData, reference: dict,
                     target: str | None, num_classes: int | None) -> Dataset:
     """data.source.test_path read as data.source.path is (csv: with the categories and fill
-    values fitted in training; image folder: class folders matched by name), checked like
+    values fitted in training; image folder and .ts: classes matched by name), checked like
     it, cast to the dtypes of the path file's fields (``reference``) and filtered by
     data.filter: the test split. Errors in the file are located there (csv: line and
     column), others at data.source.test_path."""
     test_source = {**source, "path": source["test_path"]}
     try:
         raw = load_source(spec, test_source, fitted=train.csv_state)
-        if train.class_names is not None and "label" in raw.fields and source.get("type") == (
-                "image_folder"):
+        if train.class_names is not None and "label" in raw.fields and source.get("type") in (
+                "image_folder", "ts"):
             raw.fields["label"] = _match_classes(spec, raw, train.class_names)
             raw.class_names, raw.num_classes = train.class_names, train.num_classes
         fields = _prepare(spec, raw, require_target=True)[0]
@@ -591,12 +591,14 @@ def _read_test_file(spec: Any, source: dict, train: RawData, reference: dict,
 
 
 def _match_classes(spec: Any, raw: RawData, train_classes: list[str]) -> np.ndarray:
-    """The test folder's labels renumbered to the path folder's classes (by folder name);
-    E501 for a class folder the path folder lacks."""
+    """The test file's labels renumbered to the path file's classes, matched by name (image
+    folders: the class folder names; .ts: the @classLabel labels); E501 for a class the
+    path file lacks."""
     index = {name: k for k, name in enumerate(train_classes)}
+    what = "class folder" if raw.description.startswith("image folder") else "class"
     for name in raw.class_names or []:
         if name not in index:
-            raise fail("E501", f"class folder '{name}' of {raw.description} is not a class of "
+            raise fail("E501", f"{what} '{name}' of {raw.description} is not a class of "
                        "data.source.path", spec, "data", "source", "test_path",
                        help=f"classes of data.source.path: {name_list(train_classes)}."
                        + did_you_mean(name, train_classes))

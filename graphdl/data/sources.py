@@ -1,4 +1,5 @@
-"""Data sources: the built-in datasets, ``.npz`` archives, ``.csv`` files and image folders.
+"""Data sources: the built-in datasets, ``.npz`` archives, ``.csv`` files, image folders,
+the synthetic sequence tasks and UEA/UCR ``.ts`` files.
 
 Each loader returns a `RawData`: the arrays as stored (dtypes are normalised later by
 `graphdl.data.loader`) plus what diagnostics need to point at a bad value.
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from graphdl.data._diag import did_you_mean, fail, name_list
+from graphdl.data.sequences import SEQUENCE_TASKS, TOKEN_TASKS, adding_problem, read_ts, token_task
 from graphdl.spec.datatypes import spec_relative
-from graphdl.spec.schema_gen import SOURCE
+from graphdl.spec.schema_gen import SOURCE, fill
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
@@ -62,7 +64,8 @@ BUILTINS: dict[str, _Builtin] = {
         file="digits.npz",
         num_classes=10,
         summary="8x8 handwritten digits (UCI), x float32 [64] in 0..16, y int64 0..9, 1797 "
-        "samples; with `as_images: true` image float32 [1, 8, 8] and label int64",
+        "samples; with `as_images: true` image float32 [1, 8, 8] and label int64; with "
+        "`as_sequence: true` x float32 [8, 8] (8 steps, one row of 8 pixels each) and y",
     ),
 }
 
@@ -105,8 +108,30 @@ def load_builtin(spec: Any, source: dict) -> RawData:
             help="`as_images: true` gives the digits as images [1, 8, 8] named image, with "
             "labels named label",
         )
+    as_sequence = source.get("as_sequence")
+    as_sequence = False if as_sequence is None else as_sequence
+    if not isinstance(as_sequence, bool):
+        message = f"data.source.as_sequence must be true or false, got {as_sequence!r}"
+    elif as_sequence and as_images:
+        message = "data.source.as_sequence and as_images are both true"
+    else:
+        message = None
+    if message is not None:
+        raise fail(
+            "E508",
+            message,
+            spec,
+            "data",
+            "source",
+            "as_sequence",
+            help="`as_sequence: true` gives each digit as 8 steps of 8 features, x [8, 8]; "
+            "`as_images: true` as an image [1, 8, 8]: choose one",
+        )
     arrays = _read_builtin(entry.file)
-    if name == "digits" and as_images:
+    if name == "digits" and as_sequence:
+        fields = {"x": arrays["x"].reshape(-1, 8, 8).astype(np.float32),
+                  "y": arrays["y"].astype(np.int64)}
+    elif name == "digits" and as_images:
         fields = {
             "image": arrays["x"].reshape(-1, 1, 8, 8).astype(np.float32),
             "label": arrays["y"].astype(np.int64),
@@ -913,7 +938,63 @@ def load_image_files(spec: Any, source: dict, paths: list[Path]) -> RawData:
     )
 
 
-SOURCE_TYPES = ("builtin", "npz", "csv", "image_folder")
+# --------------------------------------------------------------------------- sequences
+
+
+def load_synthetic(spec: Any, source: dict) -> RawData:
+    """A seeded synthetic sequence task (graphdl.data.sequences), generated from spec.seed:
+    adding (x [length, 2], y) or copy / reverse / sort (src [length], tgt_in and tgt_out
+    [length + 1])."""
+    settings = fill(SOURCE, {**source, "type": "synthetic"})
+    task = settings["task"]
+    if task not in SEQUENCE_TASKS:
+        raise fail("E508", f"unknown synthetic task '{task}'", spec, "data", "source", "task",
+                   help=f"tasks: {name_list(SEQUENCE_TASKS)}.{did_you_mean(str(task), SEQUENCE_TASKS)}")
+    for key, least in (("length", 2 if task == "adding" else 1), ("samples", 1)):
+        value = settings[key]
+        if value is None or isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise fail("E508", f"data.source.{key} must be an integer >= {least}, got {value!r}",
+                       spec, "data", "source", key if key in source else "task",
+                       help=f"e.g. `{key}: {50 if key == 'length' else 10000}`" + (
+                           " (the adding problem puts one marker in each half)"
+                           if task == "adding" and key == "length" else ""))
+    vocab = settings["vocab"]
+    seed = int(getattr(spec, "seed", 0) or 0)
+    if task == "adding":
+        if vocab is not None:
+            raise fail("E508", "data.source.vocab is for the copy, reverse and sort tasks, not "
+                       "adding", spec, "data", "source", "vocab",
+                       help="remove vocab: the adding problem's values are real numbers")
+        fields = adding_problem(settings["length"], settings["samples"], seed)
+    else:
+        if vocab is None or isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 4:
+            raise fail("E508", f"the {task} task needs data.source.vocab, an integer >= 4 "
+                       f"(tokens 0-2 are PAD, BOS, EOS), got {vocab!r}", spec, "data", "source",
+                       "vocab" if "vocab" in source else "task",
+                       help="e.g. `vocab: 12`: tokens 3..11")
+        assert task in TOKEN_TASKS
+        fields = token_task(task, vocab, settings["length"], settings["samples"], seed)
+    return RawData(fields=fields, description=f"the synthetic {task} task")
+
+
+def load_ts(spec: Any, source: dict) -> RawData:
+    """A UEA/UCR ``.ts`` file (equal length): x float32 [T, C], label int64 (the index of
+    the sample's class in @classLabel order) when the file declares class labels."""
+    path = _require_path(spec, source, "ts")
+    ts = read_ts(path)
+    fields = {"x": ts.x}
+    if ts.label is not None:
+        fields["label"] = ts.label
+    return RawData(
+        fields=fields,
+        description=f"ts file '{path}'",
+        num_classes=None if ts.class_names is None else len(ts.class_names),
+        class_names=ts.class_names,
+        sample_names=[f"{path.name}:{line}" for line in ts.lines],
+    )
+
+
+SOURCE_TYPES = ("builtin", "npz", "csv", "image_folder", "synthetic", "ts")
 
 
 def load_source(spec: Any, source: dict, target_optional: bool = False,
@@ -930,6 +1011,10 @@ def load_source(spec: Any, source: dict, target_optional: bool = False,
         return load_csv(spec, source, target_optional=target_optional, fitted=fitted)
     if kind == "image_folder":
         return load_image_folder(spec, source)
+    if kind == "synthetic":
+        return load_synthetic(spec, source)
+    if kind == "ts":
+        return load_ts(spec, source)
     raise fail(
         "E508",
         f"unknown data source type '{kind}'",
@@ -937,6 +1022,6 @@ def load_source(spec: Any, source: dict, target_optional: bool = False,
         "data",
         "source",
         "type",
-        help="use `type: builtin`, `type: npz`, `type: csv` or `type: image_folder`."
+        help="use `type: builtin`, `npz`, `csv`, `image_folder`, `synthetic` or `ts`."
         + did_you_mean(str(kind), SOURCE_TYPES),
     )

@@ -75,6 +75,9 @@ SOURCE = Union(
                 "as_images": boolean("give the images as channels-first arrays named image "
                                      "(digits: [1, 8, 8]) with labels named label",
                                      default=False),
+                "as_sequence": boolean("give each image as a sequence of its rows, x [steps, "
+                                       "features] (digits: [8, 8], 8 steps of 8 pixels), with "
+                                       "labels y", default=False),
             },
         ),
         "npz": (
@@ -145,6 +148,36 @@ SOURCE = Union(
                              default="rgb"),
                 "test_path": string(_TEST_PATH_DOC.format(
                     what="a held-out folder of the same class folders (a subset of them)")),
+            },
+        ),
+        "synthetic": (
+            ("a seeded sequence task generated from the spec seed, every sequence of one "
+             "fixed length (ragged min_len/max_len variants come with padding, later): adding "
+             "gives x float32 [length, 2] (uniform(0,1) values and a marker channel with one 1 "
+             "in each half) and y float32 (the sum of the two marked values); copy, reverse "
+             "and sort give src int64 [length] (tokens in [3, vocab)), tgt_in (BOS + target) "
+             "and tgt_out (target + EOS), int64 [length + 1], with PAD 0, BOS 1, EOS 2"),
+            {
+                "task": enum("the task: adding (Hochreiter & Schmidhuber's adding problem), or "
+                             "the target is src copied, reversed or sorted",
+                             ["adding", "copy", "reverse", "sort"], required=True),
+                "length": integer("steps per sequence (adding: at least 2)", minimum=1,
+                                  required=True),
+                "samples": integer("number of sequences", minimum=1, default=10000),
+                "vocab": integer("copy, reverse and sort: vocabulary size, the special tokens "
+                                 "0-2 included (tokens are drawn from [3, vocab))", minimum=4),
+            },
+        ),
+        "ts": (
+            ("a UEA/UCR .ts time-series file (univariate or multivariate, equal length only "
+             "for now: unequal lengths need padding, which comes later): x float32 [T, C] and, "
+             "with @classLabel, label int64 (the class's index in @classLabel order)"),
+            {
+                "path": string("path of the .ts file (e.g. NAME_TRAIN.ts), relative to the "
+                               "spec file", required=True),
+                "test_path": string(_TEST_PATH_DOC.format(
+                    what="a held-out .ts file (e.g. NAME_TEST.ts; its classes matched by "
+                         "label)")),
             },
         ),
     },

@@ -72,7 +72,7 @@ def test_layer_variants_carry_the_common_keys():
     variants = schema["definitions"]["layer"]["anyOf"]
     types = [v["properties"]["type"].get("const") for v in variants]
     assert types == ["dense", "activation", "dropout", "flatten", "add", "concat", "conv2d",
-                     "maxpool2d", "avgpool2d", "global_avgpool2d", "batchnorm", "residual",
+                     "maxpool2d", "avgpool2d", "global_avgpool2d", "batchnorm", "residual", "embedding",
                      None]  # the last one: an editor-only stand-in for block uses
     for v in variants:
         for key in ("name", "inputs", "repeat", "trainable", "lr_mult", "regularizer", "doc"):
@@ -88,7 +88,7 @@ def test_layer_variants_carry_the_common_keys():
     "union, tag, variants",
     [
         (("properties", "data", "properties", "source"), "type",
-         ["builtin", "npz", "csv", "image_folder"]),
+         ["builtin", "npz", "csv", "image_folder", "synthetic", "ts"]),
         (("properties", "train", "properties", "loss"), "type",
          ["cross_entropy", "mse", "bce_with_logits"]),
         (("properties", "train", "properties", "optimizer"), "type",
