@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,12 @@ def dummy_feeds(program: CompiledProgram, batch: int = 1) -> dict[str, np.ndarra
     return feeds
 
 
-class CompiledProgram:
+class CompiledProgram(ABC):
     """A compiled graph: its generated module, inputs, parameter/state types and arenas.
 
     Subclasses set ``codegen`` (a `GraphSource` class), ``load_library`` (loads the
     kernels the generated code calls) and ``load_generated`` (the backend's module cache),
-    and implement `_allocate_arena`, `bind_params` and ``__call__``.
+    and implement the abstract methods below and ``__call__``.
     """
 
     codegen: type
@@ -143,14 +144,16 @@ class CompiledProgram:
         self._capacity = cap
         return True
 
+    @abstractmethod
     def _allocate_arena(self, size: int, dtype: np.dtype):
-        raise NotImplementedError
+        """A zeroed arena of ``size`` elements on the backend's device."""
 
     def arena_bytes(self) -> int:
         return sum(int(a.nbytes) for a in self._arenas)
 
+    @abstractmethod
     def bind_params(self, params: dict[str, np.ndarray], state: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        """Bind the parameter and state arrays the steps read and update."""
 
     def _checked_params(self, params: dict, state: dict) -> list[np.ndarray]:
         """The parameter and state arrays in the step's order, each checked against its type."""
@@ -174,11 +177,13 @@ class CompiledProgram:
         self.cold_seconds = remember_cold_time(self.source_path, seconds, self.was_cached)
         return seconds
 
+    @abstractmethod
     def _save_binding(self):
-        raise NotImplementedError
+        """The current binding, for `warmup` to restore after its scratch call."""
 
+    @abstractmethod
     def _restore_binding(self, saved) -> None:
-        raise NotImplementedError
+        """Bind again what `_save_binding` returned."""
 
     def _synchronize(self) -> None:
         """Wait for the device (nothing to wait for on the CPU)."""
