@@ -199,7 +199,16 @@ class Model:
     def evaluate_dataset(self, ds, batch_size: int = 512, metrics: list[str] | None = None) -> dict:
         """The data loss of dataset ``ds`` and the metrics ``metrics`` (spec names; default
         evaluate.metrics), each over the whole split (`graphdl.runtime.metrics`): floats,
-        and lists for the per-class metrics and the confusion matrix."""
+        and lists for the per-class metrics and the confusion matrix. Ragged sequences are
+        cut per batch to its longest (`Dataset.batch`); a per-step target's metrics count
+        the steps the sequences really have."""
+        return self._evaluate(ds, batch_size, metrics)[0]
+
+    def _evaluate(self, ds, batch_size: int = 512,
+                  metrics: list[str] | None = None) -> tuple[dict, np.ndarray | None]:
+        """`evaluate_dataset`'s metrics, and the model's outputs over ``ds`` (None when it
+        is empty)."""
+        from graphdl.data.ragged import stack_steps, valid_steps
         from graphdl.runtime.metrics import split_metrics
 
         program = self.compiled("eval").program
@@ -208,30 +217,53 @@ class Model:
         names = list(self.spec.model.inputs) + [target]
         loss_sum, n, outputs = 0.0, 0, []
         for s in range(0, len(ds), batch_size):
-            feeds = {k: np.ascontiguousarray(ds.fields[k][s : s + batch_size]) for k in names}
+            feeds = ds.batch(slice(s, s + batch_size), names)
             out = program(feeds)
             b = len(feeds[target])
             loss_sum += float(out["data_loss"][0]) * b
             n += b
             outputs.append(np.array(out["model_output"]))  # a copy: the program reuses its buffers
         m: dict = {"loss": loss_sum / max(n, 1)}
-        if outputs:
-            wanted = self.spec.evaluate["metrics"] if metrics is None else metrics
-            m.update(split_metrics(loss_cfg["type"], wanted, np.concatenate(outputs),
-                                   ds.fields[target][:n], loss_cfg.get("ignore_index")))
-        return m
+        if not outputs:
+            return m, None
+        wanted = self.spec.evaluate["metrics"] if metrics is None else metrics
+        predicted = stack_steps(outputs)
+        scored, truth = predicted, ds.fields[target][:n]
+        ragged = ds.ragged
+        if ragged is not None and target in ragged.pads and predicted.ndim >= 2:
+            scored, truth = valid_steps(predicted, truth, ds.fields[ragged.lengths][:n],
+                                        ragged.pads[target])
+        m.update(split_metrics(loss_cfg["type"], wanted, scored, truth,
+                               loss_cfg.get("ignore_index")))
+        return m, predicted
 
     def evaluate(self, split: str = "test") -> dict:
+        """The loss and evaluate.metrics of the split ``split``. For windows of a series
+        with data.source.window.season, also the seasonal-naive forecast's metrics on the
+        same windows (``baseline``, in the units the model's metrics are in), and, where
+        the target is preprocessed, both in the series' own units (``series_units``):
+        see `forecast_report`."""
         from graphdl.spec.resolve import require_train
 
         require_train(self.spec, "Model.evaluate")
-        return self.evaluate_dataset(self.data().get(split))
+        splits = self.data()
+        ds = splits.get(split)
+        m, predicted = self._evaluate(ds)
+        baseline = splits.baselines.get(split)
+        if baseline is not None and predicted is not None:
+            m.update(forecast_report(baseline, self.spec.evaluate["metrics"], predicted,
+                                     ds.fields[self.spec.train["target"]]))
+        return m
 
     def predict(self, inputs, batch_size: int = 256) -> np.ndarray:
         """Model outputs (the first output, e.g. logits) for raw inputs: a dict of fields
         or one array for a single-input model. Preprocessing fitted on the train split is
-        applied first. `predict_result` reads them as the loss does."""
+        applied first; sequence inputs given with their lengths are padded per batch, and
+        per-step outputs padded (with 0) to the longest sequence. `predict_result` reads
+        them as the loss does."""
         from graphdl.data import apply_preprocess
+        from graphdl.data.ragged import stack_steps, take
+        from graphdl.data.sequence_checks import new_data_layout
 
         if not isinstance(inputs, dict):
             (name,) = self.spec.model.inputs
@@ -243,11 +275,12 @@ class Model:
         program = self.compiled("predict").program
         out_name = self.spec.model.outputs[0]
         n = len(next(iter(fields.values())))
+        ragged = new_data_layout(self.spec, fields)
         chunks = []
         for s in range(0, n, batch_size):
-            feeds = {k: np.ascontiguousarray(fields[k][s : s + batch_size]) for k in self.spec.model.inputs}
-            chunks.append(program(feeds)[out_name])
-        return np.concatenate(chunks) if chunks else np.zeros((0,), np.float32)
+            feeds = take(fields, slice(s, s + batch_size), self.spec.model.inputs, ragged)
+            chunks.append(np.array(program(feeds)[out_name]))  # a copy: buffers are reused
+        return stack_steps(chunks)
 
     def predict_result(self, inputs, batch_size: int = 256) -> dict[str, np.ndarray]:
         """What the loss implies of `predict`'s outputs for raw inputs, one entry per row
@@ -352,6 +385,36 @@ def interpret_outputs(loss: str | None, outputs: np.ndarray,
     if loss == "mse":
         return {"value": z.astype(np.float32)}
     raise ValueError(f"no reading of the outputs for the loss {loss!r}")
+
+
+def forecast_report(baseline, wanted: list[str], predicted: np.ndarray,
+                    target: np.ndarray) -> dict:
+    """The seasonal-naive forecast (`graphdl.data.forecast.SeasonalNaive`) of a split
+    scored beside a model's outputs ``predicted`` for its targets ``target`` (both in the
+    units of the target after data.preprocess).
+
+    ``baseline``: {name, season, rmse, and every other regression metric of ``wanted``},
+    in the model's units: its forecasts went through the target's own preprocessing.
+    ``series_units`` (only where the target is preprocessed and the steps can be undone:
+    scale, normalize): {units, the model's rmse and the other metrics with its outputs
+    brought back to the series' units, baseline: the forecast's metrics there}."""
+    from graphdl.runtime.metrics import split_metrics
+    from graphdl.spec.metrics import METRICS
+
+    names = ["rmse"] + [k for k in wanted if k != "rmse" and k != "loss"
+                        and "mse" in METRICS[k].losses and METRICS[k].scalar]
+    report: dict = {"baseline": {"name": baseline.name, "season": baseline.season,
+                                 **split_metrics("mse", names, baseline.predicted, target)}}
+    if baseline.preprocessed:
+        truth = baseline.series_target
+        model = baseline.to_series_units(np.asarray(predicted).reshape(truth.shape))
+        if model is not None:
+            report["series_units"] = {
+                "units": baseline.units,
+                **split_metrics("mse", names, model, truth),
+                "baseline": split_metrics("mse", names, baseline.series_predicted, truth),
+            }
+    return report
 
 
 def write_results(run_dir: Path, results: dict) -> None:

@@ -181,6 +181,18 @@ def cmd_schema(args) -> int:
 # ---------------------------------------------------------------- compile
 
 
+def _hoisting_lines(g) -> list[str]:
+    """What the hoist passes moved out of each loop (graph.meta["hoisted"])."""
+    lines = []
+    for h in g.meta.get("hoisted", []):
+        counts: dict[str, int] = {}
+        for op in h["ops"]:
+            counts[op] = counts.get(op, 0) + 1
+        ops = ", ".join(f"{n} {op}" if n > 1 else op for op, n in counts.items())
+        lines.append(f"hoisted {h['where']}: {ops}  (layer {h['layer']}, {h['phase']} loop)")
+    return lines
+
+
 def cmd_compile(args) -> int:
     from graphdl.compiler import compile_spec
     from graphdl.ops.cost import flops
@@ -194,9 +206,10 @@ def cmd_compile(args) -> int:
     c = compile_spec(spec, args.mode, keep_snapshots=True)
     total = time.perf_counter() - t0
     batch = int(spec.train["batch_size"])
-    bindings = {"N": batch}
+    bindings = _bindings(spec, batch)
+    at = f"batch {batch}" + (f", T = {bindings['T']}" if "T" in bindings else "")
     if args.format == "json":
-        summary = _compile_summary(spec, c, total, batch)
+        summary = _compile_summary(spec, c, total, bindings)
         print(json.dumps(summary, indent=2))
     else:
         print(_layer_table(spec, c.lowered, bindings))
@@ -208,8 +221,10 @@ def cmd_compile(args) -> int:
         fused = c.graph.nodes_by_op("fused")
         members = sum(len(c.graph.attrs(n)["members"]) for n in fused)
         print(f"fused kernels:        {len(fused)} (from {members} ops)")
-        print(f"FLOPs per step:       {flops(c.graph, bindings):,} (batch {batch})")
-        print(f"planned peak memory:  {peak_bytes(c.graph, bindings):,} bytes (batch {batch})")
+        for line in _hoisting_lines(c.graph):
+            print(line)
+        print(f"FLOPs per step:       {flops(c.graph, bindings):,} ({at})")
+        print(f"planned peak memory:  {peak_bytes(c.graph, bindings):,} bytes ({at})")
         cold = c.program.cold_seconds
         if c.program.was_cached:
             cold_text = f"cold {cold:.2f} s (first compile)" if cold is not None else "cold unknown"
@@ -239,7 +254,16 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def _compile_summary(spec, c, total, batch) -> dict:
+def _bindings(spec, batch: int) -> dict[str, int]:
+    """Sizes for the symbols when `graphdl compile` counts FLOPs and memory: the batch size,
+    and for sequence inputs T = the source's max_len, else 32 steps."""
+    bindings = {"N": batch}
+    if any("T" in inp.shape for inp in spec.model.inputs.values()):
+        bindings["T"] = int((spec.data.get("source") or {}).get("max_len") or 32)
+    return bindings
+
+
+def _compile_summary(spec, c, total, bindings) -> dict:
     from graphdl.ops.cost import flops
     from graphdl.passes.plan_memory import peak_bytes
 
@@ -247,8 +271,10 @@ def _compile_summary(spec, c, total, batch) -> dict:
         "spec": spec.name,
         "passes": [{"name": r.name, "nodes": r.nodes, "seconds": r.seconds} for r in c.ctx.records],
         "fused_kernels": len(c.graph.nodes_by_op("fused")),
-        "flops_per_step": flops(c.graph, {"N": batch}),
-        "peak_bytes": peak_bytes(c.graph, {"N": batch}),
+        "hoisted": c.graph.meta.get("hoisted", []),
+        "flops_per_step": flops(c.graph, bindings),
+        "peak_bytes": peak_bytes(c.graph, bindings),
+        "bindings": bindings,
         "jit_seconds": c.jit_seconds,
         "jit_seconds_cold": c.program.cold_seconds,
         "cached": c.program.was_cached,
@@ -339,9 +365,35 @@ def cmd_run(args) -> int:
     results["overrides"] = overrides
     write_results(run_dir, results)
     # lists (per-class metrics, the confusion matrix) are in results.json only
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float))
-    print(f"{split}: {shown}  ({weights} weights; run directory {run_dir})")
+    print(_results_text(split, m, f"{weights} weights; run directory {run_dir}"))
     return 0
+
+
+def _results_text(split: str, m: dict, where: str) -> str:
+    """The evaluated split's numbers as `graphdl run` prints them: the model's scalar
+    metrics; for a windowed series with a season, the seasonal-naive forecast's beside
+    them (same units), and a second line with both in the series' own units where the
+    target is preprocessed (`graphdl.api.forecast_report`)."""
+
+    def numbers(d: dict, series: bool = False) -> str:
+        # the series' units (thousands of passengers): 2 decimals, or 4 digits below 1
+        def text(v: float) -> str:
+            return f"{v:.2f}" if series and abs(v) >= 1 else f"{v:.4g}" if series else f"{v:.4f}"
+
+        return ", ".join(f"{k} {text(v)}" for k, v in d.items()
+                         if isinstance(v, float) and k != "season")
+
+    line = f"{split}: {numbers(m)}"
+    baseline = m.get("baseline")
+    if baseline:
+        line += f"  |  {baseline['name']}: {numbers(baseline)}"
+    lines = [f"{line}  ({where})"]
+    series = m.get("series_units")
+    if series:
+        units = series.get("units") or "the series' units"
+        lines.append(f"{split} in {units}: {numbers(series, True)}  |  {baseline['name']}: "
+                     f"{numbers(series['baseline'], True)}")
+    return "\n".join(lines)
 
 
 def _say_compiling(n: int, seconds: float) -> None:

@@ -2,6 +2,8 @@
 
 --model mlp:   64 -> 128 -> 64 -> 10 ReLU, Adam, batch 64, cross-entropy (specs/bench_mlp.yaml)
 --model lenet: LeNet-5 on 1x28x28, Adam, batch 64 (specs/bench_lenet.yaml)
+--model lstm:  2-layer bidirectional LSTM, hidden 128, 16 features, T = 32, final states ->
+               dense 10, Adam, batch 32 (specs/bench_lstm.yaml)
 
 The two run alternately, several rounds each, in one invocation, because these machines
 are shared and noisy: compare the ratios, not the absolute times.
@@ -20,13 +22,35 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SPECS = {"mlp": ROOT / "specs" / "bench_mlp.yaml", "lenet": ROOT / "specs" / "bench_lenet.yaml"}
+SPECS = {name: ROOT / "specs" / f"bench_{name}.yaml" for name in ("mlp", "lenet", "lstm")}
+BATCH = {"mlp": 64, "lenet": 64, "lstm": 32}
+
+
+def _lstm_model():
+    """torch twin of specs/bench_lstm.yaml: its final states (h_n of the last layer, both
+    directions) -> dense 10, as graphdl's `output: last`."""
+    import torch
+    from torch import nn
+
+    class BiLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(16, 128, num_layers=2, bidirectional=True, batch_first=True)
+            self.head = nn.Linear(256, 10)
+
+        def forward(self, x):
+            _, (h, _) = self.rnn(x)
+            return self.head(torch.cat([h[-2], h[-1]], dim=1))
+
+    return BiLSTM(), (32, 16)
 
 
 def torch_model(name: str):
     """The torch twin of each benchmark spec, and its input shape."""
     from torch import nn
 
+    if name == "lstm":
+        return _lstm_model()
     if name == "mlp":
         return nn.Sequential(
             nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10)
@@ -46,8 +70,8 @@ def torch_round(name: str, seconds: float) -> dict:
     model, shape = torch_model(name)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.randn(64, *shape)
-    y = torch.randint(0, 10, (64,))
+    x = torch.randn(BATCH[name], *shape)
+    y = torch.randint(0, 10, (BATCH[name],))
 
     def step():
         opt.zero_grad(set_to_none=True)

@@ -1,5 +1,6 @@
-"""graphdl's data layer: sources (built-in, npz, csv, image folders), class filter, splits,
-and preprocessing run through the engine (graphdl.data.pipeline).
+"""graphdl's data layer: sources (built-in, npz, csv, image folders, sequences), class
+filter, splits, preprocessing run through the engine (graphdl.data.pipeline), and ragged
+sequences padded per batch (graphdl.data.ragged: `Dataset.batch`).
 
 Public API::
 
@@ -11,7 +12,8 @@ Public API::
 Error codes (GraphdlError, phase "data"): E501 missing/unreadable data file, E502 a field the
 model needs is missing, E503 shape/dtype mismatch with model.inputs (or unusable array),
 E504 NaN/inf in the data, E505 malformed csv, E506 unknown built-in dataset, E507 invalid
-split, E508 invalid data.source/data.filter/data.preprocess/data.augment settings.
+split, E508 invalid data.source/data.filter/data.preprocess/data.augment settings, E509 a
+token id outside its embedding layer's vocabulary.
 """
 
 from graphdl.data.dataset import Dataset, Splits

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from graphdl.data.ragged import Ragged, take
 from graphdl.errors import Diagnostic, GraphdlError
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -13,9 +14,12 @@ SPLIT_NAMES = ("train", "val", "test")
 
 @dataclass(repr=False)
 class Dataset:
-    """One split: named arrays that all share their first (sample) dimension."""
+    """One split: named arrays that all share their first (sample) dimension; ``ragged``
+    says which of them are padded sequences and where their lengths are (batches are cut
+    to their own longest sequence: `batch`)."""
 
     fields: dict[str, np.ndarray]
+    ragged: Ragged | None = None
 
     def __post_init__(self) -> None:
         sizes = {name: arr.shape[0] if arr.ndim else None for name, arr in self.fields.items()}
@@ -42,7 +46,20 @@ class Dataset:
         idx = np.asarray(idx)
         if idx.dtype != bool:
             idx = idx.astype(np.intp, copy=False)
-        return Dataset({k: np.ascontiguousarray(v[idx]) for k, v in self.fields.items()})
+        return Dataset({k: np.ascontiguousarray(v[idx]) for k, v in self.fields.items()},
+                       self.ragged)
+
+    def batch(self, idx, names) -> dict[str, np.ndarray]:
+        """The feeds of one batch: the fields ``names`` at ``idx`` (indices or a slice), each
+        C-contiguous, ragged fields cut to the batch's longest sequence (or max_len)."""
+        return take(self.fields, idx, names, self.ragged)
+
+    def steps(self) -> int | None:
+        """The padded length of the whole split (its longest sequence, or max_len), None
+        when it holds no ragged field."""
+        if self.ragged is None or self.ragged.lengths not in self.fields:
+            return None
+        return self.ragged.steps(self.fields[self.ragged.lengths])
 
 
 @dataclass
@@ -58,6 +75,10 @@ class Splits:
     split_locs: dict = field(default_factory=dict, repr=False, compare=False)
     # class index -> name when the source names its classes (image_folder), after data.filter
     class_names: list[str] | None = None
+    # split name -> its seasonal-naive forecast (`graphdl.data.forecast.SeasonalNaive`),
+    # for windows of a series with data.source.window.season; evaluation scores it beside
+    # the model
+    baselines: dict = field(default_factory=dict, repr=False, compare=False)
 
     def get(self, name: str) -> Dataset:
         """The split called ``name`` ("train", "val" or "test"); GraphdlError E507 if absent."""

@@ -6,7 +6,7 @@ the image size), worked out from the steps before any data is transformed."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,16 @@ from graphdl.data._diag import diag, did_you_mean, fail, locate, name_list
 from graphdl.data.augment import check_augment
 from graphdl.data.dataset import SPLIT_NAMES, Dataset, Splits
 from graphdl.data.filter import apply_filter
+from graphdl.data.forecast import baseline_of_split
 from graphdl.data.pipeline import apply_entries, fit_and_apply, plan_state, plan_steps
+from graphdl.data.ragged import Ragged
+from graphdl.data.sequence_checks import (
+    check_lengths_input,
+    check_token_ids,
+    conform,
+    conform_new_data,
+    varying,
+)
 from graphdl.data.sources import (
     RawData,
     apply_fill,
@@ -25,7 +34,7 @@ from graphdl.data.sources import (
     load_npz,
     load_source,
 )
-from graphdl.data.split import split_config, split_indices, subsample
+from graphdl.data.split import SplitConfig, split_config, split_indices, subsample
 from graphdl.errors import Diagnostic, GraphdlError
 
 # --------------------------------------------------------------------------- spec access
@@ -53,9 +62,13 @@ def _shape_str(shape: tuple) -> str:
 
 
 def _shape_matches(expected: tuple, actual: tuple) -> bool:
+    """Whether a per-sample shape fits model.inputs' ``expected``; a first dimension T (a
+    sequence's steps) fits any length."""
     if len(expected) != len(actual):
         return False
-    return all(e is None or e == -1 or int(e) == a for e, a in zip(expected, actual))
+    return all(e is None or e == -1 or (e == "T" and j == 0)
+               or (not isinstance(e, str) and int(e) == a)
+               for j, (e, a) in enumerate(zip(expected, actual)))
 
 
 def _is_numeric(arr: np.ndarray) -> bool:
@@ -185,15 +198,31 @@ def _canonical_dtypes(spec: Any, fields: dict) -> dict:
     return out
 
 
-def _check_shapes(spec: Any, final: dict, stored: dict) -> None:
+def _check_shapes(spec: Any, final: dict, stored: dict, padded: set | None = None,
+                  lengths: dict | None = None) -> None:
     """E503 for each model input whose per-sample shape after data.preprocess (``final``)
-    differs from model.inputs; ``stored`` holds the shapes before preprocessing."""
+    differs from model.inputs; ``stored`` holds the shapes before preprocessing. A field of
+    ``padded`` (ragged sequences padded per batch; ``lengths`` their least and most steps)
+    takes a first dimension T."""
     diags = []
     for name, inp in _inputs(spec).items():
         if name not in final:
             continue
         expected = tuple(getattr(inp, "shape", ()) or ())
         actual = tuple(final[name])
+        if (padded and name in padded and expected[:1] != ("T",)
+                and _shape_matches(expected[1:], actual[1:])):
+            low, high = (lengths or {}).get(name, (None, actual[0]))
+            steps = f"{low} to {high}" if low is not None else f"up to {high}"
+            features = ", ".join(str(d) for d in actual[1:])
+            diags.append(diag(
+                "E503", f"model.inputs.{name} has shape {_shape_str(expected)}, but the data "
+                f"field '{name}' holds ragged sequences of {steps} steps, each batch padded "
+                "to its own longest", spec, "model", "inputs", name,
+                **_input_where(spec, name, inp),
+                help=f"declare the steps as T: shape: [T{', ' if features else ''}{features}]"
+                f", or pad every batch to one length with data.source.max_len: {high}"))
+            continue
         if _shape_matches(expected, actual):
             continue
         message = (f"model.inputs.{name} has shape {_shape_str(expected)} but the data field "
@@ -310,24 +339,41 @@ def _check_finite(spec: Any, fields: dict, raw: RawData | None, raw_fields: dict
         )
 
 
-def _prepare(spec: Any, raw: RawData, require_target: bool) -> tuple[dict, list, dict]:
-    """Checked canonical fields, the planned preprocess entries (nothing fitted) and the
-    per-sample shapes after preprocessing."""
+def _prepare(spec: Any, raw: RawData, require_target: bool,
+             split: str | None = None) -> tuple[dict, list, dict, Ragged | None]:
+    """Checked canonical fields (ragged sequences padded as data.source says), the planned
+    preprocess entries (nothing fitted), the per-sample shapes after preprocessing and the
+    ragged fields' layout (None without any). ``split`` names the data in messages about
+    a sample (the test split of a built-in)."""
     target = _target(spec)
     required = list(_inputs(spec)) + ([target] if (require_target and target) else [])
+    if raw.lengths is not None and raw.ragged:
+        required.append(raw.lengths)
     fields, _ = _select_and_count(spec, raw, required)
     _check_required(spec, fields, require_target)
     out = _canonical_dtypes(spec, fields)
+    ragged = None
+    present = [f for f in raw.ragged if f in out]
+    if present and raw.lengths in out:
+        ragged = conform(spec, out, raw.lengths, present, raw.description, raw.sample_names)
+    check_lengths_input(spec, out, ragged, raw.lengths, raw.description)
     entries, final = plan_steps(spec, _shapes(out), _floats(out), target,
-                                present_only=not require_target)
-    _check_shapes(spec, final, _shapes(out))
+                                present_only=not require_target,
+                                ragged=set(ragged.pads) if ragged else set())
+    padded, spans = set(), {}
+    if ragged is not None and ragged.max_len is None and varying(out, ragged):
+        lengths = out[ragged.lengths]
+        padded = set(ragged.pads)
+        spans = {n: (int(lengths.min()), int(lengths.max())) for n in padded}
+    _check_shapes(spec, final, _shapes(out), padded, spans)
+    check_token_ids(spec, out, ragged, split, raw.sample_names)
     checked = dict(out)
     if raw.csv_state is not None and raw.csv_state.get("fill") is not None:
         ff = raw.csv_state["feature_field"]  # NaN there is a missing value, filled later
         if ff in checked:
             checked[ff] = np.nan_to_num(checked[ff], nan=0.0, posinf=np.inf, neginf=-np.inf)
     _check_finite(spec, checked, raw, fields)
-    return out, entries, final
+    return out, entries, final, ragged
 
 
 # --------------------------------------------------------------------------- public API
@@ -356,8 +402,9 @@ def read_new_data(spec: Any, inputs: list[str | Path], state: dict | None = None
     """New data for predict, read with the spec's data.source settings (the readers that
     training uses): a csv with the same columns (target optional), an npz with the same
     array names (data.source.fields), image files or folders (mode, size) for an
-    image_folder spec. A csv or npz file for a spec of another source type (e.g. a
-    built-in) must name its arrays / columns as the model inputs. ``state`` is the
+    image_folder spec, a UEA/UCR .ts file (x, lengths). A csv or npz file for a spec of
+    another source type (e.g. a built-in) must name its arrays / columns as the model
+    inputs. ``state`` is the
     preprocess state saved with the weights: a csv spec with data.source.categorical or
     missing encodes and fills new rows with its "csv" entry. Errors about the data
     (E501-E505) are located in the new file (csv: line and column), not in the spec."""
@@ -371,20 +418,23 @@ def read_new_data(spec: Any, inputs: list[str | Path], state: dict | None = None
     suffix = paths[0].suffix.lower()
     images = kind == "image_folder" and not (len(paths) == 1 and suffix == ".npz")
     if not images and (len(paths) != 1 or paths[0].is_dir()):
-        raise _input_error("E501", f"predict reads one .csv or .npz file, got {_count(paths)}",
+        raise _input_error("E501", f"predict reads one .csv, .npz or .ts file, got "
+                           f"{_count(paths)}",
                            paths[0], "give one file to --input (a list of files or a folder "
                            "is for image_folder specs)")
-    if not images and suffix not in (".csv", ".npz"):
-        raise _input_error("E501", f"input file '{paths[0]}' is not a .csv or .npz file",
-                           paths[0], "predict reads a .csv file (the columns of data.source) or "
-                           "an .npz file (the arrays of data.source.fields, or the model inputs)")
+    if not images and suffix not in (".csv", ".npz", ".ts"):
+        raise _input_error("E501", f"input file '{paths[0]}' is not a .csv, .npz or .ts file",
+                           paths[0], "predict reads a .csv file (the columns of data.source), "
+                           "an .npz file (the arrays of data.source.fields, or the model "
+                           "inputs) or a .ts file (x and lengths)")
     try:
         if images:
             raw = load_image_files(spec, source, paths)
         else:
             wanted = suffix.lstrip(".")
             if kind != wanted:  # another source type: the file names the model inputs
-                source = {"type": wanted, "target": _target(spec)} if wanted == "csv" else {"type": "npz"}
+                source = ({"type": wanted, "target": _target(spec)} if wanted == "csv" else
+                          {"type": wanted, "lengths": source.get("lengths")})
             source = {**source, "path": str(paths[0])}
             if source["type"] == "npz":
                 raw = load_npz(spec, source, may_lack=(_target(spec),))
@@ -468,10 +518,16 @@ def _csv_cell(path: Path, line: int, column: str, source: dict) -> tuple[int | N
 def load_data(spec: Any) -> Splits:
     """Load spec.data.source, check it against model.inputs and train.target, keep the
     classes of data.filter, split it (deterministically from spec.seed), subsample the
-    train split, and apply data.preprocess fitted on the train split."""
+    train split, and apply data.preprocess fitted on the train split. Windows of a series
+    (data.source.window) are split in time order, and with window.season each split also
+    gets its seasonal-naive forecast (`Splits.baselines`, `graphdl.data.forecast`); a
+    built-in with a standard test split (japanese_vowels) gives its test split as
+    test_path does."""
     cfg = split_config(spec)
     raw = load_source(spec, dict((spec.data or {}).get("source") or {}))
-    fields, entries, final = _prepare(spec, raw, require_target=True)
+    if raw.window_horizon is not None:
+        cfg = _chronological(spec, cfg)
+    fields, entries, final, ragged = _prepare(spec, raw, require_target=True)
     floats = _floats(fields)
     check_augment(spec, {k: s for k, s in final.items() if k in _inputs(spec) and k in floats})
     target = _target(spec)
@@ -508,9 +564,12 @@ def load_data(spec: Any) -> Splits:
             )
         labels = y
 
-    full = Dataset(fields)
+    full = Dataset(fields, ragged)
     seed = int(getattr(spec, "seed", 0) or 0)
     idx = split_indices(n, cfg, seed, labels)
+    if raw.window_horizon is not None and raw.window_horizon > 1:
+        # no target step in two splits: val and test start horizon - 1 windows later
+        idx[1], idx[2] = idx[1][raw.window_horizon - 1:], idx[2][raw.window_horizon - 1:]
     classes = y if (y is not None and y.dtype.kind == "i" and y.ndim == 1) else None
     idx[0] = subsample(idx[0], cfg.train_subsample, seed, classes)
     parts: list[Dataset | None] = [full.subset(i) for i in idx]
@@ -530,20 +589,32 @@ def load_data(spec: Any) -> Splits:
     if csv_state is not None and csv_state.get("fill") is not None:
         ff = csv_state["feature_field"]  # missing.fill: values from the train split only
         csv_state["fill_values"] = fit_fill(spec, csv_state, parts[0].fields[ff])
-        parts = [Dataset({**p.fields, ff: apply_fill(csv_state, p.fields[ff])}) for p in parts]
+        parts = [Dataset({**p.fields, ff: apply_fill(csv_state, p.fields[ff])}, p.ragged)
+                 for p in parts]
     source = dict((spec.data or {}).get("source") or {})
-    test_file = source.get("test_path") is not None
-    if test_file:
+    test_file = source.get("test_path") is not None or raw.test is not None
+    if source.get("test_path") is not None:
         parts[2] = _read_test_file(spec, source, raw, fields, target, num_classes)
+    elif raw.test is not None:
+        parts[2] = _test_split(spec, raw.test, raw, fields, target, num_classes, "test")
 
-    transformed, state = fit_and_apply(spec, entries, [p.fields for p in parts])
+    transformed, state = fit_and_apply(spec, entries, [p.fields for p in parts], ragged)
     if csv_state is not None:
         state = {"csv": csv_state, **state}
-    parts = [Dataset(f) for f in transformed]
+    before = parts
+    parts = [Dataset(f, p.ragged) for f, p in zip(transformed, parts)]
 
     for k in (1, 2):
         if (cfg.fractions[k] == 0.0 and not (k == 2 and test_file)) or len(parts[k]) == 0:
             parts[k] = None
+    baselines = {}
+    if raw.window_season is not None and target == "y":
+        # the seasonal-naive forecast of each split, from its windows before preprocessing
+        for name, raw_part, part in zip(SPLIT_NAMES, before, parts):
+            if part is not None:
+                baselines[name] = baseline_of_split(raw_part.fields["x"], raw_part.fields["y"],
+                                                    state, target, raw.window_season,
+                                                    raw.units)
     split_locs = {name: _loc_kwargs(spec, "data", "split", name) for name in SPLIT_NAMES}
     split_locs["split"] = _loc_kwargs(spec, "data", "split")
     return Splits(
@@ -554,6 +625,7 @@ def load_data(spec: Any) -> Splits:
         preprocess_state=state,
         split_locs=split_locs,
         class_names=kept.class_names,
+        baselines=baselines,
     )
 
 
@@ -571,23 +643,45 @@ def _read_test_file(spec: Any, source: dict, train: RawData, reference: dict,
                 "image_folder", "ts"):
             raw.fields["label"] = _match_classes(spec, raw, train.class_names)
             raw.class_names, raw.num_classes = train.class_names, train.num_classes
-        fields = _prepare(spec, raw, require_target=True)[0]
-        for name, arr in fields.items():
-            ref = reference.get(name)
-            if ref is None:
-                continue
-            if ref.shape[1:] != arr.shape[1:]:
-                raise fail("E503", f"data field '{name}' has per-sample shape "
-                           f"{_shape_str(arr.shape[1:])} in {raw.description} but "
-                           f"{_shape_str(ref.shape[1:])} in data.source.path", spec, "data",
-                           "source", "test_path", help="the test file must hold the same "
-                           "fields as data.source.path (images: set data.source.size)")
-            fields[name] = arr.astype(ref.dtype, copy=False)
-        kept = apply_filter(spec, fields, target, num_classes, train.class_names,
-                            raw.description)
+        return _test_split(spec, raw, train, reference, target, num_classes)
     except GraphdlError as e:
         raise _located_in_test_file(e, spec, test_source) from None
-    return Dataset(kept.fields)
+
+
+def _test_split(spec: Any, raw: RawData, train: RawData, reference: dict, target: str | None,
+                num_classes: int | None, split: str | None = None) -> Dataset:
+    """The test split from ``raw`` (a test file, or a built-in's standard test split):
+    checked like the source, cast to the dtypes of its fields (``reference``; a ragged
+    field may have another number of steps) and filtered by data.filter."""
+    fields, _, _, ragged = _prepare(spec, raw, require_target=True, split=split)
+    for name, arr in fields.items():
+        ref = reference.get(name)
+        if ref is None:
+            continue
+        axis = 2 if ragged is not None and name in ragged.pads else 1
+        if ref.shape[axis:] != arr.shape[axis:]:
+            raise fail("E503", f"data field '{name}' has per-sample shape "
+                       f"{_shape_str(arr.shape[1:])} in {raw.description} but "
+                       f"{_shape_str(ref.shape[1:])} in data.source.path", spec, "data",
+                       "source", "test_path", help="the test file must hold the same "
+                       "fields as data.source.path (images: set data.source.size)")
+        fields[name] = arr.astype(ref.dtype, copy=False)
+    kept = apply_filter(spec, fields, target, num_classes, train.class_names,
+                        raw.description)
+    return Dataset(kept.fields, ragged)
+
+
+def _chronological(spec: Any, cfg: SplitConfig) -> SplitConfig:
+    """data.split for windows of a series: in time order (E507 where data.split asks to
+    shuffle or stratify)."""
+    for key in ("shuffle", "stratify"):
+        if getattr(cfg, key) and ("data", "split", key) in (getattr(spec, "positions", None)
+                                                            or {}):
+            raise fail("E507", f"data.split.{key} is true, but windows of a series are split "
+                       "in time order", spec, "data", "split", key,
+                       help=f"remove {key}: the first windows train, the next validate and "
+                       "the last test (train.shuffle still shuffles the train batches)")
+    return replace(cfg, shuffle=False, stratify=False)
 
 
 def _match_classes(spec: Any, raw: RawData, train_classes: list[str]) -> np.ndarray:
@@ -637,7 +731,9 @@ def apply_preprocess(
 
     ``fields`` need not hold the target (or any field a step does not touch). Model inputs are
     cast to their declared dtype and shape-checked; other float fields become float32,
-    integer fields int64. Returns new arrays (C-contiguous); the inputs are not modified.
+    integer fields int64. Sequence inputs (declared [T, ...]) given with the lengths field
+    are padded as in training (`graphdl.data.sequence_checks.new_data_layout`). Returns new
+    arrays (C-contiguous); the inputs are not modified.
     """
     arrays = {}
     for name, arr in fields.items():
@@ -665,7 +761,12 @@ def apply_preprocess(
 
         return make
 
+    ragged = conform_new_data(spec, out)
     entries, final = plan_state(spec, state, _shapes(out), on_error)
-    _check_shapes(spec, final, _shapes(out))
+    padded = set()
+    if ragged is not None and ragged.max_len is None and varying(out, ragged):
+        padded = set(ragged.pads)
+    _check_shapes(spec, final, _shapes(out), padded)
+    check_token_ids(spec, out, ragged)
     _check_finite(spec, out, None, arrays)
-    return apply_entries(entries, out)
+    return apply_entries(entries, out, ragged)

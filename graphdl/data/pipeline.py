@@ -10,6 +10,10 @@ it leave it, so the step list is cut into *segments*, a new one starting at each
 step: a segment runs on every split, the next fitted step is fitted on the train result,
 and so on. The cut depends only on the step list, so predict (`apply_entries`) compiles
 the very programs training compiled.
+
+Ragged sequence fields (`graphdl.data.ragged`) take scale and normalize only: normalize's
+statistics are per feature over the steps the sequences really have, and after the steps
+every padded step is set back to the field's pad value.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from graphdl.compiler import compile_graph
 from graphdl.data._diag import fail, name_list
 from graphdl.data.preprocess import (
     FITTED,
+    SEQUENCE_OPS,
     Shape,
     build_entry,
     check_step,
@@ -32,6 +37,7 @@ from graphdl.data.preprocess import (
     state_key,
     steps_of,
 )
+from graphdl.data.ragged import Ragged, pad_to
 from graphdl.ir.graph import Graph
 from graphdl.ir.types import TensorType
 
@@ -45,13 +51,14 @@ _PROGRAMS: OrderedDict[str, Any] = OrderedDict()
 
 def plan_steps(
     spec: Any, shapes: dict[str, Shape], floats: set[str], target: str | None,
-    present_only: bool = False,
+    present_only: bool = False, ragged: set[str] = frozenset(),
 ) -> tuple[list[dict], dict[str, Shape]]:
     """Check every data.preprocess step against the fields' per-sample shapes, without
     touching the data. Returns the entries (fields resolved, nothing fitted yet) and the
-    per-sample shapes after the last step. Errors are E508 at the step. With
-    ``present_only`` (new data for predict) a step's named fields that the data lacks are
-    skipped instead of reported."""
+    per-sample shapes after the last step. Errors are E508 at the step (a step other than
+    scale or normalize on a ``ragged`` field among them). With ``present_only`` (new data
+    for predict) a step's named fields that the data lacks are skipped instead of
+    reported."""
     entries = []
     current = dict(shapes)
     for i, step in enumerate(steps_of(spec)):
@@ -66,6 +73,10 @@ def plan_steps(
                         "data", "preprocess", i, help=help)
 
         for name in entry["fields"]:
+            if name in ragged and entry["op"] not in SEQUENCE_OPS:
+                raise at_step(f"the field '{name}' holds ragged sequences (padded)",
+                              f"ragged sequences take {' and '.join(SEQUENCE_OPS)} only; name "
+                              "the other fields with fields: [...]")
             current[name] = shape_after(entry, name, current[name], at_step)
         entries.append(entry)
     return entries, current
@@ -156,26 +167,41 @@ def apply_segment(entries: list[dict], fields: dict[str, np.ndarray]) -> dict[st
 
 
 def fit_and_apply(
-    spec: Any, entries: list[dict], parts: list[dict[str, np.ndarray]]
+    spec: Any, entries: list[dict], parts: list[dict[str, np.ndarray]],
+    ragged: Ragged | None = None,
 ) -> tuple[list[dict[str, np.ndarray]], dict]:
     """Fit the steps on ``parts[0]`` (the train split) and apply them to every part.
-    Returns the transformed parts and the preprocess state."""
+    Returns the transformed parts and the preprocess state. The ``ragged`` fields are fitted
+    on their real steps and padded again afterwards."""
     state: dict = {}
     for seg in segments(entries):
         first = entries[seg[0]]
         if first["op"] in FITTED:
-            entries[seg[0]] = first = fit_entry(spec, first, seg[0], parts[0])
+            entries[seg[0]] = first = fit_entry(spec, first, seg[0], parts[0], ragged)
         for i in seg:
             state[state_key(entries[i], i)] = entries[i]
         parts = [apply_segment([entries[i] for i in seg], p) for p in parts]
-    return parts, state
+    return [repad(p, ragged) for p in parts], state
 
 
-def apply_entries(entries: list[dict], fields: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def apply_entries(entries: list[dict], fields: dict[str, np.ndarray],
+                  ragged: Ragged | None = None) -> dict[str, np.ndarray]:
     """Apply fitted entries (from `plan_state`) to new data, segment by segment as in
-    training, so the same compiled programs serve."""
+    training, so the same compiled programs serve; ``ragged`` fields are padded again."""
     for seg in segments(entries):
         fields = apply_segment([entries[i] for i in seg], fields)
-    return fields
+    return repad(fields, ragged)
+
+
+def repad(fields: dict[str, np.ndarray], ragged: Ragged | None) -> dict[str, np.ndarray]:
+    """``fields`` with every padded step of the ragged fields set to its pad value again
+    (a step may have changed it: normalize moves 0)."""
+    if ragged is None or ragged.lengths not in fields:
+        return fields
+    out = dict(fields)
+    for name, pad in ragged.pads.items():
+        if name in out:
+            out[name] = pad_to(out[name], out[ragged.lengths], out[name].shape[1], pad)
+    return out
 
 

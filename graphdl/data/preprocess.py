@@ -15,12 +15,16 @@ preprocess state, holding everything needed to re-apply it (predict reads only t
     "median_filter.6": {"op": "median_filter", "kernel": 3, "fields": [...]}
     "pca.7":           {"op": "pca", "components": 20, "whiten": false, "fields": ["x"],
                         "stats": {"x": {"features": 64, "pca": <graphdl.data.pca.fit_pca's state>}}}
+    "normalize.8":     {"op": "normalize", "mode": "zscore", "fields": ["x"],
+                        "stats": {"x": {"per": "step_feature", "mean": [...], "std": [...]}}}
 
 (``grayscale`` and ``rgb_to_yuv`` carry only ``op`` and ``fields``.)
 
 Statistics are fitted with NumPy in float64 on the train split as it is at that step:
-normalize is per channel for images [C, H, W] (statistics of shape [C]) and per feature
-otherwise (statistics shaped like one sample; ``per`` absent means per feature). Every step
+normalize is per channel for images [C, H, W] (statistics of shape [C]), per feature of a
+step for ragged sequences [T, ...] (``step_feature``: statistics shaped like one step,
+over the steps the sequences really have, padding aside) and per feature otherwise
+(statistics shaped like one sample; ``per`` absent means per feature). Every step
 is applied by ops (graphdl.ops.image, elementwise) compiled by `graphdl.data.pipeline`.
 """
 
@@ -35,6 +39,7 @@ import numpy as np
 
 from graphdl.data._diag import did_you_mean, fail, name_list
 from graphdl.data.pca import fit_pca, pca_transform_graph
+from graphdl.data.ragged import Ragged, step_mask
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.layers.schema import fill
@@ -47,6 +52,7 @@ IMAGE_OPS = ("resize", "grayscale", "rgb_to_yuv", "select_channels", "gaussian_b
              "median_filter")
 OPS = ("scale", "normalize", *IMAGE_OPS, "pca")
 FITTED = ("normalize", "pca")  # steps whose statistics come from the train split
+SEQUENCE_OPS = ("scale", "normalize")  # the steps that apply to ragged sequences
 MODES = ("zscore", "minmax")
 INTERPOLATIONS = ("bilinear", "nearest")
 
@@ -252,6 +258,10 @@ def shape_after(entry: dict, field: str, shape: Shape, on_error: OnError) -> Sha
         if stats.get("per") == "channel":
             ok = len(shape) == 3 and shape[0] == fitted[0]
             fitted_desc = f"images with {fitted[0]} channels"
+        elif stats.get("per") == "step_feature":
+            fitted = tuple(stats.get("step", fitted))
+            ok = len(shape) >= 1 and tuple(shape[1:]) == fitted
+            fitted_desc = f"sequences of steps {_shape_str(fitted)}"
         else:
             ok = tuple(shape) == tuple(fitted)
             fitted_desc = f"per-sample shape {_shape_str(fitted)}"
@@ -276,8 +286,10 @@ def shape_after(entry: dict, field: str, shape: Shape, on_error: OnError) -> Sha
 # --------------------------------------------------------------------------- fitting
 
 
-def fit_entry(spec: Any, entry: dict, i: int, train: dict[str, np.ndarray]) -> dict:
-    """Fit the statistics of a normalize or pca step on the train fields it names."""
+def fit_entry(spec: Any, entry: dict, i: int, train: dict[str, np.ndarray],
+              ragged: Ragged | None = None) -> dict:
+    """Fit the statistics of a normalize or pca step on the train fields it names (a
+    ``ragged`` field over the steps its sequences really have)."""
     out = dict(entry)
     stats: dict[str, dict] = {}
     for name in entry["fields"]:
@@ -285,7 +297,14 @@ def fit_entry(spec: Any, entry: dict, i: int, train: dict[str, np.ndarray]) -> d
         if x.shape[0] == 0:
             raise fail("E507", f"cannot fit {entry['op']} statistics: the train split is empty",
                        spec, "data", "split", "train", help="give the train split more samples")
-        if entry["op"] == "normalize":
+        if entry["op"] == "normalize" and ragged is not None and name in ragged.pads:
+            steps = x[step_mask(train[ragged.lengths], x.shape[1])].astype(np.float64)
+            lo, hi = _stat_names(entry)
+            pair = ((steps.mean(axis=0), steps.std(axis=0)) if entry["mode"] == "zscore"
+                    else (steps.min(axis=0), steps.max(axis=0)))
+            stats[name] = {"per": "step_feature", "step": list(x.shape[2:]),
+                           lo: np.asarray(pair[0]).tolist(), hi: np.asarray(pair[1]).tolist()}
+        elif entry["op"] == "normalize":
             stats[name] = _fit_normalize(entry["mode"], x)
         else:
             stats[name] = _fit_pca(spec, entry, i, x)
@@ -353,6 +372,9 @@ def _build_normalize(g: Graph, x: Value, entry: dict, field: str) -> Value:
         b = np.where(b < RANGE_FLOOR, 1.0, b)
     t = g.type_of(x)
     per_channel = st.get("per") == "channel"
+    if st.get("per") == "step_feature":  # the same statistics for every step
+        a = np.tile(a, int(t.shape[1]))
+        b = np.tile(b, int(t.shape[1]))
     y = x if per_channel else _flatten(g, x)
     y = g.op("normalize_channels", y, g.const(a, "float64"), g.const(b, "float64"))
     if g.type_of(y).shape != t.shape:

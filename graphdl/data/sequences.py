@@ -1,8 +1,9 @@
-"""Fixed-length sequence data: the seeded synthetic tasks (adding, copy, reverse, sort) and
-the reader of the UEA/UCR ``.ts`` time-series format (equal-length files).
+"""Sequence data: the seeded synthetic tasks (adding, copy, reverse, sort), the reader of
+the UEA/UCR ``.ts`` time-series format (equal or unequal lengths), and the sliding window
+that turns one series into forecasting samples.
 
-Ragged sequences need per-batch padding and a lengths input, which come later: until then
-every sequence of a source has one length, and an unequal-length ``.ts`` file is refused.
+Sequences of unequal lengths are stored padded (with 0) to the longest, with their lengths
+beside them; `graphdl.data.ragged` pads them per batch.
 """
 
 from __future__ import annotations
@@ -63,27 +64,45 @@ def token_task(task: str, vocab: int, length: int, samples: int,
     }
 
 
+# --------------------------------------------------------------------------- windows
+
+
+def sliding_windows(series: np.ndarray, inputs: int, horizon: int) -> dict[str, np.ndarray]:
+    """Forecasting samples from one univariate series (float [L]), in time order: window i
+    has ``x`` float32 [inputs, 1] = series[i : i + inputs] (one feature per step) and ``y``
+    float32 [horizon] = series[i + inputs : i + inputs + horizon], the steps that follow.
+    L - inputs - horizon + 1 windows (none when the series is too short)."""
+    series = np.asarray(series, np.float64).reshape(-1)
+    count = max(0, len(series) - inputs - horizon + 1)
+    start = np.arange(count)[:, None]
+    x = series[start + np.arange(inputs)[None, :]]
+    y = series[start + inputs + np.arange(horizon)[None, :]]
+    return {"x": x.reshape(count, inputs, 1).astype(np.float32),
+            "y": y.reshape(count, horizon).astype(np.float32)}
+
+
 # --------------------------------------------------------------------------- .ts files
 
 
 @dataclass
 class TsData:
-    """An equal-length ``.ts`` file: ``x`` float32 [N, T, C]; ``label`` int64 [N] (index in
-    the @classLabel list) when the file has class labels; ``lines`` the 1-based line of
-    each sample."""
+    """A ``.ts`` file: ``x`` float32 [N, T, C], padded with 0 after each sample's last step
+    to the longest (T); ``lengths`` int64 [N] the steps of each sample; ``label`` int64 [N]
+    (index in the @classLabel list) when the file has class labels; ``lines`` the 1-based
+    line of each sample."""
 
     x: np.ndarray
     label: np.ndarray | None
     class_names: list[str] | None
     lines: np.ndarray
+    lengths: np.ndarray
 
 
 _TS_HELP = ("see the UEA/UCR .ts format (timeseriesclassification.com): @-header lines, then "
             "@data and one sample per line, dimensions separated by ':', values by ',', the "
             "class label last")
-_PADDING_LATER = ("unequal-length sequences need padding to a common length and a lengths "
-                  "input, which graphdl does not support yet: resample or pad the series to "
-                  "one length (and say @equalLength true)")
+_SAME_LENGTH = ("the dimensions of one sample are steps of the same time axis: give each of "
+                "them the same number of values (samples may differ in length)")
 
 
 def _ts_error(path: Path, line: int, message: str, col: int | None = None, span: int = 1,
@@ -101,9 +120,10 @@ def _header_flag(path: Path, number: int, words: list[str]) -> bool:
 
 
 def read_ts(path: Path) -> TsData:
-    """Parse the UEA/UCR ``.ts`` file ``path`` (equal-length series, univariate or
-    multivariate, with or without @classLabel). A malformed line, an unequal-length file,
-    time stamps or a regression target are E505 errors at their file:line(:col)."""
+    """Parse the UEA/UCR ``.ts`` file ``path`` (univariate or multivariate, of equal or
+    unequal lengths, with or without @classLabel). A malformed line, a sample whose
+    dimensions differ in length or number, time stamps or a regression target are E505
+    errors at their file:line(:col)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -124,8 +144,10 @@ def read_ts(path: Path) -> TsData:
             classes, in_data = _header_line(path, number, raw, classes)
             continue
         values, label = _data_line(path, number, raw, classes)
-        if series and values.shape != series[0].shape:
-            raise _unequal(path, number, values.shape, series[0].shape, lines[0])
+        if series and values.shape[1] != series[0].shape[1]:
+            raise _ts_error(path, number, f"this sample has {values.shape[1]} dimensions but "
+                            f"the sample on line {lines[0]} has {series[0].shape[1]}", col=1,
+                            help="give every sample the same dimensions, separated by ':'")
         series.append(values)
         lines.append(number)
         if label is not None:
@@ -135,11 +157,16 @@ def read_ts(path: Path) -> TsData:
     if not series:
         raise _ts_error(path, max(1, len(text.splitlines())), "the .ts file has no samples "
                         "after @data", help="add one line per sample after @data")
+    lengths = np.asarray([len(v) for v in series], np.int64)
+    x = np.zeros((len(series), int(lengths.max()), series[0].shape[1]), np.float32)
+    for i, values in enumerate(series):
+        x[i, : len(values)] = values
     return TsData(
-        x=np.ascontiguousarray(np.stack(series)),
+        x=x,
         label=None if classes is None else np.asarray(labels, np.int64),
         class_names=classes,
         lines=np.asarray(lines, np.int64),
+        lengths=lengths,
     )
 
 
@@ -154,9 +181,8 @@ def _header_line(path: Path, number: int, raw: str,
                         span=len(words[0]))
     if key == "@data":
         return classes, True
-    if key == "@equallength" and not _header_flag(path, number, words):
-        raise _ts_error(path, number, "the .ts file says @equalLength false",
-                        col=raw.index(words[0]) + 1, help=_PADDING_LATER)
+    if key == "@equallength":
+        _header_flag(path, number, words)  # either: lengths are read from the samples
     if key == "@timestamps" and _header_flag(path, number, words):
         raise _ts_error(path, number, "time-stamped .ts files are not supported",
                         col=raw.index(words[0]) + 1,
@@ -224,15 +250,5 @@ def _data_line(path: Path, number: int, raw: str,
     lengths = {len(d) for d in dims}
     if len(lengths) > 1:
         raise _ts_error(path, number, "the dimensions of this sample have different lengths "
-                        f"({', '.join(str(len(d)) for d in dims)})", col=1, help=_PADDING_LATER)
+                        f"({', '.join(str(len(d)) for d in dims)})", col=1, help=_SAME_LENGTH)
     return np.asarray(dims, np.float32).T.copy(), label
-
-
-def _unequal(path: Path, number: int, shape: tuple, first: tuple,
-             first_line: int) -> GraphdlError:
-    if shape[1] != first[1]:
-        return _ts_error(path, number, f"this sample has {shape[1]} dimensions but the sample "
-                         f"on line {first_line} has {first[1]}", col=1,
-                         help="give every sample the same dimensions, separated by ':'")
-    return _ts_error(path, number, f"this sample has length {shape[0]} but the sample on line "
-                     f"{first_line} has length {first[0]}", col=1, help=_PADDING_LATER)

@@ -1,6 +1,11 @@
 """Data sources: the built-in datasets, ``.npz`` archives, ``.csv`` files, image folders,
 the synthetic sequence tasks and UEA/UCR ``.ts`` files.
 
+A sequence source also gives a lengths field (int64 [N], named by data.source.lengths,
+default ``lengths``); a ragged one (``.ts``, japanese_vowels, npz with ``sequences``) names
+its padded fields in `RawData.ragged`, which `graphdl.data.loader` pads as data.source's
+max_len, truncate and pad_value say.
+
 Each loader returns a `RawData`: the arrays as stored (dtypes are normalised later by
 `graphdl.data.loader`) plus what diagnostics need to point at a bad value.
 """
@@ -21,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from graphdl.data._diag import did_you_mean, fail, name_list
-from graphdl.data.sequences import SEQUENCE_TASKS, TOKEN_TASKS, adding_problem, read_ts, token_task
+from graphdl.data.ragged import DEFAULT_LENGTHS
+from graphdl.data.sequences import (
+    SEQUENCE_TASKS,
+    TOKEN_TASKS,
+    adding_problem,
+    read_ts,
+    sliding_windows,
+    token_task,
+)
 from graphdl.spec.datatypes import spec_relative
 from graphdl.spec.schema_gen import SOURCE, fill
 
@@ -47,6 +60,19 @@ class RawData:
     # csv with data.source.categorical or missing: what was fitted (`csv_state`), which
     # goes into the preprocess state under "csv" so test_path and predict read rows alike
     csv_state: dict | None = None
+    # sequence sources: the field holding each sample's length (int64 [N])
+    lengths: str | None = None
+    # the fields stored padded along axis 1 (with 0, to the longest) whose lengths vary:
+    # padded per batch (.ts, japanese_vowels, npz with data.source.sequences)
+    ragged: list[str] = field(default_factory=list)
+    # a built-in's fixed test split (japanese_vowels), read with the same settings
+    test: RawData | None = None
+    # windows of one series (data.source.window): its horizon; the split keeps time order
+    window_horizon: int | None = None
+    # data.source.window.season: evaluation also scores the seasonal-naive forecast
+    window_season: int | None = None
+    # what the series' values are measured in, for the report in the series' units
+    units: str | None = None
 
 
 # --------------------------------------------------------------------------- built-ins
@@ -55,7 +81,7 @@ class RawData:
 @dataclass(frozen=True)
 class _Builtin:
     file: str
-    num_classes: int
+    num_classes: int | None
     summary: str
 
 
@@ -66,6 +92,22 @@ BUILTINS: dict[str, _Builtin] = {
         summary="8x8 handwritten digits (UCI), x float32 [64] in 0..16, y int64 0..9, 1797 "
         "samples; with `as_images: true` image float32 [1, 8, 8] and label int64; with "
         "`as_sequence: true` x float32 [8, 8] (8 steps, one row of 8 pixels each) and y",
+    ),
+    "japanese_vowels": _Builtin(
+        file="japanese_vowels.npz",
+        num_classes=9,
+        summary="UCI Japanese Vowels: 640 utterances of 7 to 29 frames of 12 LPC cepstrum "
+        "coefficients by 9 speakers, x float32 [T, 12] (ragged), lengths int64, y int64 "
+        "0..8 (the speaker); the standard split: 270 utterances (30 per speaker) for train "
+        "and val, 370 for the test split",
+    ),
+    "airline": _Builtin(
+        file="airline.npz",
+        num_classes=None,
+        summary="monthly international airline passengers 1949-1960 (Box & Jenkins series "
+        "G, thousands, 144 months); with `window: {input, horizon}` x float32 [input, 1], "
+        "y float32 [horizon] and lengths, split in time order; `season: 12` adds the "
+        "seasonal-naive forecast to evaluation",
     ),
 }
 
@@ -95,6 +137,17 @@ def load_builtin(spec: Any, source: dict) -> RawData:
             "`source: {type: csv, path: ..., target: ...}`",
         )
     entry = BUILTINS[name]
+    for key in ("as_images", "as_sequence", "window"):
+        if source.get(key) not in (None, False) and (key == "window") != (name == "airline"):
+            raise fail("E508", f"data.source.{key} is not a setting of the built-in dataset "
+                       f"'{name}'", spec, "data", "source", key,
+                       help="as_images and as_sequence are for digits; window is for airline "
+                       "(japanese_vowels is a sequence set as it is)")
+    arrays = _read_builtin(entry.file)
+    if name == "japanese_vowels":
+        return _japanese_vowels(spec, source, arrays, entry)
+    if name == "airline":
+        return _airline(spec, source, arrays)
     as_images = source.get("as_images")
     as_images = False if as_images is None else as_images
     if not isinstance(as_images, bool):
@@ -127,24 +180,142 @@ def load_builtin(spec: Any, source: dict) -> RawData:
             help="`as_sequence: true` gives each digit as 8 steps of 8 features, x [8, 8]; "
             "`as_images: true` as an image [1, 8, 8]: choose one",
         )
-    arrays = _read_builtin(entry.file)
-    if name == "digits" and as_sequence:
+    lengths = None
+    if as_sequence:
         fields = {"x": arrays["x"].reshape(-1, 8, 8).astype(np.float32),
                   "y": arrays["y"].astype(np.int64)}
-    elif name == "digits" and as_images:
+        lengths = _add_lengths(spec, source, fields, 8)
+    elif as_images:
         fields = {
             "image": arrays["x"].reshape(-1, 1, 8, 8).astype(np.float32),
             "label": arrays["y"].astype(np.int64),
         }
-    elif name == "digits":
+    else:
         fields = {"x": arrays["x"].astype(np.float32), "y": arrays["y"].astype(np.int64)}
-    else:  # pragma: no cover - only digits so far
-        fields = {k: np.array(v) for k, v in arrays.items()}
+    if not as_sequence:
+        _no_sequence_keys(spec, source, "the built-in digits (without as_sequence: true)")
+    else:
+        _no_padding_keys(spec, source, "digits as a sequence (8 steps each)")
     return RawData(
         fields=fields,
         description=f"the built-in dataset '{name}'",
         num_classes=entry.num_classes,
+        lengths=lengths,
     )
+
+
+def _lengths_name(spec: Any, source: dict, taken) -> str:
+    """data.source.lengths (default "lengths"): the name of the lengths field, which must
+    not be one of the fields ``taken`` (E508)."""
+    name = source.get("lengths")
+    if name is None:
+        name = DEFAULT_LENGTHS
+    if not isinstance(name, str) or not name:
+        raise fail("E508", f"data.source.lengths must be a field name, got {name!r}", spec,
+                   "data", "source", "lengths", help="e.g. `lengths: lengths`")
+    if name in taken:
+        raise fail("E508", f"data.source.lengths names the field '{name}', which the source "
+                   "already has", spec, "data", "source", "lengths" if "lengths" in source
+                   else "type", help=f"choose another name, e.g. `lengths: lengths` (fields: "
+                   f"{name_list(taken)})")
+    return name
+
+
+def _add_lengths(spec: Any, source: dict, fields: dict, steps) -> str:
+    """Add the lengths field of a sequence source to ``fields``: ``steps`` (one length for
+    every sample, or an array of them) as int64 [N]; returns its name."""
+    name = _lengths_name(spec, source, fields)
+    n = len(next(iter(fields.values())))
+    fields[name] = np.broadcast_to(np.asarray(steps, np.int64), (n,)).copy()
+    return name
+
+
+_PADDING_KEYS = ("max_len", "truncate", "pad_value")
+
+
+def _no_padding_keys(spec: Any, source: dict, what: str) -> None:
+    """E508 for max_len, truncate or pad_value on a source whose sequences all have one
+    length (nothing to pad)."""
+    for key in _PADDING_KEYS:
+        if source.get(key) is not None:
+            raise fail("E508", f"data.source.{key} pads ragged sequences, but {what} has "
+                       "sequences of one length", spec, "data", "source", key,
+                       help=f"remove {key}: every batch of this source has the same number "
+                       "of steps")
+
+
+def _no_sequence_keys(spec: Any, source: dict, what: str) -> None:
+    """E508 for lengths, max_len, truncate or pad_value on a source without sequences."""
+    for key in ("lengths", *_PADDING_KEYS):
+        if source.get(key) is not None:
+            raise fail("E508", f"data.source.{key} is for sequence data, and {what} gives "
+                       "none", spec, "data", "source", key,
+                       help=f"remove {key} (sequences come from .ts files, the synthetic "
+                       "tasks, japanese_vowels, airline with window, digits with as_sequence "
+                       "and npz files with sequences)")
+
+
+def _japanese_vowels(spec: Any, source: dict, arrays: dict, entry: _Builtin) -> RawData:
+    """The standard split: the 270 train utterances as the source (divided into train and
+    val by data.split) and the 370 test utterances as its fixed test split."""
+    parts = []
+    for split in ("train", "test"):
+        lengths = arrays[f"{split}_lengths"].astype(np.int64)
+        frames = arrays[f"{split}_x"].astype(np.float64) / 1e6
+        ends = np.cumsum(lengths)
+        x = np.zeros((len(lengths), int(lengths.max()), frames.shape[1]), np.float32)
+        for i, (end, length) in enumerate(zip(ends, lengths)):
+            x[i, :length] = frames[end - length : end]
+        fields = {"x": x, "y": arrays[f"{split}_y"].astype(np.int64)}
+        name = _add_lengths(spec, source, fields, lengths)
+        parts.append(RawData(
+            fields=fields,
+            description=f"the built-in dataset 'japanese_vowels' ({split} utterances)",
+            num_classes=entry.num_classes,
+            lengths=name,
+            ragged=["x"],
+        ))
+    parts[0].test = parts[1]
+    return parts[0]
+
+
+def _airline(spec: Any, source: dict, arrays: dict) -> RawData:
+    """Windows of the airline series (data.source.window), in time order."""
+    window = source.get("window")
+    if not isinstance(window, dict):
+        raise fail("E508", "the built-in airline series needs data.source.window", spec,
+                   "data", "source", "name", help="e.g. `window: {input: 24, horizon: 1}`: "
+                   "24 months as x [24, 1], the next month as y [1]")
+    sizes = {}
+    for key, default in (("input", None), ("horizon", 1), ("season", None)):
+        value = window.get(key, default)
+        if key == "season" and value is None:
+            continue
+        if value is None or isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise fail("E508", f"data.source.window.{key} must be an integer >= 1, got "
+                       f"{value!r}", spec, "data", "source", "window", key,
+                       help="e.g. `window: {input: 24, horizon: 1}`")
+        sizes[key] = value
+    if sizes.get("season", 0) > sizes["input"]:
+        raise fail("E508", f"data.source.window.season is {sizes['season']}, more than the "
+                   f"{sizes['input']} input steps: the seasonal-naive forecast takes the value "
+                   "one season back from the input window", spec, "data", "source", "window",
+                   "season", help=f"use `input: {sizes['season']}` or more (e.g. `window: "
+                   f"{{input: {2 * sizes['season']}, horizon: 1, season: {sizes['season']}}}`), "
+                   "or a shorter season")
+    series = arrays["passengers"]
+    if sizes["input"] + sizes["horizon"] > len(series) - 2:
+        raise fail("E508", f"data.source.window needs {sizes['input'] + sizes['horizon']} "
+                   f"steps per window, and the airline series has {len(series)}", spec,
+                   "data", "source", "window", help="use a shorter window, e.g. `{input: 24, "
+                   "horizon: 1}`: a split needs windows of its own")
+    fields = sliding_windows(series, sizes["input"], sizes["horizon"])
+    lengths = _add_lengths(spec, source, fields, sizes["input"])
+    _no_padding_keys(spec, source, "a window of the airline series")
+    return RawData(fields=fields, description="the built-in dataset 'airline' (windows of "
+                   f"{sizes['input']} + {sizes['horizon']} months)", lengths=lengths,
+                   window_horizon=sizes["horizon"], window_season=sizes.get("season"),
+                   units="thousands of passengers")
 
 
 # --------------------------------------------------------------------------- files
@@ -262,11 +433,49 @@ def load_npz(spec: Any, source: dict, may_lack: tuple[str, ...] = ()) -> RawData
                     "never loads)",
                 ) from None
             fields[graphdl_name] = arr
-    return RawData(
+    raw = RawData(
         fields=fields,
         description=f"npz file '{path}'",
         optional=set() if mapping else set(fields),
     )
+    _npz_sequences(spec, source, raw, path, may_lack)
+    return raw
+
+
+def _npz_sequences(spec: Any, source: dict, raw: RawData, path: Path,
+                   may_lack: tuple[str, ...]) -> None:
+    """data.source.sequences of an npz source: the ragged fields (stored padded [N, T, ...])
+    and the lengths field beside them (E502 when the file lacks one, E503 when a sequence
+    field has no time axis)."""
+    names = source.get("sequences")
+    if names is None:
+        _no_sequence_keys(spec, source, "an npz source without data.source.sequences")
+        return
+    names = [names] if isinstance(names, str) else list(names)
+    lengths = source.get("lengths")
+    lengths = DEFAULT_LENGTHS if lengths is None else str(lengths)
+    for j, name in enumerate(names):
+        if name not in raw.fields and name in may_lack:
+            continue  # an absent target of new data (predict)
+        arr = raw.fields.get(str(name))
+        if arr is None:
+            raise fail("E502", f"data.source.sequences names '{name}', which npz file "
+                       f"'{path}' does not give", spec, "data", "source", "sequences", j,
+                       help=f"fields: {name_list(raw.fields)}.{did_you_mean(str(name), raw.fields)}")
+        if arr.ndim < 2:
+            raise fail("E503", f"the sequence field '{name}' in npz file '{path}' has shape "
+                       f"{list(arr.shape)}: it needs a time axis [N, T, ...]", spec, "data",
+                       "source", "sequences", j, help="store each sequence padded to the "
+                       "longest, [samples, steps, ...], with its length in the lengths array")
+    if lengths not in raw.fields:
+        raise fail("E502", f"npz file '{path}' gives no lengths field '{lengths}' for the "
+                   "sequences", spec, "data", "source", "lengths" if "lengths" in source
+                   else "sequences", help="store each sequence's length as an integer array "
+                   "[N] and name it with data.source.lengths (default: lengths; map it with "
+                   "data.source.fields)")
+    raw.lengths = lengths
+    raw.ragged = [str(n) for n in names if str(n) in raw.fields]
+    raw.optional -= {lengths, *raw.ragged}
 
 
 # --------------------------------------------------------------------------- csv
@@ -974,23 +1183,29 @@ def load_synthetic(spec: Any, source: dict) -> RawData:
                        help="e.g. `vocab: 12`: tokens 3..11")
         assert task in TOKEN_TASKS
         fields = token_task(task, vocab, settings["length"], settings["samples"], seed)
-    return RawData(fields=fields, description=f"the synthetic {task} task")
+    lengths = _add_lengths(spec, source, fields, settings["length"])
+    _no_padding_keys(spec, source, f"the synthetic {task} task")
+    return RawData(fields=fields, description=f"the synthetic {task} task", lengths=lengths)
 
 
 def load_ts(spec: Any, source: dict) -> RawData:
-    """A UEA/UCR ``.ts`` file (equal length): x float32 [T, C], label int64 (the index of
-    the sample's class in @classLabel order) when the file declares class labels."""
+    """A UEA/UCR ``.ts`` file: x float32 [T, C] (ragged: padded to the longest), its
+    lengths, and label int64 (the index of the sample's class in @classLabel order) when
+    the file declares class labels."""
     path = _require_path(spec, source, "ts")
     ts = read_ts(path)
     fields = {"x": ts.x}
     if ts.label is not None:
         fields["label"] = ts.label
+    lengths = _add_lengths(spec, source, fields, ts.lengths)
     return RawData(
         fields=fields,
         description=f"ts file '{path}'",
         num_classes=None if ts.class_names is None else len(ts.class_names),
         class_names=ts.class_names,
         sample_names=[f"{path.name}:{line}" for line in ts.lines],
+        lengths=lengths,
+        ragged=["x"],
     )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from graphdl.data._diag import fail
 from graphdl.data.dataset import SPLIT_NAMES
-from graphdl.spec.schema_gen import SPLIT
+from graphdl.spec.schema_gen import SPLIT, fixed_test_split
 
 DEFAULT_FRACTIONS = {name: SPLIT.fields[name].default for name in SPLIT_NAMES}
 SUM_TOLERANCE = 1e-6
@@ -74,16 +74,20 @@ def split_config(spec: Any) -> SplitConfig:
             "split",
             help="make train + val + test at most 1 (samples left over are not used)",
         )
-    if fracs[2] > 0.0 and ((spec.data or {}).get("source") or {}).get("test_path") is not None:
+    fixed = fixed_test_split((spec.data or {}).get("source"))
+    if fracs[2] > 0.0 and fixed is not None:
+        path = fixed == "data.source.test_path"
         raise fail(
             "E507",
-            f"data.split.test is {fracs[2]:g}, but data.source.test_path gives the test split",
+            f"data.split.test is {fracs[2]:g}, but {fixed} gives the test split",
             spec,
             "data",
             "split",
             "test",
-            help="remove data.split.test (or write `test: 0`): with a test_path, data.split "
-            "divides data.source.path into train and val only",
+            help="remove data.split.test (or write `test: 0`): with "
+            + ("a test_path, data.split divides data.source.path" if path else
+               "it, data.split divides the rest of the data")
+            + " into train and val only",
         )
     if fracs[0] <= 0.0:
         raise fail(

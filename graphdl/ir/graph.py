@@ -99,12 +99,22 @@ class Graph:
     def apply(self, op: str, inputs: list[Value], attrs: dict | None = None) -> int:
         """Add an op node with checked attributes; infer its types when inputs are typed."""
         opdef = lookup(op)
-        attrs = opdef.check_attrs(attrs or {})
+        attrs = self.apply_attrs(op, attrs or {})
         nid = self.add_node(op, inputs, attrs, num_outputs=opdef.num_outputs)
-        in_types = [self.nx.nodes[v.node]["types"][v.index] for v in inputs]
-        if all(t is not None for t in in_types):
-            self.nx.nodes[nid]["types"] = list(opdef.infer(attrs, in_types))
+        self.infer_node(nid)
         return nid
+
+    @staticmethod
+    def apply_attrs(op: str, attrs: dict) -> dict:
+        """``attrs`` checked against op's signature, defaults filled."""
+        return lookup(op).check_attrs(attrs)
+
+    def infer_node(self, nid: int) -> None:
+        """Type the node's outputs with its op's `infer` when all its inputs are typed."""
+        nd = self.nx.nodes[nid]
+        in_types = [self.nx.nodes[v.node]["types"][v.index] for v in self.inputs_of(nid)]
+        if all(t is not None for t in in_types):
+            nd["types"] = list(lookup(nd["op"]).infer(nd["attrs"], in_types))
 
     def input(self, name: str, ttype: TensorType) -> Value:
         return Value(self.add_node("input", (), {}, name=name, types=[ttype]), 0)
@@ -290,7 +300,9 @@ def _default_num_outputs(op: str) -> int:
 def _jsonable(attrs: dict) -> dict:
     out = {}
     for k, v in attrs.items():
-        if isinstance(v, tuple):
+        if isinstance(v, Graph):  # a scan's body
+            out[k] = {"__graph__": v.to_json()}
+        elif isinstance(v, tuple):
             out[k] = {"__tuple__": [list(x) if isinstance(x, tuple) else x for x in v]}
         elif isinstance(v, np.ndarray):
             out[k] = v.tolist()
@@ -304,7 +316,9 @@ def _jsonable(attrs: dict) -> dict:
 def _from_jsonable(attrs: dict) -> dict:
     out = {}
     for k, v in attrs.items():
-        if isinstance(v, dict) and "__tuple__" in v:
+        if isinstance(v, dict) and "__graph__" in v:
+            out[k] = Graph.from_json(v["__graph__"])
+        elif isinstance(v, dict) and "__tuple__" in v:
             out[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v["__tuple__"])
         else:
             out[k] = v

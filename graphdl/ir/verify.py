@@ -28,7 +28,9 @@ def verify(g: Graph, after: str = "") -> None:
             raise VerifyError(
                 f"{g.describe(nid)} has {len(ins)} inputs, {op.name} takes {len(op.inputs)}{where}"
             )
-        if len(nd["types"]) != op.num_outputs and nd["op"] not in ("input", "param", "state", "const"):
+        if op.body:
+            _verify_body(g, nid, where)
+        elif len(nd["types"]) != op.num_outputs and nd["op"] not in ("input", "param", "state", "const"):
             raise VerifyError(f"{g.describe(nid)} has {len(nd['types'])} output types{where}")
         if any(t is None for t in nd["types"]):
             raise VerifyError(f"{g.describe(nid)} has an untyped output{where}")
@@ -45,3 +47,24 @@ def verify(g: Graph, after: str = "") -> None:
             raise VerifyError(f"update target {k} is not a param/state node{where}")
         if g.type_of(Value(k)) != g.type_of(g.updates[k]):
             raise VerifyError(f"update of {g.describe(k)} changes its type{where}")
+
+
+def _verify_body(g: Graph, nid: int, where: str) -> None:
+    """A scan's body: a verified graph of its own, with one input per scan input, one output
+    per scan output and no constant (`graphdl.ir.scan`)."""
+    nd = g.node(nid)
+    body = nd["attrs"]["body"]
+    ids = body.meta.get("inputs", [])
+    if len(ids) != len(g.inputs_of(nid)) or any(body.op_of(i) != "input" for i in ids):
+        raise VerifyError(f"{g.describe(nid)}: its body's inputs do not match its "
+                          f"{len(g.inputs_of(nid))} inputs{where}")
+    if len(body.outputs) != len(nd["types"]):
+        raise VerifyError(f"{g.describe(nid)} has {len(nd['types'])} outputs, its body "
+                          f"{len(body.outputs)}{where}")
+    if body.nodes_by_op("const"):
+        raise VerifyError(f"{g.describe(nid)}: its body holds a const (lift it){where}")
+    verify(body, after=f"{after_of(where)} (body of {g.describe(nid)})")
+
+
+def after_of(where: str) -> str:
+    return where.removeprefix(" after ")

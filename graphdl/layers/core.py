@@ -48,7 +48,8 @@ def apply_activation(ctx: LayerCtx, x: Value) -> Value:
     return ctx.g.op(name, x)
 
 
-@layer("dense", "fully connected layer: activation(x W + b) over the last axis", {
+@layer("dense", "fully connected layer: activation(x W + b) over the last axis (at every "
+       "step of a sequence [T, features])", {
     "units": integer("number of output features", minimum=1, required=True),
     **OUTPUT_ACTIVATION,
     "use_bias": boolean("add a learned bias", default=True),
@@ -60,9 +61,10 @@ def lower_dense(ctx: LayerCtx, inputs: list[Value]) -> Value:
     t = g.type_of(x)
     if t.rank < 2 or isinstance(t.shape[-1], str):
         raise ctx.shape_error(f"dense expects a feature vector, got {fmt_shape(t)}")
-    if t.rank > 2:
+    if t.rank > 3:
         raise ctx.shape_error(
-            f"dense expects a 1-D feature vector, got {fmt_shape(t)}",
+            f"dense expects a feature vector [features] or a sequence of them [T, features], "
+            f"got {fmt_shape(t)}",
             help="add '- {type: flatten}' before it",
         )
     fan_in, units = t.shape[-1], int(ctx.arg("units"))

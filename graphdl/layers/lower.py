@@ -40,6 +40,17 @@ class LayerCtx:
     salt: int
 
     frozen: bool = False  # train.freeze / trainable: false
+    values: dict | None = None  # the model's inputs and the outputs of the layers so far
+
+    def model_input(self, name: str, key: str) -> Value:
+        """The model input ``name`` that the layer's key ``key`` names."""
+        values = self.values or {}
+        if name not in self.spec.model.inputs or name not in values:
+            known = ", ".join(sorted(self.spec.model.inputs)) or "none"
+            raise self.shape_error(f"{key}: '{name}' is not a model input (the model's inputs: "
+                                   f"{known})", help=f"declare it under model.inputs, e.g. "
+                                   f"'{name}: {{shape: [], dtype: int64}}'")
+        return values[name]
 
     def arg(self, key: str):
         """The layer's value for ``key``, else the key's declared default (None if it has
@@ -80,6 +91,14 @@ class LayerCtx:
                             init=init)
 
 
+def _draws(layer) -> bool:
+    """Whether the layer draws random numbers in training (dropout; dropout between the
+    layers of a stacked recurrent layer)."""
+    if layer.type == "dropout":
+        return True
+    return bool(layer.params.get("dropout")) and (layer.params.get("num_layers") or 1) > 1
+
+
 def frozen_layers(spec) -> set[str]:
     """Layers whose weights stay fixed: `trainable: false` or matched by `train.freeze`."""
     names = [layer.name for layer in spec.model.layers]
@@ -99,7 +118,7 @@ def lower(spec, mode: str = "train") -> Graph:
         values[name] = g.input(name, TensorType(("N",) + tuple(inp.shape), inp.dtype))
     seed = None
     augment = spec.data["augment"]
-    if training and (augment or any(lay.type == "dropout" for lay in spec.model.layers)):
+    if training and (augment or any(_draws(lay) for lay in spec.model.layers)):
         # one seed per training step feeds every random op (dropout, augmentation)
         g.provenance = Provenance()
         seed = g.input("step_seed", TensorType((), "int64"))
@@ -128,7 +147,7 @@ def lower(spec, mode: str = "train") -> Graph:
             if definition is None or definition.build is None:
                 raise ShapeError(f"layer type {layer.type!r} has no lowering")
             ctx = LayerCtx(g, spec, layer, definition, training, seed, salt=i + 1,
-                           frozen=layer.name in frozen)
+                           frozen=layer.name in frozen, values=values)
             values[layer.name] = definition.build(ctx, inputs)
             g.meta.setdefault("layer_outputs", {})[layer.name] = list(values[layer.name])
         except ShapeError as e:
@@ -171,11 +190,16 @@ def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:
             raise GraphdlError(
                 Diagnostic(
                     "E302",
-                    f"cross_entropy needs the model output to be [classes] logits, got {fmt_shape(yt)}",
+                    f"cross_entropy needs the model output to be [classes] logits, got {fmt_shape(yt)}"
+                    + (f" (a dense layer applies at every step of a [{yt.shape[1]}, ...] "
+                       "input: one set of logits per step)" if yt.rank == 3 else ""),
                     file=spec.path,
                     line=line,
                     col=spec.loc("train", "loss").col,
-                    help="end the model with a dense layer whose units is the number of classes",
+                    help=("give the model one vector per sample before its last dense layer: "
+                          "'- {type: flatten}', '- {type: seq_pool, mode: mean}' or a "
+                          "recurrent layer with 'output: last'") if yt.rank == 3 else
+                    "end the model with a dense layer whose units is the number of classes",
                 ),
                 phase="shapes",
             )

@@ -18,13 +18,17 @@ def op_flops(op: str, attrs: dict, ins: list[TensorType], out: TensorType, bindi
 
 def flops(g: Graph, bindings: dict[str, int]) -> int:
     """Operations of one execution of ``g`` with its symbols bound (a fused node counts
-    its members)."""
+    its members, a scan its body once per step)."""
     total = 0
     for nid in g.nodes():
         nd = g.node(nid)
         if nd["op"] in SOURCE_OPS:
             continue
         ins = [g.type_of(v) for v in g.inputs_of(nid)]
+        if nd["op"] == "scan":  # its body once per time step
+            steps = ins[nd["attrs"]["num_carry"]].bind(bindings)[0]
+            total += steps * flops(nd["attrs"]["body"], bindings)
+            continue
         if nd["op"] == "fused":
             vals: list[TensorType] = []
             for m in nd["attrs"]["members"]:

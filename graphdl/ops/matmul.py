@@ -59,9 +59,9 @@ def _grad(g, attrs, ins, outs, gouts):
     else:
         db = g.op("matmul", a, gy, transpose_a=not ta, transpose_b=False)
     if shared_weight:
-        # a 2-D weight shared by every batch entry: its gradient sums over the batch axes
-        # (a reshape to rows cannot express [N, T, K] -> [N*T, K] with a symbolic N)
-        db = g.op("sum", db, axes=tuple(range(at.rank - 2)), keepdims=False)
+        # a 2-D weight shared by every batch entry: its gradient sums a^T gY over the batch
+        # axes, one GEMM over all rows
+        db = g.op("matmul_rows", gy, a) if tb else g.op("matmul_rows", a, gy)
     return [da, db]
 
 
@@ -115,5 +115,56 @@ register(
         grad=_grad,
         emit_cpu=_emit,
         doc="a @ b over the last two axes; leading axes are batch (b may be 2-D and shared)",
+    )
+)
+
+
+# ------------------------------------------------------------------ matmul_rows
+# sum over the leading axes of a^T b: [..., K] x [..., M] -> [K, M], the rows of every
+# leading index taken as rows of one matrix (one GEMM, whatever the leading dims). The
+# gradient of a shared 2-D weight, and of a weight that a loop applies at every step
+# (graphdl/passes/hoist.py).
+
+def _infer_rows(attrs, types):
+    a, b = types
+    if a.rank < 2 or a.shape[:-1] != b.shape[:-1]:
+        raise ShapeError(f"matmul_rows needs inputs with the same leading axes, got {a} and {b}")
+    if a.dtype != b.dtype or a.dtype not in ("float32", "float64"):
+        raise ShapeError(f"matmul_rows needs matching float dtypes, got {a.dtype} and {b.dtype}")
+    return [TensorType((a.shape[-1], b.shape[-1]), a.dtype)]
+
+
+def _ref_rows(attrs, a, b):
+    k, m = a.shape[-1], b.shape[-1]
+    return (a.reshape(-1, k).T @ b.reshape(-1, m)).astype(a.dtype)
+
+
+def _grad_rows(g, attrs, ins, outs, gouts):
+    a, b = ins
+    gy = gouts[0]  # [K, M]
+    return [g.op("matmul", b, gy, transpose_b=True), g.op("matmul", a, gy)]
+
+
+def _emit_rows(ctx, attrs, ins, outs):
+    k, m = ctx.shape(ins[0])[-1], ctx.shape(ins[1])[-1]
+    return [(f"np.dot({ctx.var(ins[0])}.reshape((-1, {k})).T, "
+            f"{ctx.var(ins[1])}.reshape((-1, {m})), {ctx.var(outs[0])})")]
+
+
+def _cost_rows(attrs, ins, out, bindings) -> int:
+    return 2 * ins[0].numel(bindings) * (out.shape[1])
+
+
+register(
+    OpDef(
+        name="matmul_rows",
+        cost=_cost_rows,
+        inputs=("a", "b"),
+        infer=_infer_rows,
+        reference=_ref_rows,
+        pattern=Pattern.OPAQUE,
+        grad=_grad_rows,
+        emit_cpu=_emit_rows,
+        doc="a^T b summed over every leading axis: [..., K] x [..., M] -> [K, M] (one GEMM)",
     )
 )

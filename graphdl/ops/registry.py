@@ -90,6 +90,7 @@ class OpDef:
     scalar: Callable | None = None  # elementwise: scalar function (inputs..., attrs...)
     scalar_attrs: tuple[str, ...] = ()  # attrs passed to `scalar` after the inputs
     emit_cpu: Callable | None = None  # non-elementwise: writes the kernel call (see backends/cpu)
+    body: bool = False  # higher-order: attrs["body"] is a Graph run by the op (scan)
     view: bool = False  # output aliases input 0's buffer (reshape of a contiguous value)
     inplace_ok: tuple[int, ...] = ()  # input slots whose buffer the output may overwrite
     # floating-point operations of one execution (graphdl.ops.cost): ``cost(attrs, input

@@ -89,6 +89,8 @@ def _g_transpose(g, attrs, ins, outs, gouts):
 
 def _emit_transpose(ctx, attrs, ins, outs):
     perm = tuple(attrs["perm"])
+    if len(perm) == 3:
+        return [ctx.call("transpose_3d", ins[0], outs[0], ctx.runtime(*perm))]
     return [f"{ctx.var(outs[0])}[...] = np.transpose({ctx.var(ins[0])}, {perm})"]
 
 
@@ -171,6 +173,29 @@ def _g_concat(g, attrs, ins, outs, gouts):
         grads.append(g.op("slice", gouts[0], axis=axis, start=start, stop=start + size))
         start += size
     return grads
+
+
+@cpu_kernel
+def copy_flat(src, dst):
+    """dst[...] = src for two C-contiguous arrays of one size (generated code's copies: a
+    call to this one kernel compiles far faster than NumPy's broadcasting setitem)."""
+    s = src.reshape(src.size)
+    d = dst.reshape(dst.size)
+    for i in range(d.size):
+        d[i] = s[i]
+
+
+@cpu_kernel
+def transpose_3d(x, out, p0, p1, p2):
+    """out = np.transpose(x, (p0, p1, p2)) for a C-contiguous rank-3 x."""
+    d0, d1, d2 = out.shape
+    st = (x.shape[1] * x.shape[2], x.shape[2], 1)
+    s0, s1, s2 = st[p0], st[p1], st[p2]
+    flat = x.reshape(x.size)
+    for i in range(d0):
+        for j in range(d1):
+            for k in range(d2):
+                out[i, j, k] = flat[i * s0 + j * s1 + k * s2]
 
 
 # Deliberate parallel of copy_from_3d (split), its adjoint: the same loops, the offset on

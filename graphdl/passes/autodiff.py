@@ -14,6 +14,7 @@ import networkx as nx
 from graphdl.ir.graph import Graph, Provenance, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
+from graphdl.passes.scan_autodiff import scan_gradient
 from graphdl.spec.schema_gen import OPTIMIZER, optimizer_settings
 
 
@@ -49,16 +50,25 @@ def trainable_params(g: Graph) -> list[int]:
 
 def build_gradients(g: Graph, loss: Value, wrt: list[int]) -> dict[int, Value]:
     """Add backward nodes for d(loss)/d(param) for each param node in ``wrt``."""
+    g.provenance = Provenance(layer="loss", phase="backward")
+    return backprop(g, {loss: g.const(1.0, g.type_of(loss).dtype)}, wrt)
+
+
+def backprop(g: Graph, seeds: dict[Value, Value], wrt: list[int]) -> dict[int, Value]:
+    """Reverse-mode accumulation from ``seeds`` (value -> the gradient flowing into it) to
+    the source nodes ``wrt``: adds the backward nodes, returns node id -> its gradient (a
+    node no seed depends on has none). A scan is differentiated into a reverse scan
+    (`graphdl.passes.scan_autodiff`)."""
     targets = set(wrt)
-    needs = set()  # nodes that depend on a target and feed the loss
-    ancestors = nx.ancestors(g.nx, loss.node) | {loss.node}
+    needs = set()  # nodes that depend on a target and feed a seed
+    ancestors = set()
+    for v in seeds:
+        ancestors |= nx.ancestors(g.nx, v.node) | {v.node}
     for t in targets:
         if t in ancestors:
             needs |= (nx.descendants(g.nx, t) | {t}) & ancestors
     forward_order = [n for n in g.topo_order() if n in needs]
-    grads: dict[Value, list[Value]] = {}
-    g.provenance = Provenance(layer="loss", phase="backward")
-    grads[loss] = [g.const(1.0, g.type_of(loss).dtype)]
+    grads: dict[Value, list[Value]] = {v: [s] for v, s in seeds.items()}
     for nid in reversed(forward_order):
         nd = g.node(nid)
         if nd["op"] in ("param", "input", "state", "const"):
@@ -70,11 +80,14 @@ def build_gradients(g: Graph, loss: Value, wrt: list[int]) -> dict[int, Value]:
         opdef = get_op(nd["op"])
         ins = g.inputs_of(nid)
         wanted = [v.node in needs for v in ins]
-        if opdef.grad is None:
+        g.provenance = Provenance(layer=nd["layer"], line=nd["line"], phase="backward")
+        if opdef.body:
+            in_grads = scan_gradient(g, nid, gouts, wanted, backprop)
+        elif opdef.grad is None:
             raise ValueError(f"op {nd['op']} has no gradient ({opdef.no_grad_reason}) "
                              f"but {g.describe(nid)} lies between a parameter and the loss")
-        g.provenance = Provenance(layer=nd["layer"], line=nd["line"], phase="backward")
-        in_grads = opdef.grad(g, nd["attrs"], ins, outs, gouts)
+        else:
+            in_grads = opdef.grad(g, nd["attrs"], ins, outs, gouts)
         for v, gv, want in zip(ins, in_grads, wanted):
             if gv is None or not want:
                 continue

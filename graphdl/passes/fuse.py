@@ -16,6 +16,7 @@ debugging; the `fused` op's reference runs them with the members' references.
 from __future__ import annotations
 
 from graphdl.ir.graph import Graph, Value
+from graphdl.ir.scan import map_bodies
 from graphdl.ops.registry import Pattern, get_op
 
 MAX_MEMBERS = 64
@@ -106,6 +107,7 @@ def fuse(graph: Graph) -> Graph:
     """Replace each group by one `fused` node (single-member elementwise groups too, so
     every elementwise op reaches the backend through one code path)."""
     g = graph.copy()
+    map_bodies(g, fuse)
     for members in find_groups(g):
         _collapse(g, members)
     return g

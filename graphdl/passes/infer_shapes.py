@@ -17,6 +17,8 @@ def infer_shapes(graph: Graph) -> Graph:
                 raise ValueError(f"source node {g.describe(nid)} has no type")
             continue
         in_types = [g.type_of(v) for v in g.inputs_of(nid)]
+        if get_op(nd["op"]).body:  # a scan: its body's values are typed too
+            nd["attrs"] = {**nd["attrs"], "body": infer_shapes(nd["attrs"]["body"])}
         try:
             nd["types"] = list(get_op(nd["op"]).infer(nd["attrs"], in_types))
         except ShapeError as e:

@@ -3,11 +3,16 @@
 Read this list to know what graphdl does to a graph:
 
 1. infer_shapes  - a type for every value (symbolic batch N stays symbolic)
-2. autodiff      - training graphs only: backward graph from the loss + optimiser updates
-3. simplify      - constant folding, algebraic identities, CSE, DCE, to a fixed point
-4. fuse          - elementwise chains and matmul/reduction epilogues -> `fused` kernels
-5. schedule      - the execution order (updates last; free big buffers early)
-6. plan_memory   - liveness over that order, buffer reuse, in-place updates
+2. hoist         - scan body ops that read no carry run for all steps before the loop
+3. autodiff      - training graphs only: backward graph from the loss + optimiser updates
+                   (a scan's gradient is a reverse scan: backprop through time)
+4. simplify      - constant folding, algebraic identities, CSE, DCE, to a fixed point
+5. hoist_grads   - training graphs only: per-step gradient sums leave the backward loop
+6. fuse          - elementwise chains and matmul/reduction epilogues -> `fused` kernels
+7. schedule      - the execution order (updates last; free big buffers early)
+8. plan_memory   - liveness over that order, buffer reuse, in-place updates
+
+Every pass treats a scan's body as a graph of its own (`graphdl.ir.scan`).
 
 schedule runs before plan_memory because liveness is only defined once the order is
 fixed.
@@ -23,6 +28,7 @@ from graphdl.ir.graph import Graph
 from graphdl.ir.verify import verify
 from graphdl.passes.autodiff import autodiff
 from graphdl.passes.fuse import fuse
+from graphdl.passes.hoist import hoist, hoist_grads
 from graphdl.passes.infer_shapes import infer_shapes
 from graphdl.passes.plan_memory import plan_memory
 from graphdl.passes.schedule import schedule
@@ -39,8 +45,11 @@ class Pass:
 
 PIPELINE: list[Pass] = [
     Pass("infer_shapes", infer_shapes, "a type for every value"),
+    Pass("hoist", hoist, "move loop-invariant work out of scans"),
     Pass("autodiff", autodiff, "backward graph and optimiser updates", training_only=True),
     Pass("simplify", simplify, "fold constants, identities, CSE, DCE"),
+    Pass("hoist_grads", hoist_grads, "sum per-step gradients after the loop",
+         training_only=True),
     Pass("fuse", fuse, "fuse elementwise chains and epilogues"),
     Pass("schedule", schedule, "fix the execution order"),
     Pass("plan_memory", plan_memory, "liveness, buffer reuse, in-place updates"),

@@ -14,6 +14,7 @@ The plan lives in ``meta["memory_plan"]``; `peak_bytes` evaluates it for a batch
 from __future__ import annotations
 
 from graphdl.ir.graph import Graph, Value
+from graphdl.ir.scan import map_bodies
 from graphdl.ops.registry import get_op
 
 SOURCES = ("input", "param", "state", "const")
@@ -26,6 +27,7 @@ def _vkey(v: Value) -> str:
 
 def plan_memory(graph: Graph) -> Graph:
     g = graph.copy()
+    map_bodies(g, plan_body)
     order = g.meta.get("schedule") or g.topo_order()
     pos = {n: i for i, n in enumerate(order)}
     outputs = set(g.outputs.values())
@@ -118,6 +120,25 @@ def plan_memory(graph: Graph) -> Graph:
     return g
 
 
+def plan_body(body: Graph) -> Graph:
+    """The plan of a scan's body: a view op aliases its input, every other value has a
+    buffer of its own, allocated once before the loop and written at every step (a body's
+    values are one step's: [N, H], not [T, N, H])."""
+    g = body.copy()
+    map_bodies(g, plan_body)
+    plan: dict[str, dict] = {}
+    for n in g.meta.get("schedule") or g.topo_order():
+        nd = g.node(n)
+        if nd["op"] in SOURCES:
+            continue
+        view = get_op(nd["op"]).view
+        for i in range(g.num_outputs(n)):
+            v = Value(n, i)
+            plan[_vkey(v)] = {"alias": _vkey(g.inputs_of(n)[0])} if view else {"output": True}
+    g.meta["memory_plan"] = {"values": plan, "slots": []}
+    return g
+
+
 def _can_inplace(g: Graph, n: int, opdef) -> bool:
     nd = g.node(n)
     if nd["op"] == "fused":
@@ -168,4 +189,9 @@ def peak_bytes(g: Graph, bindings: dict[str, int]) -> int:
             total += g.type_of(Value(n)).nbytes(bindings)
     for v in g.outputs.values():
         total += g.type_of(v).nbytes(bindings)
+    for nid in g.nodes_by_op("scan"):  # a body's buffers, one step's values each
+        body = g.attrs(nid)["body"]
+        for key, p in body.meta["memory_plan"]["values"].items():
+            if "output" in p:
+                total += body.type_of(Value(*map(int, key.split(":")))).nbytes(bindings)
     return total

@@ -11,12 +11,14 @@ from __future__ import annotations
 import heapq
 
 from graphdl.ir.graph import Graph, Value
+from graphdl.ir.scan import map_bodies
 
 SOURCES = ("input", "param", "state", "const")
 
 
 def schedule(graph: Graph) -> Graph:
     g = graph.copy()
+    map_bodies(g, schedule)
     indeg = {n: 0 for n in g.nodes()}
     for u, v in g.nx.edges():
         indeg[v] += 1

@@ -9,6 +9,7 @@ import json
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
+from graphdl.ir.scan import lift_consts, map_bodies
 from graphdl.ops.registry import get_op
 
 SOURCES = ("input", "param", "state", "const")
@@ -26,7 +27,8 @@ def fold_constants(g: Graph) -> bool:
     changed = False
     for nid in g.topo_order():
         nd = g.node(nid)
-        if nd["op"] in SOURCES or g.num_outputs(nid) != 1 or get_op(nd["op"]).takes_bindings:
+        opdef = get_op(nd["op"]) if nd["op"] not in SOURCES else None
+        if opdef is None or g.num_outputs(nid) != 1 or opdef.takes_bindings or opdef.body:
             continue
         ins = g.inputs_of(nid)
         vals = [_const_value(g, v) for v in ins]
@@ -143,7 +145,12 @@ def dce(g: Graph) -> bool:
 
 
 def simplify(graph: Graph) -> Graph:
+    """Simplify to a fixed point; a scan's body is simplified as a graph of its own (the
+    constants that leaves in it are lifted out as invariants, `graphdl.ir.scan`)."""
     g = graph.copy()
+    map_bodies(g, simplify)
+    for nid in g.nodes_by_op("scan"):
+        lift_consts(g, nid)
     for _ in range(20):
         changed = fold_constants(g)
         changed |= identities(g)

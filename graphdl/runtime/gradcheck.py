@@ -18,12 +18,22 @@ from graphdl.runtime.params import init_params, init_state
 
 
 def to_float64(graph: Graph) -> Graph:
+    """``graph`` with every float32 value, dtype attribute (masks, casts) and scan body in
+    float64, types inferred again."""
+    return infer_shapes(_float64_types(graph))
+
+
+def _float64_types(graph: Graph) -> Graph:
     g = graph.copy()
     for nid in g.nodes():
         nd = g.node(nid)
         nd["types"] = [t.with_dtype("float64") if t is not None and t.dtype == "float32" else t
                        for t in nd["types"]]
-    return infer_shapes(g)
+        if nd["attrs"].get("dtype") == "float32":
+            nd["attrs"] = {**nd["attrs"], "dtype": "float64"}
+        if isinstance(nd["attrs"].get("body"), Graph):
+            nd["attrs"] = {**nd["attrs"], "body": _float64_types(nd["attrs"]["body"])}
+    return g
 
 
 def gradcheck_spec(spec, batch: int = 4, entries: int = 12, eps: float = 1e-5) -> dict[str, float]:
@@ -38,10 +48,13 @@ def gradcheck_spec(spec, batch: int = 4, entries: int = 12, eps: float = 1e-5) -
         g.outputs[f"grad:{names[nid]}"] = v
     splits = load_data(spec)
     feeds = {}
+    # the first samples, ragged sequences cut to their longest (as the trainer's batches)
+    data = splits.train.batch(slice(0, batch), [n for n in g.named("input")
+                                                if n in splits.train.fields])
     for name, nid in g.named("input").items():
         t = g.type_of(Value(nid))
-        if name in splits.train.fields:
-            arr = splits.train.fields[name][:batch]
+        if name in data:
+            arr = data[name]
             feeds[name] = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
         elif name == "step_seed":
             feeds[name] = np.asarray(12345, np.int64)

@@ -32,6 +32,9 @@ def init_tensor(init: str, shape: tuple, fan_in: int, fan_out: int, rng) -> np.n
         return rng.uniform(-limit, limit, shape).astype(np.float32)
     if init == "he_normal":
         return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    if init == "uniform_hidden":  # recurrent weights, as torch.nn.RNN/LSTM/GRU: fan_in = hidden
+        limit = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-limit, limit, shape).astype(np.float32)
     if init == "normal":  # N(0, 1): embedding tables, as torch.nn.Embedding
         return rng.standard_normal(shape).astype(np.float32)
     raise ValueError(f"unknown initialiser {init!r}")

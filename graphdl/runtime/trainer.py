@@ -175,8 +175,8 @@ class Trainer:
         model = self.model
         train = self.splits.train
         target = self.spec.train["target"]
+        # each batch's feeds: ragged sequences cut to the batch's longest (Dataset.batch)
         feeds_fields = [n for n in model.spec.model.inputs] + [target]
-        arrays = {k: np.ascontiguousarray(train.fields[k]) for k in feeds_fields}
         n = len(train)
         shuffle = bool(self.settings["shuffle"])
         program = model.train_program()
@@ -202,7 +202,7 @@ class Trainer:
             step0 = self.state.step
             for b in range(steps_per_epoch):
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                feeds = {k: v[idx] for k, v in arrays.items()}
+                feeds = train.batch(idx, feeds_fields)
                 lr = self.lr_schedule.lr(epoch, b)
                 feeds["lr"] = np.float32(lr)
                 feeds["step_seed"] = step_seed(self.spec.seed, self.state.step)
@@ -211,7 +211,8 @@ class Trainer:
                     self.first_step_at = time.perf_counter()
                 loss = float(out["loss"][0])
                 if not math.isfinite(loss):
-                    self._non_finite(snapshot, arrays, order, epoch, b, step0, steps_per_epoch)
+                    self._non_finite(snapshot, feeds_fields, order, epoch, b, step0,
+                                     steps_per_epoch)
                 self.state.step += 1
                 stats.add(out, len(idx))
                 if bar is not None:
@@ -349,22 +350,23 @@ class Trainer:
         s.wait += 1
         return s.wait >= int(es["patience"])
 
-    def _non_finite(self, snapshot, arrays, order, epoch, batch, step0, steps_per_epoch) -> None:
+    def _non_finite(self, snapshot, names, order, epoch, batch, step0, steps_per_epoch) -> None:
         """Stop on a non-finite loss: replay the epoch to the failing step, then find the
         first op that made a non-finite value with the reference interpreter."""
         from graphdl.backends.reference import run_reference
 
         model = self.model
+        train = self.splits.train
         model.assign_tensors(snapshot, source="epoch snapshot")
         program = model.train_program()
         for b in range(batch):
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            feeds = {k: v[idx] for k, v in arrays.items()}
+            feeds = train.batch(idx, names)
             feeds["lr"] = np.float32(self.lr_schedule.lr(epoch, b))
             feeds["step_seed"] = step_seed(self.spec.seed, step0 + b)
             program(feeds)
         idx = order[batch * self.batch_size : (batch + 1) * self.batch_size]
-        feeds = {k: v[idx] for k, v in arrays.items()}
+        feeds = train.batch(idx, names)
         feeds["lr"] = np.asarray(self.base_lr, np.float32)
         feeds["step_seed"] = np.asarray(step_seed(self.spec.seed, step0 + batch))
         g = model.compiled("train").lowered

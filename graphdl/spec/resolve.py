@@ -92,9 +92,10 @@ class Substitution:
 
 def fill_split(split: dict, test_file: bool = False) -> dict:
     """The data.split section with defaults. Fractions: all missing -> 0.8/0.1/0.1; some
-    missing -> they share what is left. With ``test_file`` (data.source.test_path) the test
-    split is that file: test is 0 unless written (then graphdl.data refuses it), and all
-    missing -> 0.9/0.1 of data.source.path for train/val."""
+    missing -> they share what is left. With ``test_file`` (data.source.test_path, or a
+    built-in's standard test split) the test split is that file: test is 0 unless written
+    (then graphdl.data refuses it), and all missing -> 0.9/0.1 of the source for
+    train/val."""
     names = ("train", "val", "test")
     given = {k: split[k] for k in names if split.get(k) is not None}
     out = fill(sg.SPLIT, split)
@@ -625,7 +626,7 @@ def resolve_document(loaded: LoadedYaml, path_str: str) -> Spec:
         name = Path(path_str).stem
     seed = raw.get("seed", sg.TOP["seed"].default)
     data = fill(sg.DATA, raw["data"])
-    test_file = (raw["data"].get("source") or {}).get("test_path") is not None
+    test_file = sg.fixed_test_split(raw["data"].get("source")) is not None
     data["split"] = fill_split(raw["data"].get("split") or {}, test_file)
     train = fill(sg.TRAIN, raw.get("train") or {})
     if train["metrics"] is None:

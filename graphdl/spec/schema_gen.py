@@ -63,6 +63,40 @@ _TEST_PATH_DOC = (
     "be 0 or absent)"
 )
 
+# the keys of every source that can give sequences (graphdl.data.ragged pads them)
+_LENGTHS = string("name of the int64 field holding each sequence's length in steps (default: "
+                  "lengths); declare it in model.inputs as `{shape: [], dtype: int64}` for "
+                  "the layers that read it. Ragged sources need it; fixed-length ones give it "
+                  "too (every length the same), so one spec serves both")
+_SEQUENCE_KEYS = {
+    "lengths": _LENGTHS,
+    "max_len": integer("pad every sequence to this many steps (the input's T is then fixed); "
+                       "without it each batch is padded to its own longest sequence. A "
+                       "longer sequence is an error unless truncate says which steps to drop",
+                       minimum=1),
+    "truncate": enum("a sequence longer than max_len keeps its last max_len steps (pre: the "
+                     "first steps are dropped) or its first (post: the last are dropped)",
+                     ["pre", "post"]),
+    "pad_value": number("the value of padded steps of the sequence fields (default 0); a "
+                        "per-step integer target is padded with train.loss.ignore_index "
+                        "(default -100) instead"),
+}
+BUILTINS_WITH_TEST_SPLIT = ("japanese_vowels",)  # built-ins whose test split is fixed
+
+
+def fixed_test_split(source) -> str | None:
+    """What gives the test split when data.split does not: "data.source.test_path", or a
+    built-in's standard test split ("the standard test split of japanese_vowels"); None
+    when data.split divides the source into all three."""
+    if not isinstance(source, dict):
+        return None
+    if source.get("test_path") is not None:
+        return "data.source.test_path"
+    if source.get("type") == "builtin" and source.get("name") in BUILTINS_WITH_TEST_SPLIT:
+        return f"the standard test split of {source['name']}"
+    return None
+
+
 SOURCE = Union(
     "where the data comes from",
     "type",
@@ -70,14 +104,39 @@ SOURCE = Union(
         "builtin": (
             "a dataset shipped with graphdl",
             {
-                "name": enum("dataset name (digits: 8x8 images as x [64], labels y)",
-                             ["digits"], required=True),
+                "name": enum("dataset name: digits (8x8 images as x [64], labels y); "
+                             "japanese_vowels (UCI: 9 speakers, utterances of 7 to 29 frames "
+                             "of 12 LPC coefficients, x [T, 12] ragged, lengths, y; its "
+                             "standard split: 270 utterances for train and val, 370 the test "
+                             "split); airline (monthly airline passengers 1949-1960, "
+                             "thousands; needs window)",
+                             ["digits", "japanese_vowels", "airline"], required=True),
                 "as_images": boolean("give the images as channels-first arrays named image "
                                      "(digits: [1, 8, 8]) with labels named label",
                                      default=False),
                 "as_sequence": boolean("give each image as a sequence of its rows, x [steps, "
                                        "features] (digits: [8, 8], 8 steps of 8 pixels), with "
                                        "labels y", default=False),
+                "window": Obj(
+                    "cut a series (airline) into forecasting samples: x float32 [input, 1] "
+                    "the values of `input` consecutive steps, y float32 [horizon] the values "
+                    "that follow; split in time order (data.split fractions of the windows, "
+                    "never shuffled across the splits; the first horizon - 1 windows of val "
+                    "and test are left out so that no step is a target in two splits)",
+                    {
+                        "input": integer("steps the model sees", minimum=1, required=True),
+                        "horizon": integer("steps that follow, to forecast", minimum=1,
+                                           default=1),
+                        "season": integer(
+                            "steps in one season (12 for monthly data): evaluation also "
+                            "scores the seasonal-naive forecast on the same split (each "
+                            "target step forecast by the value one season earlier, taken "
+                            "from the input window, so at most input), in the units of the "
+                            "model's metrics and, where the target is preprocessed, in the "
+                            "series' units too", minimum=1),
+                    },
+                ),
+                **_SEQUENCE_KEYS,
             },
         ),
         "npz": (
@@ -91,6 +150,10 @@ SOURCE = Union(
                     string("name of the array in the .npz file", ref=False),
                 ),
                 "test_path": string(_TEST_PATH_DOC.format(what="a held-out .npz file")),
+                "sequences": string_list("fields holding ragged sequences, stored padded "
+                                         "[N, T, ...] with each sample's length in the field "
+                                         "named by lengths (an integer array [N])"),
+                **_SEQUENCE_KEYS,
             },
         ),
         "csv": (
@@ -152,7 +215,7 @@ SOURCE = Union(
         ),
         "synthetic": (
             ("a seeded sequence task generated from the spec seed, every sequence of one "
-             "fixed length (ragged min_len/max_len variants come with padding, later): adding "
+             "fixed length (the lengths field holds it for every sample): adding "
              "gives x float32 [length, 2] (uniform(0,1) values and a marker channel with one 1 "
              "in each half) and y float32 (the sum of the two marked values); copy, reverse "
              "and sort give src int64 [length] (tokens in [3, vocab)), tgt_in (BOS + target) "
@@ -166,18 +229,20 @@ SOURCE = Union(
                 "samples": integer("number of sequences", minimum=1, default=10000),
                 "vocab": integer("copy, reverse and sort: vocabulary size, the special tokens "
                                  "0-2 included (tokens are drawn from [3, vocab))", minimum=4),
+                "lengths": _LENGTHS,
             },
         ),
         "ts": (
-            ("a UEA/UCR .ts time-series file (univariate or multivariate, equal length only "
-             "for now: unequal lengths need padding, which comes later): x float32 [T, C] and, "
-             "with @classLabel, label int64 (the class's index in @classLabel order)"),
+            ("a UEA/UCR .ts time-series file (univariate or multivariate, of equal or unequal "
+             "lengths): x float32 [T, C] (padded per batch), lengths int64 and, with "
+             "@classLabel, label int64 (the class's index in @classLabel order)"),
             {
                 "path": string("path of the .ts file (e.g. NAME_TRAIN.ts), relative to the "
                                "spec file", required=True),
                 "test_path": string(_TEST_PATH_DOC.format(
                     what="a held-out .ts file (e.g. NAME_TEST.ts; its classes matched by "
                          "label)")),
+                **_SEQUENCE_KEYS,
             },
         ),
     },
@@ -310,8 +375,11 @@ INPUT = Obj(
     "a model input",
     {
         "shape": Leaf(
-            {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
-            "shape of one sample, without the batch axis (images channels-first)",
+            {"type": "array",
+             "items": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "T"}]}},
+            "shape of one sample, without the batch axis (images channels-first); a sequence "
+            "starts with T, its number of steps, which may differ from batch to batch "
+            "([T, 12], or [T] for token ids); [] is one number per sample (a lengths input)",
             required=True,
         ),
         "dtype": enum("element type", ["float32", "int64"], default="float32"),

@@ -747,8 +747,32 @@ def block_definition_checks(doc, r: Reporter) -> list[Diagnostic]:
     return out
 
 
+def input_shape_check(doc, r: Reporter) -> list[Diagnostic]:
+    """T (a sequence's number of steps) may only be the first dimension of an input shape."""
+    model = doc.get("model") if isinstance(doc, dict) else None
+    inputs = model.get("inputs") if isinstance(model, dict) else None
+    if not isinstance(inputs, dict):
+        return []
+    out = []
+    for name, idef in inputs.items():
+        shape = idef.get("shape") if isinstance(idef, dict) else None
+        if not isinstance(shape, list):
+            continue
+        for j, dim in enumerate(shape):
+            if dim == "T" and j > 0:
+                rest = [d for d in shape if d != "T"]
+                out.append(r.at(
+                    "E104", f"model.inputs.{name}.shape has T at position {j}: T, the "
+                    "number of steps of a sequence, can only be the first dimension",
+                    ("model", "inputs", name, "shape", j),
+                    help=f"write the time axis first: shape: [{', '.join(map(str, ['T', *rest]))}] "
+                         "(steps, then the features of one step)"))
+    return out
+
+
 def semantic_checks(doc, r: Reporter) -> list[Diagnostic]:
     out: list[Diagnostic] = []
+    out.extend(input_shape_check(doc, r))
     for layers, lpath in all_layer_lists(doc):
         for layer, p in iter_layers(layers, lpath):
             out.extend(layer_checks(layer, p, r))

@@ -6,6 +6,15 @@ members, generated source) and the collapsible groups made from spec layer names
 (``encoder.0.dense_2`` sits in ``encoder.0`` inside ``encoder``), split by phase so that a
 layer's forward and backward ops form separate groups.
 
+A ``scan`` node (a loop over time, `graphdl.ir.scan`) carries ``node["scan"]``: its
+direction, whether it is the backward (BPTT) scan of another, the number of steps, the
+role of each input (carry i, step slice of sequence j, invariant k; for a backward scan
+gradient carries, gradient accumulators, saved per-step values, output gradients) and
+output (next carry, per-step output, saved for BPTT), and its body drawn as a graph of its
+own (``node["scan"]["body"]``, nodes in the same shape as a stage's). The renderers draw
+it as one node that opens to its body (HTML), or as a box (SVG) or cluster (DOT) holding
+the body.
+
 ``compare_data(a, b)`` maps the nodes of two stages onto each other. Passes keep node ids,
 and a ``fused`` node records the original ids of its members, so a node of one stage
 corresponds to the nodes of the other that share an id with it, counting a fused node as
@@ -19,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from graphdl.ir.graph import Graph
+from graphdl.ir.graph import Graph, Value
+from graphdl.ir.scan import SCAN, body_inputs, body_output_names
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
 
@@ -118,6 +128,13 @@ def _node_flops(g: Graph, nid: int, b: _Bindings) -> int | None:
     ins = [g.node(v.node)["types"][v.index] for v in g.inputs_of(nid)]
     if any(t is None for t in ins):
         return None
+    if nd["op"] == SCAN:  # the body once per step (as graphdl.ops.cost.flops counts it)
+        body = nd["attrs"]["body"]
+        steps = ins[nd["attrs"]["num_carry"]].bind(b)[0] if len(ins) > nd["attrs"]["num_carry"] else 0
+        per_step = [_node_flops(body, n, b) for n in body.nodes()]
+        if any(f is None for f in per_step):
+            return None
+        return int(steps) * sum(per_step)
     if nd["op"] == "fused":
         total = 0
         vals: list[TensorType] = []
@@ -215,7 +232,9 @@ def _groups(nodes: list[dict]) -> list[dict]:
                   key=lambda g: (order.get(g["phase"], 9), g["line"] or 0, natural(g["path"])))
 
 
-def node_title(op: str, name: str | None, fused: dict | None) -> str:
+def node_title(op: str, name: str | None, fused: dict | None, scan: dict | None = None) -> str:
+    if scan is not None:
+        return scan_title(scan)
     if fused is not None:
         ops = [m["op"] for m in fused["members"]]
         text = "fused: " + "+".join(ops)
@@ -256,7 +275,21 @@ def stage_data(
     if plan is not None:
         sizes = slot_sizes(plan, b)
         slot_bytes = [n * np.dtype(s["dtype"]).itemsize for s, n in zip(plan["slots"], sizes)]
-    sources = node_sources(source)
+    nodes = _node_records(graph, b, plan, slot_bytes, node_sources(source))
+    groups = _groups(nodes)
+    return {
+        "name": name,
+        "title": title or STAGE_TITLES.get(name, name),
+        "nodes": nodes,
+        "groups": groups,
+        "bindings": {k: int(v) for k, v in (bindings or {}).items()},
+        "default_batch": b.default,
+        "has_plan": plan is not None,
+    }
+
+
+def _node_records(graph: Graph, b: _Bindings, plan: dict | None, slot_bytes: list[int],
+                  sources: dict[int, str]) -> list[dict]:
     order = graph.meta.get("schedule") or []
     if set(order) == set(graph.nodes()):
         nids = list(order)
@@ -272,6 +305,7 @@ def stage_data(
         nd = graph.node(nid)
         attrs = dict(nd["attrs"])
         fused = None
+        scan = None
         if nd["op"] == "fused":
             members = attrs.pop("members", [])
             fused = {
@@ -290,6 +324,11 @@ def stage_data(
                     for m in members
                 ],
             }
+        elif nd["op"] == SCAN and isinstance(attrs.get("body"), Graph):
+            scan = scan_view(graph, nid, b)
+            body = attrs["body"]
+            attrs["body"] = (f"<body: {len(body)} nodes, {len(body_inputs(body))} inputs, "
+                             f"{len(body.outputs)} outputs; open the scan to see it>")
         ins = graph.inputs_of(nid)
         node = {
             "id": nid,
@@ -298,7 +337,7 @@ def stage_data(
             "layer": nd["layer"],
             "line": nd["line"],
             "phase": nd["phase"],
-            "title": node_title(nd["op"], nd["name"], fused),
+            "title": node_title(nd["op"], nd["name"], fused, scan),
             "sub": node_subtitle(nd["layer"], nd["line"]),
             "types": [type_text(t) for t in nd["types"]],
             "bytes": [_nbytes(t, b) for t in nd["types"]],
@@ -312,19 +351,180 @@ def stage_data(
         }
         if fused is not None:
             node["fused"] = fused
+        if scan is not None:
+            node["scan"] = scan
         if nid in sources:
             node["source"] = sources[nid]
         nodes.append(node)
-    groups = _groups(nodes)
+    return nodes
+
+
+# ----------------------------------------------------------------------------- scans
+
+# names scan_autodiff gives the backward body's inputs (a name not listed here gets its
+# positional role only)
+_BWD_NAMES = (
+    ("grad_carry", "carry", "gradient carry {i}", "∂loss/∂carry {i}, from the previous iteration"),
+    ("grad_acc", "carry", "gradient accumulator {i}", "Σ over the steps of ∂loss/∂(invariant)"),
+    ("grad_step", "sequence", "output gradient {i} [t]", "∂loss/∂(per-step output) at step t"),
+    ("saved", "sequence", "saved value {i} [t]", "kept by the forward scan at step t"),
+    ("truncate_mask", "sequence", "truncation mask [t]", "0 where truncated BPTT stops the carry"),
+)
+
+
+def scan_title(scan: dict) -> str:
+    """A scan node's title: ``scan ×T forward`` / ``scan ×T reverse (BPTT)``."""
+    return f"scan ×{scan['steps']} {scan['direction']}" + (" (BPTT)" if scan["bptt"] else "")
+
+
+def scan_caption(node: dict) -> tuple[str, str]:
+    """The two caption lines of an open scan: what it is, which way; how often, its pair."""
+    scan = node["scan"]
+    steps = scan["steps"]
+    order = f"t = 0 → {steps}−1" if scan["direction"] == "forward" else f"t = {steps}−1 → 0"
+    what = "backward (BPTT) scan" if scan["bptt"] else "scan"
+    first = f"%{node['id']} {what} · {scan['direction']}, {order}"
+    second = f"the body below runs {steps} times"
+    if scan.get("truncate"):
+        second += f" (truncated BPTT: {scan['truncate']} steps)"
+    if scan.get("pair") is not None:
+        second += f" · the gradient of %{scan['pair']}" if scan["bptt"] else f" · its gradient: %{scan['pair']}"
+    if node.get("sub"):
+        second += f" · {node['sub']}"
+    return first, second
+
+
+def _source_text(graph: Graph, v: Value) -> str:
+    nd = graph.node(v.node)
+    label = nd["name"] or nd["op"]
+    out = f".{v.index}" if len(nd["types"]) > 1 else ""
+    return f"%{v.node}{out} {label}"
+
+
+def scan_view(graph: Graph, nid: int, b: _Bindings) -> dict:
+    """The roles of a scan node's inputs and outputs and its body as viewer data."""
+    nd = graph.node(nid)
+    attrs = nd["attrs"]
+    body: Graph = attrs["body"]
+    k, s = int(attrs["num_carry"]), int(attrs["num_seq"])
+    ins = graph.inputs_of(nid)
+    ids = body_inputs(body)
+    names = [body.node(i)["name"] or "" for i in ids]
+    bptt = nd["phase"] == "backward" or any(n.startswith("grad_carry") for n in names)
+    seq_t = graph.node(ins[k].node)["types"][ins[k].index] if len(ins) > k else None
+    steps = str(seq_t.shape[0]) if seq_t is not None and seq_t.shape else "T"
+    # scans this one reads saved values from (its forward scan), and scans that read it
+    sources = sorted({v.node for v in ins if graph.op_of(v.node) == SCAN and v.node != nid})
+    readers = sorted({dst for i in range(graph.num_outputs(nid))
+                      for dst, _ in graph.consumers(Value(nid, i)) if graph.op_of(dst) == SCAN})
+    pair = (sources[0] if sources else None) if bptt else (readers[0] if readers else None)
+
+    inputs = []
+    counts = {"carry": 0, "sequence": 0, "invariant": 0}
+    for slot, v in enumerate(ins):
+        kind = "carry" if slot < k else "sequence" if slot < k + s else "invariant"
+        index = counts[kind]
+        counts[kind] += 1
+        name = names[slot] if slot < len(names) else ""
+        src = graph.node(v.node)
+        role, detail = None, None
+        for prefix, want, r, d in _BWD_NAMES:
+            if bptt and name.startswith(prefix) and kind == want:
+                digits = name[len(prefix):]
+                role = r.format(i=digits if digits.isdigit() else index)
+                detail = d.format(i=digits if digits.isdigit() else index)
+                break
+        if kind == "sequence" and src["op"] == SCAN and v.node != nid:
+            role = role or f"saved value {index} [t]"
+            detail = f"saved by scan %{v.node} (out {v.index}) at step t"
+        elif kind == "sequence" and src["op"] == "seq_mask":
+            role, detail = role or "time mask [t]", "1 where step t is within the sample's length"
+        if role is None:
+            role = {"carry": f"carry {index}", "sequence": f"step slice of seq {index}",
+                    "invariant": f"invariant {index}"}[kind]
+            detail = {"carry": "the state entering step t",
+                      "sequence": "row t of " + _source_text(graph, v),
+                      "invariant": _source_text(graph, v) + ", the same every step"}[kind]
+        inputs.append({"slot": slot, "kind": kind, "index": index, "role": role,
+                       "detail": detail, "name": name, "body": ids[slot] if slot < len(ids) else None,
+                       "source": [v.node, v.index]})
+
+    outputs = []
+    nsaved = 0
+    out_names = body_output_names(body, k)
+    for i, oname in enumerate(out_names):
+        val = body.outputs[oname]
+        if i < k:
+            cin = inputs[i]["role"] if i < len(inputs) else f"carry {i}"
+            inner = f"next {cin}" if not cin.startswith("gradient accumulator") else f"{cin} + this step's"
+            if cin.startswith("gradient carry"):
+                outer = f"∂loss/∂(initial carry {i})"
+            elif cin.startswith("gradient accumulator"):
+                outer = f"{cin}: the gradient summed over the {steps} steps"
+            else:
+                outer = f"final carry {i}"
+            kind = "carry"
+            step = "t−1" if attrs.get("reverse") else "t+1"
+            inner_detail = f"becomes {cin} at step {step}"
+        else:
+            j = i - k
+            kind = "step"
+            saved_for = sorted({dst for dst, _ in graph.consumers(Value(nid, i))
+                                if graph.op_of(dst) == SCAN and dst != nid})
+            if saved_for:
+                inner = f"saved for BPTT {nsaved}"
+                nsaved += 1
+                outer = f"saved per-step values for scan %{saved_for[0]}"
+            elif bptt:
+                inner = f"per-step gradient {j}"
+                outer = f"per-step gradient {j}, stacked over {steps} steps"
+            else:
+                inner = f"per-step output {j}"
+                outer = f"per-step output {j}, stacked over {steps} steps"
+            inner_detail = f"row t of out {i}"
+        outputs.append({"index": i, "name": oname, "kind": kind, "role": inner,
+                        "detail": inner_detail, "outer": outer, "value": [val.node, val.index]})
+
+    body_nodes = _node_records(body, b, None, [], {})
+    by_input = {e["body"]: e for e in inputs}
+    by_value: dict[int, list[str]] = {}
+    for o in outputs:
+        by_value.setdefault(o["value"][0], []).append(f"{o['role']} (out {o['index']})")
+    for n in body_nodes:
+        n["group"] = None
+        n["roots"] = by_value.get(n["id"], [])
+        if n["layer"] in (None, nd["layer"]):
+            n["sub"] = ""  # the scan's own layer: said once, on the scan
+        e = by_input.get(n["id"])
+        if e is not None:
+            n["title"] = e["role"]
+            n["sub"] = e["detail"]
+            n["scan_input"] = {"slot": e["slot"], "kind": e["kind"], "index": e["index"]}
     return {
-        "name": name,
-        "title": title or STAGE_TITLES.get(name, name),
-        "nodes": nodes,
-        "groups": groups,
-        "bindings": {k: int(v) for k, v in (bindings or {}).items()},
-        "default_batch": b.default,
-        "has_plan": plan is not None,
+        "direction": "reverse" if attrs.get("reverse") else "forward",
+        "bptt": bool(bptt),
+        "steps": steps,
+        "truncate": int(attrs.get("truncate") or 0),
+        "num_carry": k,
+        "num_seq": s,
+        "num_inv": len(ins) - k - s,
+        "pair": pair,
+        "inputs": inputs,
+        "outputs": outputs,
+        "body": {"nodes": body_nodes, "groups": []},
     }
+
+
+def scan_nodes(stage: dict) -> list[dict]:
+    """Every scan node of a stage, bodies' scans included (outermost first)."""
+    out = []
+    todo = list(stage["nodes"])
+    while todo:
+        n = todo.pop(0)
+        if n.get("scan"):
+            out.append(n)
+            todo.extend(n["scan"]["body"]["nodes"])
+    return out
 
 
 def expansion(node: dict) -> set[int]:

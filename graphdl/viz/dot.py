@@ -1,5 +1,6 @@
-"""Graphviz DOT: fused kernels as clusters of their member ops, colours by phase (or the
-other colourings), dtype and shape on every edge, pen width by bytes.
+"""Graphviz DOT: fused kernels as clusters of their member ops, a scan as a cluster of its
+body (inputs named by role, one port per output), colours by phase (or the other
+colourings), dtype and shape on every edge, pen width by bytes.
 
 Rendering needs Graphviz's ``dot``; :func:`render_with_dot` runs it only when installed.
 """
@@ -10,12 +11,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from graphdl.viz.data import scan_caption
 from graphdl.viz.style import (
     ADDED,
+    PHASE_COLORS,
     REMOVED,
     SOURCE_OPS,
     edge_width,
     human,
+    lighter,
     metric,
     node_colors,
     shorten,
@@ -33,17 +37,26 @@ def _attrs(**kw) -> str:
     return "[" + ", ".join(items) + "]"
 
 
-def _stage_lines(stage: dict, color: str, prefix: str, marks: dict, indent: str) -> list[str]:
+def _stage_lines(stage: dict, color: str, prefix: str, marks: dict, indent: str,
+                 outputs: list[dict] | None = None, top: int | None = None) -> list[str]:
+    """DOT statements of a stage, or of a scan's body (``outputs``: the scan's outputs,
+    drawn as port nodes ``<prefix>o<i>``). A scan is a cluster ``cluster_<prefix>s<id>``
+    holding its body (node names prefixed ``<prefix>s<id>_``): the edges into the scan go
+    to the body's input of their slot, those out of it leave from the port of their output."""
     colors = node_colors(stage, color)
     by_id = {n["id"]: n for n in stage["nodes"]}
-    top = max([b or 0 for n in stage["nodes"] for b in n["bytes"]] or [1])
+    if top is None:
+        top = max([b or 0 for n in stage["nodes"] for b in n["bytes"]] or [1])
     lines: list[str] = []
 
-    def out_port(nid: int) -> str:
-        """The DOT node that produces node ``nid``'s value (a fused node's last member)."""
+    def out_port(nid: int, idx: int) -> str:
+        """The DOT node that produces output ``idx`` of node ``nid`` (a fused node's last
+        member, a scan's output port)."""
         n = by_id[nid]
         if n.get("fused"):
             return f"{prefix}n{nid}_{len(n['fused']['members']) - 1}"
+        if n.get("scan"):
+            return f"{prefix}s{nid}_o{idx}"
         return f"{prefix}n{nid}"
 
     for n in stage["nodes"]:
@@ -58,6 +71,16 @@ def _stage_lines(stage: dict, color: str, prefix: str, marks: dict, indent: str)
         if mark:
             tip += f"; {mark}"
         label = shorten(n["title"]) + (f"\n{n['sub']}" if n["sub"] else "")
+        if n.get("scan"):
+            sc = n["scan"]
+            cap = scan_caption(n)
+            dashed = "rounded,dashed,filled"
+            lines.append(f"{indent}subgraph {_q('cluster_' + prefix + 's' + str(n['id']))} {{")
+            lines.append(f"{indent}  graph {_attrs(label=cap[0] + chr(10) + cap[1], style=dashed, fillcolor=lighter(fill), color=style_extra.get('color', stroke), penwidth=style_extra.get('penwidth', '1.8'), tooltip=tip, fontsize='10', labeljust='l')};")
+            body = {"nodes": sc["body"]["nodes"], "phase": n["phase"]}
+            lines += _stage_lines(body, color, f"{prefix}s{n['id']}_", {}, indent + "  ", sc["outputs"], top)
+            lines.append(f"{indent}}}")
+            continue
         if n.get("fused"):
             f = n["fused"]
             dashed = ",dashed" if mark else ""
@@ -83,9 +106,18 @@ def _stage_lines(stage: dict, color: str, prefix: str, marks: dict, indent: str)
             continue
         shape = "ellipse" if n["op"] in SOURCE_OPS else "box"
         style = "filled" if shape == "ellipse" else "rounded,filled"
-        if mark:
+        if mark or n.get("scan_input"):
             style += ",dashed"
         lines.append(f"{indent}{prefix}n{n['id']} {_attrs(label=label, shape=shape, style=style, fillcolor=fill, color=style_extra.get('color', stroke), penwidth=style_extra.get('penwidth'), tooltip=tip)};")
+    ports = []
+    for o in outputs or []:
+        stroke = PHASE_COLORS.get(stage.get("phase", ""), ("", "#555555"))[1]
+        port = f"{prefix}o{o['index']}"
+        ports.append(port)
+        lines.append(f"{indent}{port} {_attrs(label='→ ' + o['role'] + chr(10) + o['detail'], shape='box', style='rounded,bold,filled', fillcolor='#ffffff', color=stroke, tooltip=o['outer'] + ' (out ' + str(o['index']) + ' of the scan)')};")
+    if ports:
+        # the body's output ports share a rank (the body's last)
+        lines.append(f"{indent}subgraph {_q(prefix + 'ports')} {{ rank=same; {'; '.join(ports)}; }}")
 
     for n in stage["nodes"]:
         targets: list[tuple[str, int]] = []  # (dot node, input slot)
@@ -94,6 +126,9 @@ def _stage_lines(stage: dict, color: str, prefix: str, marks: dict, indent: str)
                 for r in m["inputs"]:
                     if r[0] == "input":
                         targets.append((f"{prefix}n{n['id']}_{i}", r[1]))
+        elif n.get("scan"):
+            targets = [(f"{prefix}s{n['id']}_n{e['body']}", e["slot"]) for e in n["scan"]["inputs"]
+                       if e["body"] is not None]
         else:
             targets = [(f"{prefix}n{n['id']}", k) for k in range(len(n["inputs"]))]
         for dst, slot in targets:
@@ -104,7 +139,14 @@ def _stage_lines(stage: dict, color: str, prefix: str, marks: dict, indent: str)
             text = src["types"][idx] or "?"
             if len(src["types"]) > 1:
                 text = f"out {idx}: {text}"
-            lines.append(f"{indent}{out_port(u)} -> {dst} {_attrs(label=text, penwidth=str(edge_width(src['bytes'][idx], top)))};")
+            lines.append(f"{indent}{out_port(u, idx)} -> {dst} {_attrs(label=text, penwidth=str(edge_width(src['bytes'][idx], top)))};")
+    for o in outputs or []:
+        u, idx = o["value"]
+        if u not in by_id:
+            continue
+        src = by_id[u]
+        text = src["types"][idx] or "?"
+        lines.append(f"{indent}{out_port(u, idx)} -> {prefix}o{o['index']} {_attrs(label=text, penwidth=str(edge_width(src['bytes'][idx], top)))};")
     return lines
 
 

@@ -6,8 +6,10 @@
    input) and every node fed by sources only is moved down to just above its first
    consumer, so weights sit beside the op that reads them instead of on the top row
    (``align="late"`` takes the longest path to the sinks instead); ``pin_below`` nodes
-   (value labels) go right under their only input;
-3. an edge that spans several layers gets a chain of dummy nodes, one per layer crossed;
+   (value labels) go right under their only input; ``sinks_last`` nodes go to the bottom
+   layer (the output ports of a scan's body);
+3. an edge that spans several layers gets a chain of dummy nodes, one per layer crossed
+   (through a layer taller than ``TALL_LAYER`` it runs straight down the layer's height);
 4. the order within each layer comes from barycentre sweeps (down, then up) each
    followed by a transpose pass (swap neighbours while that removes crossings), keeping
    the order with the fewest crossings seen;
@@ -30,6 +32,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 Point = tuple[float, float]
+TALL_LAYER = 60.0  # layers taller than this (a box holding a scan's body) are crossed straight
 
 
 @dataclass
@@ -64,6 +67,7 @@ def layered_layout(
     tighten_sources: bool = True,
     align: str = "early",
     pin_below: Iterable[Hashable] = (),
+    sinks_last: Iterable[Hashable] = (),
 ) -> Layout:
     """Lay out ``nodes`` (key -> (width, height)) joined by ``edges`` (u, v) pairs."""
     keys = list(nodes)
@@ -122,6 +126,11 @@ def layered_layout(
             layer[v] = layer[pred[v][0]] + 1
     low = min(layer, default=0)
     layer = [x - low for x in layer]
+    last = [idx[k] for k in sinks_last if k in idx and not succ[idx[k]]]
+    if last:
+        bottom = max(layer)
+        for v in last:
+            layer[v] = bottom
 
     # dummy nodes: every DAG edge becomes a chain of unit-length segments
     lay = list(layer)
@@ -186,7 +195,11 @@ def layered_layout(
         a, b = (v, u) if flipped else (u, v)
         chain = chains[(a, b)]
         pts: list[Point] = [(xs[a], ys[a] + hei[a] / 2)]
-        pts += [(xs[d], ys[d]) for d in chain[1:-1]]
+        for d in chain[1:-1]:
+            # through a tall layer (one holding an open scan's box) the edge runs straight
+            # down the layer's whole height, so that it cannot cut across the box
+            top, h = tops[lay[d]], layer_h[lay[d]]
+            pts += [(xs[d], top), (xs[d], top + h)] if h > TALL_LAYER else [(xs[d], ys[d])]
         pts.append((xs[b], ys[b] - hei[b] / 2))
         if flipped:
             pts.reverse()

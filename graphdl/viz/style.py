@@ -29,6 +29,11 @@ def _mix(a: str, b: str, t: float) -> str:
     return "#" + "".join(f"{round(x + (y - x) * t):02x}" for x, y in zip(ca, cb))
 
 
+def lighter(color: str, t: float = 0.55) -> str:
+    """``color`` mixed with white (the inside of a scan's box or cluster)."""
+    return _mix(color, "#ffffff", t)
+
+
 def group_color(k: int) -> tuple[str, str]:
     """A distinct pastel per fused kernel (golden-ratio hues)."""
     h = (k * 0.618033988749895) % 1.0

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
+from graphdl.viz.data import scan_caption
 from graphdl.viz.layout import Layout, layered_layout
 from graphdl.viz.style import (
     ADDED,
+    PHASE_COLORS,
     REMOVED,
     SOURCE_OPS,
     edge_width,
@@ -33,29 +35,70 @@ def _q(s) -> str:
     return escape(str(s), {'"': "&quot;"})
 
 
-def stage_layout(stage: dict) -> tuple[Layout, dict]:
-    """The layout of one stage: op nodes ("n", id) and value-label nodes ("v", id, index)."""
+SCAN_HEAD = 40.0  # the caption band of a scan's box
+SCAN_PAD = 10.0
+
+
+def _node_size(n: dict) -> tuple[float, float]:
+    title = shorten(n["title"])
+    sub = shorten(n["sub"], 52)
+    w = max(text_width(title, TITLE_SIZE), text_width(sub, SUB_SIZE) if sub else 0) + 18
+    return (max(w, 48.0), 34.0 if sub else 22.0)
+
+
+def _port_text(o: dict) -> tuple[str, str]:
+    return "→ " + o["role"], o["detail"]
+
+
+def stage_layout(stage: dict, bodies: dict | None = None,
+                 outputs: list[dict] | None = None) -> tuple[Layout, dict]:
+    """The layout of one stage: op nodes ("n", id) and value-label nodes ("v", id, index).
+
+    A scan node is a box as large as its body's own layout (stored in ``bodies[id]`` when
+    given). For a body, ``outputs`` are the scan's outputs: port nodes ("o", index) on the
+    bottom row; the body's inputs (its only sources) sit on the top row."""
     by_id = {n["id"]: n for n in stage["nodes"]}
     sizes: dict = {}
     edges: list = []
     values: dict = {}
     for n in stage["nodes"]:
-        title = shorten(n["title"])
-        sub = n["sub"]
-        w = max(text_width(title, TITLE_SIZE), text_width(sub, SUB_SIZE) if sub else 0) + 18
-        sizes[("n", n["id"])] = (max(w, 48.0), 34.0 if sub else 22.0)
+        if n.get("scan"):
+            inner: dict = {}
+            blay, bvalues = stage_layout(n["scan"]["body"], inner, n["scan"]["outputs"])
+            cap = scan_caption(n)
+            w = max(blay.width + 2 * SCAN_PAD, text_width(cap[0], TITLE_SIZE) + 24,
+                    text_width(cap[1], SUB_SIZE) + 24)
+            sizes[("n", n["id"])] = (w, SCAN_HEAD + blay.height + SCAN_PAD)
+            if bodies is not None:
+                bodies[n["id"]] = {"layout": blay, "values": bvalues, "bodies": inner,
+                                   "left": (w - blay.width) / 2, "caption": cap}
+        else:
+            sizes[("n", n["id"])] = _node_size(n)
+
+    def value(u: int, i: int):
+        vk = ("v", u, i)
+        if vk not in sizes:
+            text = by_id[u]["types"][i] or "?"
+            sizes[vk] = (text_width(text, VALUE_SIZE) + 8, 13.0)
+            values[vk] = (text, by_id[u]["bytes"][i])
+            edges.append((("n", u), vk))
+        return vk
+
     for n in stage["nodes"]:
         for u, i in n["inputs"]:
-            if u not in by_id:
-                continue
-            vk = ("v", u, i)
-            if vk not in sizes:
-                text = by_id[u]["types"][i] or "?"
-                sizes[vk] = (text_width(text, VALUE_SIZE) + 8, 13.0)
-                values[vk] = (text, by_id[u]["bytes"][i])
-                edges.append((("n", u), vk))
-            edges.append((vk, ("n", n["id"])))
-    lay = layered_layout(sizes, edges, node_gap=16, layer_gap=14, margin=10, pin_below=list(values))
+            if u in by_id:
+                edges.append((value(u, i), ("n", n["id"])))
+    ports = []
+    for o in outputs or []:
+        title, sub = _port_text(o)
+        key = ("o", o["index"])
+        sizes[key] = (max(text_width(title, TITLE_SIZE), text_width(sub, SUB_SIZE)) + 18, 34.0)
+        ports.append(key)
+        u, i = o["value"]
+        if u in by_id:
+            edges.append((value(u, i), key))
+    lay = layered_layout(sizes, edges, node_gap=16, layer_gap=14, margin=10, pin_below=list(values),
+                         tighten_sources=outputs is None, sinks_last=ports)
     return lay, values
 
 
@@ -75,15 +118,57 @@ def _path(pts) -> str:
 
 
 def _stage_svg(stage: dict, color: str, dx: float, dy: float, marks: dict | None = None) -> tuple[list[str], float, float]:
-    lay, values = stage_layout(stage)
-    colors = node_colors(stage, color)
+    bodies: dict = {}
+    lay, values = stage_layout(stage, bodies)
     top = max([b for _, b in values.values() if b] or [1])
     out = [f'<g class="stage" data-stage="{_q(stage["name"])}" transform="translate({dx:.1f},{dy:.1f})">']
-    out.append('<g class="edges" fill="none" stroke="#6b6b6b">')
+    out += _graph_svg(stage, lay, values, bodies, color, marks or {}, top)
+    out.append("</g>")
+    return out, lay.width, lay.height
+
+
+def _port_at(lay: Layout, box_key, body: dict, key) -> tuple[float, float, float]:
+    """(x, top, bottom) of a port of a scan's body in the coordinates of the scan's graph."""
+    x0, y0, _, _ = lay.box(box_key)
+    px, py = body["layout"].pos[key]
+    _, ph = body["layout"].size[key]
+    x = x0 + body["left"] + px
+    y = y0 + SCAN_HEAD + py
+    return x, y - ph / 2, y + ph / 2
+
+
+def _graph_svg(stage: dict, lay: Layout, values: dict, bodies: dict, color: str, marks: dict,
+               top: int, outputs: list[dict] | None = None) -> list[str]:
+    """The edges, value labels and nodes of a laid-out graph (a stage or a scan's body)."""
+    colors = node_colors(stage, color)
+    by_id = {n["id"]: n for n in stage["nodes"]}
+    in_body = outputs is not None
+    out = ['<g class="edges" fill="none" stroke="#6b6b6b">']
+    leads = []
     for (u, v), pts in lay.edges.items():
         vk = u if u[0] == "v" else v
         w = edge_width(values[vk][1], top)
-        arrow = ' marker-end="url(#arrow)"' if v[0] == "n" else ""
+        arrow = ' marker-end="url(#arrow)"' if v[0] in ("n", "o") else ""
+        # an edge at a scan runs to (from) the box's edge above (below) the port of its
+        # slot (output); a straight lead joins it to the port
+        if v[0] == "n" and v[1] in bodies:
+            scan = by_id[v[1]]["scan"]
+            body = bodies[v[1]]
+            for slot, (src, idx) in enumerate(by_id[v[1]]["inputs"]):
+                if (src, idx) != (u[1], u[2]) or scan["inputs"][slot]["body"] is None:
+                    continue
+                x, ptop, _ = _port_at(lay, v, body, ("n", scan["inputs"][slot]["body"]))
+                box_top = lay.box(v)[1]
+                out.append(f'<path d="{_path(list(pts[:-1]) + [(x, box_top)])}" stroke-width="{w}"/>')
+                leads.append(f'<path d="M{x:.1f},{box_top:.1f} L{x:.1f},{ptop:.1f}" stroke-width="{w}" marker-end="url(#arrow)"/>')
+            continue
+        if u[0] == "n" and u[1] in bodies:
+            body = bodies[u[1]]
+            x, _, pbottom = _port_at(lay, u, body, ("o", v[2]))
+            box_bottom = lay.box(u)[3]
+            out.append(f'<path d="{_path([(x, box_bottom)] + list(pts[1:]))}" stroke-width="{w}"/>')
+            leads.append(f'<path d="M{x:.1f},{pbottom:.1f} L{x:.1f},{box_bottom:.1f}" stroke-width="{w}"/>')
+            continue
         out.append(f'<path d="{_path(pts)}" stroke-width="{w}"{arrow}/>')
     out.append("</g>")
     out.append(f'<g class="values" font-size="{VALUE_SIZE}" fill="#444444" text-anchor="middle">')
@@ -99,14 +184,13 @@ def _stage_svg(stage: dict, color: str, dx: float, dy: float, marks: dict | None
         )
     out.append("</g>")
     out.append('<g class="nodes" text-anchor="middle">')
-    marks = marks or {}
     for n in stage["nodes"]:
         key = ("n", n["id"])
         x, y = lay.pos[key]
         w, h = lay.size[key]
         fill, stroke = colors[n["id"]]
         extra = ""
-        cls = "node"
+        cls = "body-node" if in_body else "node"
         mark = marks.get(n["id"])
         if mark:
             stroke = REMOVED if mark == "removed" else ADDED
@@ -122,19 +206,75 @@ def _stage_svg(stage: dict, color: str, dx: float, dy: float, marks: dict | None
             tip.append(f"{color}: {human(metric(n, color))}")
         if mark:
             tip.append(f"{mark} by the later stage" if mark == "removed" else "added by the later stage")
+        data = f'data-body-id="{n["id"]}"' if in_body else f'data-id="{n["id"]}"'
+        if n.get("scan_input"):
+            data += f' data-role="{_q(n["title"])}" data-slot="{n["scan_input"]["slot"]}"'
+            extra += ' stroke-dasharray="3,2"'
+        if n["id"] in bodies:
+            body = bodies[n["id"]]
+            sc = n["scan"]
+            tip += list(body["caption"])
+            data += (f' data-scan="{sc["direction"]}" data-bptt="{int(sc["bptt"])}"'
+                     f' data-steps="{_q(sc["steps"])}"')
+            x0, y0 = x - w / 2, y - h / 2
+            out.append(
+                f'<g class="{cls}" {data} data-op="{_q(n["op"])}"><title>{_q(chr(10).join(tip))}</title>'
+                f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{w:.1f}" height="{h:.1f}" rx="8" '
+                f'fill="{fill}" fill-opacity="0.25" stroke="{stroke}" stroke-width="1.8" stroke-dasharray="8,3"{extra}/>'
+                f'<rect x="{x0:.1f}" y="{y0:.1f}" width="{w:.1f}" height="{SCAN_HEAD - 6:.1f}" rx="8" '
+                f'fill="{fill}" fill-opacity="0.8" stroke="none"/>'
+            )
+            out.append("</g>")
+            continue
         out.append(
-            f'<g class="{cls}" data-id="{n["id"]}" data-op="{_q(n["op"])}"><title>{_q(chr(10).join(tip))}</title>'
+            f'<g class="{cls}" {data} data-op="{_q(n["op"])}"><title>{_q(chr(10).join(tip))}</title>'
             f'<rect x="{x - w / 2:.1f}" y="{y - h / 2:.1f}" width="{w:.1f}" height="{h:.1f}" rx="{rx}" '
             f'fill="{fill}" stroke="{stroke}"{extra}/>'
         )
-        if n["sub"]:
+        sub = shorten(n["sub"], 52)
+        if sub:
             out.append(f'<text x="{x:.1f}" y="{y - 2:.1f}" font-size="{TITLE_SIZE}">{_q(shorten(n["title"]))}</text>')
-            out.append(f'<text x="{x:.1f}" y="{y + 11:.1f}" font-size="{SUB_SIZE}" fill="#555555">{_q(n["sub"])}</text>')
+            out.append(f'<text x="{x:.1f}" y="{y + 11:.1f}" font-size="{SUB_SIZE}" fill="#555555">{_q(sub)}</text>')
         else:
             out.append(f'<text x="{x:.1f}" y="{y + 4:.1f}" font-size="{TITLE_SIZE}">{_q(shorten(n["title"]))}</text>')
         out.append("</g>")
-    out.append("</g></g>")
-    return out, lay.width, lay.height
+    for o in outputs or []:
+        key = ("o", o["index"])
+        x, y = lay.pos[key]
+        w, h = lay.size[key]
+        title, sub = _port_text(o)
+        out.append(
+            f'<g class="scan-output" data-out="{o["index"]}" data-role="{_q(o["role"])}">'
+            f'<title>{_q(o["role"] + " (" + o["detail"] + "): " + o["outer"])}</title>'
+            f'<rect x="{x - w / 2:.1f}" y="{y - h / 2:.1f}" width="{w:.1f}" height="{h:.1f}" rx="11" '
+            f'fill="#ffffff" stroke="{PHASE_COLORS.get(stage.get("phase", ""), ("", "#555555"))[1]}" stroke-width="1.6"/>'
+            f'<text x="{x:.1f}" y="{y - 2:.1f}" font-size="{TITLE_SIZE}" font-weight="bold">{_q(title)}</text>'
+            f'<text x="{x:.1f}" y="{y + 11:.1f}" font-size="{SUB_SIZE}" fill="#555555">{_q(sub)}</text></g>'
+        )
+    out.append("</g>")
+    # each scan's body over its box, the leads from the box's edge to the ports, and the
+    # captions over the leads
+    captions = []
+    for nid, body in bodies.items():
+        n = by_id[nid]
+        x0, y0, _, _ = lay.box(("n", nid))
+        sc = n["scan"]
+        stage_b = {"nodes": sc["body"]["nodes"], "name": f"body of %{nid}", "phase": n["phase"]}
+        out.append(f'<g class="scan-body" data-scan-id="{nid}" transform="translate({x0 + body["left"]:.1f},{y0 + SCAN_HEAD:.1f})">')
+        out += _graph_svg(stage_b, body["layout"], body["values"], body["bodies"], color, {}, top, sc["outputs"])
+        out.append("</g>")
+        captions.append(
+            f'<g class="caption" data-scan-id="{nid}" text-anchor="start" stroke="{colors[nid][0]}" stroke-width="4" '
+            f'stroke-linejoin="round" paint-order="stroke">'
+            f'<text x="{x0 + 10:.1f}" y="{y0 + 15:.1f}" font-size="{TITLE_SIZE}" font-weight="bold" fill="#222222">{_q(body["caption"][0])}</text>'
+            f'<text x="{x0 + 10:.1f}" y="{y0 + 29:.1f}" font-size="{SUB_SIZE}" fill="#444444">{_q(body["caption"][1])}</text></g>'
+        )
+    if leads:
+        out.append('<g class="leads" fill="none" stroke="#6b6b6b">')
+        out += leads
+        out.append("</g>")
+    out += captions
+    return out
 
 
 def _legend(stage: dict, color: str, x: float, y: float) -> list[str]:

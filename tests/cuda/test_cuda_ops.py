@@ -144,6 +144,33 @@ def test_matmul_batched_with_shared_weight():
                  rtol=1e-4, atol=1e-5)
 
 
+def test_matmul_rows():
+    """a^T b summed over every leading axis: one GEMM over the rows of [N, 3, K] x [N, 3, M]."""
+    r = np.random.default_rng(25)
+    a, b = _values(r, (2, 3, 5)), _values(r, (2, 3, 4))
+    check_kernel("matmul_rows", [T("N", 3, 5), T("N", 3, 4)], [a, b], rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- loops
+# (scan itself: tests/cuda/test_cuda_scan.py)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_seq_mask(dtype):
+    lengths = np.array([3, 0, 1], np.int64)
+    like = np.zeros((4, 3, 2), np.float32)
+    (out,) = check_kernel("seq_mask", [T("N", dtype="int64"), T("T", "N", 2)], [lengths, like],
+                          {"dtype": dtype})
+    assert out.dtype == np.dtype(dtype) and out[:, :, 0].sum(axis=0).tolist() == [3, 0, 1]
+
+
+@pytest.mark.parametrize("from_end", [True, False])
+def test_truncate_mask(from_end):
+    like = np.zeros((5, 2), np.float32)
+    (out,) = check_kernel("truncate_mask", [T("T", 2)], [like], {"k": 2, "from_end": from_end})
+    assert out.tolist() == ([0, 0, 0, 1, 1] if from_end else [1, 1, 0, 0, 0])
+
+
 # ---------------------------------------------------------------------------- nn
 
 
@@ -396,7 +423,8 @@ COVERED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "softmax_grad", "log_softmax_grad", "dropout", "softmax_cross_entropy",
     "softmax_cross_entropy_grad", "count_correct", "mse", "bce_with_logits", "reshape",
     "transpose", "concat", "slice", "slice_grad", "embedding", "embedding_grad", "sgd_update",
-    "momentum_update", "adam_update", "rmsprop_update", "adagrad_update", "fused", "input", "param", "state", "const"})
+    "momentum_update", "adam_update", "rmsprop_update", "adagrad_update", "matmul_rows",
+    "seq_mask", "truncate_mask", "scan", "fused", "input", "param", "state", "const"})
 
 
 def test_every_op_is_covered_or_declared_unsupported():

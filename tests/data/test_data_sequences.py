@@ -1,6 +1,6 @@
-"""Fixed-length sequence sources (issue 11, item 6, first part): the synthetic adding,
-copy, reverse and sort tasks, digits as a sequence of rows, and UEA/UCR ``.ts`` files
-(equal length; test_path as the test split)."""
+"""Sequence sources (issue 11, item 6, first part): the synthetic adding, copy, reverse
+and sort tasks, digits as a sequence of rows, and UEA/UCR ``.ts`` files (test_path as the
+test split). Ragged sequences (padding, lengths, max_len) are tests/data/test_sequence_data_*.py."""
 
 from __future__ import annotations
 
@@ -186,16 +186,16 @@ def test_undeclared_class_is_located(tmp_path):
     assert (d.line, d.col) == (13, 9) and "'z'" in d.message
 
 
-def test_unequal_length_is_refused_with_padding_later(tmp_path):
-    d = _located(_write(tmp_path, "ragged.ts", UNIVARIATE.replace("5,6,7,8:b", "5,6,7:b")))
-    assert d.line == 11 and "length 3" in d.message and "length 4" in d.message
-    assert "padding" in d.help and "not support" in d.help
-    d = _located(_write(tmp_path, "flag.ts", UNIVARIATE.replace("@equalLength true",
-                                                                "@equalLength false")))
-    assert d.line == 6 and "padding" in d.help
+def test_unequal_lengths_are_read_padded_with_their_lengths(tmp_path):
+    ts = read_ts(_write(tmp_path, "ragged.ts", UNIVARIATE.replace("5,6,7,8:b", "5,6,7:b")))
+    assert ts.x.shape == (4, 4, 1) and ts.lengths.tolist() == [4, 3, 4, 4]
+    assert ts.x[1, :, 0].tolist() == [5, 6, 7, 0]  # padded with 0 after the last step
+    ts = read_ts(_write(tmp_path, "flag.ts", UNIVARIATE.replace("@equalLength true",
+                                                                 "@equalLength false")))
+    assert ts.lengths.tolist() == [4, 4, 4, 4]
     ragged_dims = MULTIVARIATE.replace("1,2,3:10,20,30:yes", "1,2,3:10,20:yes")
     d = _located(_write(tmp_path, "dims.ts", ragged_dims))
-    assert d.line == 7 and "padding" in d.help
+    assert d.line == 7 and "different lengths" in d.message and "same number" in d.help
 
 
 def test_other_malformed_files(tmp_path):
@@ -242,10 +242,10 @@ def test_ts_test_path_is_the_test_split(make_spec, tmp_path):
 
 def test_ts_test_path_errors_are_in_the_test_file(make_spec, tmp_path):
     _write(tmp_path, "train.ts", "@classLabel true a b\n@data\n" + "1,2,3,4:a\n2,3,4,5:b\n" * 5)
-    test = _write(tmp_path, "test.ts", "@classLabel true a b\n@data\n1,2,3,4:a\n1,2,3:b\n")
+    test = _write(tmp_path, "test.ts", "@classLabel true a b\n@data\n1,2,3,4:a\n1,2,x:b\n")
     spec = _ts_spec(make_spec, tmp_path, test_path="test.ts")
     d = _located(test, lambda: load_data(spec))
-    assert d.line == 4 and "padding" in d.help
+    assert d.line == 4 and "'x'" in d.message
     _write(tmp_path, "test.ts", "@classLabel true a b z\n@data\n1,2,3,4:z\n")
     with pytest.raises(GraphdlError) as info:
         load_data(spec)

@@ -54,7 +54,7 @@ def test_dense_after_conv_without_flatten_is_a_located_E301(tmp_path, cli):
     ])
     rc, _out, err = cli("validate", spec)
     assert_located_e301(rc, err, spec, "name: head")
-    assert "dense expects a 1-D feature vector, got [4, 6, 6]" in err
+    assert "dense expects a feature vector [features] or a sequence of them [T, features], got [4, 6, 6]" in err
     assert "add '- {type: flatten}' before it" in err
 
 

@@ -35,6 +35,10 @@ EXAMPLES = {
     "global_avgpool2d": ([(2, 6, 6)], {}),
     "batchnorm": ([(2, 6, 6)], {}),
     "embedding": ([(5,)], {"vocab": 10, "dim": 3}),
+    "rnn": ([(5, 3)], {"hidden": 4}),
+    "lstm": ([(5, 3)], {"hidden": 4}),
+    "gru": ([(5, 3)], {"hidden": 4}),
+    "seq_pool": ([(5, 3)], {"mode": "mean"}),
 }
 INT64_INPUTS = {"embedding"}  # layer types whose example input is int64 (token ids)
 # keys whose default depends on another key (alpha on the activation)
@@ -43,6 +47,12 @@ MORE_EXAMPLES = [
     ("conv2d", {"filters": 4, "kernel": 3, "activation": "elu"}),
     ("activation", {"activation": "leaky_relu"}),
     ("embedding", {"vocab": 10, "dim": 3, "padding_idx": 0}),
+    ("rnn", {"hidden": 4, "activation": "relu", "output": "last"}),
+    ("lstm", {"hidden": 4, "num_layers": 2, "bidirectional": True, "dropout": 0.5}),
+    ("gru", {"hidden": 4, "bidirectional": True, "merge": "sum", "output": "last",
+             "truncate": 2}),
+    ("seq_pool", {"mode": "max"}),
+    ("seq_pool", {"mode": "last"}),
 ]
 FAMILIES = [core, conv, norm, sequence]
 

@@ -11,8 +11,8 @@ from graphdl.ir.graph import Graph
 from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import build_gradients
 
-KERNEL_COVERED = {"matmul"}
-GRAD_COVERED = {"matmul"}
+KERNEL_COVERED = {"matmul", "matmul_rows"}
+GRAD_COVERED = {"matmul", "matmul_rows"}
 
 KERNEL_CASES = [
     # shape of a, shape of b, transpose_a, transpose_b
@@ -120,3 +120,25 @@ def test_infer_symbolic():
 def test_infer_rejects_bad_inputs(types, attrs, match):
     with pytest.raises(ShapeError, match=match):
         infer("matmul", types, **attrs)
+
+
+@pytest.mark.parametrize("sa,sb", [(("N", 4), ("N", 3)), ((5, "N", 4), (5, "N", 2)),
+                                   (("N", 2, 3, 4), ("N", 2, 3, 1))])
+@pytest.mark.parametrize("n", [1, 3])
+def test_matmul_rows_kernel(sa, sb, n):
+    r = rng(n)
+    a = r.standard_normal([n if d == "N" else d for d in sa]).astype(np.float32)
+    b = r.standard_normal([n if d == "N" else d for d in sb]).astype(np.float32)
+    (out,) = check_kernel("matmul_rows", [T(*sa), T(*sb)], [a, b], rtol=1e-4, atol=1e-5)
+    want = sum(np.outer(x, y) for x, y in zip(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])))
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_rows_grad():
+    r = rng(2)
+    gradcheck("matmul_rows", [r.standard_normal((3, 2, 4)), r.standard_normal((3, 2, 5))])
+
+
+def test_matmul_rows_refuses_different_leading_axes():
+    with pytest.raises(ShapeError, match="same leading axes"):
+        infer("matmul_rows", [T("N", 4), T(3, 2)])

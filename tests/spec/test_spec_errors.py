@@ -188,7 +188,7 @@ def test_e102_missing_layer_type_lists_types(spec_error):
     at(d, 8, 7)
     assert d.message == "missing required key 'type' in model.layers[0]"
     assert d.note == ("valid types: dense, activation, dropout, flatten, add, concat, conv2d, "
-                      "maxpool2d, avgpool2d, global_avgpool2d, batchnorm, residual, embedding")
+                      "maxpool2d, avgpool2d, global_avgpool2d, batchnorm, residual, embedding, rnn, lstm, gru, seq_pool")
 
 
 def test_e102_empty_layer_list(spec_error):
@@ -239,7 +239,7 @@ def test_e103_unknown_layer_type_lists_blocks(spec_error):
     assert d.span == 4
     assert d.message == "unknown layer type 'dnse' in model.layers[0]"
     assert d.help == "did you mean 'dense'?"
-    assert d.note == ("valid types: dense, activation, dropout, flatten, add, concat, conv2d, maxpool2d, avgpool2d, global_avgpool2d, batchnorm, residual, embedding; "
+    assert d.note == ("valid types: dense, activation, dropout, flatten, add, concat, conv2d, maxpool2d, avgpool2d, global_avgpool2d, batchnorm, residual, embedding, rnn, lstm, gru, seq_pool; "
                       "blocks: my_block")
 
 

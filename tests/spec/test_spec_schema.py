@@ -73,7 +73,7 @@ def test_layer_variants_carry_the_common_keys():
     types = [v["properties"]["type"].get("const") for v in variants]
     assert types == ["dense", "activation", "dropout", "flatten", "add", "concat", "conv2d",
                      "maxpool2d", "avgpool2d", "global_avgpool2d", "batchnorm", "residual", "embedding",
-                     None]  # the last one: an editor-only stand-in for block uses
+                     "rnn", "lstm", "gru", "seq_pool", None]  # the last one: an editor-only stand-in for block uses
     for v in variants:
         for key in ("name", "inputs", "repeat", "trainable", "lr_mult", "regularizer", "doc"):
             assert key in v["properties"], (v["title"], key)

@@ -1,6 +1,7 @@
 """Fixtures for the visualiser tests: compiled stages of specs/mlp_digits.yaml, a
-2,000-node training graph made from a spec with a repeated block, and a headless
-chromium runner for the end-to-end page tests."""
+2,000-node training graph made from a spec with a repeated block, a small GRU (a forward
+scan and its backward, BPTT, scan), and a headless chromium runner for the end-to-end
+page tests."""
 
 from __future__ import annotations
 
@@ -56,6 +57,40 @@ def digits():
 
     spec = load_spec(DIGITS_SPEC)
     return compile_spec(spec, "train", keep_snapshots=True, warmup=False)
+
+
+# a GRU over the rows of the 8x8 digits: one forward scan, and in training its BPTT scan
+GRU_SPEC = """\
+graphdl: 1
+name: gru-rows
+seed: 0
+data:
+  source: {type: builtin, name: digits, as_sequence: true}
+  split: {train: 0.8, test: 0.2}
+model:
+  inputs:
+    x: {shape: [T, 8]}
+  layers:
+    - {type: gru, hidden: 4, output: last}
+    - {type: dense, units: 10}
+train: {target: y, epochs: 1, batch_size: 32, loss: {type: cross_entropy}, optimizer: {type: adam, lr: 0.005}}
+"""
+
+
+@pytest.fixture(scope="session")
+def gru_spec_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("gru") / "gru.yaml"
+    path.write_text(GRU_SPEC, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def gru(gru_spec_path):
+    """compile_spec of a small GRU (hidden 4) for training, every pass snapshot kept."""
+    from graphdl.compiler import compile_spec
+    from graphdl.spec import load_spec
+
+    return compile_spec(load_spec(gru_spec_path), "train", keep_snapshots=True, warmup=False)
 
 
 @pytest.fixture(scope="session")

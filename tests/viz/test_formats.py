@@ -86,6 +86,10 @@ def parse_dot(text: str) -> dict:
                 name = take("id")
                 g["clusters"][name] = {"parent": cluster, "nodes": [], "attrs": {}}
                 body(name)
+            elif toks[i + 1] == ("p", "="):  # a graph attribute: rank=same
+                k = take("id")
+                take("p", "=")
+                g["clusters"][cluster]["attrs"][k] = take("id") if cluster else None
             elif t[1] in ("graph", "node", "edge") and toks[i + 1] == ("p", "["):
                 kind = take()
                 a = attrs()

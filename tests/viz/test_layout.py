@@ -84,6 +84,13 @@ def test_long_edges_get_bends_and_sources_move_down():
     assert lay.layer["p"] == lay.layer["d"] - 1
     assert len(lay.edges[("a", "d")]) == 2 + 2  # two dummy bends for layers 1 and 2
     assert_points_down(lay, edges)
+    # through a tall layer (an open scan's box) a long edge runs straight down
+    nodes["b"] = (30, 200)
+    lay = layered_layout(nodes, edges)
+    pts = lay.edges[("a", "d")]
+    assert len(pts) == 2 + 1 + 2 and pts[1][0] == pts[2][0]
+    assert pts[2][1] - pts[1][1] == pytest.approx(200)
+    assert_points_down(lay, edges)
 
 
 def test_cycles_multi_edges_and_unknown_nodes():

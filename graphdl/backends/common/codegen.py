@@ -26,6 +26,7 @@ from pathlib import PurePath
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
+from graphdl.ir.scan import body_inputs, body_output_names, split_inputs
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
 from graphdl.version import __version__
@@ -53,7 +54,7 @@ _RESERVED = (
     | {"np", "K", "R", "cuda", "jit", "njit", "math", "off", "step", "setup", "run", "layout"}
     | {f"arena_{d}" for d in NP_DTYPE}
 )
-_LOOP_NAME = re.compile(r"loop_\d+")
+_LOOP_NAME = re.compile(r"(loop|scan)_\d+")  # module-level kernels and loops
 
 
 @dataclass
@@ -128,7 +129,7 @@ class GraphSource:
     # how a bound dim is read from an input's shape (CUDA wraps it in int())
     SHAPE_READ = "{}"
 
-    def __init__(self, g: Graph, title: str = "program"):
+    def __init__(self, g: Graph, title: str = "program", parent: GraphSource | None = None):
         self.g = g
         self.title = title
         self.order: list[int] = g.meta.get("schedule") or g.topo_order()
@@ -138,6 +139,10 @@ class GraphSource:
         self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
         self.loop_sources: list[str] = []
         self._taken: set[str] = set()
+        if parent is not None:  # a scan's body: one namespace and one set of loop kernels
+            self.loop_kernels = parent.loop_kernels
+            self.loop_sources = parent.loop_sources
+            self._taken = parent._taken
         self.names = self._value_names()
 
     # ------------------------------------------------------------ value names
@@ -324,6 +329,8 @@ class GraphSource:
         nd = g.node(nid)
         ins = g.inputs_of(nid)
         outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
+        if get_op(nd["op"]).body:
+            return self._emit_scan(nid, ctx)
         if nd["op"] == "fused":
             members = nd["attrs"]["members"]
             lines = []
@@ -352,6 +359,104 @@ class GraphSource:
             return self._call_loop([member], [self.var[v] for v in ins],
                                    [g.type_of(v) for v in ins], outs[0], ctx)
         raise self._missing_kernel(nd)
+
+    # ------------------------------------------------------------ loops
+    def _emit_scan(self, nid: int, ctx) -> list[str]:
+        """A scan (`graphdl.ir.scan`) as a loop over time in the step: the body's buffers
+        are allocated once before the loop; each step binds the body's inputs (a carry is
+        the buffer of the scan's final-carry output, a sequence slice ``seq[t]`` as
+        `_read_step` binds it, an invariant the outer value), runs the body's nodes in
+        their schedule order, then copies the next carries into their buffers and each
+        per-step output into ``out[t]`` (`_write_step`)."""
+        g = self.g
+        nd = g.node(nid)
+        attrs = nd["attrs"]
+        body: Graph = attrs["body"]
+        k = attrs["num_carry"]
+        outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
+        carries, seqs, invs = split_inputs(attrs, g.inputs_of(nid))
+        c_ids, x_ids, w_ids = split_inputs(attrs, body_inputs(body))
+        sub = type(self)(body, self.title, parent=self)
+        sub_ctx = type(ctx)(sub)
+        lines: list[str] = []
+        for c, out in zip(carries, outs):
+            lines += self._copy_into(self.var[out], self.var[c], g.type_of(c))
+        for b, out in zip(c_ids, outs):
+            sub.var[Value(b)] = self.var[out]
+        for b, w in zip(w_ids, invs):
+            sub.var[Value(b)] = self.var[w]
+        for b in x_ids:
+            sub.var[Value(b)] = sub.names[Value(b)]
+            lines += self._step_buffer(sub.var[Value(b)], body.type_of(Value(b)), ctx)
+        sub_ctx._fresh = ctx._fresh
+        pre, step_lines = sub._walk_body(sub_ctx)
+        ctx._fresh = sub_ctx._fresh
+        steps, it, t = self.unique("steps"), self.unique("step_i"), self.unique("t")
+        lines += pre
+        lines.append(f"{steps} = {self.var[seqs[0]]}.shape[0]")
+        loop = [f"{t} = {steps} - 1 - {it}" if attrs["reverse"] else f"{t} = {it}"]
+        for b, s in zip(x_ids, seqs):
+            loop += self._read_step(sub.var[Value(b)], self.var[s], t, body.type_of(Value(b)), ctx)
+        loop += step_lines
+        names = body_output_names(body, k)
+        # the outputs first: one may be a carry as it entered the step (saved for BPTT)
+        loop.append("# this step's outputs, the next carries")
+        for out, name in zip(outs[k:], names[k:]):
+            src = body.outputs[name]
+            loop += self._write_step(self.var[out], t, sub.var[src], body.type_of(src), ctx)
+        # a carry whose next value is another carry as it entered the step (a swap) goes
+        # through a buffer of its own, copied before any carry is overwritten
+        sources = []
+        for i, name in enumerate(names[:k]):
+            src = body.outputs[name]
+            var = sub.var[src]
+            if src in {Value(b) for b in c_ids} and src != Value(c_ids[i]):
+                held = self.unique(f"{var}_held")
+                lines += self._loop_buffer(held, body.type_of(src), ctx)
+                loop += self._copy_into(held, var, body.type_of(src))
+                var = held
+            sources.append((var, body.type_of(src)))
+        for out, (var, st) in zip(outs[:k], sources):
+            loop += self._copy_into(self.var[out], var, st)
+        lines.append(f"for {it} in range({steps}):")
+        lines += ["    " + line for line in _indent_blocks(loop)]
+        return lines
+
+    # How a backend moves data in and out of a scan's body (the CPU's defaults: a step's
+    # slice is a view, written back with `_copy_into`). The CUDA generator binds its views
+    # once, before any step, so there a slice is a buffer of its own that each step copies
+    # into and out of (graphdl/backends/cuda/codegen.py).
+    def _step_buffer(self, name: str, t: TensorType, ctx) -> list[str]:
+        """Lines run before the loop that give body input ``name`` (one step's slice of a
+        sequence, type ``t``) a buffer: none where `_read_step` binds a view."""
+        return []
+
+    def _read_step(self, dst: str, seq: str, step: str, t: TensorType, ctx) -> list[str]:
+        """One step's lines binding ``dst`` (type ``t``) to slice ``step`` of ``seq``."""
+        return [f"{dst} = {seq}{_step_index(step, t)}"]
+
+    def _write_step(self, out: str, step: str, src: str, t: TensorType, ctx) -> list[str]:
+        """One step's lines copying ``src`` (type ``t``) into slice ``step`` of ``out``."""
+        return self._copy_into(out + _step_index(step, t), src, t)
+
+    def _loop_buffer(self, name: str, t: TensorType, ctx) -> list[str]:
+        """Lines run before the loop that bind ``name`` to a buffer of type ``t`` the loop
+        alone uses."""
+        return self._bind_output(name, t, ctx)
+
+    def _walk_body(self, ctx) -> tuple[list[str], list[str]]:
+        """A scan body's lines: (buffer allocations, run once before the loop; the lines of
+        one step, in schedule order)."""
+        pre: list[str] = []
+        step: list[str] = []
+        for nid in self.order:
+            if self.g.node(nid)["op"] in SOURCES:
+                continue
+            step.append(self._node_comment(nid))
+            for v in [Value(nid, i) for i in range(self.g.num_outputs(nid))]:
+                pre += self._allocate(v, ctx)
+            step += self._emit_node(nid, ctx)
+        return pre, step
 
     def _step_args(self) -> list[str]:
         """The generated entry point's parameters, in `StepSignature` order."""
@@ -488,6 +593,12 @@ def _layer_prefix(layer: str | None) -> str:
 
 def _all_types(g: Graph) -> list[TensorType]:
     return [t for nid in g.nodes() for t in g.node(nid)["types"] if t is not None]
+
+
+def _step_index(step: str, t: TensorType) -> str:
+    """The index of one step's slice of a sequence whose slices have type ``t``: a rank-0
+    value is a [1] array in generated code, so its slice is ``seq[t:t + 1]``."""
+    return f"[{step}:{step} + 1]" if t.rank == 0 else f"[{step}]"
 
 
 def _indent_blocks(lines: list[str]) -> list[str]:

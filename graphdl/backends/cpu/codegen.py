@@ -13,6 +13,13 @@ source (and its Numba cache) depends only on the graph's structure.
 
 from __future__ import annotations
 
+import ast
+import builtins
+import io
+import keyword
+import re
+import tokenize
+
 from graphdl.backends.common.codegen import (
     NP_DTYPE,
     EmitCtx,
@@ -54,6 +61,42 @@ class CpuCodegen(GraphSource):
 
     def _keep_view(self, v: Value, ctx: EmitCtx) -> list[str]:
         return [f"{self.var[v]} = {self.var[v]}.copy()"]
+
+    def _emit_scan(self, nid: int, ctx: EmitCtx) -> list[str]:
+        """A scan's loop as a function of its own (`_as_function`), called by the step."""
+        return self._as_function(super()._emit_scan(nid, ctx))
+
+    def _as_function(self, lines: list[str]) -> list[str]:
+        """The block ``lines`` as a module-level njit function ``scan_<i>`` and the line
+        that calls it. Its parameters are the names the block reads but does not bind (the
+        step's buffers, the symbols' sizes); inside, every name is renamed by its first
+        appearance (``v0``, ``v1``...) and the node comments dropped, so loops that compute
+        the same thing (the two directions of a layer, stacked layers of one size) share one
+        function, which Numba compiles once."""
+        text = "\n".join(_indent_blocks(lines))
+        tree = ast.parse(text)
+        bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                 and isinstance(n.ctx, ast.Store)}
+        names = _names_in_order(text)
+        keep = {"np", "K"} | set(dir(builtins))
+        local = [n for n in names if n not in keep and not _MODULE_NAME.fullmatch(n)]
+        free = [n for n in local if n not in bound]
+        rename = {n: f"v{i}" for i, n in enumerate(free + [n for n in local if n in bound])}
+        body = "\n".join(line for line in _rename(text, rename).split("\n")
+                         if not line.lstrip().startswith("# %"))
+        params = ", ".join(rename[n] for n in free)
+        key = f"scan|{params}|{body}"
+        if key not in self.loop_kernels:
+            name = f"scan_{sum(k.startswith('scan|') for k in self.loop_kernels)}"
+            self.loop_kernels[key] = name
+            src = ["@njit(cache=True, error_model='numpy')", f"def {name}({params}):",
+                   "    # a scan's loop over time (graphdl.ir.scan)"]
+            src += ["    " + line if line else "" for line in body.split("\n")]
+            self.loop_sources.append("\n".join(src))
+        return [f"{self.loop_kernels[key]}({', '.join(free)})"]
+
+    def _copy_into(self, dst: str, src: str, t: TensorType) -> list[str]:
+        return [f"K.copy_flat({src}, {dst})"]
 
     def _copy_back(self, new: Value, target: Value, ctx: EmitCtx) -> list[str]:
         return [f"{self.var[target]}[...] = {self.var[new]}"]
@@ -126,3 +169,32 @@ class CpuCodegen(GraphSource):
         step += ["    " + line for line in self._symbol_bindings()]
         step += ["    " + line if line else "" for line in _indent_blocks(body)]
         return "\n".join(header + ["\n\n".join(self.loop_sources), "", ""] + step) + "\n"
+
+
+_MODULE_NAME = re.compile(r"(loop|scan)_\d+")
+
+
+def _names_in_order(text: str) -> list[str]:
+    """The distinct identifiers of ``text`` in order of first appearance (not attributes
+    such as ``.shape`` or ``K.<kernel>``, not keywords)."""
+    seen: list[str] = []
+    prev = None
+    for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+        if (tok.type == tokenize.NAME and not (prev is not None and prev.string == ".")
+                and tok.string not in seen and not keyword.iskeyword(tok.string)):
+            seen.append(tok.string)
+        if tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT):
+            prev = tok
+    return seen
+
+
+def _rename(text: str, rename: dict[str, str]) -> str:
+    """``text`` with the identifiers in ``rename`` replaced (not attributes, not comments)."""
+    out = []
+    for line in text.split("\n"):
+        if line.lstrip().startswith("#"):
+            out.append(line)
+            continue
+        out.append(re.sub(r"(?<![.\w])([A-Za-z_]\w*)\b",
+                          lambda m: rename.get(m.group(1), m.group(1)), line))
+    return "\n".join(out)

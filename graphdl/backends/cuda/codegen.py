@@ -19,6 +19,14 @@ Outputs are packed per dtype into one device buffer (``packs``; ``layout`` says 
 output lies), so a step ends with one device-to-host copy per dtype, not one per output.
 Everything the numbers depend on is an argument of `setup`, never a global baked into the
 source: the source (and its cache entry) depends only on the graph's structure.
+
+A scan (graphdl/ir/scan.py) is a host loop in ``run`` over its body's launches, written by
+the shared `GraphSource._emit_scan`. Since every view and launch is made in ``setup``, a
+step's slice of a sequence cannot be a view ``seq[t]``: every body value, the per-step
+slices included, has a device buffer of its own (allocated in setup); each step copies
+``seq[t]`` into the slice's buffer and the body's outputs into ``out[t]`` with a copy kernel
+that takes the element offset at run time (``copy_flat_offset``), and the next carries
+into the carry buffers, which are the scan's final-carry outputs.
 """
 
 from __future__ import annotations
@@ -47,7 +55,8 @@ class CudaEmitCtx(EmitCtx):
 
     def __init__(self, gen: CudaCodegen):
         super().__init__(gen)
-        self._flat: dict[str, str] = {}
+        self._flat = gen.flat_views
+        gen.ctx = self  # for the generator's copies (`CudaCodegen._copy_into`)
 
     def size(self, v: Value) -> str:
         return " * ".join(self.shape(v)) or "1"
@@ -91,15 +100,27 @@ class CudaEmitCtx(EmitCtx):
         """Copy ``n`` elements between two device arrays of the same dtype."""
         return self.launch1d(self.kernel("copy_flat"), n, [self.flat(src), self.flat(dst)])
 
+    def copy_offset(self, src: str, dst: str, n: str, src_off: str, dst_off: str) -> list[str]:
+        """Copy ``n`` elements (a size bound in setup) from ``src`` at element ``src_off``
+        into ``dst`` at ``dst_off``: the offsets are expressions of ``run`` (a scan's step)."""
+        return self.launch1d(self.kernel("copy_flat_offset"), n,
+                             [self.flat(src), self.flat(dst), src_off, dst_off, n])
+
 
 class CudaCodegen(GraphSource):
     SHAPE_READ = "int({})"
 
-    def __init__(self, g: Graph, title: str = "program"):
-        super().__init__(g, title)
+    def __init__(self, g: Graph, title: str = "program", parent: CudaCodegen | None = None):
+        super().__init__(g, title, parent)
+        self.ctx: CudaEmitCtx | None = None  # set by the context made for this generator
         self.setup_lines: list[str] = []
         self.packs: dict[str, list[tuple[str, str]]] = {}  # dtype -> [(offset var, size expr)]
         self.out_region: dict[str, tuple[str, str, str, str]] = {}  # var -> (dtype, start, size, shape)
+        self.flat_views: dict[str, str] = {}  # var -> its 1-D view (`CudaEmitCtx.flat`)
+        self.in_body = parent is not None  # a scan's body: its lines go to the parent's setup
+        if parent is not None:
+            self.setup_lines = parent.setup_lines
+            self.flat_views = parent.flat_views
 
     # ------------------------------------------------------------ values
     def _output_buffer(self, name: str, t: TensorType, ctx: CudaEmitCtx) -> None:
@@ -113,8 +134,32 @@ class CudaCodegen(GraphSource):
         self.out_region[name] = (t.dtype, start, size, shape)
 
     def _bind_output(self, name: str, t: TensorType, ctx: CudaEmitCtx) -> list[str]:
+        if self.in_body:  # a body's value (one step's): a buffer of its own, not returned
+            return self._loop_buffer(name, t, ctx)
         self._output_buffer(name, t, ctx)
         return []
+
+    def _loop_buffer(self, name: str, t: TensorType, ctx: CudaEmitCtx) -> list[str]:
+        shape = ctx.shape_tuple(tuple(dim_expr(d) for d in t.shape))
+        ctx.setup(f"{name} = R.alloc({self._size_expr(t)}, {t.dtype!r}).reshape({shape})")
+        return []
+
+    # ------------------------------------------------------------ scans
+    def _step_buffer(self, name: str, t: TensorType, ctx: CudaEmitCtx) -> list[str]:
+        return self._loop_buffer(name, t, ctx)
+
+    def _read_step(self, dst: str, seq: str, step: str, t: TensorType,
+                   ctx: CudaEmitCtx) -> list[str]:
+        n = ctx.view(self._size_expr(t), "n")
+        return ctx.copy_offset(seq, dst, n, f"{step} * {n}", "0")
+
+    def _write_step(self, out: str, step: str, src: str, t: TensorType,
+                    ctx: CudaEmitCtx) -> list[str]:
+        n = ctx.view(self._size_expr(t), "n")
+        return ctx.copy_offset(src, out, n, "0", f"{step} * {n}")
+
+    def _copy_into(self, dst: str, src: str, t: TensorType) -> list[str]:
+        return self.ctx.copy(src, dst, self._size_expr(t))
 
     def _bind(self, line: str, ctx: CudaEmitCtx) -> list[str]:
         ctx.setup(line)  # bound once a binding: ``run`` has nothing to do for it
@@ -145,26 +190,17 @@ class CudaCodegen(GraphSource):
         return ctx.copy(src, dst, ctx.size(v))
 
     def _check_supported(self) -> None:
-        """Every op needs a CUDA kernel: an error at compile time, never a CPU fallback."""
+        """Every op needs a CUDA kernel, those of scan bodies included: an error at compile
+        time, never a CPU fallback."""
         g = self.g
-        missing: dict[str, list[int]] = {}
-        for nid in g.nodes():
-            nd = g.node(nid)
-            ops = [nd["op"]]
-            if nd["op"] == "fused":
-                ops = [m["op"] for m in nd["attrs"]["members"]]
-            for op in ops:
-                if op in SOURCES or op == "fused":
-                    continue
-                opdef = get_op(op)
-                if emitter_for(op) is None and opdef.scalar is None:
-                    missing.setdefault(op, []).append(nid)
+        missing: dict[str, list[dict]] = {}
+        _find_missing(g, missing)
         if not missing:
             return
         diags = []
-        for op, nids in sorted(missing.items()):
-            nd = g.node(nids[0])
-            layers = sorted({str(g.node(n)["layer"]) for n in nids})
+        for op, nodes in sorted(missing.items()):
+            nd = nodes[0]
+            layers = sorted({str(n["layer"]) for n in nodes})
             diags.append(Diagnostic(
                 "E708",
                 f"no CUDA kernel for op {op} (used by layer {', '.join(layers)}): "
@@ -260,3 +296,21 @@ class CudaCodegen(GraphSource):
         setup.append(f"    return run, {{{packs}}}, layout")
         loops = "\n\n\n".join(self.loop_sources)
         return "\n".join(header + ["", loops, "", ""] + setup) + "\n"
+
+
+def _find_missing(g: Graph, missing: dict[str, list[dict]]) -> None:
+    """Add the nodes of ``g`` (and of its scans' bodies) whose op has no CUDA kernel to
+    ``missing`` (op -> nodes). A scan itself is the generated host loop."""
+    for nid in g.nodes():
+        nd = g.node(nid)
+        ops = [nd["op"]]
+        if nd["op"] == "fused":
+            ops = [m["op"] for m in nd["attrs"]["members"]]
+        for op in ops:
+            if op in SOURCES or op == "fused":
+                continue
+            opdef = get_op(op)
+            if opdef.body:
+                _find_missing(nd["attrs"]["body"], missing)
+            elif emitter_for(op) is None and opdef.scalar is None:
+                missing.setdefault(op, []).append(nd)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 CUDA_EMITTERS: dict[str, Callable] = {}
 CUDA_KERNELS: dict[str, object] = {}
 
-FAMILIES = ("reduce", "matmul", "nn", "losses", "optim", "shape")
+FAMILIES = ("reduce", "matmul", "nn", "losses", "optim", "shape", "control")
 
 
 def cuda_emitter(*op_names: str) -> Callable:
@@ -62,10 +62,12 @@ def emitter_for(op: str) -> Callable | None:
 
 
 def supported_ops() -> set[str]:
-    """Ops with a CUDA implementation: an emitter, or a scalar function (generated loop)."""
+    """Ops with a CUDA implementation: an emitter, a scalar function (generated loop), or a
+    body (a scan: the generated host loop; the ops of its body are checked when a program
+    is generated)."""
     from graphdl.ops.registry import all_ops
 
     load_all()
     ops = all_ops()
-    return {n for n, o in ops.items() if n in CUDA_EMITTERS or o.scalar is not None} | {
+    return {n for n, o in ops.items() if n in CUDA_EMITTERS or o.scalar is not None or o.body} | {
         "input", "param", "state", "const", "fused"}

@@ -1,9 +1,15 @@
 /* graphdl graph viewer: lays out only the expanded level of the graph with dagre and
-   draws it as SVG. Groups (spec layers, repeated blocks, fused kernels) expand and
+   draws it as SVG. Groups (spec layers, repeated blocks, fused kernels, scans) expand and
    collapse; clicking a node shows its details; two stages can be compared side by side.
+   A scan (a loop over time) is one node, drawn as a stack, that opens to a box holding
+   its body, laid out on its own: a caption (direction, steps, its forward/BPTT pair), the
+   body's inputs on top named by role (carry, step slice, invariant; gradient carries and
+   saved values in a backward scan), its ops, and its outputs at the bottom (next carry,
+   per-step output); the scan's edges run to and from those ports.
 
-   URL hash commands (also for tests): #expand=<group-or-fused-id>[,...]&collapse=...
-   &select=<node-id> (or b:<node-id> for the right-hand panel)&color=phase|group|flops|memory
+   URL hash commands (also for tests): #expand=<group-fused-or-scan-id>[,...]&collapse=...
+   &select=<node-id> (or b:<node-id> for the right-hand panel; sb:<scan-id>:<body-node-id>
+   for a node of a scan's body, so:<scan-id>:<output>)&color=phase|group|flops|memory
    &expandall=1&collapseall=1. After every render <body> gets data-rendered="1" and
    data-render-ms (the first render counts from navigation start). */
 (function () {
@@ -93,7 +99,8 @@
     this.groups = {};
     this.children = {};   // group id -> {groups: [], nodes: []}
     this.topGroups = [];
-    this.expanded = {};   // group id or "f:<nid>" -> true
+    this.expanded = {};   // group id, "f:<nid>" (fused) or "s:<nid>" (scan) -> true
+    this.bodyById = {};   // scan node id -> body node id -> body node
     this.fusedOrder = {};
     this.marks = {};
     this.expIndex = {};   // original id -> node ids of this stage standing for it
@@ -110,6 +117,10 @@
       self.byId[n.id] = n;
       if (n.group) self.children[n.group].nodes.push(n.id);
       if (n.fused) self.fusedOrder[n.id] = k++;
+      if (n.scan) {
+        var body = self.bodyById[n.id] = {};
+        n.scan.body.nodes.forEach(function (b) { body[b.id] = b; });
+      }
       expansion(n).forEach(function (i) {
         (self.expIndex[i] = self.expIndex[i] || []).push(n.id);
       });
@@ -215,7 +226,16 @@
     });
     var dummies = 0;
     edges.forEach(function (e) { dummies += Math.max(0, Math.abs(rank[e[1]] - rank[e[0]]) - 1); });
-    return { units: m, edges: edges.length, dummies: dummies, work: m + edges.length + 2 * dummies };
+    // an open scan adds its body (nodes, output ports) and the body's edges, laid out apart
+    var extraUnits = 0, extraEdges = 0;
+    this.stage.nodes.forEach(function (n) {
+      if (!self.scanOpen(n.id)) return;
+      extraUnits += n.scan.body.nodes.length + n.scan.outputs.length;
+      n.scan.body.nodes.forEach(function (b) { extraEdges += b.inputs.length + (b.inputs.length ? 0 : 1); });
+      extraEdges += n.scan.outputs.length;
+    });
+    m += extraUnits;
+    return { units: m, edges: edges.length + extraEdges, dummies: dummies, work: m + edges.length + extraEdges + 2 * dummies };
   };
 
   Panel.prototype.chainOf = function (nid) {
@@ -237,6 +257,11 @@
     return !!(n && n.fused && this.expanded["f:" + nid] && this.rep(nid) === "n:" + nid);
   };
 
+  Panel.prototype.scanOpen = function (nid) {
+    var n = this.byId[nid];
+    return !!(n && n.scan && this.expanded["s:" + nid] && this.rep(nid) === "n:" + nid);
+  };
+
   Panel.prototype.reveal = function (nid) {
     var self = this;
     this.chainOf(nid).forEach(function (g) { self.expanded[g] = true; });
@@ -245,7 +270,7 @@
   Panel.prototype.expandId = function (id, open) {
     id = String(id);
     if (id.indexOf("g:") === 0) id = id.slice(2);
-    if (id.indexOf("f:") === 0) id = id.slice(2);
+    if (id.indexOf("f:") === 0 || id.indexOf("s:") === 0) id = id.slice(2);
     if (this.groups[id]) {
       if (open) {
         var self = this;
@@ -256,9 +281,10 @@
       return true;
     }
     var n = this.byId[id];
-    if (n && n.fused) {
-      if (open) { this.reveal(n.id); this.expanded["f:" + n.id] = true; }
-      else delete this.expanded["f:" + n.id];
+    if (n && (n.fused || n.scan)) {
+      var key = (n.fused ? "f:" : "s:") + n.id;
+      if (open) { this.reveal(n.id); this.expanded[key] = true; }
+      else delete this.expanded[key];
       return true;
     }
     return false;
@@ -268,6 +294,8 @@
     // node ids under a unit key
     if (key.indexOf("n:") === 0) return [Number(key.slice(2))];
     if (key.indexOf("m:") === 0) return [Number(key.split(":")[1])];
+    if (key.indexOf("sb:") === 0 || key.indexOf("so:") === 0) return [];
+    if (key.indexOf("s:") === 0) return [Number(key.slice(2))];
     var gid = key.slice(2), out = [], self = this;
     (function walk(g) {
       self.children[g].nodes.forEach(function (n) { out.push(n); });
@@ -317,7 +345,8 @@
   Panel.prototype.build = function () {
     var self = this, stage = this.stage;
     var units = {}, order = [], clusters = {};
-    var edges = {};
+    var edges = {}, edgeList = [];
+    this.bodies = {};
 
     function addUnit(key, u) {
       if (!units[key]) { units[key] = u; order.push(key); }
@@ -325,11 +354,18 @@
     // Expanded layer groups are not dagre clusters: a compound layout keeps every
     // cluster contiguous, which stretches a training graph (a layer's forward and backward
     // ops sit far apart) into long tangled edges. Groups open and close from the tree in
-    // the side bar and from a collapsed group's + box; fused kernels are clusters.
+    // the side bar and from a collapsed group's + box; fused kernels are clusters. An open
+    // scan is one big unit, a box holding its body laid out on its own (see layout), so
+    // the body stays compact however far apart the scan's neighbours are.
     stage.nodes.forEach(function (n) {
       var key = self.rep(n.id);
       if (key.indexOf("g:") === 0) {
         addUnit(key, { kind: "group", gid: key.slice(2), parent: null });
+        return;
+      }
+      if (self.scanOpen(n.id)) {
+        addUnit("s:" + n.id, { kind: "scanbox", nid: n.id, parent: null });
+        self.bodies[n.id] = self.buildBody(n);
         return;
       }
       if (self.fusedOpen(n.id)) {
@@ -342,33 +378,45 @@
       }
     });
 
-    function addEdge(src, dst, text, bytes) {
+    // an edge into (out of) an open scan ends (starts) at the port of its slot (output):
+    // such edges stay one per value, the others merge per pair of units
+    function addEdge(src, dst, text, bytes, srcPort, dstPort) {
       if (src === dst) return;
-      var k = src + "|" + dst, e = edges[k];
-      if (!e) { edges[k] = { src: src, dst: dst, text: text, bytes: bytes || 0, count: 1 }; return; }
+      var k = src + "|" + dst + "|" + (srcPort || "") + "|" + (dstPort || ""), e = edges[k];
+      if (!e) {
+        e = edges[k] = { src: src, dst: dst, text: text, bytes: bytes || 0, count: 1, name: k,
+                         srcPort: srcPort || null, dstPort: dstPort || null };
+        edgeList.push(e);
+        return;
+      }
       e.count += 1;
       e.bytes += bytes || 0;
     }
     function outUnit(nid) {
       if (self.fusedOpen(nid)) return "m:" + nid + ":" + (self.byId[nid].fused.members.length - 1);
+      if (self.scanOpen(nid)) return "s:" + nid;
       return self.rep(nid);
     }
     stage.nodes.forEach(function (n) {
-      var open = self.fusedOpen(n.id);
+      var open = self.fusedOpen(n.id), scanOpen = self.scanOpen(n.id);
       n.inputs.forEach(function (inp, slot) {
         var src = self.byId[inp[0]];
         if (!src) return;
         var text = src.types[inp[1]] || "?";
         var bytes = src.bytes[inp[1]];
         var from = outUnit(inp[0]);
-        if (open) {
+        var srcPort = self.scanOpen(inp[0]) ? "so:" + inp[0] + ":" + inp[1] : null;
+        if (scanOpen) {
+          var port = n.scan.inputs[slot];
+          addEdge(from, "s:" + n.id, text, bytes, srcPort, port && port.body !== null ? "sb:" + n.id + ":" + port.body : null);
+        } else if (open) {
           n.fused.members.forEach(function (m, i) {
             m.inputs.forEach(function (r) {
-              if (r[0] === "input" && r[1] === slot) addEdge(from, "m:" + n.id + ":" + i, text, bytes);
+              if (r[0] === "input" && r[1] === slot) addEdge(from, "m:" + n.id + ":" + i, text, bytes, srcPort, null);
             });
           });
         } else {
-          addEdge(from, self.rep(n.id), text, bytes);
+          addEdge(from, self.rep(n.id), text, bytes, srcPort, null);
         }
       });
       if (open) {
@@ -385,7 +433,39 @@
     this.units = units;
     this.order = order;
     this.clusters = clusters;
-    this.edges = Object.keys(edges).map(function (k) { return edges[k]; });
+    this.edges = edgeList;
+  };
+
+  // the units and edges of an open scan's body: its nodes (the inputs named by role) and
+  // one port per scan output
+  Panel.prototype.buildBody = function (n) {
+    var body = this.bodyById[n.id], pre = "sb:" + n.id + ":";
+    var units = {}, order = [], edges = {}, list = [];
+    function addEdge(src, dst, text, bytes) {
+      var k = src + "|" + dst, e = edges[k];
+      if (!e) { e = edges[k] = { src: src, dst: dst, text: text, bytes: bytes || 0, count: 1 }; list.push(e); return; }
+      e.count += 1;
+      e.bytes += bytes || 0;
+    }
+    n.scan.body.nodes.forEach(function (b) {
+      units[pre + b.id] = { kind: "body", nid: n.id, bid: b.id };
+      order.push(pre + b.id);
+    });
+    n.scan.outputs.forEach(function (o) {
+      units["so:" + n.id + ":" + o.index] = { kind: "bout", nid: n.id, i: o.index };
+      order.push("so:" + n.id + ":" + o.index);
+    });
+    n.scan.body.nodes.forEach(function (b) {
+      b.inputs.forEach(function (inp) {
+        var bs = body[inp[0]];
+        if (bs) addEdge(pre + inp[0], pre + b.id, bs.types[inp[1]] || "?", bs.bytes[inp[1]]);
+      });
+    });
+    n.scan.outputs.forEach(function (o) {
+      var bs = body[o.value[0]];
+      addEdge(pre + o.value[0], "so:" + n.id + ":" + o.index, bs ? bs.types[o.value[1]] || "?" : "?", bs ? bs.bytes[o.value[1]] : 0);
+    });
+    return { units: units, order: order, edges: list };
   };
 
   Panel.prototype.unitLabel = function (key, u) {
@@ -398,22 +478,94 @@
       var m = this.byId[u.nid].fused.members[u.i];
       return [m.op, m.orig_id !== null && m.orig_id !== undefined ? "was %" + m.orig_id : ""];
     }
+    if (u.kind === "scanbox") {
+      var sn = this.byId[u.nid], sc = sn.scan;
+      var order = sc.direction === "forward" ? "t = 0 \u2192 " + sc.steps + "\u22121" : "t = " + sc.steps + "\u22121 \u2192 0";
+      var pair = sc.pair !== null && sc.pair !== undefined ? (sc.bptt ? " \u00b7 the gradient of %" : " \u00b7 its gradient: %") + sc.pair : "";
+      return ["\u25be %" + sn.id + " " + (sc.bptt ? "backward (BPTT) scan" : "scan") + " \u00b7 " + sc.direction + ", " + order,
+        "the body below runs " + sc.steps + " times" + pair + (sn.sub ? " \u00b7 " + sn.sub : "")];
+    }
+    if (u.kind === "body") {
+      var b = this.bodyById[u.nid][u.bid];
+      return [shorten(b.title), b.sub ? shorten(b.sub, 52) : ""];
+    }
+    if (u.kind === "bout") {
+      var o = this.byId[u.nid].scan.outputs[u.i];
+      return ["\u2192 " + o.role, o.detail];
+    }
     var n = this.byId[u.nid];
     return [shorten(n.title), n.sub];
   };
 
+  var BOX_HEAD = 44, BOX_PAD = 12;
+
+  Panel.prototype.unitSize = function (key, u) {
+    var lab = this.unitLabel(key, u);
+    u.label = lab;
+    var w = Math.max(textWidth(lab[0], 12), lab[1] ? textWidth(lab[1], 10) : 0) + 22;
+    if (this.hasToggle(u)) w += 16;
+    if (u.kind === "node" && this.byId[u.nid].scan) w += 6;  // the stack drawn behind it
+    return { width: Math.max(w, 46), height: lab[1] ? 36 : 24 };
+  };
+
+  // an open scan's body on its own: its inputs on the top row, its output ports on the
+  // bottom row (two invisible nodes pull them there), coordinates from (0, 0)
+  Panel.prototype.layoutBody = function (nid) {
+    var self = this, b = this.bodies[nid];
+    var g = new dagre.graphlib.Graph();
+    g.setGraph({ rankdir: "TB", nodesep: 14, ranksep: 24, edgesep: 8, marginx: 0, marginy: 0 });
+    g.setDefaultEdgeLabel(function () { return {}; });
+    g.setNode("__top", { width: 1, height: 1 });
+    g.setNode("__bottom", { width: 1, height: 1 });
+    b.order.forEach(function (key) {
+      var u = b.units[key];
+      g.setNode(key, self.unitSize(key, u));
+      if (u.kind === "bout") g.setEdge(key, "__bottom", { weight: 20 });
+      else if (!self.bodyById[nid][u.bid].inputs.length) g.setEdge("__top", key, { weight: 20 });
+    });
+    b.edges.forEach(function (e) {
+      e.label = e.count > 1 ? e.count + " values" : e.text;
+      g.setEdge(e.src, e.dst, { width: textWidth(e.label, 9) + 6, height: 12, labelpos: "c" });
+    });
+    dagre.layout(g);
+    var x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    function grow(x, y, w, h) {
+      x0 = Math.min(x0, x - w / 2); x1 = Math.max(x1, x + w / 2);
+      y0 = Math.min(y0, y - h / 2); y1 = Math.max(y1, y + h / 2);
+    }
+    b.order.forEach(function (key) { var nd = g.node(key); grow(nd.x, nd.y, nd.width, nd.height); });
+    b.edges.forEach(function (e) {
+      var ed = g.edge(e.src, e.dst);
+      (ed.points || []).forEach(function (p) { grow(p.x, p.y, 0, 0); });
+      if (ed.x !== undefined && ed.width) grow(ed.x, ed.y, ed.width, 12);
+    });
+    if (x0 === Infinity) { x0 = y0 = 0; x1 = y1 = 40; }
+    b.g = g;
+    b.ox = -x0;  // body coordinates + (ox, oy) = coordinates inside the box's content
+    b.oy = -y0;
+    b.width = x1 - x0;
+    b.height = y1 - y0;
+  };
+
   Panel.prototype.layout = function () {
     var self = this;
-    var g = new dagre.graphlib.Graph({ compound: true });
+    var g = new dagre.graphlib.Graph({ compound: true, multigraph: true });
     g.setGraph({ rankdir: "TB", nodesep: 16, ranksep: 26, edgesep: 8, marginx: 14, marginy: 14 });
     g.setDefaultEdgeLabel(function () { return {}; });
     this.order.forEach(function (key) {
       var u = self.units[key];
-      var lab = self.unitLabel(key, u);
-      u.label = lab;
-      var w = Math.max(textWidth(lab[0], 12), lab[1] ? textWidth(lab[1], 10) : 0) + 22;
-      if (u.kind === "group" || (u.kind === "node" && self.byId[u.nid].fused)) w += 16;
-      g.setNode(key, { width: Math.max(w, 46), height: lab[1] ? 36 : 24 });
+      if (u.kind === "scanbox") {
+        self.layoutBody(u.nid);
+        var b = self.bodies[u.nid], lab = self.unitLabel(key, u);
+        u.label = lab;
+        var head = Math.max(textWidth(lab[0], 12), textWidth(lab[1], 10)) + 48;
+        var w = Math.max(b.width + 2 * BOX_PAD, head);
+        b.left = (w - b.width) / 2;  // the body's offset inside the box
+        b.top = BOX_HEAD;
+        g.setNode(key, { width: w, height: BOX_HEAD + b.height + BOX_PAD });
+        return;
+      }
+      g.setNode(key, self.unitSize(key, u));
     });
     Object.keys(this.clusters).forEach(function (key) {
       g.setNode(key, {});
@@ -431,10 +583,50 @@
       var text = e.count > 1 ? e.count + " values" : e.text;
       e.label = text;
       var lab = labels ? { width: textWidth(text, 9) + 6, height: 12, labelpos: "c" } : {};
-      g.setEdge(e.src, e.dst, lab);
+      g.setEdge(e.src, e.dst, lab, e.name);
     });
     dagre.layout(g);
     this.g = g;
+  };
+
+  // where a unit is drawn: {x, y (centre), width, height} in the panel's coordinates,
+  // for a unit of an open scan's body too
+  Panel.prototype.posOf = function (key) {
+    if (!this.g) return null;
+    if (this.g.hasNode(key)) return this.g.node(key);
+    if (key.indexOf("sb:") === 0 || key.indexOf("so:") === 0) {
+      var nid = Number(key.split(":")[1]), b = this.bodies[nid];
+      if (!b || !b.g || !b.g.hasNode(key) || !this.g.hasNode("s:" + nid)) return null;
+      var box = this.g.node("s:" + nid), nd = b.g.node(key);
+      return { x: box.x - box.width / 2 + b.left + b.ox + nd.x, y: box.y - box.height / 2 + b.top + b.oy + nd.y,
+               width: nd.width, height: nd.height };
+    }
+    return null;
+  };
+
+  // units with a +/- box: a closed group, a fused node, a scan node, an open scan
+  Panel.prototype.hasToggle = function (u) {
+    if (u.kind === "group" || u.kind === "scanbox") return true;
+    return u.kind === "node" && !!(this.byId[u.nid].fused || this.byId[u.nid].scan);
+  };
+
+  // the colour of a unit inside an open scan: its body node's, or the scan's
+  Panel.prototype.bodyColor = function (u) {
+    var sn = this.byId[u.nid], mode = state.color;
+    if (u.kind !== "body") {
+      var pc = PHASE[sn.phase] || OTHER;
+      return u.kind === "bout" ? ["#ffffff", pc[1]] : pc;
+    }
+    var b = this.bodyById[u.nid][u.bid];
+    if (mode === "phase") return PHASE[b.phase] || OTHER;
+    if (mode === "group") return b.fused ? groupColor(u.bid) : ["#f4f4f4", "#999999"];
+    var self = this, top = 0;
+    sn.scan.body.nodes.forEach(function (x) { top = Math.max(top, self.metric(x, mode) || 0); });
+    var v = this.metric(b, mode);
+    if (v === null || v === undefined) return ["#ffffff", "#bbbbbb"];
+    var t = top > 0 ? Math.log1p(v) / Math.log1p(top) : 0;
+    if (mode === "flops") return [mix("#fff8e1", "#e4572e", t), mix("#c9a227", "#8c1c13", t)];
+    return [mix("#f1f0fb", "#6a51a3", t), mix("#9e9ac8", "#3f007d", t)];
   };
 
   // ------------------------------------------------------------------ drawing
@@ -449,6 +641,96 @@
     }
     return d;
   }
+
+  function edgeWidth(bytes, maxBytes) {
+    return bytes > 1 ? 0.8 + 3.7 * Math.log1p(bytes) / Math.log1p(maxBytes) : 0.8;
+  }
+
+  function edgeSvg(points, w, k, label, bytes, arrow, index) {
+    return '<path class="edge" data-edge="' + k + '" d="' + pathOf(points) + '" stroke-width="' + w.toFixed(2) + '"' +
+      (arrow ? ' marker-end="url(#arrow' + index + ')"' : "") + '><title>' + esc(label + (bytes ? ", " + human(bytes) + "B" : "")) + '</title></path>';
+  }
+
+  function elabelSvg(ed, label) {
+    return '<rect class="elabel" x="' + (ed.x - ed.width / 2).toFixed(1) + '" y="' + (ed.y - 6).toFixed(1) + '" width="' + ed.width.toFixed(1) + '" height="12"/>' +
+      '<text class="elabel" x="' + ed.x.toFixed(1) + '" y="' + (ed.y + 3).toFixed(1) + '" text-anchor="middle">' + esc(label) + '</text>';
+  }
+
+  // one unit's markup (nd: its box from the layout)
+  Panel.prototype.unitSvg = function (key, u, nd, ids, top) {
+    var self = this;
+    var x = nd.x - nd.width / 2, y = nd.y - nd.height / 2;
+    var col;
+    if (u.kind === "member") {
+      col = state.color === "phase" ? ["#ffffff", PHASE[self.byId[u.nid].phase] ? PHASE[self.byId[u.nid].phase][1] : "#777"] : ["#ffffff", self.colorOf([u.nid], top)[1]];
+    } else if (u.kind === "body" || u.kind === "bout") {
+      col = self.bodyColor(u);
+    } else if (u.kind === "scanbox") {
+      col = PHASE[self.byId[u.nid].phase] || OTHER;
+    } else {
+      col = self.colorOf(ids, top);
+    }
+    var cls = "unit " + u.kind;
+    var attrs = ' data-key="' + esc(key) + '"';
+    if (u.kind === "node" || u.kind === "scanbox") {
+      var n = self.byId[u.nid];
+      attrs += ' data-id="' + n.id + '" data-op="' + esc(n.op) + '"' + (n.layer ? ' data-layer="' + esc(n.layer) + '"' : "");
+      if (self.marks[n.id]) cls += " " + self.marks[n.id];
+      if (n.fused) cls += " fused";
+      if (n.scan) {
+        cls += u.kind === "node" ? " scan" : "";
+        attrs += ' data-direction="' + n.scan.direction + '"' + (n.scan.bptt ? ' data-bptt="1"' : "") + ' data-steps="' + esc(n.scan.steps) + '"';
+      }
+    } else if (u.kind === "body") {
+      var bn = self.bodyById[u.nid][u.bid];
+      attrs += ' data-scan="' + u.nid + '" data-body-id="' + u.bid + '" data-op="' + esc(bn.op) + '"' +
+        (bn.scan_input ? ' data-role="' + esc(bn.title) + '" data-slot="' + bn.scan_input.slot + '"' : "");
+      if (bn.scan_input) cls += " port";
+      if (bn.fused) cls += " fused";
+    } else if (u.kind === "bout") {
+      var bo = self.byId[u.nid].scan.outputs[u.i];
+      attrs += ' data-scan="' + u.nid + '" data-out="' + u.i + '" data-role="' + esc(bo.role) + '"';
+    } else if (u.kind === "member") {
+      var m = self.byId[u.nid].fused.members[u.i];
+      attrs += ' data-member-of="' + u.nid + '" data-op="' + esc(m.op) + '" data-orig="' + (m.orig_id === null || m.orig_id === undefined ? "" : m.orig_id) + '"';
+    } else {
+      attrs += ' data-group="' + esc(u.gid) + '"';
+    }
+    var rx = (u.kind === "node" && SOURCE_OPS[self.byId[u.nid].op]) || (u.kind === "body" && SOURCE_OPS[self.bodyById[u.nid][u.bid].op]) || u.kind === "bout" ? 12 : u.kind === "scanbox" ? 8 : 4;
+    var s = '<g class="' + cls + '"' + attrs + '>';
+    var bw = nd.width;
+    if (u.kind === "node" && self.byId[u.nid].scan) {
+      // a scan is drawn as a stack of steps: two cards peek out behind it
+      bw -= 6;
+      for (var sk = 2; sk >= 1; sk--) {
+        s += '<rect class="stack" x="' + (x + 3 * sk).toFixed(1) + '" y="' + (y - 3 * sk).toFixed(1) + '" width="' + bw.toFixed(1) + '" height="' + nd.height.toFixed(1) + '" rx="4" fill="' + col[0] + '" stroke="' + col[1] + '"/>';
+      }
+    }
+    s += '<rect class="box" x="' + x.toFixed(1) + '" y="' + y.toFixed(1) + '" width="' + bw.toFixed(1) + '" height="' + nd.height.toFixed(1) + '" rx="' + rx + '" fill="' + col[0] + '" stroke="' + col[1] + '"/>';
+    if (u.kind === "scanbox") {
+      // the top band of the box; its caption is drawn with the body, over the leads
+      s += '<rect class="head" x="' + x.toFixed(1) + '" y="' + y.toFixed(1) + '" width="' + bw.toFixed(1) + '" height="' + (BOX_HEAD - 8) + '" rx="8" fill="' + col[0] + '" stroke="none"/>';
+    } else {
+      var cx = x + bw / 2 - (self.hasToggle(u) ? 8 : 0);
+      if (u.label[1]) {
+        s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (nd.y - 2).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
+        s += '<text class="t2" x="' + cx.toFixed(1) + '" y="' + (nd.y + 11).toFixed(1) + '" text-anchor="middle">' + esc(u.label[1]) + '</text>';
+      } else {
+        s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (nd.y + 4).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
+      }
+    }
+    if (self.hasToggle(u)) {
+      var tk = u.kind === "group" ? "g:" + u.gid : self.byId[u.nid].scan ? "s:" + u.nid : "f:" + u.nid;
+      var tx = x + bw - 16, ty = y + 3;
+      s += '<g class="toggle" data-toggle="' + esc(tk) + '"><rect x="' + tx.toFixed(1) + '" y="' + ty.toFixed(1) + '" width="13" height="13" rx="2"/><text x="' + (tx + 6.5).toFixed(1) + '" y="' + (ty + 10.5).toFixed(1) + '" text-anchor="middle">' + (u.kind === "scanbox" ? "\u2212" : "+") + '</text></g>';
+    }
+    if (u.kind === "group" && self.groupCounts[u.gid]) {
+      var gc = self.groupCounts[u.gid], badge = gc.removed ? "\u2212" + gc.removed : "+" + gc.added;
+      s += '<text class="badge ' + (gc.removed ? "removed" : "added") + '" x="' + (x + 4).toFixed(1) + '" y="' + (y + 11).toFixed(1) + '">' + badge + '</text>';
+    }
+    s += '<title>' + esc(self.tooltip(key, u, ids)) + '</title></g>';
+    return s;
+  };
 
   Panel.prototype.draw = function () {
     var self = this, g = this.g, out = [];
@@ -467,6 +749,9 @@
       }
     });
     this.edges.forEach(function (e) { maxBytes = Math.max(maxBytes, e.bytes); });
+    Object.keys(this.bodies).forEach(function (nid) {
+      self.bodies[nid].edges.forEach(function (e) { maxBytes = Math.max(maxBytes, e.bytes); });
+    });
     out.push('<defs><marker id="arrow' + this.index + '" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" markerUnits="userSpaceOnUse" orient="auto"><path d="M0,0 L10,5 L0,10 z" fill="#777"/></marker></defs>');
     out.push('<g class="viewport">');
     // clusters, outermost first
@@ -490,69 +775,77 @@
       out.push('<g class="' + cls + '" data-key="' + esc(key) + '"><rect x="' + x.toFixed(1) + '" y="' + y.toFixed(1) + '" width="' + nd.width.toFixed(1) + '" height="' + nd.height.toFixed(1) + '" rx="6" fill="' + col[0] + '" stroke="' + col[1] + '"/>' +
         '<text class="ctoggle" data-toggle="' + esc(key) + '" x="' + (x + 5).toFixed(1) + '" y="' + (y + 11).toFixed(1) + '">' + esc(label) + '</text></g>');
     });
+    // an edge at an open scan runs to the top (from the bottom) of the box above (below)
+    // its port; the box draws the last stretch to the port
+    var leads = {};
     out.push('<g class="edges">');
     this.edges.forEach(function (e, k) {
-      var ed = g.edge(e.src, e.dst);
+      var ed = g.edge(e.src, e.dst, e.name);
       if (!ed || !ed.points) return;
-      var w = e.bytes > 1 ? 0.8 + 3.7 * Math.log1p(e.bytes) / Math.log1p(maxBytes) : 0.8;
-      out.push('<path class="edge" data-edge="' + k + '" d="' + pathOf(ed.points) + '" stroke-width="' + w.toFixed(2) + '" marker-end="url(#arrow' + self.index + ')"><title>' + esc(e.label + (e.bytes ? ", " + human(e.bytes) + "B" : "")) + '</title></path>');
+      var pts = ed.points.slice();
+      if (e.dstPort) {
+        var p = self.posOf(e.dstPort), box = g.node(e.dst);
+        if (p) {
+          pts[pts.length - 1] = { x: p.x, y: box.y - box.height / 2 };
+          (leads[e.dst] = leads[e.dst] || []).push({ x: p.x, y0: box.y - box.height / 2, y1: p.y - p.height / 2, arrow: true, w: edgeWidth(e.bytes, maxBytes), label: e.label, bytes: e.bytes });
+        }
+      }
+      if (e.srcPort) {
+        var q = self.posOf(e.srcPort), sbox = g.node(e.src);
+        if (q) {
+          pts[0] = { x: q.x, y: sbox.y + sbox.height / 2 };
+          (leads[e.src] = leads[e.src] || []).push({ x: q.x, y0: q.y + q.height / 2, y1: sbox.y + sbox.height / 2, arrow: false, w: edgeWidth(e.bytes, maxBytes), label: e.label, bytes: e.bytes });
+        }
+      }
+      out.push(edgeSvg(pts, edgeWidth(e.bytes, maxBytes), k, e.label, e.bytes, !e.dstPort, self.index));
     });
     out.push('</g><g class="elabels">');
     this.edges.forEach(function (e) {
-      var ed = g.edge(e.src, e.dst);
+      var ed = g.edge(e.src, e.dst, e.name);
       if (!ed || ed.x === undefined || !ed.width) return;
-      out.push('<rect class="elabel" x="' + (ed.x - ed.width / 2).toFixed(1) + '" y="' + (ed.y - 6).toFixed(1) + '" width="' + ed.width.toFixed(1) + '" height="12"/>' +
-        '<text class="elabel" x="' + ed.x.toFixed(1) + '" y="' + (ed.y + 3).toFixed(1) + '" text-anchor="middle">' + esc(e.label) + '</text>');
+      out.push(elabelSvg(ed, e.label));
     });
     out.push('</g><g class="units">');
     this.order.forEach(function (key) {
       var u = self.units[key], nd = g.node(key);
-      var x = nd.x - nd.width / 2, y = nd.y - nd.height / 2;
-      var ids = unitIds[key];
-      var col;
-      if (u.kind === "member") {
-        col = state.color === "phase" ? ["#ffffff", PHASE[self.byId[u.nid].phase] ? PHASE[self.byId[u.nid].phase][1] : "#777"] : ["#ffffff", self.colorOf([u.nid], top)[1]];
-      } else {
-        col = self.colorOf(ids, top);
-      }
-      var cls = "unit " + u.kind;
-      var attrs = ' data-key="' + esc(key) + '"';
-      if (u.kind === "node") {
-        var n = self.byId[u.nid];
-        attrs += ' data-id="' + n.id + '" data-op="' + esc(n.op) + '"' + (n.layer ? ' data-layer="' + esc(n.layer) + '"' : "");
-        if (self.marks[n.id]) cls += " " + self.marks[n.id];
-        if (n.fused) cls += " fused";
-      } else if (u.kind === "member") {
-        var m = self.byId[u.nid].fused.members[u.i];
-        attrs += ' data-member-of="' + u.nid + '" data-op="' + esc(m.op) + '" data-orig="' + (m.orig_id === null || m.orig_id === undefined ? "" : m.orig_id) + '"';
-      } else {
-        attrs += ' data-group="' + esc(u.gid) + '"';
-      }
-      var rx = (u.kind === "node" && SOURCE_OPS[self.byId[u.nid].op]) ? 12 : 4;
-      var s = '<g class="' + cls + '"' + attrs + '><rect class="box" x="' + x.toFixed(1) + '" y="' + y.toFixed(1) + '" width="' + nd.width.toFixed(1) + '" height="' + nd.height.toFixed(1) + '" rx="' + rx + '" fill="' + col[0] + '" stroke="' + col[1] + '"/>';
-      var cx = nd.x - ((u.kind === "group" || (u.kind === "node" && self.byId[u.nid].fused)) ? 8 : 0);
-      if (u.label[1]) {
-        s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (nd.y - 2).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
-        s += '<text class="t2" x="' + cx.toFixed(1) + '" y="' + (nd.y + 11).toFixed(1) + '" text-anchor="middle">' + esc(u.label[1]) + '</text>';
-      } else {
-        s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (nd.y + 4).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
-      }
-      if (u.kind === "group" || (u.kind === "node" && self.byId[u.nid].fused)) {
-        var tk = u.kind === "group" ? "g:" + u.gid : "f:" + u.nid;
-        var tx = x + nd.width - 16, ty = y + 3;
-        s += '<g class="toggle" data-toggle="' + esc(tk) + '"><rect x="' + tx.toFixed(1) + '" y="' + ty.toFixed(1) + '" width="13" height="13" rx="2"/><text x="' + (tx + 6.5).toFixed(1) + '" y="' + (ty + 10.5).toFixed(1) + '" text-anchor="middle">+</text></g>';
-      }
-      if (u.kind === "group" && self.groupCounts[u.gid]) {
-        var gc = self.groupCounts[u.gid], badge = gc.removed ? "\u2212" + gc.removed : "+" + gc.added;
-        s += '<text class="badge ' + (gc.removed ? "removed" : "added") + '" x="' + (x + 4).toFixed(1) + '" y="' + (y + 11).toFixed(1) + '">' + badge + '</text>';
-      }
-      s += '<title>' + esc(self.tooltip(key, u, ids)) + '</title></g>';
-      out.push(s);
+      out.push(self.unitSvg(key, u, nd, unitIds[key], top));
+      if (u.kind === "scanbox") out.push(self.bodySvg(u.nid, nd, leads[key] || [], maxBytes));
     });
     out.push("</g></g>");
     this.svg.innerHTML = out.join("");
     this.viewport = this.svg.querySelector("g.viewport");
     this.applyTransform();
+  };
+
+  // an open scan's body, drawn over its box (nd), and the leads from the box's edge to
+  // the ports
+  Panel.prototype.bodySvg = function (nid, nd, leads, maxBytes) {
+    var self = this, b = this.bodies[nid], bg = b.g, out = [];
+    var dx = nd.x - nd.width / 2 + b.left + b.ox, dy = nd.y - nd.height / 2 + b.top + b.oy;
+    out.push('<g class="body" data-scan="' + nid + '">');
+    leads.forEach(function (l) {
+      out.push('<path class="edge lead" d="M' + l.x.toFixed(1) + "," + l.y0.toFixed(1) + " L" + l.x.toFixed(1) + "," + l.y1.toFixed(1) + '" stroke-width="' + l.w.toFixed(2) + '"' +
+        (l.arrow ? ' marker-end="url(#arrow' + self.index + ')"' : "") + '><title>' + esc(l.label + (l.bytes ? ", " + human(l.bytes) + "B" : "")) + '</title></path>');
+    });
+    var u = this.units["s:" + nid], x = nd.x - nd.width / 2, y = nd.y - nd.height / 2;
+    var halo = (PHASE[this.byId[nid].phase] || OTHER)[0];
+    out.push('<g class="caption" style="stroke:' + halo + '"><text class="t1" x="' + (x + 10).toFixed(1) + '" y="' + (y + 16).toFixed(1) + '">' + esc(u.label[0]) + '</text>' +
+      '<text class="t2" x="' + (x + 10).toFixed(1) + '" y="' + (y + 30).toFixed(1) + '">' + esc(u.label[1]) + '</text></g>');
+    out.push('<g transform="translate(' + dx.toFixed(1) + "," + dy.toFixed(1) + ')">');
+    b.edges.forEach(function (e, k) {
+      var ed = bg.edge(e.src, e.dst);
+      if (!ed || !ed.points) return;
+      out.push(edgeSvg(ed.points, edgeWidth(e.bytes, maxBytes), "b" + k, e.label, e.bytes, true, self.index));
+    });
+    b.edges.forEach(function (e) {
+      var ed = bg.edge(e.src, e.dst);
+      if (ed && ed.x !== undefined && ed.width) out.push(elabelSvg(ed, e.label));
+    });
+    b.order.forEach(function (key) {
+      out.push(self.unitSvg(key, b.units[key], bg.node(key), [], 0));
+    });
+    out.push("</g></g>");
+    return out.join("");
   };
 
   Panel.prototype.depth = function (key) {
@@ -563,12 +856,22 @@
 
   Panel.prototype.tooltip = function (key, u, ids) {
     if (u.kind === "group") return this.groups[u.gid].label + ": " + ids.length + " nodes (click + to expand)";
+    if (u.kind === "scanbox") return "%" + u.nid + " " + this.byId[u.nid].title + ": click for its details, \u2212 to close it";
+    if (u.kind === "body") {
+      var b = this.bodyById[u.nid][u.bid];
+      return "%" + b.id + " " + b.title + " in the body of scan %" + u.nid + (b.sub ? "\n" + b.sub : "") + "\nout: " + b.types.join(", ");
+    }
+    if (u.kind === "bout") {
+      var o = this.byId[u.nid].scan.outputs[u.i];
+      return o.role + " (" + o.detail + ")\nout " + o.index + " of scan %" + u.nid + ": " + o.outer;
+    }
     if (u.kind === "member") {
       var m = this.byId[u.nid].fused.members[u.i];
       return m.op + " in fused %" + u.nid + (m.type ? "\n" + m.type : "");
     }
     var n = this.byId[u.nid];
     var t = "%" + n.id + " " + n.title + (n.sub ? "\n" + n.sub : "") + "\nphase: " + n.phase + "\nout: " + n.types.join(", ");
+    if (n.scan) t += "\na loop: its body runs " + n.scan.steps + " times (click + to open it)";
     if (state.color === "flops" || state.color === "memory") t += "\n" + state.color + ": " + human(this.metric(n, state.color));
     return t;
   };
@@ -591,9 +894,22 @@
     if (this.viewport) this.viewport.setAttribute("transform", "translate(" + this.tx.toFixed(1) + "," + this.ty.toFixed(1) + ") scale(" + this.k.toFixed(4) + ")");
   };
 
+  // zoom to a drawn unit or cluster (an opened scan): as large as fits, at most 100 %
+  Panel.prototype.focus = function (key) {
+    var nd = this.posOf(key);
+    if (!nd) return;
+    var r = this.canvas.getBoundingClientRect();
+    var cw = r.width || 800, ch = r.height || 600;
+    this.k = Math.max(0.3, Math.min(1, (cw - 30) / (nd.width || 1), (ch - 30) / (nd.height || 1)));
+    this.tx = cw / 2 - nd.x * this.k;
+    this.ty = nd.height * this.k <= ch - 30 ? ch / 2 - nd.y * this.k : 15 - (nd.y - nd.height / 2) * this.k;
+    this.applyTransform();
+  };
+
   Panel.prototype.centerOn = function (key) {
-    if (!this.g || !this.g.hasNode(key)) return;
-    var nd = this.g.node(key), r = this.canvas.getBoundingClientRect();
+    var nd = this.posOf(key);
+    if (!nd) return;
+    var r = this.canvas.getBoundingClientRect();
     this.tx = (r.width || 800) / 2 - nd.x * this.k;
     this.ty = (r.height || 600) / 2 - nd.y * this.k;
     this.applyTransform();
@@ -615,7 +931,8 @@
     this.k = 1; this.tx = 0; this.ty = 0;
     var drag = null;
     this.canvas.addEventListener("mousedown", function (ev) {
-      if (ev.target.closest && ev.target.closest("g.unit, g.toggle, .ctoggle")) return;
+      var hit = ev.target.closest && ev.target.closest("g.unit, g.toggle, .ctoggle");
+      if (hit && !hit.classList.contains("scanbox")) return;  // an open scan's box pans
       drag = { x: ev.clientX, y: ev.clientY, tx: self.tx, ty: self.ty };
       self.canvas.classList.add("dragging");
     });
@@ -642,15 +959,20 @@
       if (t) {
         var key = t.getAttribute("data-toggle");
         var id = key.slice(2);
-        var open = key.indexOf("c:") === 0 ? false : key.indexOf("f:") === 0 && self.units["m:" + id + ":0"] ? false : true;
+        var open = true;
+        if (key.indexOf("c:") === 0) open = false;
+        else if (key.indexOf("f:") === 0) open = !self.units["m:" + id + ":0"];
+        else if (key.indexOf("s:") === 0) open = !self.scanOpen(Number(id));
         self.expandId(key.indexOf("c:") === 0 ? id : key, open);
         renderAll();
+        if (open && key.indexOf("s:") === 0) self.focus(key);
         return;
       }
       var u = ev.target.closest("g.unit");
       if (!u) return;
       var k = u.getAttribute("data-key");
       if (k.indexOf("g:") === 0) { self.expandId(k, true); renderAll(); return; }
+      if (k.indexOf("s:") === 0) k = "n:" + k.slice(2);  // an open scan's box: the scan
       select(self.index, k);
     });
   };
@@ -674,6 +996,11 @@
       var nid = Number(key.slice(2));
       if (panel.rep(nid) !== key) { panel.reveal(nid); renderAll(); }
     }
+    if (key.indexOf("sb:") === 0 || key.indexOf("so:") === 0) {
+      var sid = Number(key.split(":")[1]);
+      if (!panel.byId[sid] || !panel.byId[sid].scan) return;
+      if (!panel.scanOpen(sid)) { panel.expandId(sid, true); renderAll(); }
+    }
     state.sel = { panel: pi, key: key };
     highlight(center);
     showDetails();
@@ -691,6 +1018,8 @@
             if (ids.indexOf(m.orig_id) >= 0) { add("m:" + nid + ":" + j); hit = true; }
           });
           if (!hit || ids.indexOf(nid) >= 0) add("f:" + nid);
+        } else if (panel.scanOpen(nid)) {
+          add("s:" + nid);
         } else {
           add(panel.rep(nid));
         }
@@ -723,6 +1052,7 @@
     if (key.indexOf("n:") === 0) {
       var nid = Number(key.slice(2));
       if (panel.fusedOpen(nid)) return "f:" + nid;
+      if (panel.scanOpen(nid)) return "s:" + nid;
       return panel.rep(nid);
     }
     return key;
@@ -749,7 +1079,7 @@
   function showDetails() {
     var box = document.getElementById("details");
     var sel = state.sel;
-    if (!sel) { box.innerHTML = '<p class="hint">Click a node for its attributes, types, spec line and, for a fused kernel, the generated source. Click + on a group or a fused node to open it.</p>'; return; }
+    if (!sel) { box.innerHTML = '<p class="hint">Click a node for its attributes, types, spec line and, for a fused kernel, the generated source. Click + on a group, a fused node or a scan (a loop, drawn as a stack) to open it.</p>'; return; }
     var panel = panels[sel.panel], key = sel.key, html = "";
     if (key.indexOf("m:") === 0) {
       var p = key.split(":"), fn = panel.byId[Number(p[1])], m = fn.fused.members[Number(p[2])];
@@ -761,37 +1091,78 @@
       html += "<h4>attributes</h4><pre>" + esc(JSON.stringify(m.attrs, null, 1)) + "</pre>";
       if (fn.source) html += "<h4>generated source of the fused kernel</h4><pre class=\"source\">" + esc(fn.source) + "</pre>";
     } else if (key.indexOf("n:") === 0) {
-      var n = panel.byId[Number(key.slice(2))];
-      html += "<h3>%" + n.id + " " + esc(n.title) + "</h3>";
-      html += table([["op", esc(n.op)], ["what it does", n.doc ? esc(n.doc) : null],
-        ["name", n.name ? esc(n.name) : null], ["phase", esc(n.phase)],
-        ["spec layer", n.layer ? esc(n.layer) : null], ["spec line", specLine(n.line)],
-        ["stage", esc(panel.stage.title)],
-        ["FLOPs", n.flops === null || n.flops === undefined ? null : n.flops.toLocaleString("en") + " (batch " + batchText(panel) + ")"],
-        ["role", n.roots.length ? esc(n.roots.join("; ")) : null]]);
-      html += "<h4>inputs</h4>" + (n.inputs.length ? table(n.inputs.map(function (inp, i) {
-        var src = panel.byId[inp[0]];
-        return ["#" + i, nodeLink(sel.panel, inp[0]) + (src && src.types.length > 1 ? "." + inp[1] : "") + " " + esc(src ? src.title : "?") + " : " + esc(n.in_types[i] || "?")];
-      })) : '<p class="hint">none</p>');
-      html += "<h4>outputs</h4>" + table(n.types.map(function (t, i) {
-        return ["#" + i, esc(t || "?") + (n.bytes[i] !== null ? " (" + human(n.bytes[i]) + "B)" : "")];
-      }));
-      if (n.mem) html += "<h4>memory plan</h4>" + table([["new bytes", n.mem.bytes.toLocaleString("en")]].concat(n.mem.plan.map(function (s) { return ["", esc(s)]; })));
-      html += "<h4>attributes</h4><pre>" + esc(JSON.stringify(n.attrs, null, 1)) + "</pre>";
-      if (n.fused) {
-        html += "<h4>fused members (" + esc(n.fused.kind) + ")</h4>" + table(n.fused.members.map(function (m, i) {
-          return [String(i), esc(m.op) + " : " + esc(m.type || "?") + (m.orig_id !== null && m.orig_id !== undefined ? ' <span class="hint">was %' + m.orig_id + "</span>" : "") + (m.layer ? ' <span class="hint">' + esc(m.layer) + (m.line ? ":" + m.line : "") + "</span>" : "")];
-        }));
-      }
-      if (n.source) html += "<h4>generated " + (n.fused ? "kernel " : "") + "source</h4><pre class=\"source\">" + esc(n.source) + "</pre>";
-      else if (n.fused) html += '<p class="hint">no generated source for this stage</p>';
-      if (panels.length > 1) {
-        var other = panels[1 - sel.panel], ids = expansion(n), hits = [];
-        ids.forEach(function (i) { (other.expIndex[i] || []).forEach(function (t) { if (hits.indexOf(t) < 0) hits.push(t); }); });
-        html += "<h4>in " + esc(other.stage.title) + "</h4>" + (hits.length ? hits.map(function (t) { return nodeLink(1 - sel.panel, t); }).join(" ") : '<p class="hint">' + (sel.panel === 0 ? "removed: no counterpart" : "added: no counterpart") + "</p>");
+      html += nodeDetails(panel, sel.panel, panel.byId[Number(key.slice(2))], null);
+    } else if (key.indexOf("sb:") === 0) {
+      var q = key.split(":"), sid = Number(q[1]), body = panel.bodyById[sid];
+      if (body && body[Number(q[2])]) html += nodeDetails(panel, sel.panel, body[Number(q[2])], sid);
+    } else if (key.indexOf("so:") === 0) {
+      var r = key.split(":"), sn = panel.byId[Number(r[1])], o = sn && sn.scan.outputs[Number(r[2])];
+      if (o) {
+        var bsrc = panel.bodyById[sn.id][o.value[0]];
+        html += "<h3>" + esc(o.role) + ' <span class="hint">output ' + o.index + " of scan " + nodeLink(sel.panel, sn.id) + "</span></h3>";
+        html += table([["each step", esc(o.detail)], ["body value", bodyLink(sel.panel, sn.id, o.value[0]) + " " + esc(bsrc ? bsrc.title : "?")],
+          ["per step", esc(bsrc ? bsrc.types[o.value[1]] || "?" : "?")],
+          ["the scan gives", esc(o.outer) + " : " + esc(sn.types[o.index] || "?")]]);
       }
     }
     box.innerHTML = html;
+  }
+
+  function bodyLink(pi, sid, bid) {
+    return '<a data-goto="' + pi + ":sb:" + sid + ":" + bid + '">%' + bid + "</a>";
+  }
+
+  // the details of a node; ``sid`` names the scan whose body holds it (null: the graph's)
+  function nodeDetails(panel, pi, n, sid) {
+    var html = "", inBody = sid !== null;
+    var lookup = inBody ? panel.bodyById[sid] : panel.byId;
+    var link = function (id) { return inBody ? bodyLink(pi, sid, id) : nodeLink(pi, id); };
+    html += "<h3>%" + n.id + " " + esc(n.title) + (inBody ? ' <span class="hint">in the body of scan ' + nodeLink(pi, sid) + "</span>" : "") + "</h3>";
+    html += table([["op", esc(n.op)], ["what it does", n.doc ? esc(n.doc) : null],
+      ["name", n.name ? esc(n.name) : null], ["phase", esc(n.phase)],
+      ["scan input", n.scan_input ? esc(n.sub) + " (scan input " + n.scan_input.slot + ")" : null],
+      ["spec layer", n.layer ? esc(n.layer) : null], ["spec line", specLine(n.line)],
+      ["stage", esc(panel.stage.title)],
+      ["FLOPs", n.flops === null || n.flops === undefined ? null : n.flops.toLocaleString("en") + (inBody ? " per step" : "") + " (batch " + batchText(panel) + ")"],
+      ["role", n.roots.length ? esc(n.roots.join("; ")) : null]]);
+    html += "<h4>inputs</h4>" + (n.inputs.length ? table(n.inputs.map(function (inp, i) {
+      var src = lookup[inp[0]];
+      return ["#" + i, link(inp[0]) + (src && src.types.length > 1 ? "." + inp[1] : "") + " " + esc(src ? src.title : "?") + " : " + esc(n.in_types[i] || "?")];
+    })) : '<p class="hint">none</p>');
+    html += "<h4>outputs</h4>" + table(n.types.map(function (t, i) {
+      var role = n.scan ? ' <span class="hint">' + esc(n.scan.outputs[i] ? n.scan.outputs[i].outer : "") + "</span>" : "";
+      return ["#" + i, esc(t || "?") + (n.bytes[i] !== null ? " (" + human(n.bytes[i]) + "B)" : "") + role];
+    }));
+    if (n.scan) {
+      var sc = n.scan;
+      html += "<h4>loop</h4>" + table([["direction", esc(sc.direction) + (sc.bptt ? " (the backward, BPTT, scan)" : "")],
+        ["steps", "the body runs " + esc(sc.steps) + " times"],
+        ["truncated BPTT", sc.truncate ? String(sc.truncate) + " steps" : null],
+        [sc.bptt ? "gradient of" : "its gradient", sc.pair !== null && sc.pair !== undefined ? nodeLink(pi, sc.pair) : null],
+        ["inputs", [[sc.num_carry, "carry", "carries"], [sc.num_seq, "sequence", "sequences"], [sc.num_inv, "invariant", "invariants"]].map(function (c) { return c[0] + " " + (c[0] === 1 ? c[1] : c[2]); }).join(", ")]]);
+      html += "<h4>inputs by role</h4>" + table(sc.inputs.map(function (e) {
+        return ["#" + e.slot, esc(e.role) + ' <span class="hint">' + esc(e.detail) + "</span> \u2192 " + bodyLink(pi, n.id, e.body)];
+      }));
+      html += "<h4>outputs by role</h4>" + table(sc.outputs.map(function (e) {
+        return ["#" + e.index, esc(e.outer) + ' <span class="hint">from ' + esc(e.role) + "</span> \u2190 " + bodyLink(pi, n.id, e.value[0])];
+      }));
+      html += '<p class="hint">Click + on the scan to open its body (' + sc.body.nodes.length + " nodes).</p>";
+    }
+    if (n.mem) html += "<h4>memory plan</h4>" + table([["new bytes", n.mem.bytes.toLocaleString("en")]].concat(n.mem.plan.map(function (s) { return ["", esc(s)]; })));
+    html += "<h4>attributes</h4><pre>" + esc(JSON.stringify(n.attrs, null, 1)) + "</pre>";
+    if (n.fused) {
+      html += "<h4>fused members (" + esc(n.fused.kind) + ")</h4>" + table(n.fused.members.map(function (m, i) {
+        return [String(i), esc(m.op) + " : " + esc(m.type || "?") + (m.orig_id !== null && m.orig_id !== undefined ? ' <span class="hint">was %' + m.orig_id + "</span>" : "") + (m.layer ? ' <span class="hint">' + esc(m.layer) + (m.line ? ":" + m.line : "") + "</span>" : "")];
+      }));
+    }
+    if (n.source) html += "<h4>generated " + (n.fused ? "kernel " : "") + "source</h4><pre class=\"source\">" + esc(n.source) + "</pre>";
+    else if (n.fused && !inBody) html += '<p class="hint">no generated source for this stage</p>';
+    if (panels.length > 1 && !inBody) {
+      var other = panels[1 - pi], ids = expansion(n), hits = [];
+      ids.forEach(function (i) { (other.expIndex[i] || []).forEach(function (t) { if (hits.indexOf(t) < 0) hits.push(t); }); });
+      html += "<h4>in " + esc(other.stage.title) + "</h4>" + (hits.length ? hits.map(function (t) { return nodeLink(1 - pi, t); }).join(" ") : '<p class="hint">' + (pi === 0 ? "removed: no counterpart" : "added: no counterpart") + "</p>");
+    }
+    return html;
   }
 
   function batchText(panel) {
@@ -922,7 +1293,12 @@
       if (k === "expand" || k === "collapse") {
         v.split(",").forEach(function (id) {
           if (!id) return;
-          panels.forEach(function (p) { if (p.expandId(id, k === "expand")) changed = true; });
+          panels.forEach(function (p, pi) {
+            if (!p.expandId(id, k === "expand")) return;
+            changed = true;
+            var sid = String(id).replace(/^s:/, "");
+            if (k === "expand" && p.byId[sid] && p.byId[sid].scan) state.focus = { panel: pi, key: "s:" + sid };
+          });
         });
       } else if (k === "expandall") {
         panels.forEach(function (p) { p.stage.groups.forEach(function (g) { p.expanded[g.id] = true; }); });
@@ -952,6 +1328,11 @@
         panel.expandId(parts[1], true);
         state.sel = { panel: pi, key: key };
         changed = true;
+      } else if (panel && (key.indexOf("sb:") === 0 || key.indexOf("so:") === 0)) {
+        if (panel.expandId(key.split(":")[1], true)) {
+          state.sel = { panel: pi, key: key };
+          changed = true;
+        }
       }
     }
     return changed;
@@ -987,9 +1368,10 @@
       var a = ev.target.closest("[data-goto]");
       if (!a) return;
       var parts = a.getAttribute("data-goto").split(":");
-      var pi = Number(parts[0]), nid = Number(parts[1]);
-      select(pi, "n:" + nid, false);
-      panels[pi].centerOn(shownKey(panels[pi], "n:" + nid));
+      var pi = Number(parts[0]);
+      var key = parts.length > 2 ? parts.slice(1).join(":") : "n:" + Number(parts[1]);
+      select(pi, key, false);
+      panels[pi].centerOn(shownKey(panels[pi], key));
     });
     document.getElementById("tree").addEventListener("click", function (ev) {
       var row = ev.target.closest("[data-tree]");
@@ -998,7 +1380,12 @@
       panels.forEach(function (p) { p.expandId(gid, open); });
       renderAll();
     });
-    window.addEventListener("hashchange", function () { if (applyHash()) renderAll(); });
+    window.addEventListener("hashchange", function () {
+      if (!applyHash()) return;
+      renderAll();
+      if (state.focus) panels[state.focus.panel].focus(state.focus.key);
+      state.focus = null;
+    });
     applyHash();
     renderAll();
     if (state.sel) {
@@ -1006,7 +1393,10 @@
       p.k = Math.max(p.k, 0.9);  // a selection from the URL opens readable, centred on it
       p.centerOn(shownKey(p, state.sel.key));
       highlight(true);
+    } else if (state.focus) {
+      panels[state.focus.panel].focus(state.focus.key);  // a scan opened from the URL
     }
+    state.focus = null;
   }
 
   init();

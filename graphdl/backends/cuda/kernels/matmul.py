@@ -157,3 +157,15 @@ def _emit_matmul(ctx, attrs, ins, outs):
     kernel = ctx.kernel("matmul_tiled")
     return ctx.launch(f"R.config_matmul({kernel}, {batch}, {m}, {sh_o[-1]})",
                       [a3, b3, o3, str(ta), str(tb)])
+
+
+@cuda_emitter("matmul_rows")
+def _emit_matmul_rows(ctx, attrs, ins, outs):
+    sh_a, sh_b = ctx.shape(ins[0]), ctx.shape(ins[1])
+    rows = " * ".join(sh_a[:-1])
+    a3 = ctx.reshaped(ins[0], ("1", rows, sh_a[-1]))
+    b3 = ctx.reshaped(ins[1], ("1", rows, sh_b[-1]))
+    o3 = ctx.reshaped(outs[0], ("1", sh_a[-1], sh_b[-1]))
+    kernel = ctx.kernel("matmul_tiled")
+    return ctx.launch(f"R.config_matmul({kernel}, 1, {sh_a[-1]}, {sh_b[-1]})",
+                      [a3, b3, o3, "True", "False"])

@@ -1,6 +1,7 @@
 """CUDA kernels of the shape ops (graphdl/ops/shape.py): reshape (a view: no kernel),
 transpose, concat, slice, slice_grad; broadcast_to has a scalar function, so the code
-generator writes its loop. Also the plain copy and fill kernels the generator uses."""
+generator writes its loop. Also the plain copy and fill kernels the generator uses (and
+the offset copy of a scan's steps)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ RANK = 6  # transpose handles up to this many axes (shapes are padded with leadi
 def copy_flat(src, dst):
     for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):
         dst[i] = src[i]
+
+
+@cuda_kernel
+@jit
+def copy_flat_offset(src, dst, src_off, dst_off, n):
+    """dst[dst_off + i] = src[src_off + i] for i < n, over 1-D views: a scan's step copies
+    its slice of a sequence in and its outputs out (the offsets are known at run time only)."""
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        dst[dst_off + i] = src[src_off + i]
 
 
 @cuda_kernel

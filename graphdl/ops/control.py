@@ -1,0 +1,197 @@
+"""Loops: `scan` (a higher-order op: a body graph run once per time step, see
+`graphdl.ir.scan`) and `seq_mask` (the time mask of per-sample lengths).
+
+`scan` has no `reference`, `grad` or kernel of its own: the reference interpreter runs its
+body step by step (`graphdl.backends.reference`), autodiff differentiates it into a reverse
+scan (`graphdl.passes.scan_autodiff`) and each backend's code generator writes its loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from graphdl.ir.graph import Graph, Value
+from graphdl.ir.optable import lookup
+from graphdl.ir.scan import body_inputs, body_output_names
+from graphdl.ir.types import TensorType
+from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
+
+SOURCES = ("input", "param", "state", "const")
+
+
+def body_types(body: Graph) -> Graph:
+    """``body`` (a copy) with every value typed from its input types, op by op."""
+    body = body.copy()
+    for nid in body.topo_order():
+        nd = body.node(nid)
+        if nd["op"] in SOURCES:
+            continue
+        in_types = [body.type_of(v) for v in body.inputs_of(nid)]
+        nd["types"] = list(lookup(nd["op"]).infer(nd["attrs"], in_types))
+    return body
+
+
+def _infer_scan(attrs, types):
+    body: Graph = attrs["body"]
+    k, s = attrs["num_carry"], attrs["num_seq"]
+    ids = body_inputs(body)
+    if len(ids) != len(types):
+        raise ShapeError(f"scan has {len(types)} inputs but its body takes {len(ids)}")
+    if s < 1:
+        raise ShapeError("scan needs at least one sequence input")
+    seq_types = types[k:k + s]
+    steps = seq_types[0].shape[0] if seq_types[0].rank else None
+    for i, (nid, t) in enumerate(zip(ids, types)):
+        want = body.type_of(Value(nid))
+        got = t
+        if k <= i < k + s:
+            if t.rank == 0 or t.shape[0] != steps:
+                raise ShapeError(f"scan sequence {i - k} is {t}: every sequence needs the "
+                                 f"same leading time axis ({steps})")
+            got = TensorType(t.shape[1:], t.dtype)
+        if got != want:
+            raise ShapeError(f"scan input {i} is {got} per step but the body takes {want}")
+    typed = body_types(body)
+    names = body_output_names(body, k)
+    outs = []
+    for i, name in enumerate(names):
+        t = typed.type_of(typed.outputs[name])
+        if i < k:
+            if t != types[i]:
+                raise ShapeError(f"scan carry {i} enters as {types[i]} but the body gives "
+                                 f"{t} back")
+            outs.append(t)
+        else:
+            outs.append(TensorType((steps,) + t.shape, t.dtype))
+    return outs
+
+
+def _no_reference(attrs, *args):
+    raise NotImplementedError("scan runs through graphdl.backends.reference.run_scan")
+
+
+register(
+    OpDef(
+        name="scan",
+        inputs=("args",),
+        outputs=(),
+        variadic=True,
+        body=True,
+        infer=_infer_scan,
+        reference=_no_reference,
+        pattern=Pattern.OPAQUE,
+        attrs={
+            "body": Attr(Graph),
+            "num_carry": Attr(int),
+            "num_seq": Attr(int),
+            "reverse": Attr(bool, False),
+            "truncate": Attr(int, 0),
+        },
+        no_grad_reason="differentiated by autodiff as a reverse scan (passes/scan_autodiff.py)",
+        doc="a loop over time: runs its body graph once per step on the carries and one "
+            "slice of each sequence, stacking the per-step outputs (reverse: from the end)",
+    )
+)
+
+
+# ------------------------------------------------------------------ seq_mask
+# The time mask of per-sample lengths, time-major as the scan reads its sequences:
+# mask[t, n, 0] = 1 where t < lengths[n], else 0.
+
+def _infer_seq_mask(attrs, types):
+    lengths, like = types
+    if lengths.rank != 1 or lengths.dtype != "int64":
+        raise ShapeError(f"seq_mask lengths must be int64 [N], got {lengths}")
+    if like.rank < 2 or like.shape[1] != lengths.shape[0]:
+        raise ShapeError(f"seq_mask needs a time-major sequence [T, N, ...] with N = "
+                         f"{lengths.shape[0]}, got {like}")
+    return [TensorType((like.shape[0], like.shape[1], 1), attrs["dtype"])]
+
+
+def _ref_seq_mask(attrs, lengths, like):
+    t = np.arange(like.shape[0])[:, None]
+    mask = (t == lengths[None, :] - 1) if attrs["last"] else (t < lengths[None, :])
+    return mask[:, :, None].astype(attrs["dtype"])
+
+
+@cpu_kernel
+def seq_mask_fill(lengths, last, out):
+    """out[t, n, 0] = 1 where t < lengths[n] (last: where t == lengths[n] - 1), else 0."""
+    steps, n = out.shape[0], out.shape[1]
+    for t in range(steps):
+        for i in range(n):
+            inside = t == lengths[i] - 1 if last else t < lengths[i]
+            out[t, i, 0] = 1.0 if inside else 0.0
+
+
+def _emit_seq_mask(ctx, attrs, ins, outs):
+    return [ctx.call("seq_mask_fill", ins[0], ctx.runtime(attrs["last"]), outs[0])]
+
+
+register(
+    OpDef(
+        name="seq_mask",
+        inputs=("lengths", "like"),
+        infer=_infer_seq_mask,
+        reference=_ref_seq_mask,
+        pattern=Pattern.OPAQUE,
+        attrs={"dtype": Attr(str, "float32", ("float32", "float64")), "last": Attr(bool, False)},
+        grad=lambda g, attrs, ins, outs, gouts: [None, None],
+        differentiable=(),
+        flops_per_element=0,
+        emit_cpu=_emit_seq_mask,
+        doc="the time mask of per-sample lengths: [T, N, 1], 1 where t < lengths[n] (last: "
+            "only at t = lengths[n] - 1)",
+    )
+)
+
+
+# ------------------------------------------------------------------ truncate_mask
+# Truncated BPTT (graphdl.passes.scan_autodiff): per step, whether the carries' gradient may
+# still flow into it: the k steps nearest where the backward loop starts.
+
+def _infer_truncate_mask(attrs, types):
+    (like,) = types
+    if like.rank < 1:
+        raise ShapeError(f"truncate_mask needs a time-major sequence [T, ...], got {like}")
+    if attrs["k"] < 1:
+        raise ShapeError(f"truncate_mask needs k >= 1, got {attrs['k']}")
+    return [TensorType((like.shape[0],), attrs["dtype"])]
+
+
+def _ref_truncate_mask(attrs, like):
+    steps, k = like.shape[0], attrs["k"]
+    t = np.arange(steps)
+    keep = t >= steps - k if attrs["from_end"] else t < k
+    return keep.astype(attrs["dtype"])
+
+
+@cpu_kernel
+def truncate_mask_fill(k, from_end, out):
+    steps = out.shape[0]
+    for t in range(steps):
+        inside = t >= steps - k if from_end else t < k
+        out[t] = 1.0 if inside else 0.0
+
+
+def _emit_truncate_mask(ctx, attrs, ins, outs):
+    return [ctx.call("truncate_mask_fill", ctx.runtime(attrs["k"], attrs["from_end"]), outs[0])]
+
+
+register(
+    OpDef(
+        name="truncate_mask",
+        inputs=("like",),
+        infer=_infer_truncate_mask,
+        reference=_ref_truncate_mask,
+        pattern=Pattern.OPAQUE,
+        attrs={"k": Attr(int), "from_end": Attr(bool, True),
+               "dtype": Attr(str, "float32", ("float32", "float64"))},
+        grad=lambda g, attrs, ins, outs, gouts: [None],
+        differentiable=(),
+        flops_per_element=0,
+        emit_cpu=_emit_truncate_mask,
+        doc="[T]: 1 for the k steps nearest the end (from_end) or the start, else 0 "
+            "(truncated backpropagation through time)",
+    )
+)
