@@ -185,61 +185,162 @@ def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:
     line = spec.loc("train", "loss").line
     g.provenance = Provenance(layer="loss", line=line)
     if ltype == "cross_entropy":
-        labels = g.input(target, TensorType(("N",), "int64"))
-        if yt.rank != 2:
-            raise GraphdlError(
-                Diagnostic(
-                    "E302",
-                    f"cross_entropy needs the model output to be [classes] logits, got {fmt_shape(yt)}"
-                    + (f" (a dense layer applies at every step of a [{yt.shape[1]}, ...] "
-                       "input: one set of logits per step)" if yt.rank == 3 else ""),
-                    file=spec.path,
-                    line=line,
-                    col=spec.loc("train", "loss").col,
-                    help=("give the model one vector per sample before its last dense layer: "
-                          "'- {type: flatten}', '- {type: seq_pool, mode: mean}' or a "
-                          "recurrent layer with 'output: last'") if yt.rank == 3 else
-                    "end the model with a dense layer whose units is the number of classes",
-                ),
-                phase="shapes",
-            )
+        if yt.rank != 2 and not classes_per_step(spec, yt):
+            raise _logits_not_per_sample(spec, yt)
+        # [N] labels for [N, classes] logits; [N, T] for [N, T, classes] (one per step)
+        labels = g.input(target, TensorType(yt.shape[:-1], "int64"))
         ignore = loss_cfg.get("ignore_index")
+        ignore = int(ignore) if ignore is not None else IGNORE_INDEX
         loss = g.op(
             "softmax_cross_entropy",
             y,
             labels,
             label_smoothing=float(loss_cfg["label_smoothing"]),
-            ignore_index=int(ignore) if ignore is not None else -100,
+            ignore_index=ignore,
         )
         if "accuracy" in train["metrics"]:
-            correct_node = g.apply("count_correct", [y, labels],
-                                   {"ignore_index": int(ignore) if ignore is not None else -100})
+            correct_node = g.apply("count_correct", [y, labels], {"ignore_index": ignore})
             g.outputs["correct"] = Value(correct_node, 0)
             g.outputs["count"] = Value(correct_node, 1)
     else:
-        # the target has the output's type, but [N] for a one-unit output (one value per
-        # sample, as every source gives it); the data's target is made this type before
-        # training (`loss_target`), and every feed is checked by the program
-        if yt.shape[1:] == (1,):
-            tgt = g.op("reshape", g.input(target, TensorType(yt.shape[:1], "float32")),
+        # the target has the output's type, less a last dim of 1 ([N] for a one-unit
+        # output: one value per sample, as every source gives it; [N, T] for one value per
+        # step); the data's target is made this type before training (`loss_target`), and
+        # every feed is checked by the program
+        if yt.rank >= 2 and yt.shape[-1] == 1:
+            tgt = g.op("reshape", g.input(target, TensorType(yt.shape[:-1], "float32")),
                        shape=yt.shape)
         else:
             tgt = g.input(target, yt.with_dtype("float32"))
         op = "mse" if ltype == "mse" else "bce_with_logits"
-        loss = g.op(op, y, tgt)
+        lengths = step_lengths(spec, yt)
+        mask = None if lengths is None else _step_mask(g, lengths, tgt, yt)
+        if mask is None:
+            loss = g.op(op, y, tgt)
+        elif ltype == "mse":
+            loss = _masked_mean(g, g.op("square", g.op("sub", y, tgt)), mask, yt)
+        else:  # bce on logits x: softplus(x) - x t, whose gradient is sigmoid(x) - t
+            per = g.op("sub", g.op("softplus", y), g.op("mul", y, tgt))
+            loss = _masked_mean(g, per, mask, yt)
         if ltype == "bce_with_logits" and "accuracy" in train["metrics"]:
             # the share of output units whose decision (logit > 0) is the target's (> 0.5)
-            hit = g.op("eq", g.op("gt", y, g.const(0.0)), g.op("gt", tgt, g.const(0.5)))
-            g.outputs["accuracy"] = g.op("mean", g.op("cast", hit, dtype="float32"))
+            hit = g.op("cast", g.op("eq", g.op("gt", y, g.const(0.0)), g.op("gt", tgt, g.const(0.5))),
+                       dtype="float32")
+            g.outputs["accuracy"] = (g.op("mean", hit) if mask is None
+                                     else _masked_mean(g, hit, mask, yt))
     if training:
         _warn_activation_before_loss(g, spec, y, ltype)
     g.outputs["data_loss"] = loss
+    g.meta["loss_output"] = [y.node, y.index]  # what the loss reads (`loss_target`)
     if not training:
         # every metric of a whole split is computed from these (graphdl.runtime.metrics)
         g.outputs["model_output"] = y
     if training:
         loss = _add_penalties(g, spec, loss)
     g.outputs["loss"] = loss
+
+
+# ------------------------------------------------------------------ per-step targets
+#
+# A model output with a time axis ([N, T, ...]: a recurrent layer's `output: sequence` and
+# a dense layer applied at every step) can be trained against one target per step. Lowering
+# reads the spec, never the data, so what it knows is:
+#
+# - cross_entropy takes [N, T] int64 labels (one class per step) when the source can give
+#   a per-step integer target (`classes_per_step`); the data side pads a ragged one with
+#   train.loss.ignore_index, which the loss, the accuracy count and the metrics skip;
+# - mse and bce_with_logits compare per element whatever the rank, and where the model has
+#   the lengths input (data.source.lengths, default `lengths`) and the output's steps are a
+#   sequence input's steps, average over the steps each sample has (`step_lengths`):
+#   padding is neither learnt nor scored, as PyTorch users do with a mask of the lengths.
+
+IGNORE_INDEX = -100  # cross_entropy's ignore_index when the spec gives none (as PyTorch)
+LENGTHS = "lengths"  # the lengths field when data.source.lengths names none (graphdl.data)
+SYNTHETIC_SCALAR_TASKS = ("adding",)  # synthetic tasks whose target is one value per sample
+
+
+def classes_per_step(spec, yt: TensorType) -> bool:
+    """Whether cross_entropy on a model output of type ``yt`` takes one class label per step
+    ([N, T] int64 labels for [N, T, classes] logits; any leading dims) instead of one per
+    sample. Only an output with a time axis can, and only from a source that can give an
+    integer target with steps: an npz file (when its `sequences` key is given, a field it
+    lists, i.e. a ragged one), or a synthetic token task (copy, reverse, sort: every field
+    is a token sequence). Any other source gives one label per sample, and such an output
+    is E302 when the spec is validated. For an npz file the data has the last word:
+    `loss_target` refuses a per-sample target [N] with the same E302."""
+    if yt.rank < 3:
+        return False
+    source = (getattr(spec, "data", None) or {}).get("source") or {}
+    kind = source.get("type")
+    if kind == "npz":
+        listed = source.get("sequences")
+        return listed is None or spec.train["target"] in listed
+    return kind == "synthetic" and source.get("task") not in SYNTHETIC_SCALAR_TASKS
+
+
+def step_lengths(spec, yt: TensorType) -> str | None:
+    """The model input holding each sample's number of steps that masks a per-step mse or
+    bce loss on an output of type ``yt``, or None (a plain mean over every element): the
+    output has a time axis whose size is a sequence input's steps (its first declared dim:
+    T, or max_len's number), and model.inputs declares the lengths input
+    (data.source.lengths, default `lengths`, int64 of shape [])."""
+    if yt.rank < 3:
+        return None
+    source = (getattr(spec, "data", None) or {}).get("source") or {}
+    name = source.get("lengths") or LENGTHS
+    inputs = spec.model.inputs
+    lengths = inputs.get(name)
+    if lengths is None or tuple(lengths.shape) != () or lengths.dtype != "int64":
+        return None
+    steps = {inp.shape[0] for n, inp in inputs.items() if n != name and len(inp.shape)}
+    return name if yt.shape[1] in steps else None
+
+
+def _step_mask(g: Graph, lengths: str, tgt: Value, yt: TensorType) -> Value:
+    """[N, T, 1, ...] (the output's rank): 1 at the steps each sample has, else 0."""
+    tt = g.type_of(tgt)
+    like = g.op("transpose", tgt, perm=(1, 0) + tuple(range(2, tt.rank)))  # [T, N, ...]
+    mask = g.op("transpose", g.op("seq_mask", Value(g.find("input", lengths)), like,
+                                  dtype=yt.dtype), perm=(1, 0, 2))  # [N, T, 1]
+    if yt.rank > 3:
+        mask = g.op("reshape", mask, shape=yt.shape[:2] + (1,) * (yt.rank - 2))
+    return mask
+
+
+def _masked_mean(g: Graph, per: Value, mask: Value, yt: TensorType) -> Value:
+    """The mean of ``per`` (the output's shape) over the steps the mask keeps: every
+    element of a kept step counts, a padded step's count nothing (0 when none is kept)."""
+    total = g.op("sum", g.op("mul", per, mask))
+    units = int(np.prod([d for d in yt.shape[2:]]))
+    count = g.op("maximum", g.op("mul_scalar", g.op("sum", mask), c=float(units)),
+                 g.const(1.0, yt.dtype))
+    return g.op("div", total, count)
+
+
+def _logits_not_per_sample(spec, yt: TensorType) -> GraphdlError:
+    """E302 at train.loss: cross_entropy on a model output that is not [classes] logits
+    per sample, with one label per sample to learn."""
+    loc = spec.loc("train", "loss")
+    steps = yt.rank == 3
+    return GraphdlError(
+        Diagnostic(
+            "E302",
+            f"cross_entropy needs the model output to be [classes] logits, got {fmt_shape(yt)}"
+            + (f" (a dense layer applies at every step of a [{yt.shape[1]}, ...] "
+               "input: one set of logits per step)" if steps else ""),
+            file=spec.path,
+            line=loc.line,
+            col=loc.col,
+            help=("give the model one vector per sample before its last dense layer: "
+                  "'- {type: flatten}', '- {type: seq_pool, mode: mean}' or a "
+                  "recurrent layer with 'output: last'") if steps else
+            "end the model with a dense layer whose units is the number of classes",
+            note=("one class per step needs a target with one label per step: an int64 "
+                  "[N, T] field of an npz file (listed in data.source.sequences when ragged) "
+                  "or a synthetic copy, reverse or sort task") if yt.rank >= 3 else None,
+        ),
+        phase="shapes",
+    )
 
 
 # the activation each loss applies to the model output itself
@@ -273,16 +374,24 @@ def loss_target(spec, graph: Graph, y: np.ndarray, split: str) -> np.ndarray:
     takes it (its target input's type), or a located error:
 
     - E305 at ``train.loss`` when its type cannot feed the loss: cross_entropy takes one
-      integer class index per sample; mse and bce_with_logits a number per output element
-      (integers are made float32; a one-unit output takes [N] or [N, 1], made [N]);
+      integer class index per sample, or per step where the graph takes labels per step
+      (`classes_per_step`: [N, T] for [N, T, classes] logits, T the output's steps);
+      mse and bce_with_logits a number per output element (integers are made float32; an
+      output whose last dim is 1 takes the target with or without it: [N] or [N, 1] for
+      one unit, [N, T] or [N, T, 1] for one unit per step);
+    - E302 at ``train.loss`` for one label per sample where the graph takes labels per step
+      (an npz source: lowering cannot tell which the file holds), as lowering says it for
+      the other sources;
     - E509 for a class label outside the model output's classes (its last dim, whatever
       layer makes it), at the output layer; or a bce target outside [0, 1], at train.loss.
+      A per-step target's padding (train.loss.ignore_index, default -100) is no label.
     """
     train = spec.train
     loss_cfg, target = train["loss"], train["target"]
     ltype = loss_cfg["type"]
     want = graph.type_of(Value(graph.find("input", target)))
-    out = graph.type_of(graph.inputs_of(graph.outputs["data_loss"].node)[0])
+    node, index = graph.meta["loss_output"]
+    out = graph.type_of(Value(node, index))
     data = TensorType(("N",) + y.shape[1:], str(y.dtype))
     sample, declared = tuple(data.shape[1:]), tuple(out.shape[1:])
     is_int = y.dtype.kind in "iub"
@@ -290,14 +399,29 @@ def loss_target(spec, graph: Graph, y: np.ndarray, split: str) -> np.ndarray:
     loc = spec.loc("train", "loss")
     at_loss = {"file": spec.path, "line": loc.line, "col": loc.col, "path": "train.loss"}
     if ltype == "cross_entropy":
-        if not (is_int and not sample):
-            raise GraphdlError(Diagnostic(
-                "E305", f"cross_entropy takes one integer class index per sample: {what}",
-                help=f"make '{target}' integer class labels (0..{out.shape[-1] - 1}), or use "
-                "mse for real-valued targets", **at_loss), phase="shapes")
-        _check_class_labels(spec, y, int(out.shape[-1]), loss_cfg.get("ignore_index"), split)
+        steps = tuple(want.shape[1:])  # () one label per sample; (T, ...) one per step
+        if steps and is_int and not sample:
+            raise _logits_not_per_sample(spec, out)
+        if not (is_int and _dims_fit(steps, sample)):
+            if steps:
+                message = (f"cross_entropy takes one integer class index per step of the "
+                           f"model output: {what}")
+                help_ = (f"give '{target}' one label per output step, int64 "
+                         f"{fmt_shape(TensorType(steps, 'int64'))} (0..{out.shape[-1] - 1}; "
+                         f"padding: train.loss.ignore_index)")
+            else:
+                message = f"cross_entropy takes one integer class index per sample: {what}"
+                help_ = (f"make '{target}' integer class labels (0..{out.shape[-1] - 1}), or use "
+                         "mse for real-valued targets")
+            raise GraphdlError(Diagnostic("E305", message, help=help_, **at_loss), phase="shapes")
+        ignore = loss_cfg.get("ignore_index")
+        if steps and ignore is None:
+            ignore = IGNORE_INDEX  # the pad of a per-step target
+        _check_class_labels(spec, y, int(out.shape[-1]), ignore, split)
     else:
-        fits = sample == declared or (not sample and declared == (1,))  # [N] for [N, 1]
+        # [N] for [N, 1], [N, T] for [N, T, 1]
+        fits = _dims_fit(declared, sample) or (declared[-1:] == (1,)
+                                                and _dims_fit(declared[:-1], sample))
         if not (fits and (is_int or y.dtype.kind == "f")):
             if ltype == "bce_with_logits":
                 message = f"bce_with_logits needs one output unit per binary target: {what}"
@@ -322,7 +446,16 @@ def loss_target(spec, graph: Graph, y: np.ndarray, split: str) -> np.ndarray:
                 f"bce_with_logits, whose targets lie between 0 and 1 ('{target}' is {data})",
                 help="use 0/1 labels (or probabilities), or cross_entropy for class labels",
                 **at_loss), phase="data")
-    return np.ascontiguousarray(y.reshape((len(y),) + tuple(want.shape[1:])), dtype=want.dtype)
+    # a symbol (T: the steps) takes the data's size, which the feed binds per batch
+    shape = tuple(y.shape[1 + i] if isinstance(d, str) else d for i, d in enumerate(want.shape[1:]))
+    return np.ascontiguousarray(y.reshape((len(y),) + shape), dtype=want.dtype)
+
+
+def _dims_fit(declared: tuple, actual: tuple) -> bool:
+    """Whether per-sample dims ``actual`` (ints) fit ``declared`` (ints and symbols, a
+    symbol taking any size)."""
+    return len(declared) == len(actual) and all(
+        isinstance(d, str) or d == a for d, a in zip(declared, actual))
 
 
 def _check_class_labels(spec, y: np.ndarray, classes: int, ignore, split: str) -> None:

@@ -30,6 +30,8 @@ def plan_memory(graph: Graph) -> Graph:
     map_bodies(g, plan_body)
     order = g.meta.get("schedule") or g.topo_order()
     pos = {n: i for i, n in enumerate(order)}
+    for a, b in g.meta.get("parallel", []):  # run together: live together
+        pos[b] = pos[a]
     outputs = set(g.outputs.values())
     update_of = {v: pid for pid, v in g.updates.items()}  # new value -> param/state node
 

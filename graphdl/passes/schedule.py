@@ -1,6 +1,7 @@
 """schedule: fix the execution order the memory plan and the code generator follow.
 
-Update-phase nodes run last (see `priority`).
+Update-phase nodes run last (see `priority`). Independent scans are paired to run on two
+threads (`pair_loops`).
 A topological order that runs each node as soon as its inputs are ready, preferring the
 node that frees the most bytes (its inputs' last use), which keeps the peak lower than a
 plain topological sort on wide backward graphs.
@@ -9,6 +10,8 @@ plain topological sort on wide backward graphs.
 from __future__ import annotations
 
 import heapq
+
+import networkx as nx
 
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.scan import map_bodies
@@ -49,5 +52,39 @@ def schedule(graph: Graph) -> Graph:
             indeg[succ] -= g.nx.number_of_edges(n, succ)
             if indeg[succ] == 0:
                 heapq.heappush(ready, priority(succ))
+    order, pairs = pair_loops(g, order)
     g.meta["schedule"] = order
+    if pairs:
+        g.meta["parallel"] = pairs
     return g
+
+
+def pair_loops(g: Graph, order: list[int]) -> tuple[list[int], list[list[int]]]:
+    """Pairs of scans that can run at the same time, on two threads: a scan ``b`` whose
+    inputs are all computed before scan ``a`` starts (the two directions of a bidirectional
+    layer, forward and in BPTT) moves right after ``a``, and the pair is listed. The memory
+    plan gives the two the same position, so neither writes a buffer the other still reads
+    (`graphdl.passes.plan_memory`); the CPU backend runs them concurrently."""
+    order = list(order)
+    pairs: list[list[int]] = []
+    paired: set[int] = set()
+    for a in [n for n in order if g.op_of(n) == "scan"]:
+        if a in paired:
+            continue
+        pos = {n: i for i, n in enumerate(order)}
+        after_a = nx.descendants(g.nx, a)
+        for b in order[pos[a] + 1:]:
+            if g.op_of(b) != "scan" or b in paired or b in after_a \
+                    or g.node(b)["phase"] != g.node(a)["phase"]:
+                continue
+            # what b needs that runs between a and b (its input projection, say) moves
+            # before a, in its order; none of it depends on a, since b does not
+            needs = [n for n in order[pos[a] + 1:pos[b]] if n in nx.ancestors(g.nx, b)]
+            for n in needs + [b]:
+                order.remove(n)
+            at = order.index(a)
+            order[at:at + 1] = needs + [a, b]
+            pairs.append([a, b])
+            paired |= {a, b}
+            break
+    return order, pairs

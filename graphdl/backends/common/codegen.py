@@ -54,7 +54,7 @@ _RESERVED = (
     | {"np", "K", "R", "cuda", "jit", "njit", "math", "off", "step", "setup", "run", "layout"}
     | {f"arena_{d}" for d in NP_DTYPE}
 )
-_LOOP_NAME = re.compile(r"(loop|scan)_\d+")  # module-level kernels and loops
+_LOOP_NAME = re.compile(r"(loop|scan|par)_\d+")  # module-level kernels and loops
 
 
 @dataclass
@@ -139,6 +139,8 @@ class GraphSource:
         self.loop_kernels: dict[str, str] = {}  # source body -> kernel name
         self.loop_sources: list[str] = []
         self._taken: set[str] = set()
+        self.emitted: set[int] = set()  # nodes a backend emitted early (with a paired node)
+        self.parent = parent
         if parent is not None:  # a scan's body: one namespace and one set of loop kernels
             self.loop_kernels = parent.loop_kernels
             self.loop_sources = parent.loop_sources
@@ -154,6 +156,8 @@ class GraphSource:
         while name in self._taken or name in _RESERVED or _LOOP_NAME.fullmatch(name):
             k += 1
             name = f"{base}_{k}"
+            if _LOOP_NAME.fullmatch(name):  # "scan" -> "scan_v2": scan_2 is a loop's name
+                name = f"{base}_v{k}"
         self._taken.add(name)
         return name
 
@@ -305,7 +309,7 @@ class GraphSource:
         plan = g.meta["memory_plan"]["values"]
         lines: list[str] = []
         for nid in self.order:
-            if g.node(nid)["op"] in SOURCES:
+            if g.node(nid)["op"] in SOURCES or nid in self.emitted:
                 continue
             outs = [Value(nid, i) for i in range(g.num_outputs(nid))]
             lines.append(self._node_comment(nid))

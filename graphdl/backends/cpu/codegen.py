@@ -63,8 +63,45 @@ class CpuCodegen(GraphSource):
         return [f"{self.var[v]} = {self.var[v]}.copy()"]
 
     def _emit_scan(self, nid: int, ctx: EmitCtx) -> list[str]:
-        """A scan's loop as a function of its own (`_as_function`), called by the step."""
-        return self._as_function(super()._emit_scan(nid, ctx))
+        """A scan's loop as a function of its own (`_as_function`), called by the step; a
+        scan the schedule paired with it (`graphdl.passes.schedule.pair_loops`) is emitted
+        here too, and the two run on two threads (`_parallel`)."""
+        call = self._as_function(super()._emit_scan(nid, ctx))
+        partner = dict(self.g.meta.get("parallel", [])).get(nid) if self.parent is None else None
+        if partner is None:
+            return call
+        lines = [self._node_comment(partner) + "  (beside the scan above, on a second thread)"]
+        for i in range(self.g.num_outputs(partner)):
+            lines += self._allocate(Value(partner, i), ctx)
+        other = self._as_function(super()._emit_scan(partner, ctx))
+        self.emitted.add(partner)
+        return lines + self._parallel(call + other)
+
+    def _parallel(self, calls: list[str]) -> list[str]:
+        """One call that runs the loop calls ``calls`` (``scan_<i>(args)``) at the same time:
+        a module-level ``par_<i>`` whose prange gives each call a thread (deduplicated by its
+        text, as the loops)."""
+        parsed = [re.fullmatch(r"(\w+)\((.*)\)", c).groups() for c in calls]
+        names: list[str] = []
+        for _, args in parsed:
+            for a in (x.strip() for x in args.split(",")):
+                if a not in names:
+                    names.append(a)
+        rename = {n: f"v{i}" for i, n in enumerate(names)}
+        body = ["for i in prange(%d):" % len(calls)]
+        for k, (fn, args) in enumerate(parsed):
+            body.append(f"    {'if' if k == 0 else 'elif'} i == {k}:")
+            body.append(f"        {fn}({', '.join(rename[a.strip()] for a in args.split(','))})")
+        params = ", ".join(rename[n] for n in names)
+        key = f"par|{params}|" + "\n".join(body)
+        if key not in self.loop_kernels:
+            name = f"par_{sum(k.startswith('par|') for k in self.loop_kernels)}"
+            self.loop_kernels[key] = name
+            src = ["@njit(cache=True, error_model='numpy', parallel=True)",
+                   f"def {name}({params}):",
+                   "    # independent loops, one thread each (graphdl.passes.schedule)"]
+            self.loop_sources.append("\n".join(src + ["    " + b for b in body]))
+        return [f"{self.loop_kernels[key]}({', '.join(names)})"]
 
     def _as_function(self, lines: list[str]) -> list[str]:
         """The block ``lines`` as a module-level njit function ``scan_<i>`` and the line
@@ -161,7 +198,8 @@ class CpuCodegen(GraphSource):
         header = [
             self._docstring("CPU"),
             "import numpy as np",
-            "from numba import njit",
+            "from numba import njit" + (", prange" if any(
+                k.startswith("par|") for k in self.loop_kernels) else ""),
             "from graphdl.backends.cpu import library as K",
             "",
         ]
@@ -171,7 +209,7 @@ class CpuCodegen(GraphSource):
         return "\n".join(header + ["\n\n".join(self.loop_sources), "", ""] + step) + "\n"
 
 
-_MODULE_NAME = re.compile(r"(loop|scan)_\d+")
+_MODULE_NAME = re.compile(r"(loop|scan|par)_\d+")
 
 
 def _names_in_order(text: str) -> list[str]:
