@@ -88,7 +88,7 @@ class CpuCodegen(GraphSource):
                 if a not in names:
                     names.append(a)
         rename = {n: f"v{i}" for i, n in enumerate(names)}
-        body = ["for i in prange(%d):" % len(calls)]
+        body = [f"for i in prange({len(calls)}):"]
         for k, (fn, args) in enumerate(parsed):
             body.append(f"    {'if' if k == 0 else 'elif'} i == {k}:")
             body.append(f"        {fn}({', '.join(rename[a.strip()] for a in args.split(','))})")
