@@ -32,6 +32,9 @@ from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 
 SCAN = "scan"
+# the role of a body input that is the time mask of per-sample lengths ([N, 1] per step):
+# truncated BPTT counts each sample's own real steps (graphdl.passes.scan_autodiff)
+TIME_MASK = "time_mask"
 
 
 def body_inputs(body: Graph) -> list[int]:

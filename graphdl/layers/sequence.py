@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from graphdl.ir.graph import Value
-from graphdl.ir.scan import add_scan, new_body, set_body_outputs
+from graphdl.ir.scan import TIME_MASK, add_scan, new_body, set_body_outputs
 from graphdl.ir.types import TensorType
 from graphdl.layers.catalog import fmt_shape, layer
 from graphdl.layers.schema import boolean, enum, integer, number, string
@@ -149,6 +149,8 @@ def _direction(kind: str, ctx: LayerCtx, seq: Value, mask: Value | None, hidden:
     invs = [g.type_of(w) for w in (w_ih, w_hh, b_ih, b_hh)]
     body, cs, xs, (wi, wh, bi, bh) = new_body(carries, slices, invs)
     body.provenance = g.provenance
+    if mask is not None:
+        body.node(xs[1].node)["attrs"]["role"] = TIME_MASK
     xt = xs[0]
     gi = body.op("add", body.op("matmul", xt, wi, transpose_b=True), bi)
     gh = body.op("add", body.op("matmul", cs[0], wh, transpose_b=True), bh)

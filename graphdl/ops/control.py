@@ -148,7 +148,10 @@ register(
 
 # ------------------------------------------------------------------ truncate_mask
 # Truncated BPTT (graphdl.passes.scan_autodiff): per step, whether the carries' gradient may
-# still flow into it: the k steps nearest where the backward loop starts.
+# still flow into it: the k steps nearest where the backward loop starts. With
+# `per_sample`, `like` is a time mask [T, N, 1] (seq_mask) and the k steps are each sample's
+# own real ones: keep[t, n] = 1 while fewer than k real steps of sample n lie beyond t
+# (from_end) or before it.
 
 def _infer_truncate_mask(attrs, types):
     (like,) = types
@@ -156,11 +159,21 @@ def _infer_truncate_mask(attrs, types):
         raise ShapeError(f"truncate_mask needs a time-major sequence [T, ...], got {like}")
     if attrs["k"] < 1:
         raise ShapeError(f"truncate_mask needs k >= 1, got {attrs['k']}")
+    if attrs["per_sample"]:
+        if like.rank != 3 or like.shape[2] != 1:
+            raise ShapeError(f"truncate_mask per sample needs a time mask [T, N, 1], got {like}")
+        return [TensorType(like.shape, attrs["dtype"])]
     return [TensorType((like.shape[0],), attrs["dtype"])]
 
 
 def _ref_truncate_mask(attrs, like):
     steps, k = like.shape[0], attrs["k"]
+    if attrs["per_sample"]:
+        real = like[:, :, 0] > 0
+        before = np.cumsum(real, axis=0) - real  # real steps before t
+        beyond = real.sum(axis=0, keepdims=True) - before - real  # real steps after t
+        keep = (beyond if attrs["from_end"] else before) < k
+        return keep[:, :, None].astype(attrs["dtype"])
     t = np.arange(steps)
     keep = t >= steps - k if attrs["from_end"] else t < k
     return keep.astype(attrs["dtype"])
@@ -174,7 +187,24 @@ def truncate_mask_fill(k, from_end, out):
         out[t] = 1.0 if inside else 0.0
 
 
+@cpu_kernel
+def truncate_mask_per_sample(mask, k, from_end, out):
+    """out[t, n, 0] = 1 while fewer than k real steps (mask > 0) of sample n lie after t
+    (from_end) or before t, else 0."""
+    steps, n = mask.shape[0], mask.shape[1]
+    for i in range(n):
+        seen = 0
+        for j in range(steps):
+            t = steps - 1 - j if from_end else j
+            out[t, i, 0] = 1.0 if seen < k else 0.0
+            if mask[t, i, 0] > 0:
+                seen += 1
+
+
 def _emit_truncate_mask(ctx, attrs, ins, outs):
+    if attrs["per_sample"]:
+        return [ctx.call("truncate_mask_per_sample", ins[0],
+                         ctx.runtime(attrs["k"], attrs["from_end"]), outs[0])]
     return [ctx.call("truncate_mask_fill", ctx.runtime(attrs["k"], attrs["from_end"]), outs[0])]
 
 
@@ -185,13 +215,14 @@ register(
         infer=_infer_truncate_mask,
         reference=_ref_truncate_mask,
         pattern=Pattern.OPAQUE,
-        attrs={"k": Attr(int), "from_end": Attr(bool, True),
+        attrs={"k": Attr(int), "from_end": Attr(bool, True), "per_sample": Attr(bool, False),
                "dtype": Attr(str, "float32", ("float32", "float64"))},
         grad=lambda g, attrs, ins, outs, gouts: [None],
         differentiable=(),
         flops_per_element=0,
         emit_cpu=_emit_truncate_mask,
         doc="[T]: 1 for the k steps nearest the end (from_end) or the start, else 0 "
-            "(truncated backpropagation through time)",
+            "(truncated backpropagation through time); per_sample: [T, N, 1] from a time "
+            "mask, each sample's own k real steps",
     )
 )

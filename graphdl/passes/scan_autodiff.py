@@ -21,7 +21,8 @@ its own, so the values already read from it keep their indices).
 ``truncate: k`` (a positive int on the forward scan) is truncated BPTT: the carries'
 gradient flows back at most k steps from where the backward loop starts (the end of the
 sequence, or its start for a reverse scan); past that, a step receives only the gradient
-of its own outputs.
+of its own outputs. When the body reads a time mask of per-sample lengths (an input marked
+``role: time_mask``), the k steps are each sample's own last real ones.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable
 
 from graphdl.ir.graph import Graph, Provenance, Value
 from graphdl.ir.scan import (
+    TIME_MASK,
     add_scan,
     body_inputs,
     body_output_names,
@@ -69,8 +71,13 @@ def scan_gradient(g: Graph, nid: int, gouts: list[Value | None], wanted: list[bo
     dc = dc_in
     truncate = attrs["truncate"]
     keep = None
+    # a body input marked as the time mask of the lengths: truncation counts each sample's
+    # own real steps (padded steps pass the carry on unchanged and must not use up k)
+    masks = [i for i, x in enumerate(x_ids) if body.node(x)["attrs"].get("role") == TIME_MASK]
     if truncate > 0:
-        keep = bb.input("truncate_mask", TensorType((), body.type_of(Value(c_ids[0])).dtype))
+        per_step = body.type_of(Value(x_ids[masks[0]])) if masks else \
+            TensorType((), body.type_of(Value(c_ids[0])).dtype)
+        keep = bb.input("truncate_mask", per_step)
         dc = [bb.op("mul", d, keep) for d in dc_in]
     dy_used = [j for j in range(q) if gouts[k + j] is not None]
     dy = {j: bb.input(f"grad_step{j}", body.type_of(body.outputs[out_names[k + j]]))
@@ -151,8 +158,12 @@ def scan_gradient(g: Graph, nid: int, gouts: list[Value | None], wanted: list[bo
     b_carries += [zeros(g, g.type_of(invs_in[w_ids.index(w)])) for w in acc_w]
     b_seqs = [gouts[k + j] for j in dy_used] + stacked
     if keep is not None:
-        b_seqs.append(_truncate_mask(g, seqs_in[0], truncate, attrs["reverse"],
-                                     bb.type_of(keep).dtype))
+        dtype = bb.type_of(keep).dtype
+        if masks:
+            b_seqs.append(g.op("truncate_mask", seqs_in[masks[0]], k=truncate,
+                               from_end=not attrs["reverse"], per_sample=True, dtype=dtype))
+        else:
+            b_seqs.append(_truncate_mask(g, seqs_in[0], truncate, attrs["reverse"], dtype))
     b_seqs += [seqs_in[x_ids.index(x)] for x in x_used]
     b_invs = [invs_in[w_ids.index(w)] for w in w_used]
     # the backward body's inputs, in the order add_scan expects: carries, slices, invariants

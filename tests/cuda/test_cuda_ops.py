@@ -171,6 +171,15 @@ def test_truncate_mask(from_end):
     assert out.tolist() == ([0, 0, 0, 1, 1] if from_end else [1, 1, 0, 0, 0])
 
 
+@pytest.mark.parametrize("from_end", [True, False])
+def test_truncate_mask_per_sample(from_end):
+    mask = np.zeros((4, 3, 1), np.float32)
+    for n, length in enumerate([4, 1, 0]):
+        mask[:length, n, 0] = 1
+    check_kernel("truncate_mask", [T("T", "N", 1)], [mask],
+                 {"k": 2, "from_end": from_end, "per_sample": True})
+
+
 # ---------------------------------------------------------------------------- nn
 
 
@@ -264,6 +273,28 @@ def test_count_correct():
     y[1] = int(np.argmax(x[1]))
     correct, total = check_kernel("count_correct", [LOGITS, LABELS], [x, y])
     assert total[0] == 4 and correct[0] >= 1
+
+
+@pytest.mark.parametrize("attrs", CE_ATTRS)
+def test_cross_entropy_per_step_labels(attrs):
+    # logits [N, T, C] with labels [N, T] (the emitters pass them as [N * T, C] rows);
+    # ignored positions hold NaN logits, which neither the loss, its gradient nor the
+    # count may read
+    r = np.random.default_rng(18)
+    x = _values(r, (2, 3, 10)) * 2
+    y = r.integers(0, 10, size=(2, 3)).astype(np.int64)
+    ignore = attrs.get("ignore_index", -100)
+    y[0, 1:] = ignore
+    x[0, 1:] = np.nan
+    logits, labels = T("N", "T", 10), T("N", "T", dtype="int64")
+    (loss,) = check_kernel("softmax_cross_entropy", [logits, labels], [x, y], attrs, rtol=1e-5)
+    assert np.isfinite(loss).all()
+    (grad,) = check_kernel("softmax_cross_entropy_grad", [T(), logits, labels],
+                           [np.float32(0.7), x, y], attrs, rtol=1e-5, atol=1e-7)
+    assert np.all(grad[0, 1:] == 0) and np.isfinite(grad).all()
+    _correct, total = check_kernel("count_correct", [logits, labels], [x, y],
+                                  {"ignore_index": ignore})
+    assert total[0] == 4
 
 
 @pytest.mark.parametrize("op", ["mse", "bce_with_logits"])

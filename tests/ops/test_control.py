@@ -230,3 +230,55 @@ def test_masks_pass_no_gradient_to_their_inputs():
         return g.op("sum", g.op("mul", g.op("mul", p["x"], m), km))
     x = rng(1).standard_normal((3, 2, 1))
     graph_gradcheck(build, {"x": x})
+
+
+def test_truncate_mask_per_sample_kernel():
+    mask = np.zeros((5, 3, 1), np.float32)
+    for n, length in enumerate([5, 2, 0]):
+        mask[:length, n, 0] = 1
+    for from_end in (True, False):
+        (out,) = check_kernel("truncate_mask", [T("T", "N", 1)], [mask],
+                              {"k": 2, "from_end": from_end, "per_sample": True})
+        if from_end:  # the last 2 real steps of each sample, and every padded step after
+            assert out[:, :, 0].T.tolist() == [[0, 0, 0, 1, 1], [1, 1, 1, 1, 1], [1] * 5]
+
+
+def test_truncated_bptt_with_lengths_counts_each_samples_own_steps():
+    """A padded sample's gradient with truncate: k equals the gradient of the same sample
+    alone, unpadded: padded steps do not use up the k steps."""
+    from types import SimpleNamespace
+
+    from graphdl.layers import LAYERS
+    from graphdl.layers.lower import LayerCtx
+
+    def grads(x, lengths, pick):
+        g = Graph()
+        xv = g.input("x", T(x.shape[0], "T", 2))
+        lv = g.input("lengths", T(x.shape[0], dtype="int64"))
+        layer = SimpleNamespace(name="rnn", type="rnn", trainable=True, lr_mult=1.0,
+                                regularizer=None, params={"hidden": 3, "output": "last",
+                                                          "truncate": 1, "lengths": "lengths"})
+        spec = SimpleNamespace(model=SimpleNamespace(inputs={"x": None, "lengths": None}))
+        ctx = LayerCtx(g, spec, layer, LAYERS["rnn"], True, None, salt=1,
+                       values={"x": xv, "lengths": lv})
+        h = LAYERS["rnn"].build(ctx, [xv])
+        loss = g.op("sum", g.op("mul", h, g.const(pick)))
+        wrt = sorted(g.named("param").values())
+        got = build_gradients(g, loss, wrt)
+        for nid, v in got.items():
+            g.outputs[g.node(nid)["name"]] = v
+        r = np.random.default_rng(4)
+        params = {g.node(nid)["name"]: (0.5 * r.standard_normal(g.type_of(Value(nid)).shape))
+                  .astype(np.float32) for nid in wrt}
+        prog = compile_graph(g, "cpu")
+        prog.bind_params(params, {})
+        return prog({"x": x, "lengths": lengths})
+
+    x = rng(5).standard_normal((2, 4, 2)).astype(np.float32)
+    pick = np.zeros((2, 3), np.float32)
+    pick[0] = 1.0  # the loss reads sample 0 only, whose length is 2
+    padded = grads(x, np.array([2, 4], np.int64), pick)
+    alone = grads(np.ascontiguousarray(x[:1, :2]), np.array([2], np.int64), pick[:1])
+    assert np.abs(alone["rnn.weight_hh_l0"]).max() > 0
+    for k in alone:
+        np.testing.assert_allclose(padded[k], alone[k], rtol=1e-5, atol=1e-6, err_msg=k)

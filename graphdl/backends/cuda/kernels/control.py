@@ -34,6 +34,23 @@ def truncate_mask_fill(out, k, from_end):
         out[t] = one if inside else zero
 
 
+@cuda_kernel
+@jit
+def truncate_mask_per_sample(mask, out, n, k, from_end):
+    """out[t, i] (flat [T * N]) = 1 while fewer than k real steps (mask > 0) of sample i lie
+    after t (from_end) or before it: one thread per sample walks its steps."""
+    steps = out.size // n
+    one = out.dtype.type(1)
+    zero = out.dtype.type(0)
+    for i in range(cuda.grid(1), n, cuda.gridsize(1)):
+        seen = 0
+        for j in range(steps):
+            t = steps - 1 - j if from_end else j
+            out[t * n + i] = one if seen < k else zero
+            if mask[t * n + i] > 0:
+                seen += 1
+
+
 @cuda_emitter("seq_mask")
 def _emit_seq_mask(ctx, attrs, ins, outs):
     n = ctx.shape(ins[0])[0]
@@ -43,5 +60,10 @@ def _emit_seq_mask(ctx, attrs, ins, outs):
 
 @cuda_emitter("truncate_mask")
 def _emit_truncate_mask(ctx, attrs, ins, outs):
+    if attrs["per_sample"]:
+        n = ctx.shape(ins[0])[1]
+        return ctx.launch1d(ctx.kernel("truncate_mask_per_sample"), n,
+                            [ctx.flat(ins[0]), ctx.flat(outs[0]), n, str(int(attrs["k"])),
+                             str(bool(attrs["from_end"]))])
     return ctx.launch1d(ctx.kernel("truncate_mask_fill"), ctx.size(outs[0]),
                         [ctx.var(outs[0]), str(int(attrs["k"])), str(bool(attrs["from_end"]))])
