@@ -9,7 +9,7 @@ import json
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.scan import lift_consts, map_bodies
+from graphdl.ir.scan import body_output_names, lift_consts, map_bodies, rebuild, split_inputs
 from graphdl.ops.registry import get_op
 
 SOURCES = ("input", "param", "state", "const")
@@ -129,6 +129,32 @@ def cse(g: Graph) -> bool:
     return changed
 
 
+def dead_scan_outputs(g: Graph) -> bool:
+    """Drop the per-step outputs of a scan that nothing reads (the sequence of a layer whose
+    final state alone is used): the loop stops writing them. Carries stay: the loop needs
+    them whether or not their final value is read."""
+    changed = False
+    roots = set(g.roots())
+    for nid in g.nodes_by_op("scan"):
+        attrs = g.attrs(nid)
+        body = attrs["body"]
+        k = attrs["num_carry"]
+        names = body_output_names(body, k)
+        read = [i for i in range(k, len(names))
+                if g.consumers(Value(nid, i)) or Value(nid, i) in roots]
+        if len(read) == len(names) - k:
+            continue
+        new_body = body.copy()
+        new_body.outputs = {f"c{i}": body.outputs[names[i]] for i in range(k)}
+        new_body.outputs.update({f"y{j}": body.outputs[names[i]] for j, i in enumerate(read)})
+        carries, seqs, invs = split_inputs(attrs, g.inputs_of(nid))
+        old = {i: i for i in range(k)}
+        old.update({i: k + j for j, i in enumerate(read)})
+        rebuild(g, nid, new_body, carries, seqs, invs, old)
+        changed = True
+    return changed
+
+
 def dce(g: Graph) -> bool:
     """Remove nodes that no output or update needs (graph inputs stay: they are the API)."""
     import networkx as nx
@@ -148,15 +174,16 @@ def simplify(graph: Graph) -> Graph:
     """Simplify to a fixed point; a scan's body is simplified as a graph of its own (the
     constants that leaves in it are lifted out as invariants, `graphdl.ir.scan`)."""
     g = graph.copy()
-    map_bodies(g, simplify)
-    for nid in g.nodes_by_op("scan"):
-        lift_consts(g, nid)
     for _ in range(20):
         changed = fold_constants(g)
         changed |= identities(g)
+        changed |= dead_scan_outputs(g)
         changed |= dce(g)
         changed |= cse(g)
         changed |= dce(g)
         if not changed:
             break
+    map_bodies(g, simplify)  # after dead_scan_outputs: what only a dropped output read goes
+    for nid in g.nodes_by_op("scan"):
+        lift_consts(g, nid)
     return g

@@ -163,3 +163,29 @@ def test_simplify_does_not_modify_its_input():
     before = g.to_json()
     simplify(g)
     assert g.to_json() == before
+
+
+def test_a_scan_stops_writing_the_outputs_nothing_reads():
+    """The last layer of a stacked bidirectional GRU with output: last: its per-step
+    sequences are read by nothing, so its loops stop stacking them."""
+    from types import SimpleNamespace
+
+    from graphdl.ir.types import TensorType
+    from graphdl.layers import LAYERS
+    from graphdl.layers.lower import LayerCtx
+    from graphdl.passes.infer_shapes import infer_shapes
+
+    g = Graph()
+    x = g.input("x", TensorType(("N", "T", 3), "float32"))
+    layer = SimpleNamespace(name="rnn", type="gru", trainable=True, lr_mult=1.0,
+                            regularizer=None, params={"hidden": 4, "bidirectional": True,
+                                                      "num_layers": 2, "output": "last"})
+    ctx = LayerCtx(g, None, layer, LAYERS["gru"], False, None, salt=1, values={"x": x})
+    g.outputs["y"] = LAYERS["gru"].build(ctx, [x])
+    out = simplify(infer_shapes(g))
+    scans = sorted(out.nodes_by_op("scan"))
+    outputs = [out.num_outputs(n) for n in scans]
+    assert outputs == [2, 2, 1, 1]  # layer 1 feeds layer 2 its sequence; layer 2 only h
+    for n in scans[2:]:
+        body = out.attrs(n)["body"]
+        assert list(body.outputs) == ["c0"]
