@@ -11,7 +11,7 @@ import numpy as np
 
 from graphdl.backends.reference import run_reference
 from graphdl.ir.graph import Graph, Value
-from graphdl.layers.lower import lower
+from graphdl.layers.lower import loss_target, lower
 from graphdl.passes.autodiff import build_gradients, trainable_params
 from graphdl.passes.infer_shapes import infer_shapes
 from graphdl.runtime.params import init_params, init_state
@@ -51,10 +51,13 @@ def gradcheck_spec(spec, batch: int = 4, entries: int = 12, eps: float = 1e-5) -
     # the first samples, ragged sequences cut to their longest (as the trainer's batches)
     data = splits.train.batch(slice(0, batch), [n for n in g.named("input")
                                                 if n in splits.train.fields])
+    target = spec.train["target"]
     for name, nid in g.named("input").items():
         t = g.type_of(Value(nid))
         if name in data:
             arr = data[name]
+            if name == target:  # as the trainer feeds it: the loss's target type
+                arr = loss_target(spec, g, arr, "train")
             feeds[name] = arr.astype(np.float64) if arr.dtype.kind == "f" else arr
         elif name == "step_seed":
             feeds[name] = np.asarray(12345, np.int64)

@@ -53,6 +53,20 @@ def test_gradcheck_mlp_digits_passes(cli):
     assert rc == 0
 
 
+SEQUENCE_SPECS = ["gru_digit_rows", "lstm_adding", "rnn_adding", "bilstm_vowels", "lstm_airline"]
+
+
+@pytest.mark.parametrize("name", SEQUENCE_SPECS)
+def test_gradcheck_passes_on_every_sequence_spec(cli, name):
+    """Backpropagation through time, lengths, stacking and both directions, on the
+    specs' own layers and data, against float64 finite differences."""
+    spec = graphdl.__path__[0] + f"/../specs/{name}.yaml"
+    rc, out, err = cli("gradcheck", spec)
+    assert rc == 0, out + err
+    report = _gradcheck_report(out)
+    assert report and max(report.values()) < 1e-4, report
+
+
 def test_gradcheck_format_json(cli):
     rc, out, _err = cli("gradcheck", DIGITS_SPEC, "--format", "json")
     doc = json.loads(out)
