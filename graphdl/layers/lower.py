@@ -406,9 +406,10 @@ def loss_target(spec, graph: Graph, y: np.ndarray, split: str) -> np.ndarray:
             if steps:
                 message = (f"cross_entropy takes one integer class index per step of the "
                            f"model output: {what}")
-                help_ = (f"give '{target}' one label per output step, int64 "
-                         f"{fmt_shape(TensorType(steps, 'int64'))} (0..{out.shape[-1] - 1}; "
-                         f"padding: train.loss.ignore_index)")
+                help_ = (f"give '{target}' one label per output step: "
+                         f"{TensorType(want.shape, 'int64')} (classes 0..{out.shape[-1] - 1}, "
+                         "padding train.loss.ignore_index), or make the model's steps the "
+                         "target's")
             else:
                 message = f"cross_entropy takes one integer class index per sample: {what}"
                 help_ = (f"make '{target}' integer class labels (0..{out.shape[-1] - 1}), or use "

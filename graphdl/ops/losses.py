@@ -1,7 +1,14 @@
 """Losses (mean over the batch) and the accuracy count.
 
-softmax_cross_entropy takes logits [N, C] and int64 labels [N]; its gradient is its own op
-(softmax - smoothed one-hot) so it never differentiates through log(softmax).
+softmax_cross_entropy takes logits [..., C] and int64 labels [...]: [N, C] and [N] (one
+class per sample), or [N, T, C] and [N, T] (one class per step), any leading dims. The loss
+is the mean over the positions whose label is not ``ignore_index`` (PyTorch's
+CrossEntropyLoss(ignore_index=..., label_smoothing=...) with reduction mean): an ignored
+position contributes nothing, whatever its logits hold (padding, NaN). Its gradient is its
+own op (softmax - smoothed one-hot) so it never differentiates through log(softmax).
+count_correct counts the same positions. The kernels walk rows: the emitters flatten the
+leading dims (the generated code reshapes to [N * T, C]; the IR's reshape cannot express a
+product of symbols, so the ops themselves take the leading dims).
 """
 
 from __future__ import annotations
@@ -16,12 +23,18 @@ from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, r
 
 def _check_ce(types):
     logits, labels = types[0], types[1]
-    if logits.rank != 2:
-        raise ShapeError(f"cross-entropy expects logits [N, classes], got {logits}")
-    if labels.dtype != "int64" or labels.shape != logits.shape[:1]:
-        raise ShapeError(
-            f"cross-entropy expects int64 labels of shape [{logits.shape[0]}], got {labels}"
-        )
+    if logits.rank < 2:
+        raise ShapeError(f"cross-entropy expects logits [N, classes] (or [N, T, classes], one "
+                         f"set per step), got {logits}")
+    if labels.dtype != "int64" or labels.shape != logits.shape[:-1]:
+        lead = ", ".join(str(d) for d in logits.shape[:-1])
+        raise ShapeError(f"cross-entropy expects int64 labels of shape [{lead}], got {labels} "
+                         f"(one label per row of the logits {logits})")
+
+
+def _rows(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logits [..., C] and labels [...] as rows: [M, C] and [M]."""
+    return logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
 
 
 def _infer_ce(attrs, types):
@@ -31,32 +44,37 @@ def _infer_ce(attrs, types):
 
 def _ref_ce(attrs, logits, labels):
     ls, ignore = attrs["label_smoothing"], attrs["ignore_index"]
+    dtype = logits.dtype
+    logits, labels = _rows(logits, labels)
+    valid = labels != ignore
+    logits = np.where(valid[:, None], logits, 0)  # an ignored row's logits are never read
     z = logits.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     c = logits.shape[1]
-    valid = labels != ignore
     inside = (labels >= 0) & (labels < c)
     safe = np.where(valid & inside, labels, 0)
     nll = np.where(inside, -logp[np.arange(len(labels)), safe], np.nan)  # as the kernel
     smooth = -logp.mean(axis=1)
     per = (1 - ls) * nll + ls * smooth
     count = max(int(valid.sum()), 1)
-    return np.asarray(np.where(valid, per, 0.0).sum() / count, dtype=logits.dtype)
+    return np.asarray(np.where(valid, per, 0.0).sum() / count, dtype=dtype)
 
 
 def _ref_ce_grad(attrs, g, logits, labels):
     ls, ignore = attrs["label_smoothing"], attrs["ignore_index"]
-    z = logits.astype(np.float64)
+    shape, dtype = logits.shape, logits.dtype
+    logits, labels = _rows(logits, labels)
+    valid = labels != ignore
+    z = np.where(valid[:, None], logits, 0).astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     n, c = logits.shape
-    valid = labels != ignore
     target = np.full((n, c), ls / c)
     target[np.arange(n), np.where(valid, labels, 0)] += 1 - ls
     count = max(int(valid.sum()), 1)
     grad = (p - target) * valid[:, None] * (float(g) / count)
-    return grad.astype(logits.dtype)
+    return grad.astype(dtype).reshape(shape)
 
 
 # graphdl/backends/cuda/kernels/losses.py repeats the per-row arithmetic of these loss
@@ -131,14 +149,33 @@ def _g_ce(g, attrs, ins, outs, gouts):
     return [g.op("softmax_cross_entropy_grad", gouts[0], ins[0], ins[1], **attrs), None]
 
 
+def _logit_rows(ctx, v) -> str:
+    """Logits [..., C] (a value of the generated step) as a view [M, C], M the product of
+    the leading dims, symbols included: ``x.reshape((sym_N * sym_T, 10))``; [M, C] as
+    itself. Values are C-contiguous, so the view is written through for an output."""
+    shape = ctx.shape(v)
+    if len(shape) == 2:
+        return ctx.var(v)
+    return f"{ctx.var(v)}.reshape(({' * '.join(shape[:-1])}, {shape[-1]}))"
+
+
+def _label_rows(ctx, v) -> str:
+    """Labels [...] as a view [M], one per row of `_logit_rows`."""
+    shape = ctx.shape(v)
+    if len(shape) == 1:
+        return ctx.var(v)
+    return f"{ctx.var(v)}.reshape(({' * '.join(shape)},))"
+
+
 def _emit_ce(ctx, attrs, ins, outs):
-    return [ctx.call("softmax_ce_fwd", ins[0], ins[1], outs[0],
+    return [ctx.call("softmax_ce_fwd", _logit_rows(ctx, ins[0]), _label_rows(ctx, ins[1]), outs[0],
                      repr(attrs["label_smoothing"]), attrs["ignore_index"])]
 
 
 def _emit_ce_grad(ctx, attrs, ins, outs):
-    return [ctx.call("softmax_ce_bwd", ins[0], ins[1], ins[2], outs[0],
-                     repr(attrs["label_smoothing"]), attrs["ignore_index"])]
+    return [ctx.call("softmax_ce_bwd", ins[0], _logit_rows(ctx, ins[1]), _label_rows(ctx, ins[2]),
+                     _logit_rows(ctx, outs[0]), repr(attrs["label_smoothing"]),
+                     attrs["ignore_index"])]
 
 
 register(
@@ -153,7 +190,8 @@ register(
         grad=_g_ce,
         differentiable=(0,),
         emit_cpu=_emit_ce,
-        doc="mean cross-entropy of softmax(logits) against integer labels",
+        doc="mean cross-entropy of softmax(logits) against integer labels, over the "
+            "positions whose label is not ignore_index (logits [..., C], labels [...])",
     )
 )
 
@@ -282,6 +320,7 @@ def _infer_correct(attrs, types):
 
 
 def _ref_correct(attrs, logits, labels):
+    logits, labels = _rows(logits, labels)
     valid = labels != attrs["ignore_index"]
     hit = (logits.argmax(axis=1) == labels) & valid
     return np.asarray(hit.sum(), np.float32), np.asarray(valid.sum(), np.float32)
@@ -309,7 +348,8 @@ def count_correct_kernel(logits, labels, correct, total, ignore):
 
 
 def _emit_correct(ctx, attrs, ins, outs):
-    return [ctx.call("count_correct_kernel", ins[0], ins[1], outs[0], outs[1], attrs["ignore_index"])]
+    return [ctx.call("count_correct_kernel", _logit_rows(ctx, ins[0]), _label_rows(ctx, ins[1]),
+                     outs[0], outs[1], attrs["ignore_index"])]
 
 
 register(
@@ -323,6 +363,7 @@ register(
         attrs={"ignore_index": Attr(int, -100)},
         no_grad_reason="a count is piecewise constant",
         emit_cpu=_emit_correct,
-        doc="how many rows have argmax(logits) == label, and how many rows count",
+        doc="how many positions have argmax(logits) == label, and how many count (labels "
+            "other than ignore_index)",
     )
 )

@@ -14,12 +14,18 @@ from __future__ import annotations
 
 import numpy as np
 
+IGNORE_INDEX = -100  # cross_entropy's ignore_index when the spec gives none (the loss's own)
+
 
 def split_metrics(loss: str, names: list[str], outputs: np.ndarray, targets: np.ndarray,
                   ignore_index: int | None = None) -> dict:
     """The metrics ``names`` (spec names; "loss" is skipped: the program computes it) of
     one split's ``outputs`` (one row per sample) against its ``targets``, as JSON values
-    (float, list or None)."""
+    (float, list or None). For cross_entropy the outputs are logits [..., C] and the
+    targets labels [...]: one per sample, or one per step ([N, T, C] and [N, T]); every
+    position whose label is ``ignore_index`` (None: -100, as the loss) is left out, so
+    accuracy, top-k, precision/recall/F1 and the confusion matrix count the labelled
+    positions only, as the loss does."""
     wanted = [n for n in names if n != "loss"]
     if not wanted:
         return {}
@@ -27,11 +33,11 @@ def split_metrics(loss: str, names: list[str], outputs: np.ndarray, targets: np.
     if loss == "mse":
         return _regression(wanted, outputs, np.asarray(targets, np.float64).reshape(outputs.shape))
     if loss == "cross_entropy":
-        labels = np.asarray(targets).astype(np.int64)
-        if ignore_index is not None:
-            keep = labels != ignore_index
-            outputs, labels = outputs[keep], labels[keep]
         classes = outputs.shape[-1]
+        outputs = outputs.reshape(-1, classes)
+        labels = np.asarray(targets).astype(np.int64).reshape(-1)
+        keep = labels != (IGNORE_INDEX if ignore_index is None else ignore_index)
+        outputs, labels = outputs[keep], labels[keep]
         return _classification(wanted, outputs.argmax(axis=-1), labels, classes,
                                scores=outputs, binary=False)
     # bce_with_logits: every output unit is one binary decision (multi-label: pooled)

@@ -10,6 +10,11 @@ Where the numbers come from: the train graph computes per step only what is chea
 (loss, data loss, accuracy), so a `train_` record has those; every metric of a `val_`
 record and of the final evaluation is computed exactly over the whole split from the eval
 program's outputs (graphdl.runtime.metrics).
+
+A target with one label per step (cross_entropy on [N, T, classes] logits) is scored per
+position: "sample" below reads "labelled step", the steps whose label is
+train.loss.ignore_index (a ragged target's padding) left out, as the loss leaves them. A
+per-step mse or bce target is scored over the steps the sequences have.
 """
 
 from __future__ import annotations
@@ -40,8 +45,9 @@ class Metric:
 _METRICS = [
     Metric("loss", "the data loss (always reported)", ALL_LOSSES, higher_is_better=False,
            per_step=True),
-    Metric("accuracy", "share of samples classified right (bce: logit > 0 against target "
-           "> 0.5, per output unit)", CLASSIFICATION, per_step=True),
+    Metric("accuracy", "share of samples (labelled steps of a per-step target) classified "
+           "right (bce: logit > 0 against target > 0.5, per output unit)", CLASSIFICATION,
+           per_step=True),
     *[Metric(f"top_{k}_accuracy", f"share of samples whose label is among the {k} largest "
              "logits", MULTICLASS) for k in TOP_K],
     Metric("precision", "precision of the positive class", BINARY),

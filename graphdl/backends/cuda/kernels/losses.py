@@ -2,7 +2,9 @@
 
 The per-row arithmetic is the CPU kernels' (float64 accumulators, the same order within a
 row), so both backends agree to rounding: a deliberate parallel of graphdl/ops/losses.py,
-to change together. Losses and counts that end in one number run as
+to change together. Cross-entropy and the count take logits [..., C] and labels [...]: the
+emitters pass them as rows ([M, C] and [M] views, M the product of the leading dims, e.g.
+N * T for one label per step). Losses and counts that end in one number run as
 one block of RED_BLOCK threads: each thread takes rows (or elements) in turn, and the
 shared-memory tree (`reduce.tree_reduce`) adds the partial sums. The cross-entropy
 gradient runs one thread per row, after a one-block kernel has counted the rows that
@@ -155,22 +157,38 @@ def pair_loss_flat(p, t, out, bce):
         out[0] = acc[0] / p.size
 
 
+def _logit_rows(ctx, v) -> tuple[str, str]:
+    """Logits [..., C] as a device view [M, C] (M the product of the leading dims: one
+    row per position, as graphdl/ops/losses.py's `_logit_rows`) and M's expression."""
+    shape = ctx.shape(v)
+    rows = " * ".join(shape[:-1])
+    if len(shape) == 2:
+        return ctx.var(v), rows
+    return ctx.reshaped(v, (rows, shape[-1])), rows
+
+
+def _label_rows(ctx, v) -> str:
+    """Labels [...] as a 1-D device view, one per row of `_logit_rows`."""
+    return ctx.var(v) if len(ctx.shape(v)) == 1 else ctx.flat(v)
+
+
 @cuda_emitter("softmax_cross_entropy")
 def _emit_ce(ctx, attrs, ins, outs):
     kernel = ctx.kernel("softmax_ce_fwd")
     return ctx.launch(f"R.config_block({kernel})",
-                      [ctx.var(ins[0]), ctx.var(ins[1]), ctx.var(outs[0]),
+                      [_logit_rows(ctx, ins[0])[0], _label_rows(ctx, ins[1]), ctx.var(outs[0]),
                        repr(float(attrs["label_smoothing"])), str(int(attrs["ignore_index"]))])
 
 
 @cuda_emitter("softmax_cross_entropy_grad")
 def _emit_ce_grad(ctx, attrs, ins, outs):
     count = ctx.scratch("float64", "1")
+    labels = _label_rows(ctx, ins[2])
     lines = ctx.launch(f"R.config_block({ctx.kernel('count_valid')})",
-                       [ctx.var(ins[2]), str(int(attrs["ignore_index"])), count])
-    n = ctx.shape(ins[1])[0]
+                       [labels, str(int(attrs["ignore_index"])), count])
+    logits, n = _logit_rows(ctx, ins[1])
     lines += ctx.launch(f"R.config_rows({ctx.kernel('softmax_ce_bwd')}, {n})",
-                        [ctx.var(ins[0]), ctx.var(ins[1]), ctx.var(ins[2]), count, ctx.var(outs[0]),
+                        [ctx.var(ins[0]), logits, labels, count, _logit_rows(ctx, outs[0])[0],
                          repr(float(attrs["label_smoothing"])), str(int(attrs["ignore_index"]))])
     return lines
 
@@ -179,8 +197,8 @@ def _emit_ce_grad(ctx, attrs, ins, outs):
 def _emit_correct(ctx, attrs, ins, outs):
     kernel = ctx.kernel("count_correct_kernel")
     return ctx.launch(f"R.config_block({kernel})",
-                      [ctx.var(ins[0]), ctx.var(ins[1]), ctx.var(outs[0]), ctx.var(outs[1]),
-                       str(int(attrs["ignore_index"]))])
+                      [_logit_rows(ctx, ins[0])[0], _label_rows(ctx, ins[1]), ctx.var(outs[0]),
+                       ctx.var(outs[1]), str(int(attrs["ignore_index"]))])
 
 
 def _emit_pair(bce: bool):
