@@ -5,7 +5,66 @@ from __future__ import annotations
 import numpy as np
 
 from graphdl.ir.types import TensorType
-from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, register
+from graphdl.ops.registry import (
+    Attr,
+    OpDef,
+    Pattern,
+    ShapeError,
+    cpu_kernel,
+    prange,
+    register,
+)
+
+# Rows of a GEMM over every step of a sequence (N * T rows) are split between the threads
+# from this many rows on; below, one BLAS call on one thread is faster.
+SPLIT_ROWS = 256
+
+
+@cpu_kernel(parallel=True)
+def gemm_rows_split(a, b, out, tb):
+    """out = a @ b (b^T when tb) for a [M, K], out [M, N]: from SPLIT_ROWS rows on, the rows
+    in two halves, one per thread, each one single-threaded BLAS call. The step calls it
+    outside any loop over time only (a loop's body may already run on a thread of its
+    own)."""
+    m = a.shape[0]
+    if m < SPLIT_ROWS:
+        if tb:
+            np.dot(a, b.T, out)
+        else:
+            np.dot(a, b, out)
+        return
+    for half in prange(2):
+        lo = half * m // 2
+        hi = (half + 1) * m // 2
+        if tb:
+            np.dot(a[lo:hi], b.T, out[lo:hi])
+        else:
+            np.dot(a[lo:hi], b, out[lo:hi])
+
+
+@cpu_kernel(parallel=True)
+def gemm_tn_rows_split(a, b, out, part):
+    """out = a^T b for a [M, K], b [M, N] (out [K, N]): each thread sums half of the rows
+    into its slice of ``part`` [2, K, N], then the halves are added."""
+    m = a.shape[0]
+    if m < SPLIT_ROWS:
+        np.dot(a.T, b, out)
+        return
+    for half in prange(2):
+        lo = half * m // 2
+        hi = (half + 1) * m // 2
+        np.dot(a[lo:hi].T, b[lo:hi], part[half])
+    k, n = out.shape
+    for i in range(k):
+        for j in range(n):
+            out[i, j] = part[0, i, j] + part[1, i, j]
+
+
+def _split(ctx) -> bool:
+    """Whether a GEMM over every step's rows goes to the kernels that split its rows
+    between two threads (from SPLIT_ROWS rows on, decided at run time): in the step itself
+    only, not in a scan's body, which may run beside another loop."""
+    return ctx.gen.parent is None
 
 
 def _mk(t: TensorType, transposed: bool):
@@ -74,9 +133,14 @@ def _emit(ctx, attrs, ins, outs):
     if at.rank == 2:
         return [f"np.dot({a}{sa}, {b}{sb}, {out})"]
     if bt.rank == 2 and not attrs["transpose_a"]:
-        # rows of every batch at once: one large GEMM
+        # rows of every batch at once: one large GEMM (on two threads when it is large)
         k = ctx.shape(ins[0])[-1]
         n = ctx.shape(outs[0])[-1]
+        rows = " * ".join(ctx.shape(ins[0])[:-1])
+        if _split(ctx):
+            return [ctx.call("gemm_rows_split", f"{a}.reshape(({rows}, {k}))", b,
+                             f"{out}.reshape(({rows}, {n}))",
+                             ctx.runtime(bool(attrs["transpose_b"])))]
         return [f"np.dot({a}.reshape((-1, {k})), {b}{sb}, {out}.reshape((-1, {n})))"]
     sh_a, sh_b, sh_o = ctx.shape(ins[0]), ctx.shape(ins[1]), ctx.shape(outs[0])
     batch = " * ".join(sh_a[:-2])
@@ -147,6 +211,13 @@ def _grad_rows(g, attrs, ins, outs, gouts):
 
 def _emit_rows(ctx, attrs, ins, outs):
     k, m = ctx.shape(ins[0])[-1], ctx.shape(ins[1])[-1]
+    rows = " * ".join(ctx.shape(ins[0])[:-1])
+    if _split(ctx):
+        part = ctx.fresh("part")
+        dtype = ctx.type(outs[0]).dtype
+        return [f"{part} = np.empty((2, {k}, {m}), np.{dtype})",
+                ctx.call("gemm_tn_rows_split", f"{ctx.var(ins[0])}.reshape(({rows}, {k}))",
+                         f"{ctx.var(ins[1])}.reshape(({rows}, {m}))", outs[0], part)]
     return [(f"np.dot({ctx.var(ins[0])}.reshape((-1, {k})).T, "
             f"{ctx.var(ins[1])}.reshape((-1, {m})), {ctx.var(outs[0])})")]
 

@@ -142,3 +142,26 @@ def test_matmul_rows_grad():
 def test_matmul_rows_refuses_different_leading_axes():
     with pytest.raises(ShapeError, match="same leading axes"):
         infer("matmul_rows", [T("N", 4), T(3, 2)])
+
+
+@pytest.mark.parametrize("tb", [False, True])
+def test_matmul_over_many_rows_splits_them_between_threads(tb):
+    """From SPLIT_ROWS rows on, a batched input times a shared weight runs as two halves on
+    two threads (gemm_rows_split): the same numbers."""
+    from graphdl.ops.matmul import SPLIT_ROWS
+
+    r = rng(9)
+    a = r.standard_normal((3, SPLIT_ROWS // 2, 8)).astype(np.float32)
+    b = r.standard_normal((5, 8) if tb else (8, 5)).astype(np.float32)
+    check_kernel("matmul", [T("N", SPLIT_ROWS // 2, 8), T(*b.shape)], [a, b],
+                 {"transpose_b": tb}, rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_rows_over_many_rows_sums_two_halves():
+    from graphdl.ops.matmul import SPLIT_ROWS
+
+    r = rng(10)
+    a = r.standard_normal((3, SPLIT_ROWS // 2, 4)).astype(np.float32)
+    b = r.standard_normal((3, SPLIT_ROWS // 2, 6)).astype(np.float32)
+    check_kernel("matmul_rows", [T("N", SPLIT_ROWS // 2, 4), T("N", SPLIT_ROWS // 2, 6)],
+                 [a, b], rtol=1e-4, atol=1e-4)
