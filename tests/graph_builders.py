@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from graphdl.ir import scan as S
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 
@@ -50,3 +51,22 @@ def update_graph(op: str, attrs: dict, shape: tuple[int, ...], reader_after: boo
     if reader_after:
         g.outputs["w_norm"] = g.op("sum", g.op("square", p))
     return g
+
+
+def rnn_scan(g: Graph, x: Value, h0: Value, w: Value, u: Value, *, reverse=False,
+             truncate=0, mask: Value | None = None, dtype="float32") -> int:
+    """A scan of the recurrence h' = tanh(x_t W + h U), outputs 2 h' per step (with a mask
+    [T, N, 1]: the carry frozen and the output zero past a sample's length); returns the
+    scan node. The body's types follow x, h0, W and U."""
+    xt = g.type_of(x)
+    n = xt.shape[1]
+    slices = [T(*xt.shape[1:], dtype=dtype)] + ([T(n, 1, dtype=dtype)] if mask is not None else [])
+    body, (h,), xs, (wb, ub) = S.new_body([g.type_of(h0)], slices, [g.type_of(w), g.type_of(u)])
+    hn = body.op("tanh", body.op("add", body.op("matmul", xs[0], wb), body.op("matmul", h, ub)))
+    y = body.op("mul", hn, body.const(2.0, dtype))
+    if mask is not None:
+        hn = body.op("add", h, body.op("mul", xs[1], body.op("sub", hn, h)))
+        y = body.op("mul", xs[1], y)
+    S.set_body_outputs(body, [hn], [y])
+    seqs = [x] + ([mask] if mask is not None else [])
+    return S.add_scan(g, body, [h0], seqs, [w, u], reverse=reverse, truncate=truncate)

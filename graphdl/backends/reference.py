@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from graphdl.ir.graph import Graph, Value
-from graphdl.ir.scan import body_inputs, body_output_names, split_inputs
 from graphdl.ops.fused import run_members
 from graphdl.ops.registry import get_op
 from graphdl.passes.plan_memory import ALIGN, SOURCES, slot_sizes
@@ -290,8 +289,6 @@ def _planned_buffer(graph: Graph, v: Value, plan: dict, arenas: _Arenas,
 
 
 def _evaluate(opdef, attrs: dict, args: list[np.ndarray], bindings: dict[str, int]) -> tuple:
-    if opdef.body:
-        return run_scan(attrs, args)
     if opdef.takes_bindings:
         result = opdef.reference(attrs, *args, bindings=bindings)
     else:
@@ -308,27 +305,3 @@ def _run_epilogue(members: list[dict], args: list[np.ndarray], out: np.ndarray |
         out[...] = run_members(members[:1], args, bindings)
     return run_members(members, args, bindings)
 
-
-def run_scan(attrs: dict, args: list[np.ndarray]) -> tuple:
-    """A scan, step by step: its body through `run_reference` once per time step (from the
-    end when ``reverse``), the carries passed on, the per-step outputs stacked in time
-    order (`graphdl.ir.scan`)."""
-    body: Graph = attrs["body"]
-    k = attrs["num_carry"]
-    carries, seqs, invs = split_inputs(attrs, args)
-    names = [body.node(i)["name"] for i in body_inputs(body)]
-    outs = body_output_names(body, k)
-    steps = seqs[0].shape[0]
-    ys: list[list[np.ndarray]] = [[] for _ in outs[k:]]
-    order = range(steps - 1, -1, -1) if attrs["reverse"] else range(steps)
-    for t in order:
-        feeds = dict(zip(names, carries + [s[t] for s in seqs] + invs))
-        results, _, _ = run_reference(body, feeds)
-        carries = [np.asarray(results[n]) for n in outs[:k]]
-        for j, n in enumerate(outs[k:]):
-            ys[j].append(np.asarray(results[n]))
-    if attrs["reverse"]:
-        ys = [y[::-1] for y in ys]
-    if steps == 0:
-        raise ValueError("a scan over 0 time steps")
-    return tuple(carries) + tuple(np.stack(y) for y in ys)

@@ -1,9 +1,10 @@
 """Loops: `scan` (a higher-order op: a body graph run once per time step, see
 `graphdl.ir.scan`) and `seq_mask` (the time mask of per-sample lengths).
 
-`scan` has no `reference`, `grad` or kernel of its own: the reference interpreter runs its
-body step by step (`graphdl.backends.reference`), autodiff differentiates it into a reverse
-scan (`graphdl.passes.scan_autodiff`) and each backend's code generator writes its loop.
+`scan`'s reference runs its body step by step with the body's ops' references (as the
+`fused` op runs its members); it has no `grad` or kernel of its own: autodiff
+differentiates it into a reverse scan (`graphdl.passes.scan_autodiff`) and each backend's
+code generator writes its loop.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.optable import lookup
-from graphdl.ir.scan import body_inputs, body_output_names
+from graphdl.ir.scan import body_inputs, body_output_names, split_inputs
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
 
@@ -66,8 +67,45 @@ def _infer_scan(attrs, types):
     return outs
 
 
-def _no_reference(attrs, *args):
-    raise NotImplementedError("scan runs through graphdl.backends.reference.run_scan")
+def _run_body(body: Graph, feeds: list[np.ndarray], bindings: dict) -> dict[str, np.ndarray]:
+    """One step of a body with its ops' references (as the fused op runs its members):
+    ``feeds`` in the body's input order; returns its outputs by name."""
+    values = dict(zip((Value(i) for i in body_inputs(body)), feeds))
+    for nid in body.topo_order():
+        nd = body.node(nid)
+        if nd["op"] == "input":
+            continue
+        if nd["op"] == "const":
+            values[Value(nid)] = np.asarray(nd["attrs"]["value"], dtype=nd["types"][0].dtype)
+            continue
+        opdef = lookup(nd["op"])
+        args = [values[v] for v in body.inputs_of(nid)]
+        out = (opdef.reference(nd["attrs"], *args, bindings=bindings) if opdef.takes_bindings
+               else opdef.reference(nd["attrs"], *args))
+        for i, o in enumerate(out if isinstance(out, tuple) else (out,)):
+            values[Value(nid, i)] = np.asarray(o)
+    return {name: values[v] for name, v in body.outputs.items()}
+
+
+def _ref_scan(attrs, *args, bindings=None):
+    """The body once per time step (from the end when ``reverse``), the carries passed on,
+    the per-step outputs stacked in time order."""
+    body: Graph = attrs["body"]
+    k = attrs["num_carry"]
+    carries, seqs, invs = split_inputs(attrs, list(args))
+    names = body_output_names(body, k)
+    steps = seqs[0].shape[0]
+    if steps == 0:
+        raise ValueError("a scan over 0 time steps")
+    ys: list[list[np.ndarray]] = [[] for _ in names[k:]]
+    for t in range(steps - 1, -1, -1) if attrs["reverse"] else range(steps):
+        results = _run_body(body, carries + [s[t] for s in seqs] + invs, bindings or {})
+        carries = [results[n] for n in names[:k]]
+        for j, n in enumerate(names[k:]):
+            ys[j].append(results[n])
+    if attrs["reverse"]:
+        ys = [y[::-1] for y in ys]
+    return tuple(carries) + tuple(np.stack(y) for y in ys)
 
 
 register(
@@ -78,7 +116,7 @@ register(
         variadic=True,
         body=True,
         infer=_infer_scan,
-        reference=_no_reference,
+        reference=_ref_scan,
         pattern=Pattern.OPAQUE,
         attrs={
             "body": Attr(Graph),

@@ -95,8 +95,12 @@ def _stackable(body: Graph, n: int, kinds: list[str]) -> bool:
 class _Stacker:
     """Builds, in the outer graph, the stacked form of body values (memoised)."""
 
-    def __init__(self, g: Graph, body: Graph, kind: dict[Value, str], outer: dict[Value, Value]):
-        self.g, self.body, self.kind, self.outer = g, body, kind, outer
+    def __init__(self, g: Graph, body: Graph, kind: dict[Value, str], x_ids: list[int],
+                 seqs: list[Value], w_ids: list[int], invs: list[Value]):
+        self.g, self.body, self.kind = g, body, kind
+        # the body's sequence slices stand for the sequences, its invariants for themselves
+        self.outer = {Value(x): s for x, s in zip(x_ids, seqs)}
+        self.outer.update({Value(w): v for w, v in zip(w_ids, invs)})
         self.moved: list[str] = []
 
     def __call__(self, v: Value) -> Value:
@@ -147,9 +151,7 @@ def _hoist_invariant(g: Graph, nid: int) -> int:
             moving.append(v)
     if not moving:
         return nid
-    outer = {Value(x): s for x, s in zip(x_ids, seqs)}
-    outer.update({Value(w): i for w, i in zip(w_ids, invs)})
-    stack = _Stacker(g, body, kind, outer)
+    stack = _Stacker(g, body, kind, x_ids, seqs, w_ids, invs)
     bb = body.copy()
     new_seq, new_inv, seq_in, inv_in = [], [], [], []
     for i, v in enumerate(moving):
@@ -225,9 +227,7 @@ def _hoist_accumulators(g: Graph, nid: int) -> int:
             found[i] = ("sum", cins)
     if not found:
         return nid
-    outer = {Value(x): s for x, s in zip(x_ids, seqs)}
-    outer.update({Value(w): v for w, v in zip(w_ids, invs)})
-    stack = _Stacker(g, body, kind, outer)
+    stack = _Stacker(g, body, kind, x_ids, seqs, w_ids, invs)
     bb = body.copy()
     q = len(names) - k
     extra: list[Value] = []  # per-step values the loop now emits

@@ -9,9 +9,9 @@ import shutil
 from pathlib import Path
 
 from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.viz.data import SNAPSHOTS, STAGES
 
-STAGE_CHOICES = ("optimized", "training", "fused", "lowered",
-                 "infer_shapes", "autodiff", "simplify", "fuse", "schedule", "plan_memory")
+STAGE_CHOICES = tuple(STAGES) + tuple(s for s in SNAPSHOTS if s not in STAGES)
 # snapshots whose node ids are those of the final graph, i.e. of the generated source
 _FINAL_IDS = ("fuse", "schedule", "plan_memory")
 

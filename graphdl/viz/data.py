@@ -32,6 +32,7 @@ from graphdl.ir.graph import Graph, Value
 from graphdl.ir.scan import SCAN, body_inputs, body_output_names
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
+from graphdl.passes.pipeline import PIPELINE
 
 # friendly stage names -> PassContext snapshot names
 STAGES = {
@@ -40,12 +41,14 @@ STAGES = {
     "fused": "fuse",
     "optimized": "plan_memory",
 }
-SNAPSHOTS = ("lowered", "infer_shapes", "autodiff", "simplify", "fuse", "schedule", "plan_memory")
+SNAPSHOTS = ("lowered",) + tuple(p.name for p in PIPELINE)  # every pass's graph
 STAGE_TITLES = {
     "lowered": "lowered (from the spec)",
     "infer_shapes": "after shape inference",
+    "hoist": "after hoisting out of loops",
     "autodiff": "training graph (after autodiff)",
     "simplify": "after simplify",
+    "hoist_grads": "after hoisting gradient sums out of loops",
     "fuse": "after fusion",
     "schedule": "after scheduling",
     "plan_memory": "optimized (final, memory planned)",

@@ -3,7 +3,7 @@ buffers, against the reference interpreter (on the simulator when there is no GP
 
 Tiny on purpose (T <= 3, N <= 2, H <= 3): under the simulator every launch of every step
 runs as Python threads. The graphs are those of tests/ops/test_control.py (the same RNN
-body), rebuilt here because tests/ops is not importable from tests/cuda.
+body, `graph_builders.rnn_scan`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from cuda_helpers import T
+from graph_builders import rnn_scan
 
 from graphdl.backends.reference import run_reference
 from graphdl.compiler import compile_graph
@@ -26,24 +27,6 @@ from graphdl.passes.autodiff import build_gradients
 from graphdl.runtime.params import init_params
 
 F, H = 2, 3
-
-
-def rnn_scan(g: Graph, x: Value, h0: Value, w: Value, u: Value, *, reverse=False,
-             truncate=0, mask: Value | None = None, dtype="float32") -> int:
-    """h' = tanh(x_t W + h U); outputs 2 h' per step (with a mask: the carry frozen and the
-    output zero past a sample's length), as `rnn_scan` of tests/ops/test_control.py."""
-    xt = g.type_of(x)
-    n = xt.shape[1]
-    slices = [T(*xt.shape[1:], dtype=dtype)] + ([T(n, 1, dtype=dtype)] if mask is not None else [])
-    body, (h,), xs, (wb, ub) = S.new_body([g.type_of(h0)], slices, [g.type_of(w), g.type_of(u)])
-    hn = body.op("tanh", body.op("add", body.op("matmul", xs[0], wb), body.op("matmul", h, ub)))
-    y = body.op("mul", hn, body.const(2.0, dtype))
-    if mask is not None:
-        hn = body.op("add", h, body.op("mul", xs[1], body.op("sub", hn, h)))
-        y = body.op("mul", xs[1], y)
-    S.set_body_outputs(body, [hn], [y])
-    seqs = [x] + ([mask] if mask is not None else [])
-    return S.add_scan(g, body, [h0], seqs, [w, u], reverse=reverse, truncate=truncate)
 
 
 def _data(steps, n, dtype, seed=0):

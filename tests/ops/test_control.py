@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from graph_builders import rnn_scan
 from helpers import T, check_kernel, graph_gradcheck, rng
 
 from graphdl.backends.reference import run_reference
@@ -19,25 +20,6 @@ KERNEL_COVERED = {"scan", "seq_mask", "truncate_mask"}
 GRAD_COVERED = {"scan", "seq_mask", "truncate_mask"}
 
 F, H = 3, 4
-
-
-def rnn_scan(g: Graph, x: Value, h0: Value, w: Value, u: Value, *, reverse=False,
-             truncate=0, mask: Value | None = None, dtype="float32") -> int:
-    """h' = tanh(x_t W + h U); outputs h' and 2 h' per step (with a mask: frozen carry,
-    zero output past a sample's length)."""
-    xt = g.type_of(x)
-    n = xt.shape[1]
-    slices = [T(*xt.shape[1:], dtype=dtype)] + ([T(n, 1, dtype=dtype)] if mask is not None else [])
-    body, (h,), xs, (wb, ub) = S.new_body([g.type_of(h0)], slices,
-                                          [g.type_of(w), g.type_of(u)])
-    hn = body.op("tanh", body.op("add", body.op("matmul", xs[0], wb), body.op("matmul", h, ub)))
-    y = body.op("mul", hn, body.const(2.0, dtype))
-    if mask is not None:
-        hn = body.op("add", h, body.op("mul", xs[1], body.op("sub", hn, h)))
-        y = body.op("mul", xs[1], y)
-    S.set_body_outputs(body, [hn], [y])
-    seqs = [x] + ([mask] if mask is not None else [])
-    return S.add_scan(g, body, [h0], seqs, [w, u], reverse=reverse, truncate=truncate)
 
 
 def numpy_rnn(x, h0, w, u, reverse=False, lengths=None):
