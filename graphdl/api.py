@@ -44,6 +44,7 @@ class Model:
         self.init_report = None  # what model.init loaded (transfer learning)
         self.first_step_at: float | None = None
         self.trainer = None  # the Trainer of the latest fit: its state says how far it got
+        self._decoder = None  # graphdl.runtime.decode.Decoder, made on first use
 
     # ------------------------------------------------------------ device
     @property
@@ -83,7 +84,7 @@ class Model:
             from graphdl.runtime.params import init_params, init_state
             from graphdl.spec.resolve import require_train
 
-            if mode != "predict":
+            if mode in ("train", "eval"):
                 require_train(self.spec, f"the {mode} program")
 
             c = compile_spec(self.spec, mode, device=self.device, warmup=False)
@@ -204,10 +205,11 @@ class Model:
         the steps the sequences really have."""
         return self._evaluate(ds, batch_size, metrics)[0]
 
-    def _evaluate(self, ds, batch_size: int = 512,
-                  metrics: list[str] | None = None) -> tuple[dict, np.ndarray | None]:
+    def _evaluate(self, ds, batch_size: int = 512, metrics: list[str] | None = None,
+                  decode: bool = False) -> tuple[dict, np.ndarray | None]:
         """`evaluate_dataset`'s metrics, and the model's outputs over ``ds`` (None when it
-        is empty)."""
+        is empty). With ``decode`` (evaluate.decode greedy or beam), the loss is still the
+        teacher-forced one, and the metrics score the decoded tokens."""
         from graphdl.data.ragged import stack_steps, valid_steps
         from graphdl.runtime.metrics import split_metrics
 
@@ -228,6 +230,11 @@ class Model:
             return m, None
         wanted = self.spec.evaluate["metrics"] if metrics is None else metrics
         predicted = stack_steps(outputs)
+        if decode:
+            from graphdl.runtime.decode import one_hot
+
+            tokens = self.decode(ds.fields, batch_size=batch_size)[:n]
+            predicted = one_hot(tokens, predicted.shape[-1])
         scored, truth = predicted, ds.fields[target][:n]
         ragged = ds.ragged
         if ragged is not None and target in ragged.pads and predicted.ndim >= 2:
@@ -248,12 +255,96 @@ class Model:
         require_train(self.spec, "Model.evaluate")
         splits = self.data()
         ds = splits.get(split)
-        m, predicted = self._evaluate(ds)
+        m, predicted = self._evaluate(ds, decode=self.spec.evaluate["decode"] != "none")
         baseline = splits.baselines.get(split)
         if baseline is not None and predicted is not None:
             m.update(forecast_report(baseline, self.spec.evaluate["metrics"], predicted,
                                      ds.fields[self.spec.train["target"]]))
         return m
+
+    def decode(self, inputs: dict, how: str | None = None, beam: int | None = None,
+               batch_size: int = 256) -> np.ndarray:
+        """Decoded token sequences, int64 [N, steps], of a sequence-to-sequence model for
+        fields ``inputs`` (the decode input's first column is the start token; the rest of
+        it is not read): ``how`` is greedy or beam (default evaluate.decode, greedy when
+        that is none), with ``beam`` sequences kept (default evaluate.beam). See
+        `graphdl.runtime.decode`."""
+        from graphdl.layers.decode import decode_plan
+        from graphdl.runtime.decode import Decoder
+
+        ev = self.spec.evaluate
+        how = how or (ev["decode"] if ev["decode"] != "none" else "greedy")
+        if self._decoder is None:
+            self._decoder = Decoder(self, decode_plan(self.spec), ev.get("eos"))
+        return self._decoder(inputs, how, beam or ev["beam"], batch_size)
+
+    def attention_maps(self, inputs: dict, limit: int = 8) -> list[dict]:
+        """The attention weights of every attention layer for the first ``limit`` samples
+        of fields ``inputs``, as `graphdl.viz.attention.write_attention` draws them: per
+        sample, per layer, weights [heads, Tq, Tk] cut to the real steps, labelled with the
+        token ids (or step numbers) they come from. A sequence-to-sequence model
+        (evaluate.decode) is first decoded greedily, and its decoder's attention is the one
+        of its own decoded tokens, each row labelled with the token that step produced."""
+        from graphdl.layers.decode import decode_plan
+
+        spec = self.spec
+        fields = {k: np.asarray(v)[:limit] for k, v in inputs.items()}
+        produced = None
+        if spec.evaluate["decode"] != "none":
+            plan = decode_plan(spec)
+            produced = self.decode(fields)
+            fed = np.zeros_like(fields[plan.input])
+            fed[:, 0] = fields[plan.input][:, 0]
+            fed[:, 1:] = produced[:, :-1]
+            eos = spec.evaluate.get("eos")
+            if eos is not None:  # after the end token the decoder reads padding
+                ended = np.cumsum(produced == eos, axis=1) > 0
+                fed[:, 1:][ended[:, :-1]] = self._padding_id(plan.input)
+            fields[plan.input] = fed
+        program = self.compiled("attention").program
+        out = program({k: fields[k] for k in spec.model.inputs})
+        meta = self.compiled("attention").graph.meta["attention"]
+        samples = []
+        for i in range(len(next(iter(fields.values())))):
+            layers = []
+            for name, info in meta.items():
+                q_src, k_src = _attention_sources(spec, name)
+                w = np.array(out[f"attention.{name}"][i])
+                q_tokens = (["query"] if q_src is None
+                            else self._token_labels(q_src, fields, i, produced))
+                k_tokens = self._token_labels(k_src, fields, i, None)
+                layers.append({"name": name, "kind": info["kind"],
+                               "weights": w[:, :len(q_tokens), :len(k_tokens)],
+                               "query_tokens": q_tokens, "key_tokens": k_tokens})
+            samples.append({"name": f"sample {i}", "layers": layers})
+        return samples
+
+    def _padding_id(self, name: str) -> int:
+        """The padding_idx of the embedding reading model input ``name`` (0 if none)."""
+        for layer in self.spec.model.layers:
+            if layer.type == "embedding" and layer.inputs[0] == name:
+                pad = layer.params.get("padding_idx")
+                return 0 if pad is None else int(pad)
+        return 0
+
+    def _token_labels(self, source: str, fields: dict, i: int, produced) -> list[str]:
+        """Labels of the real steps of model input ``source`` in sample ``i``: token ids
+        up to the last one that is not padding, or step numbers up to the sample's length
+        (the lengths model input, where there is one)."""
+        x = np.asarray(fields[source][i])
+        if x.dtype.kind in "iu" and x.ndim == 1:
+            pad = self._padding_id(source)
+            real = np.flatnonzero(x != pad)
+            steps = int(real[-1]) + 1 if real.size else 0
+            if produced is not None:
+                return [str(t) for t in produced[i][:steps]]
+            return [str(t) for t in x[:steps]]
+        steps = len(x)
+        lengths = next((n for n, inp in self.spec.model.inputs.items()
+                        if inp.dtype == "int64" and not inp.shape), None)
+        if lengths is not None and lengths in fields:
+            steps = int(np.asarray(fields[lengths])[i])
+        return [str(t + 1) for t in range(steps)]
 
     def predict(self, inputs, batch_size: int = 256) -> np.ndarray:
         """Model outputs (the first output, e.g. logits) for raw inputs: a dict of fields
@@ -344,6 +435,25 @@ def _cold_estimate(program) -> float:
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return sum(seen) / len(seen) if seen else _COLD_SECONDS
+
+
+def _attention_sources(spec, name: str) -> tuple[str | None, str]:
+    """The model inputs an attention layer's queries and keys come from (following each
+    value's first input back; None: attention pooling's learned query)."""
+    layers = {lay.name: lay for lay in spec.model.layers}
+    layer = layers[name]
+
+    def back(n: str) -> str:
+        while n in layers:
+            n = layers[n].inputs[0]
+        return n
+
+    ins = layer.inputs
+    if layer.type == "attention" and len(ins) == 1:
+        return None, back(ins[0])
+    if layer.type == "multihead_attention":
+        return back(ins[0]), back(ins[1] if len(ins) > 1 else ins[0])
+    return back(ins[0]), back(ins[2] if len(ins) > 2 else ins[1])
 
 
 def interpret_outputs(loss: str | None, outputs: np.ndarray,

@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
                     "names); for an image_folder spec, image files or folders of images")
     sp.add_argument("--output", help="write the results here instead of printing them: .npz (the "
                     "arrays Model.predict_result returns, plus logits) or .csv (one row per sample)")
+    sp.add_argument("--attention", metavar="PATH", help="also draw the attention weights of every "
+                    "attention layer and head for the first --samples inputs: .html (interactive, "
+                    "offline) or .svg")
+    sp.add_argument("--samples", type=int, default=8, help="how many samples --attention draws")
     sp = add("gradcheck", cmd_gradcheck, "check the spec's gradients against finite differences (float64)")
     sp.add_argument("spec")
     sp.add_argument("--batch", type=int, default=4)
@@ -462,6 +466,10 @@ def cmd_predict(args) -> int:
                                           help="run 'graphdl run' first or pass --weights"))
     model.load_weights(weights)
     new = read_new_data(spec, args.input, state=model.preprocess_state)
+    if args.attention:
+        _draw_attention(args, model, new.fields)
+    if spec.evaluate["decode"] != "none":
+        return _predict_decoded(args, model, new.fields, output)
     outputs = model.predict({k: new.fields[k] for k in spec.model.inputs})
     result = interpret_outputs(model.loss_type, outputs, model.class_names)
     files = None if new.sample_names is None else np.asarray(new.sample_names)
@@ -489,6 +497,53 @@ def cmd_predict(args) -> int:
             arrays["logits"] = outputs
         np.savez(output, **arrays)
     print(f"wrote {output} ({len(outputs)} rows)")
+    return 0
+
+
+def _draw_attention(args, model, fields: dict) -> None:
+    """`graphdl predict --attention PATH`: the attention weights as heatmaps."""
+    from graphdl.viz.attention import write_attention
+
+    path = Path(args.attention)
+    if path.suffix.lower() not in (".html", ".htm", ".svg"):
+        raise GraphdlError(Diagnostic("E704", f"--attention {path}: attention is drawn as .html "
+                                      "or .svg", help="name the file attention.html"))
+    samples = model.attention_maps({k: fields[k] for k in model.spec.model.inputs},
+                                   limit=max(1, args.samples))
+    if not samples or not samples[0]["layers"]:
+        raise GraphdlError(Diagnostic("E704", f"--attention: the model '{model.spec.name}' has "
+                                      "no attention layer", file=model.spec.path))
+    write_attention(path, samples, title=f"{model.spec.name}: attention weights")
+    layers = len(samples[0]["layers"])
+    print(f"wrote {path} ({len(samples)} sample{'s' if len(samples) != 1 else ''}, {layers} "
+          f"attention layer{'s' if layers != 1 else ''})", file=sys.stderr)
+
+
+def _predict_decoded(args, model, fields: dict, output: Path | None) -> int:
+    """`graphdl predict` of a sequence-to-sequence spec (evaluate.decode greedy or beam):
+    the decoded token sequences, each cut after evaluate.eos (the decode input's first
+    column in the new data is the start token)."""
+    import numpy as np
+
+    spec = model.spec
+    tokens = model.decode({k: fields[k] for k in spec.model.inputs})
+    eos = spec.evaluate.get("eos")
+    lengths = np.full(len(tokens), tokens.shape[1], np.int64)
+    if eos is not None:
+        hit = tokens == eos
+        lengths = np.where(hit.any(axis=1), hit.argmax(axis=1), tokens.shape[1])
+    texts = [" ".join(str(t) for t in row[:k]) for row, k in zip(tokens, lengths)]
+    if output is None:
+        if args.format == "json":
+            print(json.dumps({"tokens": [row[:k].tolist() for row, k in zip(tokens, lengths)]}))
+        else:
+            print(_format_table([("row", [str(i) for i in range(len(texts))]), ("tokens", texts)]))
+        return 0
+    if output.suffix == ".csv":
+        _write_csv(output, [("row", [str(i) for i in range(len(texts))]), ("tokens", texts)])
+    else:
+        np.savez(output, tokens=tokens, lengths=lengths)
+    print(f"wrote {output} ({len(tokens)} decoded sequences)")
     return 0
 
 

@@ -46,6 +46,7 @@ def compile_spec(spec, mode: str, *, keep_snapshots: bool = False, warmup: bool 
                  device: str = "cpu") -> Compiled:
     """Compile the ``mode`` ("train", "eval", "predict") program of a spec for ``device``."""
     lowered = lower(spec, mode)
+    _check_parameter_memory(spec, lowered)
     lowered.meta["spec_path"] = spec.path
     ctx = PassContext(keep_snapshots=keep_snapshots)
     suffix = ", cuda" if device == "cuda" else ""
@@ -56,3 +57,39 @@ def compile_spec(spec, mode: str, *, keep_snapshots: bool = False, warmup: bool 
     if warmup:
         c.jit_seconds = program.warmup()
     return c
+
+
+def _check_parameter_memory(spec, graph: Graph) -> None:
+    """E307, at the layer holding the largest parameter, when the parameters alone need
+    more memory than the machine has (a mistyped size: dim 64000 for 64), before anything
+    is allocated."""
+    import os
+
+    from graphdl.errors import Diagnostic, GraphdlError
+    from graphdl.ir.graph import Value
+
+    try:
+        total_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    sizes = {}
+    for name, nid in graph.named("param").items():
+        t = graph.type_of(Value(nid))
+        n = 1
+        for d in t.shape:
+            n *= d if isinstance(d, int) else 1
+        sizes[name] = n * (8 if t.dtype in ("float64", "int64") else 4)
+    need = sum(sizes.values())
+    if need <= total_ram // 2:
+        return
+    biggest = max(sizes, key=sizes.get)
+    layers = {lay.name: lay for lay in spec.model.layers}
+    owner = next((layers[n] for n in sorted(layers, key=len, reverse=True)
+                  if biggest.startswith(n + ".")), None)
+    loc = owner.loc if owner is not None else spec.loc("model")
+    raise GraphdlError(Diagnostic(
+        "E307", f"the model's parameters need {need / 2**30:.1f} GiB, more than half of this "
+        f"machine's memory ({total_ram / 2**30:.1f} GiB); the largest is '{biggest}' "
+        f"{list(graph.type_of(Value(graph.named('param')[biggest])).shape)}",
+        file=loc.file, line=loc.line, col=loc.col,
+        help="check the sizes of this layer (units, dim, vocab) for a typo"), phase="shapes")

@@ -21,6 +21,7 @@ from graphdl.data.pipeline import apply_entries, fit_and_apply, plan_state, plan
 from graphdl.data.ragged import Ragged
 from graphdl.data.sequence_checks import (
     check_lengths_input,
+    check_positions,
     check_token_ids,
     conform,
     conform_new_data,
@@ -367,6 +368,7 @@ def _prepare(spec: Any, raw: RawData, require_target: bool,
         spans = {n: (int(lengths.min()), int(lengths.max())) for n in padded}
     _check_shapes(spec, final, _shapes(out), padded, spans)
     check_token_ids(spec, out, ragged, split, raw.sample_names)
+    check_positions(spec, out, ragged, split, raw.sample_names)
     checked = dict(out)
     if raw.csv_state is not None and raw.csv_state.get("fill") is not None:
         ff = raw.csv_state["feature_field"]  # NaN there is a missing value, filled later
@@ -768,5 +770,6 @@ def apply_preprocess(
         padded = set(ragged.pads)
     _check_shapes(spec, final, _shapes(out), padded)
     check_token_ids(spec, out, ragged)
+    check_positions(spec, out, ragged)
     _check_finite(spec, out, None, arrays)
     return apply_entries(entries, out, ragged)

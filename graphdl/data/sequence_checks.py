@@ -241,3 +241,36 @@ def conform_new_data(spec: Any, fields: dict[str, np.ndarray]) -> Ragged | None:
     if found is None:
         return None
     return conform(spec, fields, found[0], found[1], "the new data")
+
+
+def check_positions(spec: Any, fields: dict[str, np.ndarray], ragged: Ragged | None,
+                    split: str | None = None, sample_names: list[str] | None = None) -> None:
+    """Every sequence a positional_encoding layer reads (through the layers before it, from
+    a ragged model input) has at most its max_len steps: else E503 at the layer's max_len
+    naming the longest sample (the layer has no position for the steps past it; a fixed
+    number of steps is checked with the shapes, when the spec is lowered)."""
+    if ragged is None:
+        return
+    layers = getattr(getattr(spec, "model", None), "layers", None) or []
+    by_name = {layer.name: layer for layer in layers}
+    for layer in layers:
+        if getattr(layer, "type", None) != "positional_encoding":
+            continue
+        source = layer.inputs[0]
+        while source in by_name:
+            source = by_name[source].inputs[0]
+        if source not in ragged.pads or ragged.lengths not in fields:
+            continue
+        lengths = np.asarray(fields[ragged.lengths])
+        rows = int(layer.params["max_len"])
+        if lengths.size == 0 or int(lengths.max()) <= rows:
+            continue
+        i = int(np.argmax(lengths))
+        in_split = f" of the {split} split" if split else ""
+        path = parse_path(getattr(layer, "block_path", None) or layer.yaml_path) + ("max_len",)
+        raise fail("E503", f"{_sample(sample_names, i)}{in_split} of data field '{source}' has "
+                   f"{int(lengths[i])} steps, but positional_encoding layer '{layer.name}' has "
+                   f"positions for {rows} (max_len); {int((lengths > rows).sum())} sample(s) "
+                   "are longer", spec, *path,
+                   help=f"raise max_len to at least {int(lengths.max())}, or cut the "
+                   "sequences (data.source.max_len with truncate)")

@@ -42,26 +42,39 @@ def adding_problem(length: int, samples: int, seed: int) -> dict[str, np.ndarray
     return {"x": np.stack([values, markers], axis=2), "y": y.astype(np.float32)}
 
 
-def token_task(task: str, vocab: int, length: int, samples: int,
-               seed: int) -> dict[str, np.ndarray]:
-    """copy / reverse / sort: ``src`` int64 [samples, length] with tokens in [3, vocab), the
-    target (src itself, reversed, or sorted ascending) as ``tgt_in`` = BOS + target and
-    ``tgt_out`` = target + EOS, both int64 [samples, length + 1] (PAD 0, BOS 1, EOS 2)."""
+def token_task(task: str, vocab: int, min_len: int, max_len: int, samples: int,
+               seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """copy / reverse / sort: ``src`` int64 [samples, max_len] with tokens in [3, vocab) and
+    each sample's length drawn uniformly from [min_len, max_len] (PAD after it), the target
+    (src itself, reversed, or sorted ascending, over the sample's own tokens) as ``tgt_in``
+    = BOS + target and ``tgt_out`` = target + EOS, both int64 [samples, max_len + 1] and
+    PAD-filled after (PAD 0, BOS 1, EOS 2); and each sample's length, int64 [samples]. With
+    min_len = max_len every sequence has that length and nothing is padded."""
     rng = np.random.default_rng(seed)
-    src = rng.integers(FIRST_TOKEN, vocab, size=(samples, length), dtype=np.int64)
+    tokens = rng.integers(FIRST_TOKEN, vocab, size=(samples, max_len), dtype=np.int64)
+    lengths = (np.full(samples, max_len, np.int64) if min_len == max_len
+               else rng.integers(min_len, max_len + 1, size=samples, dtype=np.int64))
+    steps = np.arange(max_len)[None, :]
+    valid = steps < lengths[:, None]
+    src = np.where(valid, tokens, PAD)
     if task == "copy":
         target = src.copy()
     elif task == "reverse":
-        target = src[:, ::-1].copy()
+        # position t of the target holds the token at length - 1 - t
+        idx = np.clip(lengths[:, None] - 1 - steps, 0, max_len - 1)
+        target = np.where(valid, np.take_along_axis(src, idx, axis=1), PAD)
     else:
-        target = np.sort(src, axis=1)
-    bos = np.full((samples, 1), BOS, np.int64)
-    eos = np.full((samples, 1), EOS, np.int64)
-    return {
-        "src": src,
-        "tgt_in": np.concatenate([bos, target], axis=1),
-        "tgt_out": np.concatenate([target, eos], axis=1),
-    }
+        # PAD sorts last when it is given a key above every token
+        keyed = np.where(valid, src, vocab)
+        target = np.sort(keyed, axis=1)
+        target = np.where(target == vocab, PAD, target)
+    tgt_in = np.full((samples, max_len + 1), PAD, np.int64)
+    tgt_in[:, 0] = BOS
+    tgt_in[:, 1:] = target
+    tgt_out = np.full((samples, max_len + 1), PAD, np.int64)
+    tgt_out[:, :max_len] = target
+    tgt_out[np.arange(samples), lengths] = EOS
+    return {"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}, lengths
 
 
 # --------------------------------------------------------------------------- windows

@@ -1152,40 +1152,83 @@ def load_image_files(spec: Any, source: dict, paths: list[Path]) -> RawData:
 
 def load_synthetic(spec: Any, source: dict) -> RawData:
     """A seeded synthetic sequence task (graphdl.data.sequences), generated from spec.seed:
-    adding (x [length, 2], y) or copy / reverse / sort (src [length], tgt_in and tgt_out
-    [length + 1])."""
+    adding (x [length, 2], y) or copy / reverse / sort (src [max_len], tgt_in and tgt_out
+    [max_len + 1]; `length: L` is min_len = max_len = L)."""
     settings = fill(SOURCE, {**source, "type": "synthetic"})
     task = settings["task"]
     if task not in SEQUENCE_TASKS:
         raise fail("E508", f"unknown synthetic task '{task}'", spec, "data", "source", "task",
                    help=f"tasks: {name_list(SEQUENCE_TASKS)}.{did_you_mean(str(task), SEQUENCE_TASKS)}")
-    for key, least in (("length", 2 if task == "adding" else 1), ("samples", 1)):
-        value = settings[key]
-        if value is None or isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise fail("E508", f"data.source.{key} must be an integer >= {least}, got {value!r}",
-                       spec, "data", "source", key if key in source else "task",
-                       help=f"e.g. `{key}: {50 if key == 'length' else 10000}`" + (
-                           " (the adding problem puts one marker in each half)"
-                           if task == "adding" and key == "length" else ""))
+    _check_count(spec, source, settings, "samples", 1)
     vocab = settings["vocab"]
     seed = int(getattr(spec, "seed", 0) or 0)
     if task == "adding":
+        for key in ("min_len", "max_len"):
+            if source.get(key) is not None:
+                raise fail("E508", f"data.source.{key} is for the copy, reverse and sort tasks; "
+                           "the adding problem's sequences have one length", spec, "data",
+                           "source", key, help="give `length: 50` instead")
+        _check_count(spec, source, settings, "length", 2)
         if vocab is not None:
             raise fail("E508", "data.source.vocab is for the copy, reverse and sort tasks, not "
                        "adding", spec, "data", "source", "vocab",
                        help="remove vocab: the adding problem's values are real numbers")
         fields = adding_problem(settings["length"], settings["samples"], seed)
-    else:
-        if vocab is None or isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 4:
-            raise fail("E508", f"the {task} task needs data.source.vocab, an integer >= 4 "
-                       f"(tokens 0-2 are PAD, BOS, EOS), got {vocab!r}", spec, "data", "source",
-                       "vocab" if "vocab" in source else "task",
-                       help="e.g. `vocab: 12`: tokens 3..11")
-        assert task in TOKEN_TASKS
-        fields = token_task(task, vocab, settings["length"], settings["samples"], seed)
-    lengths = _add_lengths(spec, source, fields, settings["length"])
-    _no_padding_keys(spec, source, f"the synthetic {task} task")
+        lengths = _add_lengths(spec, source, fields, settings["length"])
+        _no_padding_keys(spec, source, f"the synthetic {task} task")
+        return RawData(fields=fields, description=f"the synthetic {task} task", lengths=lengths)
+    if vocab is None or isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 4:
+        raise fail("E508", f"the {task} task needs data.source.vocab, an integer >= 4 "
+                   f"(tokens 0-2 are PAD, BOS, EOS), got {vocab!r}", spec, "data", "source",
+                   "vocab" if "vocab" in source else "task",
+                   help="e.g. `vocab: 12`: tokens 3..11")
+    assert task in TOKEN_TASKS
+    min_len, max_len = _token_lengths(spec, source, settings)
+    fields, steps = token_task(task, vocab, min_len, max_len, settings["samples"], seed)
+    lengths = _add_lengths(spec, source, fields, steps)
+    for key in ("truncate", "pad_value"):
+        if source.get(key) is not None:
+            raise fail("E508", f"data.source.{key} pads ragged sequences, but the synthetic "
+                       f"{task} task pads its sequences to max_len itself", spec, "data",
+                       "source", key, help=f"remove {key}")
     return RawData(fields=fields, description=f"the synthetic {task} task", lengths=lengths)
+
+
+def _check_count(spec: Any, source: dict, settings: dict, key: str, least: int) -> None:
+    value = settings[key]
+    if value is None or isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise fail("E508", f"data.source.{key} must be an integer >= {least}, got {value!r}",
+                   spec, "data", "source", key if key in source else "task",
+                   help=f"e.g. `{key}: {10000 if key == 'samples' else 50}`" + (
+                       " (the adding problem puts one marker in each half)"
+                       if key == "length" and least == 2 else ""))
+
+
+def _token_lengths(spec: Any, source: dict, settings: dict) -> tuple[int, int]:
+    """(min_len, max_len) of a token task: `length: L` (every sequence L tokens) or
+    `min_len`/`max_len` (each sample's length drawn from [min_len, max_len], min_len
+    defaulting to 1), never both."""
+    ranged = [k for k in ("min_len", "max_len") if source.get(k) is not None]
+    if settings["length"] is not None and ranged:
+        raise fail("E508", f"data.source has both length and {ranged[0]}", spec, "data",
+                   "source", ranged[0], help="give `length: L` for sequences of one length, or "
+                   "`min_len` and `max_len` for lengths drawn from that range")
+    if settings["length"] is not None:
+        _check_count(spec, source, settings, "length", 1)
+        return settings["length"], settings["length"]
+    if source.get("max_len") is None:
+        raise fail("E508", "the token tasks need data.source.length (one length) or max_len "
+                   "(and min_len, default 1)", spec, "data", "source",
+                   "min_len" if "min_len" in source else "task",
+                   help="e.g. `min_len: 4, max_len: 12`")
+    settings = {**settings, "min_len": source.get("min_len", 1)}
+    _check_count(spec, source, settings, "max_len", 1)
+    _check_count(spec, source, settings, "min_len", 1)
+    if settings["min_len"] > settings["max_len"]:
+        raise fail("E508", f"data.source.min_len ({settings['min_len']}) is above max_len "
+                   f"({settings['max_len']})", spec, "data", "source", "min_len",
+                   help="min_len <= max_len")
+    return settings["min_len"], settings["max_len"]
 
 
 def load_ts(spec: Any, source: dict) -> RawData:

@@ -2,10 +2,17 @@
 `lower`, which turns a resolved spec into a forward graph.
 
 Importing the package defines every layer type (core before conv, which builds on it; the
-schema lists the types in this order); it imports no numpy or numba.
+schema lists the types in this order); it imports no numba.
 """
 
-from graphdl.layers import conv, core, norm, residual, sequence  # noqa: F401  (each defines layer types)
+from graphdl.layers import (  # noqa: F401  (each defines layer types)
+    conv,
+    core,
+    norm,
+    residual,
+    sequence,
+    transformer,
+)
 from graphdl.layers.catalog import COMMON_LAYER_KEYS, LAYERS, LayerDef
 
 __all__ = ["COMMON_LAYER_KEYS", "LAYERS", "LayerDef"]

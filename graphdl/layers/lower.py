@@ -23,6 +23,7 @@ from graphdl.ir.graph import Graph, Provenance, Value
 from graphdl.ir.types import TensorType
 from graphdl.layers.augment import augment_inputs, build_augment
 from graphdl.layers.catalog import LAYERS, LayerDef, fmt_shape
+from graphdl.layers.decode import DecodePlan, decode_plan
 from graphdl.layers.schema import MISSING
 from graphdl.ops.registry import ShapeError
 
@@ -41,6 +42,13 @@ class LayerCtx:
 
     frozen: bool = False  # train.freeze / trainable: false
     values: dict | None = None  # the model's inputs and the outputs of the layers so far
+    # sequence value -> its key mask [N, T] (1.0 real step, 0.0 padding): made by an
+    # embedding with padding_idx, passed on by layers that keep [N, T], read by attention
+    masks: dict | None = None
+    decode: DecodeStep | None = None  # a decode_step program (graphdl.layers.decode)
+    # the "attention" program: attention layers record their weights [N, heads, Tq, Tk]
+    # here by layer name, with the values their queries and keys come from
+    weights: dict | None = None
 
     def model_input(self, name: str, key: str) -> Value:
         """The model input ``name`` that the layer's key ``key`` names."""
@@ -93,10 +101,26 @@ class LayerCtx:
 
 def _draws(layer) -> bool:
     """Whether the layer draws random numbers in training (dropout; dropout between the
-    layers of a stacked recurrent layer)."""
+    layers of a stacked recurrent layer; attention's and positional_encoding's dropout)."""
     if layer.type == "dropout":
         return True
-    return bool(layer.params.get("dropout")) and (layer.params.get("num_layers") or 1) > 1
+    if layer.type in ("rnn", "lstm", "gru"):
+        return bool(layer.params.get("dropout")) and (layer.params.get("num_layers") or 1) > 1
+    return bool(layer.params.get("dropout"))
+
+
+def _pass_mask(g: Graph, masks: dict, inputs: list[Value], out: Value) -> None:
+    """A layer's output [N, T, ...] keeps the key mask of its first input with the same
+    [N, T] (a dense, dropout, layer_norm or residual add after an embedding)."""
+    if out in masks:
+        return
+    ot = g.type_of(out)
+    if ot.rank < 3:
+        return
+    for v in inputs:
+        if v in masks and g.type_of(v).rank >= 3 and g.type_of(v).shape[:2] == ot.shape[:2]:
+            masks[out] = masks[v]
+            return
 
 
 def frozen_layers(spec) -> set[str]:
@@ -109,7 +133,12 @@ def frozen_layers(spec) -> set[str]:
 
 
 def lower(spec, mode: str = "train") -> Graph:
-    """Build the graph for ``mode`` in {"train", "eval", "predict"} from a resolved spec."""
+    """Build the graph for ``mode`` in {"train", "eval", "predict"} from a resolved spec, or
+    one of the two decoding programs, "encode" and "decode_step" (graphdl.layers.decode)."""
+    if mode in ("encode", "decode_step"):
+        return _lower_decoding(spec, mode)
+    if mode == "attention":
+        return _lower_attention(spec)
     g = Graph()
     training = mode == "train"
     values: dict[str, Value] = {}
@@ -137,24 +166,7 @@ def lower(spec, mode: str = "train") -> Graph:
                 raise GraphdlError(Diagnostic("E304", f"data.augment on '{name}': {e}",
                                               file=loc.file, line=loc.line, col=loc.col,
                                               help=e.help), phase="shapes") from None
-    frozen = frozen_layers(spec)
-    errors: list[Diagnostic] = []
-    for i, layer in enumerate(spec.model.layers):
-        g.provenance = Provenance(layer=layer.name, line=layer.loc.line)
-        try:
-            inputs = [values[n] for n in layer.inputs]
-            definition = LAYERS.get(layer.type)
-            if definition is None or definition.build is None:
-                raise ShapeError(f"layer type {layer.type!r} has no lowering")
-            ctx = LayerCtx(g, spec, layer, definition, training, seed, salt=i + 1,
-                           frozen=layer.name in frozen, values=values)
-            values[layer.name] = definition.build(ctx, inputs)
-            g.meta.setdefault("layer_outputs", {})[layer.name] = list(values[layer.name])
-        except ShapeError as e:
-            errors.append(_shape_diag(spec, layer, e))
-            break
-    if errors:
-        raise GraphdlError(errors, phase="shapes")
+    _lower_layers(g, spec, values, {}, training, seed)
     outputs = [values[n] for n in spec.model.outputs]
     g.provenance = Provenance(layer="loss", phase="forward")
     if mode == "predict":
@@ -169,10 +181,116 @@ def lower(spec, mode: str = "train") -> Graph:
             "model_outputs": list(spec.model.outputs),
         }
     )
+    if training and spec.evaluate["decode"] != "none":
+        # evaluate.decode: the model must decode (E306), found before it trains, not after
+        _lower_decoding(spec, "decode_step")
     if training:
         # the resolved optimizer, every default filled: autodiff has no defaults of its own
         g.meta["optimizer"] = dict(spec.train["optimizer"])
         g.meta["gradient_clip"] = spec.train["gradient_clip"]
+    return g
+
+
+def _lower_layers(g: Graph, spec, values: dict, masks: dict, training: bool,
+                  seed: Value | None, only: list[str] | None = None,
+                  decode: DecodeStep | None = None, weights: dict | None = None) -> None:
+    """Add the model's layers (those named in ``only``, if given) to ``g``: ``values`` holds
+    the values by name (the model inputs at the start) and gets each layer's output."""
+    frozen = frozen_layers(spec)
+    keep = None if only is None else set(only)
+    for i, layer in enumerate(spec.model.layers):
+        if keep is not None and layer.name not in keep:
+            continue
+        g.provenance = Provenance(layer=layer.name, line=layer.loc.line)
+        try:
+            inputs = [values[n] for n in layer.inputs]
+            definition = LAYERS.get(layer.type)
+            if definition is None or definition.build is None:
+                raise ShapeError(f"layer type {layer.type!r} has no lowering")
+            ctx = LayerCtx(g, spec, layer, definition, training, seed, salt=i + 1,
+                           frozen=layer.name in frozen, values=values, masks=masks,
+                           decode=decode, weights=weights)
+            values[layer.name] = definition.build(ctx, inputs)
+            _pass_mask(g, masks, inputs, values[layer.name])
+            g.meta.setdefault("layer_outputs", {})[layer.name] = list(values[layer.name])
+        except ShapeError as e:
+            raise GraphdlError([_shape_diag(spec, layer, e)], phase="shapes") from None
+
+
+def _lower_attention(spec) -> Graph:
+    """The predict program plus the weights of every attention layer, as outputs
+    ``attention.<layer>`` [N, heads, Tq, Tk] (graphdl predict --attention draws them);
+    ``meta["attention"]`` says, per layer, its kind and the model values its queries and
+    keys are computed from."""
+    g = Graph()
+    values: dict[str, Value] = {}
+    for name, inp in spec.model.inputs.items():
+        g.provenance = Provenance(layer=f"inputs.{name}", line=inp.loc.line)
+        values[name] = g.input(name, TensorType(("N",) + tuple(inp.shape), inp.dtype))
+    weights: dict = {}
+    _lower_layers(g, spec, values, {}, False, None, weights=weights)
+    for n in spec.model.outputs:
+        g.outputs[n] = values[n]
+    info = {}
+    for name, (w, kind) in weights.items():
+        g.outputs[f"attention.{name}"] = w
+        info[name] = {"kind": kind}
+    g.meta.update({"spec": spec.name, "mode": "attention", "attention": info,
+                   "model_outputs": list(spec.model.outputs)})
+    return g
+
+
+@dataclass
+class DecodeStep:
+    """What the layers of a ``decode_step`` program see: the plan and the token's position
+    ``pos`` ([N] int64)."""
+
+    plan: DecodePlan
+    pos: Value
+
+
+def _lower_decoding(spec, mode: str) -> Graph:
+    """The ``encode`` or ``decode_step`` program of a sequence-to-sequence model
+    (graphdl.layers.decode)."""
+    plan = decode_plan(spec)
+    g = Graph()
+    values: dict[str, Value] = {}
+    masks: dict[Value, Value] = {}
+    declared = spec.model.inputs
+    if mode == "encode":
+        for name, inp in declared.items():
+            if name != plan.input:
+                g.provenance = Provenance(layer=f"inputs.{name}", line=inp.loc.line)
+                values[name] = g.input(name, TensorType(("N",) + tuple(inp.shape), inp.dtype))
+        encoder = [lay.name for lay in spec.model.layers if lay.name not in plan.decoder]
+        _lower_layers(g, spec, values, masks, False, None, only=encoder)
+        g.provenance = Provenance(layer="decode")
+        for name in plan.memory:
+            g.outputs[f"memory.{name}"] = values[name]
+            if values[name] in masks:
+                g.outputs[f"memory_mask.{name}"] = masks[values[name]]
+        g.meta.update({"spec": spec.name, "mode": mode, "model_outputs": []})
+        return g
+    enc = _lower_decoding(spec, "encode")
+    for name in plan.inputs:
+        inp = declared[name]
+        g.provenance = Provenance(layer=f"inputs.{name}", line=inp.loc.line)
+        values[name] = g.input(name, TensorType(("N",) + tuple(inp.shape), inp.dtype))
+    inp = declared[plan.input]
+    g.provenance = Provenance(layer=f"inputs.{plan.input}", line=inp.loc.line)
+    values[plan.input] = g.input(plan.input, TensorType(("N", 1), inp.dtype))
+    pos = g.input("decode.pos", TensorType(("N",), "int64"))
+    for name in plan.memory:
+        g.provenance = Provenance(layer=name)
+        values[name] = g.input(f"memory.{name}", enc.type_of(enc.outputs[f"memory.{name}"]))
+        if f"memory_mask.{name}" in enc.outputs:
+            masks[values[name]] = g.input(f"memory_mask.{name}",
+                                          enc.type_of(enc.outputs[f"memory_mask.{name}"]))
+    _lower_layers(g, spec, values, masks, False, None, only=plan.decoder,
+                  decode=DecodeStep(plan, pos))
+    for n in spec.model.outputs:
+        g.outputs[n] = values[n]
+    g.meta.update({"spec": spec.name, "mode": mode, "model_outputs": list(spec.model.outputs)})
     return g
 
 
@@ -188,7 +306,7 @@ def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:
         if yt.rank != 2 and not classes_per_step(spec, yt):
             raise _logits_not_per_sample(spec, yt)
         # [N] labels for [N, classes] logits; [N, T] for [N, T, classes] (one per step)
-        labels = g.input(target, TensorType(yt.shape[:-1], "int64"))
+        labels = _target_value(g, spec, target, TensorType(yt.shape[:-1], "int64"))
         ignore = loss_cfg.get("ignore_index")
         ignore = int(ignore) if ignore is not None else IGNORE_INDEX
         loss = g.op(
@@ -208,10 +326,11 @@ def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:
         # step); the data's target is made this type before training (`loss_target`), and
         # every feed is checked by the program
         if yt.rank >= 2 and yt.shape[-1] == 1:
-            tgt = g.op("reshape", g.input(target, TensorType(yt.shape[:-1], "float32")),
+            tgt = g.op("reshape", _target_value(g, spec, target,
+                                                TensorType(yt.shape[:-1], "float32")),
                        shape=yt.shape)
         else:
-            tgt = g.input(target, yt.with_dtype("float32"))
+            tgt = _target_value(g, spec, target, yt.with_dtype("float32"))
         op = "mse" if ltype == "mse" else "bce_with_logits"
         lengths = step_lengths(spec, yt)
         mask = None if lengths is None else _step_mask(g, lengths, tgt, yt)
@@ -238,6 +357,23 @@ def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:
     if training:
         loss = _add_penalties(g, spec, loss)
     g.outputs["loss"] = loss
+
+
+def _target_value(g: Graph, spec, target: str, want: TensorType) -> Value:
+    """The target as the loss reads it: a graph input of type ``want``, or the model input
+    of that name when the target is one of the model's inputs too (a copy task's src)."""
+    nid = g.named("input").get(target)
+    if nid is None:
+        return g.input(target, want)
+    have = g.type_of(Value(nid))
+    if have.shape != want.shape:
+        loc = spec.loc("train", "target")
+        raise GraphdlError(Diagnostic(
+            "E304", f"train.target '{target}' is a model input of shape {fmt_shape(have)}, but "
+            f"the loss on the model output needs {fmt_shape(want)}", file=loc.file,
+            line=loc.line, col=loc.col), phase="shapes")
+    v = Value(nid)
+    return v if have.dtype == want.dtype else g.op("cast", v, dtype=want.dtype)
 
 
 # ------------------------------------------------------------------ per-step targets

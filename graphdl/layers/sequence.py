@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from graphdl.ir.graph import Value
 from graphdl.ir.scan import TIME_MASK, add_scan, new_body, set_body_outputs
 from graphdl.ir.types import TensorType
@@ -41,7 +43,12 @@ def lower_embedding(ctx: LayerCtx, inputs: list[Value]) -> Value:
     pad = -1 if pad is None else int(pad)
     weight = ctx.param("weight", (vocab, dim), ctx.arg("init"), fan_in=vocab, fan_out=dim,
                        weight=True, zero_row=pad)
-    return g.op("embedding", ids, weight, padding_idx=pad)
+    out = g.op("embedding", ids, weight, padding_idx=pad)
+    if pad >= 0 and t.rank == 2 and ctx.masks is not None:
+        # the key mask attention reads: 1.0 where the id is not padding_idx
+        real = g.op("ne", ids, g.const(np.array(pad, np.int64), "int64"))
+        ctx.masks[out] = g.op("cast", real, dtype="float32")
+    return out
 
 
 # --------------------------------------------------------------------------- recurrent
@@ -53,7 +60,8 @@ def lower_embedding(ctx: LayerCtx, inputs: list[Value]) -> Value:
 # compare with torch.nn.RNN/LSTM/GRU. The body computes the input projection x_t W_ih^T
 # too; the `hoist` pass moves it out of the loop as one GEMM over all steps.
 #
-# Lengths: with `lengths:` (an int64 model input [N]) the body reads the step's mask
+# Lengths: with `lengths:` (an int64 model input [N]), or from the padding mask of an
+# embedding with padding_idx (`_lengths`), the body reads the step's mask
 # m_t [N, 1] (seq_mask) and keeps a sample's carry past its length (h + m (h' - h)) and
 # zeroes its output there (m h'): the final carry is the state at the sample's own last
 # step, forward and backward, as torch's pack_padded_sequence gives it.
@@ -91,8 +99,9 @@ def _recurrent(kind: str, ctx: LayerCtx, inputs: list[Value]) -> Value:
     hidden = int(ctx.arg("hidden"))
     layers = int(ctx.arg("num_layers"))
     directions = 2 if ctx.arg("bidirectional") else 1
+    h0 = _initial_state(ctx, inputs, hidden)
     seq = g.op("transpose", x, perm=(1, 0, 2))  # [T, N, F]: the scan slices axis 0
-    lengths = _lengths(ctx)
+    lengths = _lengths(ctx, x)
     mask = None if lengths is None else g.op("seq_mask", lengths, seq, dtype=t.dtype)
     finals: list[Value] = []
     for k in range(layers):
@@ -102,7 +111,9 @@ def _recurrent(kind: str, ctx: LayerCtx, inputs: list[Value]) -> Value:
         outs = []
         finals = []
         for d in range(directions):
-            ys, h_last = _direction(kind, ctx, seq, mask, hidden, k, reverse=d == 1)
+            init = _initial_carries(ctx, kind, h0, t, hidden, k)
+            ys, h_last = _direction(kind, ctx, seq, mask, hidden, k, reverse=d == 1,
+                                    init=init)
             outs.append(ys)
             finals.append(h_last)
         seq = outs[0] if directions == 1 else g.op("concat", *outs, axis=2)
@@ -124,9 +135,47 @@ def _merge(g, parts: list[Value], how: str, axis: int) -> Value:
     return total if how == "sum" else g.op("mul_scalar", total, c=0.5)
 
 
+def _initial_state(ctx: LayerCtx, inputs: list[Value], hidden: int) -> Value | None:
+    """The layer's second input, if it has one: the initial hidden state [N, hidden] of
+    every layer and direction (as Keras's initial_state; an LSTM's cell starts at 0)."""
+    if len(inputs) == 1:
+        return None
+    if len(inputs) > 2:
+        raise ctx.shape_error(f"a recurrent layer takes a sequence and optionally an initial "
+                              f"state, got {len(inputs)} inputs")
+    st = ctx.g.type_of(inputs[1])
+    if st.rank != 2 or st.shape[1] != hidden:
+        raise ctx.shape_error(f"the initial state (the second input) must be [{hidden}] "
+                              f"(hidden), got {fmt_shape(st)}",
+                              help=f"map it with a dense layer of {hidden} units first")
+    return inputs[1]
+
+
+def _initial_carries(ctx: LayerCtx, kind: str, h0: Value | None, t: TensorType, hidden: int,
+                     k: int) -> list[Value]:
+    """The carries a layer's scan starts from: zeros or h0 (an LSTM's cell: zeros); in a
+    decode_step program the caches ``cache.<layer>.l<k>.c<j>`` (the state after the
+    previous token; at position 0 the initial state)."""
+    g = ctx.g
+    n = t.shape[0]
+    zero = g.op("broadcast_to", g.const(0.0, t.dtype), shape=(n, hidden))
+    carries = [h0 if h0 is not None else zero] + ([zero] if kind == "lstm" else [])
+    if ctx.decode is None:
+        return carries
+    first = g.op("cast", g.op("eq", g.op("reshape", ctx.decode.pos, shape=(n, 1)),
+                              g.const(np.array(0, np.int64), "int64")), dtype=t.dtype)
+    out = []
+    for j, start in enumerate(carries):
+        cache = g.input(f"cache.{ctx.layer.name}.l{k}.c{j}", TensorType((n, hidden), t.dtype))
+        out.append(g.op("add", cache, g.op("mul", first, g.op("sub", start, cache))))
+    return out
+
+
 def _direction(kind: str, ctx: LayerCtx, seq: Value, mask: Value | None, hidden: int,
-               k: int, reverse: bool) -> tuple[Value, Value]:
-    """One layer, one direction: (its sequence [T, N, hidden], its final state [N, hidden])."""
+               k: int, reverse: bool, init: list[Value]) -> tuple[Value, Value]:
+    """One layer, one direction: (its sequence [T, N, hidden], its final state [N, hidden]),
+    from the carries ``init``; in a decode_step program its final carries are also the
+    outputs ``cache.<layer>.l<k>.c<j>``."""
     g = ctx.g
     st = g.type_of(seq)
     _steps, n, feat = st.shape
@@ -163,10 +212,12 @@ def _direction(kind: str, ctx: LayerCtx, seq: Value, mask: Value | None, hidden:
     else:
         nexts, y = new, new[0]
     set_body_outputs(body, nexts, [y])
-    zero = g.op("broadcast_to", g.const(0.0, dtype), shape=(n, hidden))
     seqs = [seq] + ([mask] if mask is not None else [])
-    nid = add_scan(g, body, [zero] * len(carries), seqs, [w_ih, w_hh, b_ih, b_hh],
+    nid = add_scan(g, body, init, seqs, [w_ih, w_hh, b_ih, b_hh],
                    reverse=reverse, truncate=int(ctx.arg("truncate")))
+    if ctx.decode is not None:
+        for j in range(len(carries)):
+            g.outputs[f"cache.{ctx.layer.name}.l{k}.c{j}"] = Value(nid, j)
     return Value(nid, len(carries)), Value(nid, 0)
 
 
@@ -237,7 +288,7 @@ def lower_seq_pool(ctx: LayerCtx, inputs: list[Value]) -> Value:
                               help="pool a recurrent layer's `output: sequence` or an "
                                    "embedding's output")
     mode = ctx.arg("mode")
-    lengths = _lengths(ctx)
+    lengths = _lengths(ctx, x)
     if lengths is None:
         if mode == "mean":
             return g.op("mean", x, axes=(1,), keepdims=False)
@@ -260,11 +311,16 @@ def lower_seq_pool(ctx: LayerCtx, inputs: list[Value]) -> Value:
     return g.op("div", total, count)
 
 
-def _lengths(ctx: LayerCtx) -> Value | None:
-    """The model input the layer's `lengths` key names (int64 [N]), if it names one."""
+def _lengths(ctx: LayerCtx, x: Value | None = None) -> Value | None:
+    """The model input the layer's `lengths` key names (int64 [N]), if it names one; else,
+    for a sequence ``x`` that carries a padding mask (after an embedding with
+    padding_idx), each sample's count of real steps (padding comes after them)."""
     name = ctx.arg("lengths")
     if name is None:
-        return None
+        mask = None if x is None else (ctx.masks or {}).get(x)
+        if mask is None:
+            return None
+        return ctx.g.op("cast", ctx.g.op("sum", mask, axes=(1,), keepdims=False), dtype="int64")
     lengths = ctx.model_input(name, "lengths")
     lt = ctx.g.type_of(lengths)
     if lt.dtype != "int64" or lt.rank != 1:

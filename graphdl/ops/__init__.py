@@ -3,6 +3,7 @@
 is added to the list below."""
 
 from graphdl.ops import (  # noqa: F401  (each module registers its ops)
+    attention,
     control,
     conv,
     elementwise,

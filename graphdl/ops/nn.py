@@ -370,3 +370,138 @@ register(
             "none for padding_idx or an id outside the vocabulary)",
     )
 )
+
+
+# ------------------------------------------------------------------ positions
+# add_positions(x, table): x [N, T, D] + table[:T] for a table of positions [L, D] (a
+# sinusoidal constant or a learned parameter); T may be a symbol bound per batch, so the
+# op reads only the table's first T rows. A step t >= L has no position: its row is NaN
+# (as an embedding id outside the vocabulary), which the trainer's numerical check
+# reports; the data side refuses such sequences before they get here.
+
+
+_POS_FLOATS = ("float32", "float64")
+
+
+def _infer_add_positions(attrs, types):
+    x, table = types
+    if x.rank != 3 or table.rank != 2 or x.dtype not in _POS_FLOATS or table.dtype != x.dtype:
+        raise ShapeError(f"add_positions expects x [N, T, D] and a table [L, D] of one float "
+                         f"dtype, got {x} and {table}")
+    if x.shape[2] != table.shape[1]:
+        raise ShapeError(f"add_positions: x has {x.shape[2]} features per step but the table "
+                         f"of positions has {table.shape[1]}")
+    steps, rows = x.shape[1], table.shape[0]
+    if isinstance(steps, int) and isinstance(rows, int) and steps > rows:
+        raise ShapeError(f"the sequence has {steps} steps but positions are defined for "
+                         f"{rows} (max_len)", help=f"raise max_len to at least {steps}")
+    return [x]
+
+
+def _ref_add_positions(attrs, x, table):
+    steps, rows = x.shape[1], table.shape[0]
+    pos = np.full((steps, table.shape[1]), np.nan, table.dtype)
+    pos[:min(steps, rows)] = table[:steps]
+    return (x + pos[None]).astype(x.dtype)
+
+
+def _g_add_positions(g, attrs, ins, outs, gouts):
+    rows = g.type_of(ins[1]).shape[0]
+    return [gouts[0], g.op("add_positions_grad", gouts[0], rows=rows)]
+
+
+# The CUDA kernels (backends/cuda/kernels/nn.py) are their deliberate parallels.
+@cpu_kernel
+def add_positions_fwd(x, table, out):
+    """out[n, t, :] = x[n, t, :] + table[t, :] (NaN past the table's rows)."""
+    n, steps, dim = x.shape
+    rows = table.shape[0]
+    for i in range(n):
+        for t in range(steps):
+            if t >= rows:
+                for d in range(dim):
+                    out[i, t, d] = math.nan
+                continue
+            for d in range(dim):
+                out[i, t, d] = x[i, t, d] + table[t, d]
+
+
+@cpu_kernel
+def add_positions_bwd(gy, out):
+    """out[t, :] = sum over n of gy[n, t, :] for t < T, 0 for the table's other rows."""
+    n, steps, dim = gy.shape
+    out[:, :] = 0
+    for i in range(n):
+        for t in range(min(steps, out.shape[0])):
+            for d in range(dim):
+                out[t, d] += gy[i, t, d]
+
+
+def _emit_add_positions(ctx, attrs, ins, outs):
+    return [ctx.call("add_positions_fwd", ins[0], ins[1], outs[0])]
+
+
+register(
+    OpDef(
+        name="add_positions",
+        inputs=("x", "table"),
+        infer=_infer_add_positions,
+        reference=_ref_add_positions,
+        pattern=Pattern.OPAQUE,
+        grad=_g_add_positions,
+        flops_per_element=1,
+        emit_cpu=_emit_add_positions,
+        doc="x [N, T, D] + table[:T] (the table of positions [L, D]; NaN rows past L)",
+    )
+)
+
+
+def _infer_add_positions_grad(attrs, types):
+    gy = types[0]
+    if gy.rank != 3 or gy.dtype not in _POS_FLOATS:
+        raise ShapeError(f"add_positions_grad expects a float gradient [N, T, D], got {gy}")
+    return [TensorType((attrs["rows"], gy.shape[2]), gy.dtype)]
+
+
+def _ref_add_positions_grad(attrs, gy):
+    out = np.zeros((attrs["rows"], gy.shape[2]), np.float64)
+    steps = min(gy.shape[1], attrs["rows"])
+    out[:steps] = gy[:, :steps].astype(np.float64).sum(axis=0)
+    return out.astype(gy.dtype)
+
+
+def _g_add_positions_grad(g, attrs, ins, outs, gouts):
+    # linear in gy: its adjoint broadcasts the table's gradient back over the batch
+    zeros = g.op("mul_scalar", ins[0], c=0.0)
+    return [g.op("add_positions", zeros, gouts[0])]
+
+
+def _emit_add_positions_grad(ctx, attrs, ins, outs):
+    return [ctx.call("add_positions_bwd", ins[0], outs[0])]
+
+
+register(
+    OpDef(
+        name="add_positions_grad",
+        inputs=("gy",),
+        infer=_infer_add_positions_grad,
+        reference=_ref_add_positions_grad,
+        pattern=Pattern.OPAQUE,
+        attrs={"rows": Attr(int)},
+        grad=_g_add_positions_grad,
+        emit_cpu=_emit_add_positions_grad,
+        doc="the gradient of add_positions for its table: gy summed over the batch into "
+            "[rows, D], zero past T",
+    )
+)
+
+
+def sinusoidal_positions(rows: int, dim: int) -> np.ndarray:
+    """The table of "Attention Is All You Need" (Vaswani et al. 2017, section 3.5):
+    PE[t, 2i] = sin(t / 10000^(2i/dim)), PE[t, 2i+1] = cos(t / 10000^(2i/dim)), float32."""
+    t = np.arange(rows, dtype=np.float64)[:, None]
+    freq = np.exp(-math.log(10000.0) * np.arange(0, dim, 2, dtype=np.float64) / dim)
+    table = np.zeros((rows, dim))
+    table[:, 0::2] = np.sin(t * freq)
+    table[:, 1::2] = np.cos(t * freq)[:, : dim // 2]
+    return table.astype(np.float32)

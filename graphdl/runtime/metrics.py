@@ -34,12 +34,24 @@ def split_metrics(loss: str, names: list[str], outputs: np.ndarray, targets: np.
         return _regression(wanted, outputs, np.asarray(targets, np.float64).reshape(outputs.shape))
     if loss == "cross_entropy":
         classes = outputs.shape[-1]
-        outputs = outputs.reshape(-1, classes)
-        labels = np.asarray(targets).astype(np.int64).reshape(-1)
+        labels = np.asarray(targets).astype(np.int64).reshape(outputs.shape[:-1])
         keep = labels != (IGNORE_INDEX if ignore_index is None else ignore_index)
-        outputs, labels = outputs[keep], labels[keep]
-        return _classification(wanted, outputs.argmax(axis=-1), labels, classes,
-                               scores=outputs, binary=False)
+        hit = (outputs.argmax(axis=-1) == labels) | ~keep
+        out = {}
+        if "sequence_accuracy" in wanted:  # exact match over each sample's labelled positions
+            per_sample = hit.reshape(len(hit), -1).all(axis=1) if hit.ndim > 1 else hit
+            out["sequence_accuracy"] = float(per_sample.mean()) if per_sample.size else 0.0
+        rest = [n for n in wanted if n != "sequence_accuracy"]
+        if "token_accuracy" in rest:
+            rest = [n if n != "token_accuracy" else "accuracy" for n in rest]
+        outputs, labels = outputs.reshape(-1, classes)[keep.reshape(-1)], labels[keep]
+        scored = _classification(rest, outputs.argmax(axis=-1), labels, classes, scores=outputs,
+                                 binary=False) if rest else {}
+        if "token_accuracy" in wanted:
+            out["token_accuracy"] = scored["accuracy"]
+            if "accuracy" not in wanted:
+                del scored["accuracy"]
+        return {n: {**scored, **out}[n] for n in wanted}
     # bce_with_logits: every output unit is one binary decision (multi-label: pooled)
     logits = outputs.reshape(-1)
     truth = (np.asarray(targets, np.float64).reshape(-1) > 0.5).astype(np.int64)

@@ -48,6 +48,11 @@ _METRICS = [
     Metric("accuracy", "share of samples (labelled steps of a per-step target) classified "
            "right (bce: logit > 0 against target > 0.5, per output unit)", CLASSIFICATION,
            per_step=True),
+    Metric("token_accuracy", "share of labelled positions predicted right, over every "
+           "step of every sample (the same as accuracy; the name sequence models use)",
+           MULTICLASS),
+    Metric("sequence_accuracy", "share of samples whose every labelled position is "
+           "predicted right (exact match; ignore_index positions are left out)", MULTICLASS),
     *[Metric(f"top_{k}_accuracy", f"share of samples whose label is among the {k} largest "
              "logits", MULTICLASS) for k in TOP_K],
     Metric("precision", "precision of the positive class", BINARY),

@@ -214,18 +214,25 @@ SOURCE = Union(
             },
         ),
         "synthetic": (
-            ("a seeded sequence task generated from the spec seed, every sequence of one "
-             "fixed length (the lengths field holds it for every sample): adding "
+            ("a seeded sequence task generated from the spec seed (the lengths field holds "
+             "each sample's length): adding "
              "gives x float32 [length, 2] (uniform(0,1) values and a marker channel with one 1 "
              "in each half) and y float32 (the sum of the two marked values); copy, reverse "
-             "and sort give src int64 [length] (tokens in [3, vocab)), tgt_in (BOS + target) "
-             "and tgt_out (target + EOS), int64 [length + 1], with PAD 0, BOS 1, EOS 2"),
+             "and sort give src int64 [max_len] (tokens in [3, vocab), PAD after the "
+             "sample's length), tgt_in (BOS + target) and tgt_out (target + EOS), int64 "
+             "[max_len + 1] PAD-filled, with PAD 0, BOS 1, EOS 2"),
             {
                 "task": enum("the task: adding (Hochreiter & Schmidhuber's adding problem), or "
                              "the target is src copied, reversed or sorted",
                              ["adding", "copy", "reverse", "sort"], required=True),
-                "length": integer("steps per sequence (adding: at least 2)", minimum=1,
-                                  required=True),
+                "length": integer("steps per sequence (adding: at least 2); for copy, "
+                                  "reverse and sort the same as min_len = max_len = length",
+                                  minimum=1),
+                "min_len": integer("copy, reverse and sort: the shortest sequence (default 1); "
+                                   "each sample's length is drawn from [min_len, max_len]",
+                                   minimum=1),
+                "max_len": integer("copy, reverse and sort: the longest sequence; src is "
+                                   "padded with PAD to max_len tokens", minimum=1),
                 "samples": integer("number of sequences", minimum=1, default=10000),
                 "vocab": integer("copy, reverse and sort: vocabulary size, the special tokens "
                                  "0-2 included (tokens are drawn from [3, vocab))", minimum=4),
@@ -691,6 +698,18 @@ EVALUATE = Obj(
                                "(the loss always; the same names as train.metrics; default: "
                                "train.metrics)",
                                enum_values=METRICS, min_items=0),
+        "decode": enum("sequence-to-sequence models: none scores the model fed the true "
+                       "previous tokens (teacher forcing, as in training); greedy feeds it "
+                       "its own most likely token, step by step; beam keeps the `beam` most "
+                       "likely sequences", ["none", "greedy", "beam"], default="none"),
+        "beam": integer("decode: beam: how many sequences the search keeps", minimum=1,
+                        default=4),
+        "eos": integer("the end-of-sequence token: a decoded sequence that emits it is "
+                       "finished (beam search stops adding to its score); predict cuts "
+                       "sequences after it", minimum=0),
+        "decode_input": string("the model input fed back while decoding (e.g. tgt_in: the "
+                               "previous tokens, starting with the data's first token); "
+                               "default: the one int64 input only causal layers read"),
     },
 )
 

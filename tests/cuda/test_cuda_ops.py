@@ -4,8 +4,9 @@ Runs on a real GPU when there is one and under the CUDA simulator otherwise (see
 conftest.py). Shapes are tiny but still cross the simulator's tiles and blocks: several
 matmul tiles with ragged edges, grid-stride loops over two blocks, reduction trees with
 several levels. `test_every_op_is_covered_or_declared_unsupported` keeps the list honest:
-a new op fails it until it has a CUDA kernel and a test here, or is declared unsupported
-(and then must be refused at compile time).
+a new op fails it until it has a CUDA kernel and a test here (layer norm's are in
+test_cuda_layer_norm.py), or is declared unsupported (and then must be refused at compile
+time).
 """
 
 from __future__ import annotations
@@ -221,6 +222,16 @@ def test_dropout_same_mask_as_the_cpu_kernel(seed):
 
 
 # ---------------------------------------------------------------------------- embedding
+
+
+def test_add_positions_and_its_gradient():
+    r = np.random.default_rng(17)
+    x = _values(r, (3, 6, 4))
+    table = _values(r, (5, 4))
+    (out,) = check_kernel("add_positions", [T("N", "T", 4), T(5, 4)], [x, table])
+    assert np.isnan(out[:, 5:]).all()  # past the table (as the CPU kernel)
+    gy = _values(r, (3, 4, 4))
+    check_kernel("add_positions_grad", [T("N", "T", 4)], [gy], {"rows": 5})
 
 
 @pytest.mark.parametrize("padding_idx", [-1, 2])
@@ -455,7 +466,9 @@ COVERED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     "softmax_cross_entropy_grad", "count_correct", "mse", "bce_with_logits", "reshape",
     "transpose", "concat", "slice", "slice_grad", "embedding", "embedding_grad", "sgd_update",
     "momentum_update", "adam_update", "rmsprop_update", "adagrad_update", "matmul_rows",
-    "seq_mask", "truncate_mask", "scan", "fused", "input", "param", "state", "const"})
+    "seq_mask", "truncate_mask", "layer_norm", "layer_norm_grad", "add_positions",
+    "add_positions_grad", "attention", "attention_grad", "attention_weights", "attention_mask",
+    "scan", "fused", "input", "param", "state", "const"})
 
 
 def test_every_op_is_covered_or_declared_unsupported():

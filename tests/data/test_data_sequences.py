@@ -61,6 +61,42 @@ def test_token_tasks(make_spec, task):
     assert (PAD, BOS, EOS) == (0, 1, 2)
 
 
+@pytest.mark.parametrize("task", ["copy", "reverse", "sort"])
+def test_token_tasks_of_varying_length(make_spec, task):
+    spec = make_spec(source={"type": "synthetic", "task": task, "vocab": 13, "min_len": 4,
+                             "max_len": 12, "samples": 400})
+    raw = load_source(spec, spec.data["source"])
+    f = raw.fields
+    src, tgt_in, tgt_out, lengths = f["src"], f["tgt_in"], f["tgt_out"], f[raw.lengths]
+    assert src.shape == (400, 12) and tgt_in.shape == tgt_out.shape == (400, 13)
+    assert lengths.dtype == np.int64 and lengths.min() == 4 and lengths.max() == 12
+    for i in range(400):
+        n = lengths[i]
+        own = src[i, :n]
+        assert np.all(own >= FIRST_TOKEN) and np.all(src[i, n:] == PAD)
+        expected = {"copy": own, "reverse": own[::-1], "sort": np.sort(own)}[task]
+        assert tgt_in[i, 0] == BOS and np.array_equal(tgt_in[i, 1:n + 1], expected)
+        assert np.all(tgt_in[i, n + 1:] == PAD)
+        assert np.array_equal(tgt_out[i, :n], expected) and tgt_out[i, n] == EOS
+        assert np.all(tgt_out[i, n + 1:] == PAD)
+
+
+def test_token_task_length_settings_are_checked(make_spec, expect_error):
+    for source, key, words in (
+            ({"length": 5, "max_len": 9}, "max_len", "both length and max_len"),
+            ({"min_len": 3}, "min_len", "max_len"),
+            ({"min_len": 9, "max_len": 4}, "min_len", "above max_len"),
+            ({"max_len": 6, "truncate": "pre"}, "truncate", "pads its sequences")):
+        spec = make_spec(source={"type": "synthetic", "task": "reverse", "vocab": 9, **source})
+        d = expect_error(lambda spec=spec: load_source(spec, spec.data["source"]), "E508", spec,
+                         "data", "source", key)
+        assert words in d.message
+    spec = make_spec(source={"type": "synthetic", "task": "adding", "max_len": 9})
+    d = expect_error(lambda: load_source(spec, spec.data["source"]), "E508", spec,
+                     "data", "source", "max_len")
+    assert "length" in d.help
+
+
 def test_samples_default(make_spec):
     fields = _synthetic(make_spec, task="adding", length=4)
     assert fields["x"].shape == (10000, 4, 2)

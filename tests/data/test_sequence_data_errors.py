@@ -158,3 +158,20 @@ def test_pad_value_must_be_a_token_id(make_spec, tmp_path, expect_error):
     spec.model.layers[0].params["vocab"] = 9
     d = expect_error(lambda: load_data(spec), "E508", spec, "data", "source", "pad_value")
     assert "padding_idx" in d.help
+
+
+def test_a_sequence_longer_than_positional_encodings_max_len_is_located(make_spec, tmp_path,
+                                                                         expect_error):
+    from types import SimpleNamespace
+
+    spec = _embedding_spec(make_spec, tmp_path)
+    spec.model.layers[0].params["vocab"] = 9
+    spec.model.layers.append(SimpleNamespace(
+        type="positional_encoding", name="pos", inputs=["emb"], params={"max_len": 2},
+        yaml_path="model.layers[1]", block_path=None))
+    spec.positions[("model", "layers", 1, "max_len")] = (31, 9, 1)
+    d = expect_error(lambda: load_data(spec), "E503", spec, "model", "layers", 1, "max_len")
+    assert "sample 2" in d.message and "3 steps" in d.message and "max_len" in d.message
+    assert "at least 3" in d.help
+    spec.model.layers[1].params["max_len"] = 3
+    load_data(spec)

@@ -53,7 +53,8 @@ def test_gradcheck_mlp_digits_passes(cli):
     assert rc == 0
 
 
-SEQUENCE_SPECS = ["gru_digit_rows", "lstm_adding", "rnn_adding", "bilstm_vowels", "lstm_airline"]
+SEQUENCE_SPECS = ["gru_digit_rows", "lstm_adding", "rnn_adding", "bilstm_vowels", "lstm_airline",
+                  "seq2seq_attention_reverse"]
 
 
 @pytest.mark.parametrize("name", SEQUENCE_SPECS)

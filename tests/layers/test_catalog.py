@@ -14,7 +14,7 @@ import pytest
 import graphdl.layers as layers_pkg
 from graphdl.ir.graph import Graph
 from graphdl.ir.types import TensorType
-from graphdl.layers import COMMON_LAYER_KEYS, LAYERS, conv, core, norm, sequence
+from graphdl.layers import COMMON_LAYER_KEYS, LAYERS, conv, core, norm, sequence, transformer
 from graphdl.layers.lower import LayerCtx
 from graphdl.layers.schema import MISSING
 from graphdl.spec import schema_text
@@ -34,11 +34,16 @@ EXAMPLES = {
     "avgpool2d": ([(2, 6, 6)], {"kernel": 2}),
     "global_avgpool2d": ([(2, 6, 6)], {}),
     "batchnorm": ([(2, 6, 6)], {}),
+    "layer_norm": ([(5, 3)], {}),
     "embedding": ([(5,)], {"vocab": 10, "dim": 3}),
     "rnn": ([(5, 3)], {"hidden": 4}),
     "lstm": ([(5, 3)], {"hidden": 4}),
     "gru": ([(5, 3)], {"hidden": 4}),
     "seq_pool": ([(5, 3)], {"mode": "mean"}),
+    "positional_encoding": ([(5, 4)], {}),
+    "multihead_attention": ([(5, 4)], {"heads": 2, "dim": 4}),
+    "attention": ([(5, 4), (6, 4)], {}),
+    "additive_attention": ([(5, 4), (6, 3)], {}),
 }
 INT64_INPUTS = {"embedding"}  # layer types whose example input is int64 (token ids)
 # keys whose default depends on another key (alpha on the activation)
@@ -52,9 +57,15 @@ MORE_EXAMPLES = [
     ("gru", {"hidden": 4, "bidirectional": True, "merge": "sum", "output": "last",
              "truncate": 2}),
     ("seq_pool", {"mode": "max"}),
+    ("layer_norm", {"affine": False, "eps": 1e-3}),
     ("seq_pool", {"mode": "last"}),
+    ("positional_encoding", {"max_len": 8, "kind": "learned", "dropout": 0.1, "scale": True}),
+    ("multihead_attention", {"heads": 4, "dim": 4, "causal": True, "dropout": 0.2,
+                             "bias": False}),
+    ("attention", {"scale": True}),
+    ("additive_attention", {"units": 5}),
 ]
-FAMILIES = [core, conv, norm, sequence]
+FAMILIES = [core, conv, norm, sequence, transformer]
 
 
 def lowered(type_name: str, params: dict, training: bool = True) -> dict:

@@ -20,8 +20,9 @@ from graphdl.ops.nn import dropout_mask_reference
 from graphdl.ops.registry import ShapeError
 
 KERNEL_COVERED = {"softmax", "log_softmax", "softmax_grad", "log_softmax_grad", "dropout",
-                  "embedding", "embedding_grad"}
-GRAD_COVERED = {"softmax", "log_softmax", "dropout", "embedding", "embedding_grad"}
+                  "embedding", "embedding_grad", "add_positions", "add_positions_grad"}
+GRAD_COVERED = {"softmax", "log_softmax", "dropout", "embedding", "embedding_grad",
+                "add_positions", "add_positions_grad"}
 
 SEED_T = T(dtype="int64")
 AXES = [(("N", 10), -1), (("N", 3, 4), -1), (("N", 3, 4), 1)]
@@ -251,3 +252,53 @@ def test_embedding_grad_matches_torch(padding_idx):
                              {"vocab": 5, "padding_idx": pad})
     (got,) = run_compiled(prog, [ids, gy])
     np.testing.assert_allclose(got, tw.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------- positions
+
+
+@pytest.mark.parametrize("steps", [5, "T"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_add_positions_kernels(steps, dtype):
+    r = rng(21)
+    x = r.standard_normal((3, 5, 4)).astype(dtype)
+    table = r.standard_normal((9, 4)).astype(dtype)
+    (out,) = check_kernel("add_positions", [T("N", steps, 4, dtype=dtype), T(9, 4, dtype=dtype)],
+                          [x, table])
+    np.testing.assert_allclose(out, x + table[None, :5], rtol=1e-6)
+    gy = r.standard_normal((3, 5, 4)).astype(dtype)
+    (gt,) = check_kernel("add_positions_grad", [T("N", steps, 4, dtype=dtype)], [gy],
+                         {"rows": 9})
+    np.testing.assert_allclose(gt[:5], gy.sum(axis=0), rtol=1e-5, atol=1e-6)
+    assert np.all(gt[5:] == 0)
+
+
+def test_add_positions_past_the_table_gives_nan_rows():
+    r = rng(22)
+    x = r.standard_normal((2, 6, 3)).astype("float32")
+    table = r.standard_normal((4, 3)).astype("float32")
+    (out,) = check_kernel("add_positions", [T("N", "T", 3), T(4, 3)], [x, table])
+    assert np.isnan(out[:, 4:]).all() and np.isfinite(out[:, :4]).all()
+    with pytest.raises(ShapeError, match=r"6 steps but positions are defined for 4") as e:
+        infer("add_positions", [T("N", 6, 3), T(4, 3)])
+    assert "raise max_len to at least 6" in e.value.help
+
+
+def test_add_positions_gradients():
+    r = rng(23)
+    x = r.standard_normal((2, 3, 4))
+    table = r.standard_normal((5, 4))
+    gradcheck("add_positions", [x, table])
+    gradcheck("add_positions_grad", [r.standard_normal((2, 3, 4))], {"rows": 5})
+
+
+def test_sinusoidal_positions_are_the_transformer_table():
+    from graphdl.ops.nn import sinusoidal_positions
+
+    table = sinusoidal_positions(50, 6)
+    pos, i = 17, 2  # dims 2i and 2i+1
+    angle = pos / 10000 ** (2 * i / 6)
+    assert table[pos, 2 * i] == pytest.approx(np.sin(angle), abs=1e-6)
+    assert table[pos, 2 * i + 1] == pytest.approx(np.cos(angle), abs=1e-6)
+    assert np.all(table[0, 0::2] == 0) and np.all(table[0, 1::2] == 1)
+    assert sinusoidal_positions(4, 5).shape == (4, 5)  # an odd dim keeps its last sine

@@ -1,6 +1,7 @@
 """Batch norm (graphdl/ops/norm.py): the training op and its backward op, the eval-mode
 composition, the running-statistics update, against NumPy references and PyTorch, and a
-compiled MLP training step with batch norm against the reference interpreter."""
+compiled MLP training step with batch norm against the reference interpreter. Layer norm,
+the family's other op pair, is tested in test_layer_norm.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from helpers import (
     rng,
     run_compiled,
 )
+from test_layer_norm import GRAD_COVERED as LAYER_NORM_GRAD_COVERED
+from test_layer_norm import KERNEL_COVERED as LAYER_NORM_KERNEL_COVERED
 
 from graphdl.backends.reference import run_reference
 from graphdl.compiler import compile_graph
@@ -25,8 +28,9 @@ from graphdl.ops.registry import ShapeError
 from graphdl.passes.autodiff import autodiff
 from graphdl.passes.infer_shapes import infer_shapes
 
-KERNEL_COVERED = {"batch_norm_train", "batch_norm_train_grad"}
-GRAD_COVERED = {"batch_norm_train"}
+# the norm family's ops (test_op_coverage.py reads these): layer norm's from its own module
+KERNEL_COVERED = {"batch_norm_train", "batch_norm_train_grad"} | LAYER_NORM_KERNEL_COVERED
+GRAD_COVERED = {"batch_norm_train"} | LAYER_NORM_GRAD_COVERED
 
 IMG = ("N", 3, 5, 4)  # [N, C, H, W]
 VEC = ("N", 4)  # [N, C] after a dense layer

@@ -200,3 +200,31 @@ def test_run_writes_the_confusion_matrix_to_results_json(tmp_path, capsys):
     assert np.trace(cm) / cm.sum() == pytest.approx(test["accuracy"], abs=1e-12)
     (record,) = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"val_accuracy", "val_f1_macro", "train_accuracy"} <= set(record)
+
+
+def test_token_and_sequence_accuracy_leave_out_ignored_positions():
+    rng = np.random.default_rng(5)
+    n, steps, classes, pad = 50, 7, 6, 0
+    labels = rng.integers(1, classes, size=(n, steps))
+    lengths = rng.integers(2, steps + 1, size=n)
+    labels[np.arange(steps)[None, :] >= lengths[:, None]] = pad
+    logits = rng.standard_normal((n, steps, classes))
+    # make most samples right at every labelled position, some wrong at one of them
+    right = rng.random(n) < 0.6
+    for i in range(n):
+        for t in range(lengths[i]):
+            if right[i] or t > 0:
+                logits[i, t, labels[i, t]] = 10.0
+    pred = logits.argmax(-1)
+    keep = labels != pad
+    token = (pred == labels)[keep].mean()
+    exact = np.mean([np.all((pred[i] == labels[i])[keep[i]]) for i in range(n)])
+    got = split_metrics("cross_entropy", ["sequence_accuracy", "token_accuracy", "f1_macro"],
+                        logits, labels, ignore_index=pad)
+    assert got["token_accuracy"] == pytest.approx(token)
+    assert got["sequence_accuracy"] == pytest.approx(exact)
+    assert 0 < exact < 1 and list(got) == ["sequence_accuracy", "token_accuracy", "f1_macro"]
+    # one label per sample: both are the accuracy
+    flat = split_metrics("cross_entropy", ["token_accuracy", "sequence_accuracy", "accuracy"],
+                         logits[:, 0], labels[:, 0])
+    assert flat["token_accuracy"] == flat["sequence_accuracy"] == flat["accuracy"]

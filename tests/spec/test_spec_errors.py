@@ -183,12 +183,16 @@ def test_e102_missing_top_level_sections(spec_error):
     at(err.diagnostics[0], 1, 1)
 
 
+TYPES = ("dense, activation, dropout, flatten, add, concat, conv2d, maxpool2d, avgpool2d, "
+         "global_avgpool2d, batchnorm, layer_norm, residual, embedding, rnn, lstm, gru, seq_pool, "
+         "positional_encoding, multihead_attention, attention, additive_attention")
+
+
 def test_e102_missing_layer_type_lists_types(spec_error):
     d = only(spec_error(HEAD + "    - {units: 3}\n"), "E102")
     at(d, 8, 7)
     assert d.message == "missing required key 'type' in model.layers[0]"
-    assert d.note == ("valid types: dense, activation, dropout, flatten, add, concat, conv2d, "
-                      "maxpool2d, avgpool2d, global_avgpool2d, batchnorm, residual, embedding, rnn, lstm, gru, seq_pool")
+    assert d.note == "valid types: " + TYPES
 
 
 def test_e102_empty_layer_list(spec_error):
@@ -239,8 +243,7 @@ def test_e103_unknown_layer_type_lists_blocks(spec_error):
     assert d.span == 4
     assert d.message == "unknown layer type 'dnse' in model.layers[0]"
     assert d.help == "did you mean 'dense'?"
-    assert d.note == ("valid types: dense, activation, dropout, flatten, add, concat, conv2d, maxpool2d, avgpool2d, global_avgpool2d, batchnorm, residual, embedding, rnn, lstm, gru, seq_pool; "
-                      "blocks: my_block")
+    assert d.note == "valid types: " + TYPES + "; blocks: my_block"
 
 
 def test_e103_bad_enum_value(spec_error):

@@ -113,7 +113,7 @@ def mutation(draw, names):
     dim = draw(st.sampled_from(DIMS))
     if how == "drop" and len(shape) > 1:
         shape.pop(draw(st.integers(0, len(shape) - 1)))
-    elif how == "add":
+    elif how == "add" or not shape:  # a per-sample scalar ([]) has no dim to change
         shape.append(dim)
     else:
         shape[draw(st.integers(0, len(shape) - 1))] = dim

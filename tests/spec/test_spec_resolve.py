@@ -46,7 +46,7 @@ def test_digits_example(fixtures_dir):
         "dir": "runs/digits-mlp", "save": "best", "monitor": "val_accuracy"}
     assert spec.train["schedule"] == {"type": "constant"}
     assert spec.train["gradient_clip"] is None
-    assert spec.evaluate == {"split": "test", "metrics": ["accuracy"]}
+    assert spec.evaluate == {"split": "test", "metrics": ["accuracy"], "decode": "none", "beam": 4, "eos": None, "decode_input": None}
     assert spec.data["preprocess"][1] == {
         "op": "normalize", "mode": "zscore", "stats": "from_train", "fields": None}
     assert validate_file(fixtures_dir / "digits_mlp.yaml") == spec
@@ -74,7 +74,7 @@ def test_top_level_and_train_defaults(load):
     assert t["early_stopping"] is None
     assert t["metrics"] == []  # not cross_entropy
     assert t["checkpoint"] == {"dir": "runs/reg_model", "save": "best", "monitor": "val_loss"}
-    assert spec.evaluate == {"split": "test", "metrics": []}
+    assert spec.evaluate == {"split": "test", "metrics": [], "decode": "none", "beam": 4, "eos": None, "decode_input": None}
     assert spec.data["split"] == {"train": 0.8, "val": 0.1, "test": 0.1, "shuffle": True,
                                   "stratify": False, "train_subsample": 1.0}
 
@@ -85,7 +85,7 @@ def test_cross_entropy_defaults_metrics_and_evaluate(load):
     assert spec.train["loss"] == {"type": "cross_entropy", "label_smoothing": 0.0,
                                   "ignore_index": None}
     assert spec.train["metrics"] == ["accuracy"]
-    assert spec.evaluate == {"split": "val", "metrics": ["accuracy"]}
+    assert spec.evaluate == {"split": "val", "metrics": ["accuracy"], "decode": "none", "beam": 4, "eos": None, "decode_input": None}
 
 
 def test_split_missing_fractions_share_the_rest(load):

@@ -72,8 +72,10 @@ def test_layer_variants_carry_the_common_keys():
     variants = schema["definitions"]["layer"]["anyOf"]
     types = [v["properties"]["type"].get("const") for v in variants]
     assert types == ["dense", "activation", "dropout", "flatten", "add", "concat", "conv2d",
-                     "maxpool2d", "avgpool2d", "global_avgpool2d", "batchnorm", "residual", "embedding",
-                     "rnn", "lstm", "gru", "seq_pool", None]  # the last one: an editor-only stand-in for block uses
+                     "maxpool2d", "avgpool2d", "global_avgpool2d", "batchnorm", "layer_norm",
+                     "residual", "embedding", "rnn", "lstm", "gru", "seq_pool",
+                     "positional_encoding", "multihead_attention", "attention",
+                     "additive_attention", None]  # the last: an editor-only stand-in for block uses
     for v in variants:
         for key in ("name", "inputs", "repeat", "trainable", "lr_mult", "regularizer", "doc"):
             assert key in v["properties"], (v["title"], key)

@@ -19,7 +19,8 @@ from collections.abc import Callable
 CUDA_EMITTERS: dict[str, Callable] = {}
 CUDA_KERNELS: dict[str, object] = {}
 
-FAMILIES = ("reduce", "matmul", "nn", "losses", "optim", "shape", "control")
+FAMILIES = ("reduce", "matmul", "nn", "losses", "optim", "shape", "control", "layernorm",
+            "attention")
 
 
 def cuda_emitter(*op_names: str) -> Callable:

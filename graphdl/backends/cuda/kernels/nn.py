@@ -223,3 +223,53 @@ def _emit_embedding_grad(ctx, attrs, ins, outs):
                           [ctx.flat(ins[0]), _flat_rows(ctx, ins[1]), ctx.var(outs[0]),
                            str(int(attrs["padding_idx"]))])
     return lines
+
+
+# ------------------------------------------------------------------ positions
+# Deliberate parallels of the CPU add_positions_fwd / add_positions_bwd (graphdl/ops/nn.py):
+# one thread per element; the backward sums the batch in one thread per table element, in
+# sample order, as the CPU does.
+
+
+@cuda_kernel
+@jit
+def add_positions_fwd(x, table, out):
+    n, steps, dim = x.shape
+    rows = table.shape[0]
+    nan = out.dtype.type(math.nan)
+    for e in range(cuda.grid(1), n * steps * dim, cuda.gridsize(1)):
+        i = e // (steps * dim)
+        r = e - i * steps * dim
+        t = r // dim
+        d = r - t * dim
+        if t >= rows:
+            out[i, t, d] = nan
+        else:
+            out[i, t, d] = x[i, t, d] + table[t, d]
+
+
+@cuda_kernel
+@jit
+def add_positions_bwd(gy, out):
+    n, steps, dim = gy.shape
+    rows = out.shape[0]
+    for e in range(cuda.grid(1), rows * dim, cuda.gridsize(1)):
+        t = e // dim
+        d = e - t * dim
+        acc = out.dtype.type(0)
+        if t < steps:
+            for i in range(n):
+                acc += gy[i, t, d]
+        out[t, d] = acc
+
+
+@cuda_emitter("add_positions")
+def _emit_add_positions(ctx, attrs, ins, outs):
+    return ctx.launch1d(ctx.kernel("add_positions_fwd"), ctx.size(outs[0]),
+                        [ctx.var(ins[0]), ctx.var(ins[1]), ctx.var(outs[0])])
+
+
+@cuda_emitter("add_positions_grad")
+def _emit_add_positions_grad(ctx, attrs, ins, outs):
+    return ctx.launch1d(ctx.kernel("add_positions_bwd"), ctx.size(outs[0]),
+                        [ctx.var(ins[0]), ctx.var(outs[0])])

@@ -1,0 +1,367 @@
+"""Transformer layers: positional_encoding and multihead_attention (the transformer's parts;
+layer_norm is in ``norm``, gelu is an activation).
+
+Each layer is defined once here: its keys (types, defaults, descriptions) and its lowering.
+
+Padding masks. A sequence value [N, T, F] may travel with a key mask [N, T] (1.0 at real
+steps, 0.0 at padding) that attention reads so that no query attends to padding, as
+Keras's mask propagation does: an `embedding` with `padding_idx` makes one from its ids
+(id != padding_idx), and every layer whose output keeps its input's [N, T] passes it on
+(`graphdl.layers.lower`). A `lengths:` key (an int64 model input) builds it from the
+lengths instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from graphdl.ir.graph import Value
+from graphdl.ir.types import TensorType
+from graphdl.layers.catalog import fmt_shape, layer
+from graphdl.layers.schema import boolean, enum, integer, number, string
+from graphdl.ops.nn import sinusoidal_positions
+
+if TYPE_CHECKING:
+    from graphdl.layers.lower import LayerCtx
+
+
+def _sequence(ctx: LayerCtx, x: Value, kind: str) -> tuple:
+    t = ctx.g.type_of(x)
+    if t.rank != 3 or t.dtype not in ("float32", "float64") or isinstance(t.shape[2], str):
+        raise ctx.shape_error(
+            f"{kind} expects a sequence of feature vectors [T, features], got {fmt_shape(t)}",
+            help="give it an embedding's output, a model input declared [T, features], or "
+                 "another sequence layer's output")
+    return t
+
+
+@layer("positional_encoding", "adds a vector per position to a sequence [T, dim], as in "
+       "\"Attention Is All You Need\": fixed sines and cosines, or learned", {
+    "kind": enum("sinusoidal: sin/cos of the position at geometric frequencies (no weights); "
+                 "learned: a trained vector per position (weight [max_len, dim], N(0, 1) "
+                 "at the start)", ["sinusoidal", "learned"], default="sinusoidal"),
+    "max_len": integer("the longest sequence the layer takes (positions 0 .. max_len - 1)",
+                       minimum=1, default=512),
+    "dropout": number("dropout rate applied to the sum (training only), as the original "
+                      "transformer", minimum=0, exclusive_maximum=1, default=0.0),
+    "scale": boolean("multiply the input by sqrt(dim) first (the original transformer scales "
+                     "its embeddings so)", default=False),
+})
+def lower_positional_encoding(ctx: LayerCtx, inputs: list[Value]) -> Value:
+    g, x = ctx.g, inputs[0]
+    t = _sequence(ctx, x, "positional_encoding")
+    rows, dim = int(ctx.arg("max_len")), int(t.shape[2])
+    if ctx.arg("kind") == "sinusoidal":
+        table = g.const(sinusoidal_positions(rows, dim).astype(t.dtype), t.dtype)
+    else:
+        table = ctx.param("weight", (rows, dim), "normal", fan_in=rows, fan_out=dim,
+                          weight=True)
+    if ctx.arg("scale"):
+        x = g.op("mul_scalar", x, c=float(np.sqrt(dim)))
+    if ctx.decode is not None:
+        # one token of a decode_step program: the table's row at its position
+        n = t.shape[0]
+        rows = g.op("embedding", g.op("reshape", ctx.decode.pos, shape=(n, 1)), table)
+        return g.op("add", x, rows)
+    y = g.op("add_positions", x, table)
+    rate = float(ctx.arg("dropout"))
+    if ctx.training and rate > 0:
+        y = g.op("dropout", y, ctx.step_seed, rate=rate, salt=ctx.salt)
+    return y
+
+
+@layer("multihead_attention", "multi-head scaled dot-product attention, as "
+       "torch.nn.MultiheadAttention (batch_first): one input attends to itself; "
+       "inputs: [query, key, value] attend across (key and value may be one layer)", {
+    "heads": integer("number of attention heads (dim must be a multiple)", minimum=1,
+                     required=True),
+    "dim": integer("model dimension: the queries, keys and values are projected to it and "
+                   "split into heads of dim / heads", minimum=1, required=True),
+    "dropout": number("dropout rate on the attention weights (training only), as torch",
+                      minimum=0, exclusive_maximum=1, default=0.0),
+    "causal": boolean("a query sees only the keys up to its own position (a decoder's "
+                      "self-attention)", default=False),
+    "bias": boolean("learned biases on the projections", default=True),
+    "lengths": string("a model input (int64, shape []) holding each sample's number of real "
+                      "key steps; without it, keys are masked where the key sequence's "
+                      "embedding had padding_idx"),
+})
+def lower_multihead_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
+    g = ctx.g
+    if len(inputs) not in (1, 2, 3):
+        raise ctx.shape_error(
+            f"multihead_attention takes 1 input (self-attention) or [query, key, value], got "
+            f"{len(inputs)}", help="e.g. `inputs: [prev, memory, memory]`")
+    q_in = inputs[0]
+    k_in = inputs[1] if len(inputs) > 1 else q_in
+    v_in = inputs[2] if len(inputs) > 2 else k_in
+    tq, tk, tv = (_sequence(ctx, v, "multihead_attention") for v in (q_in, k_in, v_in))
+    heads, dim = int(ctx.arg("heads")), int(ctx.arg("dim"))
+    if dim % heads:
+        options = [d for d in range(1, dim + 1) if dim % d == 0]
+        raise ctx.shape_error(f"multihead_attention dim {dim} is not a multiple of heads "
+                              f"{heads}: each head takes dim / heads features",
+                              help=f"heads that divide dim {dim}: "
+                                   f"{', '.join(map(str, options))} (e.g. heads: "
+                                   f"{_divisor(dim, heads)}), or a dim that heads {heads} "
+                                   f"divides (e.g. dim: {heads * max(1, round(dim / heads))})")
+    if tk.shape[1] != tv.shape[1]:
+        raise ctx.shape_error(f"multihead_attention: key and value have different numbers of "
+                              f"steps ({fmt_shape(tk)} and {fmt_shape(tv)})")
+    same_features = tq.shape[2] == tk.shape[2] == tv.shape[2] == dim
+    if same_features:
+        # torch's packed projection: in_proj_weight [3 dim, dim], rows q, k, v
+        w = ctx.param("in_proj_weight", (3 * dim, dim), "glorot_uniform", fan_in=dim,
+                      fan_out=3 * dim, weight=True)
+        b = _bias(ctx, "in_proj_bias", 3 * dim)
+        if k_in == q_in and v_in == q_in:
+            qkv = _project(g, q_in, w, b)
+            q, k, v = (g.op("slice", qkv, axis=2, start=i * dim, stop=(i + 1) * dim)
+                       for i in range(3))
+        else:
+            q = _project(g, q_in, *_rows(g, w, b, 0, dim))
+            if v_in == k_in:
+                kv = _project(g, k_in, *_rows(g, w, b, dim, 3 * dim))
+                k, v = (g.op("slice", kv, axis=2, start=i * dim, stop=(i + 1) * dim)
+                        for i in range(2))
+            else:
+                k = _project(g, k_in, *_rows(g, w, b, dim, 2 * dim))
+                v = _project(g, v_in, *_rows(g, w, b, 2 * dim, 3 * dim))
+    else:
+        # inputs of other widths: separate projections, as torch names them then
+        projected = []
+        for name, val, t in (("q", q_in, tq), ("k", k_in, tk), ("v", v_in, tv)):
+            w = ctx.param(f"{name}_proj_weight", (dim, t.shape[2]), "glorot_uniform",
+                          fan_in=t.shape[2], fan_out=dim, weight=True)
+            projected.append(_project(g, val, w, None))
+        b = _bias(ctx, "in_proj_bias", 3 * dim)
+        if b is not None:
+            projected = [g.op("add", p, g.op("slice", b, axis=0, start=i * dim,
+                                              stop=(i + 1) * dim))
+                         for i, p in enumerate(projected)]
+        q, k, v = projected
+    q, k, v = (_heads(g, x, heads) for x in (q, k, v))
+    if ctx.decode is not None and ctx.layer.name in ctx.decode.plan.cached:
+        out = _attend_cached(ctx, q, k, v)
+    else:
+        mask = key_mask(ctx, k_in)
+        causal = bool(ctx.arg("causal"))
+        out = attend(ctx, q, k, v, mask, causal=causal, rate=float(ctx.arg("dropout")))
+        if ctx.weights is not None:
+            ins = [q, k] + ([mask] if mask is not None else [])
+            w = g.op("attention_weights", *ins, causal=causal, has_mask=mask is not None)
+            kind = "cross" if k_in != q_in else ("causal" if causal else "self")
+            ctx.weights[ctx.layer.name] = (w, kind)
+    n, steps = tq.shape[0], tq.shape[1]
+    out = g.op("reshape", g.op("transpose", out, perm=(0, 2, 1, 3)), shape=(n, steps, dim))
+    wo = ctx.param("out_proj.weight", (dim, dim), "uniform_hidden", fan_in=dim, fan_out=dim,
+                   weight=True)
+    return _project(g, out, wo, _bias(ctx, "out_proj.bias", dim))
+
+
+def _divisor(dim: int, heads: int) -> int:
+    """The divisor of ``dim`` nearest ``heads`` (for the error's example)."""
+    return min((d for d in range(1, dim + 1) if dim % d == 0), key=lambda d: abs(d - heads))
+
+
+def _bias(ctx: LayerCtx, name: str, size: int) -> Value | None:
+    if not ctx.arg("bias"):
+        return None
+    return ctx.param(name, (size,), "zeros", fan_in=size, fan_out=size, weight=False)
+
+
+def _rows(g, w: Value, b: Value | None, start: int, stop: int) -> tuple:
+    """Rows [start, stop) of the packed projection weight (and bias)."""
+    w = g.op("slice", w, axis=0, start=start, stop=stop)
+    return w, (None if b is None else g.op("slice", b, axis=0, start=start, stop=stop))
+
+
+def _project(g, x: Value, w: Value, b: Value | None) -> Value:
+    """x W^T + b over the last axis (torch.nn.Linear's layout: w is [out, in])."""
+    y = g.op("matmul", x, w, transpose_b=True)
+    return y if b is None else g.op("add", y, b)
+
+
+def _heads(g, x: Value, heads: int) -> Value:
+    """[N, T, dim] -> [N, heads, T, dim / heads]."""
+    n, steps, dim = g.type_of(x).shape
+    x = g.op("reshape", x, shape=(n, steps, heads, dim // heads))
+    return g.op("transpose", x, perm=(0, 2, 1, 3))
+
+
+def key_mask(ctx: LayerCtx, keys: Value) -> Value | None:
+    """The key mask [N, Tk] (1.0 real, 0.0 padding) of the layer: from its `lengths` key, else
+    the one the key sequence carries (`LayerCtx.masks`), else None (every key is real)."""
+    g = ctx.g
+    t = g.type_of(keys)
+    name = ctx.arg("lengths")
+    if name is not None:
+        lengths = ctx.model_input(name, "lengths")
+        lt = g.type_of(lengths)
+        if lt.rank != 1 or lt.dtype != "int64":
+            raise ctx.shape_error(f"lengths: '{name}' must be int64 with shape [], got "
+                                  f"{lt.dtype} {fmt_shape(lt)}")
+        like = g.op("transpose", keys, perm=(1, 0, 2))  # seq_mask reads [T, N, ...]
+        mask = g.op("seq_mask", lengths, like, dtype=t.dtype)  # [T, N, 1]
+        return g.op("reshape", g.op("transpose", mask, perm=(1, 0, 2)),
+                    shape=(t.shape[0], t.shape[1]))
+    return (ctx.masks or {}).get(keys)
+
+
+def attend(ctx: LayerCtx, q: Value, k: Value, v: Value, mask: Value | None, *, causal: bool,
+           rate: float) -> Value:
+    """The fused attention op over heads: softmax(q k^T / sqrt(d), masked) v, with dropout
+    on the weights in training."""
+    g = ctx.g
+    ins = [q, k, v]
+    attrs = {"causal": causal, "has_mask": mask is not None}
+    if mask is not None:
+        ins.append(mask)
+    if ctx.training and rate > 0:
+        ins.append(ctx.step_seed)
+        attrs.update(rate=rate, salt=ctx.salt)
+    return g.op("attention", *ins, **attrs)
+
+
+def _attend_cached(ctx: LayerCtx, q: Value, k: Value, v: Value) -> Value:
+    """Causal self-attention of one new token in a decode_step program: its key and value
+    go into the caches (inputs ``cache.<layer>.k`` / ``.v`` [N, heads, steps, head_dim],
+    returned as outputs of the same names) at its position, and it attends to the cache's
+    positions up to its own."""
+    g, plan, pos = ctx.g, ctx.decode.plan, ctx.decode.pos
+    n, heads, _one, dh = g.type_of(q).shape
+    steps, dtype = plan.steps, g.type_of(q).dtype
+    where = g.op("reshape", pos, shape=(n, 1))
+    slots = g.const(np.arange(steps, dtype=np.int64), "int64")
+    at = g.op("cast", g.op("eq", slots, where), dtype=dtype)  # [N, steps]: the new slot
+    at = g.op("reshape", at, shape=(n, 1, steps, 1))
+    upto = g.op("cast", g.op("le", slots, where), dtype=dtype)  # [N, steps]: slots so far
+    full = []
+    for part, new in (("k", k), ("v", v)):
+        name = f"cache.{ctx.layer.name}.{part}"
+        cache = g.input(name, TensorType((n, heads, steps, dh), dtype))
+        value = g.op("add", cache, g.op("mul", at, g.op("sub", new, cache)))
+        g.outputs[name] = value
+        full.append(value)
+    return attend(ctx, q, full[0], full[1], upto, causal=False, rate=0.0)
+
+
+# --------------------------------------------------------------------------- RNN attention
+#
+# Attention for recurrent encoder-decoders, as Keras's Attention (Luong's dot score) and
+# AdditiveAttention (Bahdanau's score): inputs [query, value] or [query, value, key]
+# (key = value by default), [Tq, dim] against [Tk, dim] -> one context vector per query
+# step [Tq, dim(value)]. Keys that are padding (the key sequence's mask, or `lengths`) get
+# no weight. With a single input, `attention` pools a sequence [T, F] into [F] with a
+# learned query (additive score), padding-aware.
+
+_RNN_ATTENTION_KEYS = {
+    "lengths": string("a model input (int64, shape []) holding each sample's number of real "
+                      "key steps; without it, keys are masked where the key sequence's "
+                      "embedding had padding_idx"),
+}
+
+
+def _masked_softmax(g, scores: Value, mask: Value | None, axis: int) -> Value:
+    """softmax over ``axis`` with the entries where ``mask`` (broadcast) is 0 left out."""
+    if mask is not None:
+        scores = g.op("add", scores, g.op("mul_scalar", g.op("add_scalar", mask, c=-1.0),
+                                          c=1e30))
+    return g.op("softmax", scores, axis=axis)
+
+
+def _qkv(ctx: LayerCtx, inputs: list[Value], kind: str) -> tuple:
+    if len(inputs) not in (2, 3):
+        raise ctx.shape_error(f"{kind} takes inputs [query, value] or [query, value, key], got "
+                              f"{len(inputs)} input{'s' if len(inputs) != 1 else ''}",
+                              help="e.g. `inputs: [decoder, encoder]`")
+    q, v = inputs[0], inputs[1]
+    k = inputs[2] if len(inputs) == 3 else v
+    tq, tv, tk = (_sequence(ctx, x, kind) for x in (q, v, k))
+    if tk.shape[1] != tv.shape[1]:
+        raise ctx.shape_error(f"{kind}: key and value have different numbers of steps "
+                              f"({fmt_shape(tk)} and {fmt_shape(tv)})")
+    return q, v, k, tq, tv, tk
+
+
+@layer("attention", "Luong (dot-product) attention, as Keras's Attention: inputs [query, "
+       "value] (or [query, value, key]) give each query step the value steps weighted by "
+       "softmax(query . key); one input [T, F] is attention pooling to [F] (a learned query, "
+       "additive score)", {
+    "scale": boolean("divide the scores by sqrt(dim) (scaled dot-product)", default=False),
+    "units": integer("attention pooling (one input): size of the additive score's hidden "
+                     "layer (default: the features)", minimum=1),
+    **_RNN_ATTENTION_KEYS,
+})
+def lower_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
+    g = ctx.g
+    if len(inputs) == 1:
+        return _attention_pool(ctx, inputs[0])
+    q, v, k, tq, _tv, tk = _qkv(ctx, inputs, "attention")
+    if tq.shape[2] != tk.shape[2]:
+        raise ctx.shape_error(f"attention: the dot score needs query and key of one width, got "
+                              f"{fmt_shape(tq)} and {fmt_shape(tk)}",
+                              help="use additive_attention, or a dense layer to match them")
+    n = tq.shape[0]
+    mask = key_mask(ctx, k)
+    scores = g.op("matmul", q, k, transpose_b=True)  # [N, Tq, Tk]
+    if ctx.arg("scale"):
+        scores = g.op("mul_scalar", scores, c=1.0 / float(np.sqrt(tq.shape[2])))
+    m = None if mask is None else g.op("reshape", mask, shape=(n, 1, tk.shape[1]))
+    return g.op("matmul", _weights(ctx, _masked_softmax(g, scores, m, axis=-1)), v)
+
+
+def _weights(ctx: LayerCtx, p: Value) -> Value:
+    """Record an RNN attention layer's weights [N, Tq, Tk] (as one head) for drawing."""
+    if ctx.weights is not None:
+        n, tq, tk = ctx.g.type_of(p).shape
+        ctx.weights[ctx.layer.name] = (ctx.g.op("reshape", p, shape=(n, 1, tq, tk)), "cross")
+    return p
+
+
+@layer("additive_attention", "Bahdanau (additive) attention, as Keras's AdditiveAttention: "
+       "inputs [query, value] (or [query, value, key]) give each query step the value steps "
+       "weighted by softmax(v . tanh(W_q query + W_k key))", {
+    "units": integer("size of the score's hidden layer (default: the query's features)",
+                     minimum=1),
+    **_RNN_ATTENTION_KEYS,
+})
+def lower_additive_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
+    g = ctx.g
+    q, v, k, tq, _tv, tk = _qkv(ctx, inputs, "additive_attention")
+    n, steps_q, steps_k = tq.shape[0], tq.shape[1], tk.shape[1]
+    units = int(ctx.arg("units") or tq.shape[2])
+    wq = ctx.param("query_kernel", (tq.shape[2], units), "glorot_uniform", fan_in=tq.shape[2],
+                   fan_out=units, weight=True)
+    wk = ctx.param("key_kernel", (tk.shape[2], units), "glorot_uniform", fan_in=tk.shape[2],
+                   fan_out=units, weight=True)
+    b = ctx.param("bias", (units,), "zeros", fan_in=units, fan_out=units, weight=False)
+    u = ctx.param("score", (units, 1), "glorot_uniform", fan_in=units, fan_out=1, weight=True)
+    qa = g.op("reshape", g.op("add", g.op("matmul", q, wq), b), shape=(n, steps_q, 1, units))
+    ka = g.op("reshape", g.op("matmul", k, wk), shape=(n, 1, steps_k, units))
+    e = g.op("tanh", g.op("add", qa, ka))  # [N, Tq, Tk, units]
+    scores = g.op("reshape", g.op("matmul", e, u), shape=(n, steps_q, steps_k))
+    mask = key_mask(ctx, k)
+    m = None if mask is None else g.op("reshape", mask, shape=(n, 1, steps_k))
+    return g.op("matmul", _weights(ctx, _masked_softmax(g, scores, m, axis=-1)), v)
+
+
+def _attention_pool(ctx: LayerCtx, x: Value) -> Value:
+    """[N, T, F] -> [N, F]: the steps weighted by softmax over T of u . tanh(x W + b)."""
+    g = ctx.g
+    t = _sequence(ctx, x, "attention")
+    n, steps, feat = t.shape
+    units = int(ctx.arg("units") or feat)
+    w = ctx.param("kernel", (feat, units), "glorot_uniform", fan_in=feat, fan_out=units,
+                  weight=True)
+    b = ctx.param("bias", (units,), "zeros", fan_in=units, fan_out=units, weight=False)
+    u = ctx.param("query", (units, 1), "glorot_uniform", fan_in=units, fan_out=1, weight=True)
+    scores = g.op("matmul", g.op("tanh", g.op("add", g.op("matmul", x, w), b)), u)  # [N, T, 1]
+    mask = key_mask(ctx, x)
+    m = None if mask is None else g.op("reshape", mask, shape=(n, steps, 1))
+    p = _masked_softmax(g, scores, m, axis=1)
+    if ctx.weights is not None:  # one query (the learned one) over the steps
+        ctx.weights[ctx.layer.name] = (g.op("reshape", p, shape=(n, 1, 1, steps)), "cross")
+    return g.op("sum", g.op("mul", x, p), axes=(1,), keepdims=False)
