@@ -107,7 +107,9 @@ CASES = [
         "data",
         "target_is_an_input",
         [("target: y", "target: x")],
-        Refused("E507", "stratify: true", at="run"),
+        # the target names a model input: the loss reads that input, whose shape [64] is
+        # not the labels' [] (refused as the spec is lowered, before any data is read)
+        Refused("E304", "target: x"),
     ),
     # ---------------------------------------------------------------- preprocess
     case(
