@@ -203,7 +203,9 @@ def key_mask(ctx: LayerCtx, keys: Value) -> Value | None:
         if lt.rank != 1 or lt.dtype != "int64":
             raise ctx.shape_error(f"lengths: '{name}' must be int64 with shape [], got "
                                   f"{lt.dtype} {fmt_shape(lt)}")
-        like = g.op("transpose", keys, perm=(1, 0, 2))  # seq_mask reads [T, N, ...]
+        # seq_mask reads only the shape of a time-major [T, N, ...]: one feature suffices
+        first = g.op("slice", keys, axis=2, start=0, stop=1)
+        like = g.op("transpose", first, perm=(1, 0, 2))
         mask = g.op("seq_mask", lengths, like, dtype=t.dtype)  # [T, N, 1]
         return g.op("reshape", g.op("transpose", mask, perm=(1, 0, 2)),
                     shape=(t.shape[0], t.shape[1]))
@@ -299,18 +301,23 @@ def lower_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
     g = ctx.g
     if len(inputs) == 1:
         return _attention_pool(ctx, inputs[0])
-    q, v, k, tq, _tv, tk = _qkv(ctx, inputs, "attention")
+    q, v, k, tq, tv, tk = _qkv(ctx, inputs, "attention")
     if tq.shape[2] != tk.shape[2]:
         raise ctx.shape_error(f"attention: the dot score needs query and key of one width, got "
                               f"{fmt_shape(tq)} and {fmt_shape(tk)}",
                               help="use additive_attention, or a dense layer to match them")
-    n = tq.shape[0]
+    # the fused attention op with one head: [N, T, D] -> [N, 1, T, D]
+    n, steps_q, d = tq.shape
+    q4, k4, v4 = (g.op("reshape", x, shape=(n, 1, t.shape[1], t.shape[2]))
+                  for x, t in ((q, tq), (k, tk), (v, tv)))
     mask = key_mask(ctx, k)
-    scores = g.op("matmul", q, k, transpose_b=True)  # [N, Tq, Tk]
-    if ctx.arg("scale"):
-        scores = g.op("mul_scalar", scores, c=1.0 / float(np.sqrt(tq.shape[2])))
-    m = None if mask is None else g.op("reshape", mask, shape=(n, 1, tk.shape[1]))
-    return g.op("matmul", _weights(ctx, _masked_softmax(g, scores, m, axis=-1)), v)
+    scale = 1.0 / float(np.sqrt(d)) if ctx.arg("scale") else 1.0
+    masked = [mask] if mask is not None else []
+    out = g.op("attention", q4, k4, v4, *masked, scale=scale, has_mask=mask is not None)
+    if ctx.weights is not None:
+        ctx.weights[ctx.layer.name] = (g.op("attention_weights", q4, k4, *masked, scale=scale,
+                                            has_mask=mask is not None), "cross")
+    return g.op("reshape", out, shape=(n, steps_q, tv.shape[2]))
 
 
 def _weights(ctx: LayerCtx, p: Value) -> Value:
