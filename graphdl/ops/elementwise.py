@@ -13,7 +13,7 @@ import numpy as np
 from scipy import special
 
 from graphdl.ir.types import TensorType, broadcast_shapes
-from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, register
+from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_helper, register
 
 FLOATS = ("float32", "float64")
 
@@ -55,8 +55,10 @@ def elementwise(
     no_grad_reason=None,
     differentiable=None,
     doc="",
+    scalar_f32=None,
 ):
-    """Register an elementwise op from its scalar function and NumPy reference."""
+    """Register an elementwise op from its scalar function and NumPy reference (and, where
+    float32 loops gain from one, its float32 scalar function: see `OpDef.scalar_f32`)."""
     attrs = attrs or {}
     if nin == 1 and out_dtype is None:
         infer = _infer_float_unary
@@ -75,6 +77,7 @@ def elementwise(
             differentiable=differentiable,
             scalar=scalar,
             scalar_attrs=tuple(attrs),
+            scalar_f32=scalar_f32,
             inplace_ok=tuple(range(nin)),
             doc=doc,
         )
@@ -179,6 +182,58 @@ def _tanh(x):
 
 def _tanh_grad(g, y):
     return g * (1.0 - y * y)
+
+
+# float32 versions (`OpDef.scalar_f32`): float32 loops call these instead of the float64
+# math above. libm's exp and tanh are one call per element, which no loop vectorises (a
+# third of an LSTM step went into them); these are plain float32 arithmetic, within 3 ulp of
+# the exact result for |x| < 30 and 5 beyond, wherever that is a normal float32
+# (tests/ops/test_elementwise.py measures it), and NaN stays NaN.
+
+
+@cpu_helper
+def exp_nonpositive_f32(x):
+    """e^x for float32 x <= 0, flushed to 0 below float32's normal range (x < -87.33654).
+
+    x = k ln2 + r with |r| <= ln2 / 2: e^r by its Taylor polynomial of degree 7 (truncation
+    error < 1e-8 relative), 2^k written into the exponent bits. ln2 is split in a part
+    whose product with k is exact and the rest (Cody and Waite), so r keeps its precision.
+    No subnormal number is ever computed: arithmetic on them takes the processor's slow
+    path, 20 times slower (an LSTM whose gates saturate would run into it at every step).
+    """
+    c = max(x, np.float32(-87.33654))
+    # round(c / ln2) as truncation of a positive number (a cast vectorises, floor does not)
+    k = np.int32(c * np.float32(1.4426950408889634) + np.float32(126.5)) - np.int32(126)
+    n = np.float32(k)
+    r = c - n * np.float32(0.693145751953125) - n * np.float32(1.4286068203094173e-06)
+    p = np.float32(1.0) + r * (np.float32(1.0) + r * (np.float32(0.5) + r * (
+        np.float32(1.0 / 6.0) + r * (np.float32(1.0 / 24.0) + r * (np.float32(1.0 / 120.0) + r * (
+            np.float32(1.0 / 720.0) + r * np.float32(1.0 / 5040.0)))))))
+    y = p * np.int32((k + np.int32(127)) << np.int32(23)).view(np.float32)
+    if x < np.float32(-87.33654):
+        return np.float32(0.0)
+    return x if math.isnan(x) else y  # NaN in, NaN out (k is meaningless then)
+
+
+def _sigmoid_f32(x):
+    # e = e^-|x| never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below
+    e = exp_nonpositive_f32(-abs(x))
+    s = np.float32(1.0) / (np.float32(1.0) + e)
+    return s if x >= np.float32(0.0) else e * s
+
+
+def _tanh_f32(x):
+    # |x| >= 0.625: (1 - e) / (1 + e) with e = e^-2|x| (no cancellation there); below, an odd
+    # polynomial x + x^3 q(x^2) fitted to tanh by least squares in relative error (0.9 ulp)
+    a = abs(x)
+    e = exp_nonpositive_f32(np.float32(-2.0) * a)
+    big = (np.float32(1.0) - e) / (np.float32(1.0) + e)
+    y = x * x
+    small = x + x * y * (np.float32(-0.333332915) + y * (np.float32(0.133317179) + y * (
+        np.float32(-0.053763738) + y * (np.float32(0.020720057) + y * np.float32(-0.00579782783)))))
+    if a < np.float32(0.625):
+        return small
+    return big if x >= np.float32(0.0) else -big
 
 
 _INV_SQRT2 = 0.7071067811865476
@@ -509,7 +564,7 @@ elementwise(
     doc="backward of elu from its input",
 )
 elementwise("sigmoid", _sigmoid, lambda attrs, x: _np_sigmoid(x), _g_with_output("sigmoid_grad"),
-            doc="1 / (1 + e^-x), without overflow")
+            doc="1 / (1 + e^-x), without overflow", scalar_f32=_sigmoid_f32)
 elementwise(
     "sigmoid_grad",
     _sigmoid_grad,
@@ -518,7 +573,8 @@ elementwise(
     no_grad_reason="second order not needed for training",
     doc="backward of sigmoid from its output y",
 )
-elementwise("tanh", _tanh, _typed(np.tanh), _g_with_output("tanh_grad"), doc="hyperbolic tangent")
+elementwise("tanh", _tanh, _typed(np.tanh), _g_with_output("tanh_grad"), doc="hyperbolic tangent",
+            scalar_f32=_tanh_f32)
 elementwise(
     "tanh_grad",
     _tanh_grad,

@@ -18,15 +18,32 @@ from graphdl.ops.registry import (
 # Rows of a GEMM over every step of a sequence (N * T rows) are split between the threads
 # from this many rows on; below, one BLAS call on one thread is faster.
 SPLIT_ROWS = 256
+# Fewer rows than that but at least this many multiply-adds (an input projection at batch 1:
+# 32 steps' rows, 256 -> 512 features, 4.2M; one core takes 77-90 us): the columns are split
+# instead (56 us on two cores, where two halves of the rows took 96: BLAS is slow on 16
+# rows). tb only, where a thread's columns are contiguous rows of b.
+SPLIT_WORK = 2_000_000
 
 
 @cpu_kernel(parallel=True)
 def gemm_rows_split(a, b, out, tb):
     """out = a @ b (b^T when tb) for a [M, K], out [M, N]: from SPLIT_ROWS rows on, the rows
-    in two halves, one per thread, each one single-threaded BLAS call. The step calls it
-    outside any loop over time only (a loop's body may already run on a thread of its
-    own)."""
-    m = a.shape[0]
+    in two halves, one per thread, each one single-threaded BLAS call; with fewer rows but
+    SPLIT_WORK multiply-adds and tb, the columns in two halves (each thread's product into
+    a buffer of its own, then copied into its columns of out). The step calls it outside
+    any loop over time only (a loop's body may already run on a thread of its own)."""
+    m, kd = a.shape
+    n = out.shape[1]
+    if m < SPLIT_ROWS and tb and m * kd * n >= SPLIT_WORK:
+        for half in prange(2):
+            lo = half * n // 2
+            hi = (half + 1) * n // 2
+            part = np.empty((m, hi - lo), out.dtype)
+            np.dot(a, b[lo:hi].T, part)
+            for i in range(m):
+                for j in range(hi - lo):
+                    out[i, lo + j] = part[i, j]
+        return
     if m < SPLIT_ROWS:
         if tb:
             np.dot(a, b.T, out)
@@ -58,6 +75,46 @@ def gemm_tn_rows_split(a, b, out, part):
     for i in range(k):
         for j in range(n):
             out[i, j] = part[0, i, j] + part[1, i, j]
+
+
+# A product of fewer rows than this is a matrix-vector product (an RNN's step at batch 1):
+# a loop of dot products beats BLAS, whose call and packing cost more than the arithmetic
+# (a [1, 128] row by a [512, 128]^T weight: 2.8 us against 3.4). From two rows on BLAS wins.
+MATVEC_ROWS = 2
+
+
+@cpu_kernel
+def gemm_nt(a, b, out):
+    """out = a @ b^T for a [M, K], b [N, K] (out [M, N]): under MATVEC_ROWS rows, dot
+    products of contiguous rows, four rows of b at a time (each element of a row of a is
+    loaded once for the four); else one BLAS call."""
+    m, kd = a.shape
+    n = b.shape[0]
+    if m >= MATVEC_ROWS:
+        np.dot(a, b.T, out)
+        return
+    zero = out.dtype.type(0)
+    for i in range(m):
+        ai = a[i]
+        j = 0
+        while j + 4 <= n:
+            b0, b1, b2, b3 = b[j], b[j + 1], b[j + 2], b[j + 3]
+            s0, s1, s2, s3 = zero, zero, zero, zero
+            for k in range(kd):
+                x = ai[k]
+                s0 += x * b0[k]
+                s1 += x * b1[k]
+                s2 += x * b2[k]
+                s3 += x * b3[k]
+            out[i, j], out[i, j + 1], out[i, j + 2], out[i, j + 3] = s0, s1, s2, s3
+            j += 4
+        while j < n:
+            bj = b[j]
+            s0 = zero
+            for k in range(kd):
+                s0 += ai[k] * bj[k]
+            out[i, j] = s0
+            j += 1
 
 
 def _split(ctx) -> bool:
@@ -131,6 +188,8 @@ def _emit(ctx, attrs, ins, outs):
     sa = ".T" if attrs["transpose_a"] else ""
     sb = ".T" if attrs["transpose_b"] else ""
     if at.rank == 2:
+        if attrs["transpose_b"] and not attrs["transpose_a"]:
+            return [ctx.call("gemm_nt", ins[0], ins[1], outs[0])]
         return [f"np.dot({a}{sa}, {b}{sb}, {out})"]
     if bt.rank == 2 and not attrs["transpose_a"]:
         # rows of every batch at once: one large GEMM (on two threads when it is large)
@@ -141,7 +200,9 @@ def _emit(ctx, attrs, ins, outs):
             return [ctx.call("gemm_rows_split", f"{a}.reshape(({rows}, {k}))", b,
                              f"{out}.reshape(({rows}, {n}))",
                              ctx.runtime(bool(attrs["transpose_b"])))]
-        return [f"np.dot({a}.reshape((-1, {k})), {b}{sb}, {out}.reshape((-1, {n})))"]
+        if attrs["transpose_b"]:
+            return [ctx.call("gemm_nt", f"{a}.reshape((-1, {k}))", b, f"{out}.reshape((-1, {n}))")]
+        return [f"np.dot({a}.reshape((-1, {k})), {b}, {out}.reshape((-1, {n})))"]
     sh_a, sh_b, sh_o = ctx.shape(ins[0]), ctx.shape(ins[1]), ctx.shape(outs[0])
     batch = " * ".join(sh_a[:-2])
     a3 = f"{a}.reshape(({batch}, {sh_a[-2]}, {sh_a[-1]}))"

@@ -89,6 +89,9 @@ class OpDef:
     variadic: bool = False  # the last input may repeat (concat)
     scalar: Callable | None = None  # elementwise: scalar function (inputs..., attrs...)
     scalar_attrs: tuple[str, ...] = ()  # attrs passed to `scalar` after the inputs
+    # float32 members of CPU loops: the same function in float32 arithmetic (float32 accuracy,
+    # no libm call, so loops over it vectorise); None: `scalar` serves every dtype
+    scalar_f32: Callable | None = None
     emit_cpu: Callable | None = None  # non-elementwise: writes the kernel call (see backends/cpu)
     body: bool = False  # higher-order: attrs["body"] is a Graph run by the op (scan)
     view: bool = False  # output aliases input 0's buffer (reshape of a contiguous value)

@@ -7,7 +7,10 @@ is not a graph output, so the intermediate never needs a buffer. Because every m
 the group's root has its only consumer inside the group, merging cannot create a cycle.
 A group whose first member is a matmul or a reduction is an *epilogue* group: the producer
 writes the output buffer and the elementwise part finishes it in place, so the epilogue's
-output must have the producer's shape. Groups are capped in size and external inputs.
+output must have the producer's shape. A `slice` whose only consumer is in a group joins it
+as a *read* of a value outside the group: the loop reads that value at the slice's offset
+instead of a copy (an LSTM's four gates are slices of one [N, 4H] product). Groups are
+capped in size and external inputs.
 
 A fused node keeps its members (op, attrs, types, original node id) for drawing and
 debugging; the `fused` op's reference runs them with the members' references.
@@ -39,6 +42,17 @@ def _is_epilogue_head(g: Graph, nid: int) -> bool:
     return op.pattern in (Pattern.OUT_FUSABLE, Pattern.REDUCTION) and op.num_outputs == 1 and op.emit_cpu is not None
 
 
+def _is_sliced_read(g: Graph, nid: int) -> bool:
+    return g.node(nid)["op"] == "slice"
+
+
+def _reads_outside(g: Graph, members: list[int]) -> bool:
+    """Whether every slice in ``members`` reads a value from outside the group (the loop
+    reads it at an offset; a value inside the group has no buffer to read from)."""
+    ms = set(members)
+    return all(g.inputs_of(m)[0].node not in ms for m in members if _is_sliced_read(g, m))
+
+
 def _single_private_consumer(g: Graph, v: Value, roots: set) -> int | None:
     if v in roots:
         return None
@@ -66,7 +80,7 @@ def find_groups(g: Graph) -> list[list[int]]:
                 continue
             if v.node in group_of:
                 candidates.append(groups[group_of[v.node]])
-            elif _is_epilogue_head(g, v.node):
+            elif _is_epilogue_head(g, v.node) or _is_sliced_read(g, v.node):
                 candidates.append([v.node])
         merged = [nid]
         has_head = False
@@ -79,7 +93,8 @@ def find_groups(g: Graph) -> list[list[int]]:
             if grp_head and (has_head or g.node(grp[0])["types"][0] != out_type):
                 continue
             tentative = grp + merged
-            if len(tentative) > MAX_MEMBERS or _external_inputs(g, tentative) > MAX_INPUTS:
+            if (len(tentative) > MAX_MEMBERS or _external_inputs(g, tentative) > MAX_INPUTS
+                    or not _reads_outside(g, tentative)):
                 continue
             merged = tentative
             has_head |= grp_head

@@ -101,34 +101,49 @@ def test_same_spec_same_source():
     assert first == second
 
 
-def _mirrored_groups() -> Graph:
-    """Two matmul epilogues that compute the same thing from their inputs in the other
-    order: relu(a @ w - c) and relu(c - b @ w). The epilogue reads the matmul's value and
-    c; numbered as listed (c, then the head's value) the two loops would differ."""
+def _epilogues(mirrored: bool) -> Graph:
+    """Two matmul epilogues: relu(a @ w - c) and relu(b @ w - d), or with ``mirrored``
+    relu(d - b @ w) for the second."""
     g = Graph()
-    a = g.input("a", TensorType(("N", 4)))
-    b = g.input("b", TensorType(("N", 4)))
-    c = g.input("c", TensorType(("N", 4)))
+    a, b, c, d = (g.input(k, TensorType(("N", 4))) for k in "abcd")
     w = g.input("w", TensorType((4, 4)))
     g.outputs["ab"] = g.op("relu", g.op("sub", g.op("matmul", a, w), c))
-    g.outputs["ba"] = g.op("relu", g.op("sub", c, g.op("matmul", b, w)))
+    bw = g.op("matmul", b, w)
+    g.outputs["ba"] = g.op("relu", g.op("sub", d, bw) if mirrored else g.op("sub", bw, d))
     return g
 
 
-def test_identical_loops_are_emitted_once_whatever_the_argument_order():
-    g = _mirrored_groups()
-    planned = PassContext().run(g, training=False)
-    assert [planned.attrs(n)["kind"] for n in planned.nodes_by_op("fused")] == ["epilogue"] * 2
-    prog = Program(planned, title="mirrored groups")
-    kernels = re.findall(r"^def (loop_\d+)\(", prog.source, re.MULTILINE)
-    assert kernels == ["loop_0"], prog.source
-    calls = re.findall(r"^    loop_0\((\w+), (\w+), \w+\)", prog.source, re.MULTILINE)
-    assert sorted(calls) == [("ab", "c"), ("c", "ba")]  # the arguments follow the kernel
+def _run_and_check(g: Graph, prog: Program) -> None:
     r = np.random.default_rng(0)
-    feeds = {k: r.standard_normal((6, 4)).astype(np.float32) for k in ("a", "b", "c")}
-    feeds["w"] = r.standard_normal((4, 4)).astype(np.float32)
+    feeds = {k: r.standard_normal((6, 4)).astype(np.float32) for k in "abcdw"}
+    feeds["w"] = feeds["w"][:4]
     prog.bind_params({}, {})
     got = prog(feeds)
     want = run_reference(g, feeds)[0]
     for k in ("ab", "ba"):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6)
+
+
+def test_identical_loops_are_emitted_once_whatever_the_argument_names():
+    g = _epilogues(mirrored=False)
+    planned = PassContext().run(g, training=False)
+    assert [planned.attrs(n)["kind"] for n in planned.nodes_by_op("fused")] == ["epilogue"] * 2
+    prog = Program(planned, title="two epilogues")
+    kernels = re.findall(r"^def (loop_\d+)\(", prog.source, re.MULTILINE)
+    assert kernels == ["loop_0"], prog.source
+    calls = re.findall(r"^    loop_0\((\w+), (\w+)\)", prog.source, re.MULTILINE)
+    assert sorted(calls) == [("c", "ab"), ("d", "ba")]
+    _run_and_check(g, prog)
+
+
+def test_an_epilogue_reads_the_head_value_through_its_output():
+    """The head wrote the output; the loop reads that value as ``out`` (no parameter of
+    its own), so LLVM sees one array read and written at the same index and vectorises."""
+    g = _epilogues(mirrored=True)
+    prog = Program(PassContext().run(g, training=False), title="mirrored epilogues")
+    loops = re.findall(r"^def loop_\d+\((.*)\):\n((?:    .*\n)+)", prog.source, re.MULTILINE)
+    assert len(loops) == 2  # relu(out - x) and relu(x - out)
+    for params, body in loops:
+        assert params.count(",") == 1 and params.endswith("out"), prog.source
+        assert "K.s_sub(o[i], " in body or ", o[i])" in body, body
+    _run_and_check(g, prog)

@@ -77,6 +77,47 @@ def test_scan_reference_and_cpu_loop_match_a_numpy_loop(reverse, masked):
         np.testing.assert_allclose(got["ys"], want_ys, rtol=1e-5, atol=1e-6)
 
 
+def _carries_written_in_place_graph():
+    """Two carries: s' = s + x_t (s read only by the loop that writes s') and
+    h' = tanh(p) * p with p = h U (h read by the matmul, then h' written by the loop after
+    it); the per-step output is h'."""
+    g = Graph()
+    x = g.input("x", T("T", "N", H))
+    s0, h0 = g.input("s0", T("N", H)), g.input("h0", T("N", H))
+    u = g.param("U", T(H, H))
+    body, (s, h), (xt,), (ub,) = S.new_body([T("N", H), T("N", H)], [T("N", H)], [T(H, H)])
+    p = body.op("matmul", h, ub)
+    hn = body.op("mul", body.op("tanh", p), p)
+    S.set_body_outputs(body, [body.op("add", s, xt), hn], [hn])
+    nid = S.add_scan(g, body, [s0, h0], [x], [u])
+    g.outputs["s"], g.outputs["h"], g.outputs["ys"] = (Value(nid, i) for i in range(3))
+    return g
+
+
+def test_next_carries_are_written_into_the_carry_buffers():
+    """A next carry whose old value nothing reads after it is written is computed straight
+    into the carry's buffer: no copy at the end of each step, the same numbers."""
+    g = _carries_written_in_place_graph()
+    prog = compile_graph(g, "cpu")
+    (loop,) = [src for src in prog.source.split("@njit") if "def scan_" in src]
+    steps = loop[loop.index("for "):]
+    assert steps.count("K.copy_flat(") == 1, loop  # the per-step output only
+    r = rng(3)
+    x = r.standard_normal((4, 2, H)).astype(np.float32)
+    s0, h0 = (r.standard_normal((2, H)).astype(np.float32) for _ in range(2))
+    u = (0.5 * r.standard_normal((H, H))).astype(np.float32)
+    prog.bind_params({"U": u}, {})
+    got = prog({"x": x, "s0": s0, "h0": h0})
+    h, ys = h0, []
+    for _ in range(4):
+        p = h @ u
+        h = np.tanh(p) * p
+        ys.append(h)
+    np.testing.assert_allclose(got["s"], s0 + x.sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got["h"], h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got["ys"], np.stack(ys), rtol=1e-5, atol=1e-6)
+
+
 def test_scan_types_its_outputs_and_refuses_mismatches():
     g = forward_graph()
     nid = g.outputs["h"].node

@@ -165,3 +165,32 @@ def test_matmul_rows_over_many_rows_sums_two_halves():
     b = r.standard_normal((3, SPLIT_ROWS // 2, 6)).astype(np.float32)
     check_kernel("matmul_rows", [T("N", SPLIT_ROWS // 2, 4), T("N", SPLIT_ROWS // 2, 6)],
                  [a, b], rtol=1e-4, atol=1e-4)
+
+
+def test_matmul_of_few_rows_by_a_large_weight_splits_its_columns():
+    """Fewer than SPLIT_ROWS rows but SPLIT_WORK multiply-adds (an input projection at
+    batch 1): the columns in two halves, an odd count included (gemm_rows_split)."""
+    from graphdl.ops.matmul import SPLIT_ROWS, SPLIT_WORK
+
+    rows, k = 32, 256
+    n_out = SPLIT_WORK // (rows * k) + 1
+    n_out += 1 - n_out % 2  # odd: the halves differ by one column
+    assert rows < SPLIT_ROWS and rows * k * n_out >= SPLIT_WORK
+    r = rng(11)
+    a = r.standard_normal((1, rows, k)).astype(np.float32)
+    b = r.standard_normal((n_out, k)).astype(np.float32)
+    check_kernel("matmul", [T("N", rows, k), T(n_out, k)], [a, b], {"transpose_b": True},
+                 rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_matmul_of_one_row_by_a_transposed_weight(dtype):
+    """One row times b^T is a loop of dot products (gemm_nt below MATVEC_ROWS rows), four
+    rows of b at a time and the rest one by one: 4k + 3 columns, both dtypes."""
+    r = rng(12)
+    a = r.standard_normal((1, 37)).astype(dtype)
+    b = r.standard_normal((23, 37)).astype(dtype)
+    tol = 1e-12 if dtype == "float64" else 1e-5
+    (out,) = check_kernel("matmul", [T("N", 37, dtype=dtype), T(23, 37, dtype=dtype)], [a, b],
+                          {"transpose_b": True}, rtol=tol, atol=tol)
+    assert out.dtype == np.dtype(dtype)

@@ -8,6 +8,8 @@ writes the output before the loop reads the other inputs).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from pass_graphs import (
@@ -168,8 +170,77 @@ def _epilogue_reading_a_slot():
     return g
 
 
+def _gates():
+    """An LSTM cell: the four gates are slices of one product [N, 8], each read by an
+    elementwise chain; the cell state c and h come out."""
+    g = Graph()
+    x, c = g.input("x", T("N", 4)), g.input("c", T("N", 2))
+    w = g.param("w", T(4, 8))
+    pre = g.op("matmul", x, w)
+    i, f, gg, o = (g.op("slice", pre, axis=1, start=2 * k, stop=2 * k + 2) for k in range(4))
+    c_new = g.op("add", g.op("mul", g.op("sigmoid", f), c),
+                 g.op("mul", g.op("sigmoid", i), g.op("tanh", gg)))
+    g.outputs["c"] = c_new
+    g.outputs["h"] = g.op("mul", g.op("sigmoid", o), g.op("tanh", c_new))
+    return g
+
+
+def _sliced_broadcasts():
+    """Slices read in place where the loop broadcasts: a middle axis of a rank-3 value
+    plus a bias, and a one-wide slice against a wider value."""
+    g = Graph()
+    x, y = g.input("x", T("N", 6, 3)), g.input("y", T("N", 5))
+    b = g.param("b", T(3))
+    g.outputs["mid"] = g.op("exp", g.op("add", g.op("slice", g.op("neg", x), axis=1, start=2,
+                                                       stop=4), b))
+    z = g.op("sigmoid", y)
+    g.outputs["wide"] = g.op("mul", g.op("slice", z, axis=1, start=3, stop=4), y)
+    return g
+
+
+def test_slices_join_the_groups_that_read_them():
+    g = _gates()
+    f = fuse(g)
+    assert not f.nodes_by_op("slice")
+    groups = _groups(f)
+    assert sorted(ops.count("slice") for ops in groups.values()) == [1, 3]
+    # the product has four readers: it stays a node of its own, which the groups read
+    assert f.nodes_by_op("matmul")
+    assert_same_behaviour(g, f, feeds_for(g, n=3), init_params(g))
+
+
+def test_a_slice_of_a_value_with_other_readers_or_outputs_stays_a_copy():
+    """A slice joins only a group of its own value's only reader; the sliced value itself
+    stays outside (the loop reads its buffer)."""
+    g = _sliced_broadcasts()
+    f = fuse(g)
+    groups = sorted(_groups(f).values())
+    assert ["slice", "add", "exp"] in groups and ["slice", "mul"] in groups
+    assert ["neg"] in groups and ["sigmoid"] in groups
+    assert_same_behaviour(g, f, feeds_for(g, n=3), init_params(g))
+
+
+@pytest.mark.parametrize("build", [_gates, _sliced_broadcasts])
+def test_sliced_reads_compile_to_offset_reads(build):
+    """The compiled loops read the sliced value at the slice's offset (no copy) and give
+    the reference's numbers, at batch 1 and 3."""
+    g = infer_shapes(build())
+    _, prog = compile_graph(g)
+    assert "copy_from_3d" not in prog.source
+    assert re.search(r"x\d+\[i0, i1 \+ 2", prog.source), prog.source
+    params = init_params(g)
+    prog.bind_params(params, {})
+    for n in (1, 3):
+        feeds = feeds_for(g, n=n)
+        want = run_reference(g, feeds, params)[0]
+        got = prog(feeds)
+        for k in want:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 FUSED_GRAPHS = [_dense_relu, _elementwise_chain, _two_consumers, _output_inside_a_chain,
-                _reduction_epilogue, _many_inputs, _epilogue_reading_a_slot]
+                _reduction_epilogue, _many_inputs, _epilogue_reading_a_slot,
+                _gates, _sliced_broadcasts]
 
 
 @pytest.mark.parametrize("build", FUSED_GRAPHS)

@@ -6,7 +6,7 @@ import inspect
 
 from graphdl.backends.common import cache as common
 from graphdl.backends.cpu import cache
-from graphdl.ops import conv
+from graphdl.ops import conv, elementwise
 
 
 def test_key_covers_the_jitted_helpers_a_kernel_calls():
@@ -42,3 +42,12 @@ def test_numba_cache_folder_follows_the_kernel_flags(tmp_path):
     flags.write_text('FASTMATH = {"nsz", "arcp"}\n')
     assert common.numba_cache_dir(tmp_path, (flags,)) != before
     assert before.parent == tmp_path / "numba"
+
+
+def test_key_covers_a_float32_scalar_function_and_its_helpers():
+    """Generated loops call an op's float32 scalar function as ``K.s32_<op>``: its key text
+    is that function's source and the helpers it calls (the exp it is built on)."""
+    text = common.function_source("s32_sigmoid")
+    assert inspect.getsource(elementwise._sigmoid_f32) in text
+    assert inspect.getsource(elementwise.exp_nonpositive_f32) in text
+    assert common.function_source("s32_relu").startswith("<unknown")  # relu has none

@@ -43,12 +43,15 @@ def cache_dir() -> Path:
 
 @cache
 def function_source(name: str) -> str:
-    """Source of a library function as generated code names it: K.<kernel> or K.s_<op>."""
+    """Source of a library function as generated code names it: K.<kernel>, K.s_<op> or
+    K.s32_<op> (an op's float32 scalar function)."""
     kernels = cpu_kernels()
     if name in kernels:
         fn = kernels[name]
     elif name.startswith("s_") and name[2:] in all_ops():
         fn = all_ops()[name[2:]].scalar
+    elif name.startswith("s32_") and name[4:] in all_ops() and all_ops()[name[4:]].scalar_f32:
+        fn = all_ops()[name[4:]].scalar_f32
     else:
         return f"<unknown {name}>"
     return _meaning(fn, set())

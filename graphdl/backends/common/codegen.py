@@ -128,6 +128,9 @@ class GraphSource:
 
     # how a bound dim is read from an input's shape (CUDA wraps it in int())
     SHAPE_READ = "{}"
+    # whether float32 loop members call their op's float32 scalar function (``K.s32_<op>``,
+    # `OpDef.scalar_f32`) where it has one
+    FLOAT32_SCALARS = False
 
     def __init__(self, g: Graph, title: str = "program", parent: GraphSource | None = None):
         self.g = g
@@ -140,6 +143,7 @@ class GraphSource:
         self.loop_sources: list[str] = []
         self._taken: set[str] = set()
         self.emitted: set[int] = set()  # nodes a backend emitted early (with a paired node)
+        self.bound: dict[Value, str] = {}  # values written into a buffer named beforehand
         self.parent = parent
         if parent is not None:  # a scan's body: one namespace and one set of loop kernels
             self.loop_kernels = parent.loop_kernels
@@ -280,6 +284,9 @@ class GraphSource:
         (`_bind_output`), the buffer of the value it overwrites, or a view of an arena slot
         (`_bind`); a view or alias of another value is bound by its op's emitter. Returns
         the step's lines."""
+        if v in self.bound:  # a scan's next carry, written into the carry's buffer
+            self.var[v] = self.bound[v]
+            return []
         plan = self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}")
         t = self.g.type_of(v)
         name = self.names[v]
@@ -348,6 +355,7 @@ class GraphSource:
                 in_vars = in_vars + [self.var[outs[0]]]
                 in_types = in_types + [TensorType.from_json(head["type"])]
                 members = _rebase_members(members, len(ins))
+            members, in_vars, in_types = _sliced_reads(members, in_vars, in_types)
             lines += self._call_loop(members, in_vars, in_types, outs[0], ctx)
             return lines
         emit = self._emitter(nd["op"])
@@ -392,6 +400,8 @@ class GraphSource:
         for b in x_ids:
             sub.var[Value(b)] = sub.names[Value(b)]
             lines += self._step_buffer(sub.var[Value(b)], body.type_of(Value(b)), ctx)
+        for v, i in _carries_in_place(body, c_ids).items():
+            sub.bound[v] = self.var[outs[i]]
         sub_ctx._fresh = ctx._fresh
         pre, step_lines = sub._walk_body(sub_ctx)
         ctx._fresh = sub_ctx._fresh
@@ -421,7 +431,10 @@ class GraphSource:
                 var = held
             sources.append((var, body.type_of(src)))
         for out, (var, st) in zip(outs[:k], sources):
-            loop += self._copy_into(self.var[out], var, st)
+            if var != self.var[out]:  # else the body wrote it there (`_carries_in_place`)
+                loop += self._copy_into(self.var[out], var, st)
+        if loop[-1].startswith("# this step's outputs"):
+            loop.pop()  # nothing to copy: every next carry was written in place
         lines.append(f"for {it} in range({steps}):")
         lines += ["    " + line for line in _indent_blocks(loop)]
         return lines
@@ -498,12 +511,12 @@ class GraphSource:
                 exprs.append(f"{m['attrs']['c']!r} / ({dims})")
         return exprs
 
-    @staticmethod
-    def _scalar_chain(members: list[dict], read: dict, store: str, params: list[str]):
-        """The body of a fused elementwise loop: ``t{j} = K.s_<op>(...)`` per member (its
-        inputs read with ``read``, its scalar attributes as literals, a division factor as
-        a run-time parameter ``k{i}``), then ``store = t{last}``; returns (lines, params
-        with the ``k{i}`` appended)."""
+    def _scalar_chain(self, members: list[dict], read: dict, store: str, params: list[str]):
+        """The body of a fused elementwise loop: ``t{j} = K.s_<op>(...)`` per member
+        (``K.s32_<op>`` for a float32 member with a float32 scalar function, where the
+        backend has them: `FLOAT32_SCALARS`; its inputs read with ``read``, its scalar
+        attributes as literals, a division factor as a run-time parameter ``k{i}``), then
+        ``store = t{last}``; returns (lines, params with the ``k{i}`` appended)."""
         runtime_k = 0
         body = []
         for j, m in enumerate(members):
@@ -517,7 +530,11 @@ class GraphSource:
                     runtime_k += 1
                 else:
                     args.append(repr(m["attrs"][a]))
-            call = f"K.s_{m['op']}({', '.join(args)})"
+            prefix = "s_"
+            if (self.FLOAT32_SCALARS and opdef.scalar_f32 is not None
+                    and TensorType.from_json(m["type"]).dtype == "float32"):
+                prefix = "s32_"
+            call = f"K.{prefix}{m['op']}({', '.join(args)})"
             if m["op"] == "cast":
                 # the scalar function is the identity: the conversion is the typed constructor
                 call = f"{NP_DTYPE[m['attrs']['dtype']]}({call})"
@@ -573,21 +590,38 @@ class GraphSource:
         return " * ".join(dim_expr(d) for d in t.shape)
 
 
+@dataclass(frozen=True)
+class SlicedRead(TensorType):
+    """A loop input read through a slice fused into the loop (`graphdl.passes.fuse`): the
+    loop is passed the whole value and reads the slice's elements, of type (``shape``,
+    ``dtype``), at ``offsets`` (one per axis) from the index it would read a value of that
+    type at."""
+
+    offsets: tuple[int, ...] = ()
+
+
 def is_flat_loop(in_types: list[TensorType], out_t: TensorType) -> bool:
-    """Whether every input of an elementwise loop has the output's shape or is a scalar:
-    then the loop runs over flat 1-D views, with no index arithmetic."""
-    return all(t.shape == out_t.shape or t.rank == 0 for t in in_types)
+    """Whether every input of an elementwise loop has the output's shape or is a scalar,
+    and none is a sliced read: then the loop runs over flat 1-D views, with no index
+    arithmetic."""
+    return all((t.shape == out_t.shape or t.rank == 0) and not isinstance(t, SlicedRead)
+               for t in in_types)
 
 
 def broadcast_index(t: TensorType, out_t: TensorType, loop_idx: list[str]) -> str:
     """The index an elementwise loop over ``out_t`` (loop variables ``loop_idx``) reads an
-    input of type ``t`` at: aligned from the right, a broadcast axis at 0."""
+    input of type ``t`` at: aligned from the right, a broadcast axis at 0, each axis moved
+    by its offset for a `SlicedRead`."""
     if t.rank == 0:
         return "0"
+    offsets = t.offsets if isinstance(t, SlicedRead) else (0,) * t.rank
     idx = []
     for k in range(t.rank):
         j = out_t.rank - t.rank + k
-        idx.append("0" if t.shape[k] == 1 and out_t.shape[j] != 1 else loop_idx[j])
+        at = "0" if t.shape[k] == 1 and out_t.shape[j] != 1 else loop_idx[j]
+        if offsets[k]:
+            at = str(offsets[k]) if at == "0" else f"{at} + {offsets[k]}"
+        idx.append(at)
     return ", ".join(idx)
 
 
@@ -607,6 +641,78 @@ def _step_index(step: str, t: TensorType) -> str:
 
 def _indent_blocks(lines: list[str]) -> list[str]:
     return [s for line in lines for s in line.split("\n")]
+
+
+def _sliced_reads(members: list[dict], in_vars: list[str], in_types: list[TensorType]):
+    """A fused loop's slice members (`graphdl.passes.fuse`: each reads an input of the
+    group) as inputs of their own: the sliced value again, typed as a `SlicedRead` at the
+    slice's offset, so the loop reads it in place instead of a copy. Returns (members less
+    the slices, their references renumbered; in_vars; in_types)."""
+    in_vars, in_types = list(in_vars), list(in_types)
+    ref_of: dict[int, list] = {}  # member index -> its reference in the new list
+    kept: list[dict] = []
+    for j, m in enumerate(members):
+        if m["op"] != "slice":
+            ref_of[j] = ["member", len(kept)]
+            kept.append(m)
+            continue
+        (src,) = m["inputs"]  # ["input", i]: fuse keeps a slice's source outside the group
+        t = TensorType.from_json(m["type"])
+        offsets = [0] * t.rank
+        offsets[m["attrs"]["axis"] % t.rank] = m["attrs"]["start"]
+        in_vars.append(in_vars[src[1]])
+        in_types.append(SlicedRead(t.shape, t.dtype, tuple(offsets)))
+        ref_of[j] = ["input", len(in_types) - 1]
+    out = []
+    for m in kept:
+        refs = []
+        for r in m["inputs"]:
+            if r[0] == "member":
+                new = ref_of[r[1]]
+                refs.append(new if new[0] == "input" else ["member", new[1], r[2]])
+            else:
+                refs.append(r)
+        out.append({**m, "inputs": refs})
+    return out, in_vars, in_types
+
+
+def _carries_in_place(body: Graph, c_ids: list[int]) -> dict[Value, int]:
+    """The next carries a scan's body can write straight into their carry's buffer
+    (value -> carry index), saving the copy at the end of every step: a value of its own
+    (not a view, not an input passed on) that is the next value of that carry alone, whose
+    carry as it entered the step is not returned (saved for BPTT) and is read by no node
+    after the one writing the value, nor by that node unless it is an elementwise loop,
+    which reads each element before it writes it."""
+    order = body.meta.get("schedule") or body.topo_order()
+    pos = {n: i for i, n in enumerate(order)}
+    plan = body.meta["memory_plan"]["values"]
+    names = body_output_names(body, len(c_ids))
+    nexts = [body.outputs[n] for n in names[:len(c_ids)]]
+    returned = set(body.outputs.values())
+    found: dict[Value, int] = {}
+    for i, (b, v) in enumerate(zip(c_ids, nexts)):
+        old = Value(b)
+        if (body.op_of(v.node) in SOURCES or nexts.count(v) != 1 or old in returned
+                or not plan.get(f"{v.node}:{v.index}", {}).get("output")):
+            continue
+        readers = {c for c, _ in body.consumers(old)}
+        if any(pos[r] > pos[v.node] for r in readers):
+            continue
+        if v.node in readers and not _reads_elementwise(body, v.node, old):
+            continue
+        found[v] = i
+    return found
+
+
+def _reads_elementwise(g: Graph, nid: int, x: Value) -> bool:
+    """Whether node ``nid`` is an elementwise loop that reads ``x`` only at the index it
+    writes (not through a slice fused into it, not before an epilogue's head writes)."""
+    nd = g.node(nid)
+    if nd["op"] != "fused" or nd["attrs"]["kind"] != "elementwise":
+        return False
+    slots = {i for i, v in enumerate(g.inputs_of(nid)) if v == x}
+    return not any(m["op"] == "slice" and m["inputs"][0][0] == "input"
+                   and m["inputs"][0][1] in slots for m in nd["attrs"]["members"])
 
 
 def _rebase_members(members: list[dict], n_ext: int) -> list[dict]:

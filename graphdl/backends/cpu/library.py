@@ -6,10 +6,10 @@ folder, OpenMP's spin time and BLAS's thread count. Importing this module change
 
 Kernels and helpers are plain functions registered beside their ops
 (`graphdl.ops.registry.cpu_kernel` / `cpu_helper`); scalar functions come from elementwise
-OpDefs and are exposed as ``s_<op>``. Each kernel is compiled against the jitted helpers
-and Numba's ``prange`` (`_bind_globals`). `njit` without a signature compiles on first
-call, so loading the library costs no compilation, and `cache=True` keeps the machine code
-on disk.
+OpDefs and are exposed as ``s_<op>``, their float32 versions (`OpDef.scalar_f32`) as
+``s32_<op>``. Each kernel is compiled against the jitted helpers and Numba's ``prange``
+(`_bind_globals`). `njit` without a signature compiles on first call, so loading the
+library costs no compilation, and `cache=True` keeps the machine code on disk.
 """
 
 from __future__ import annotations
@@ -57,14 +57,20 @@ def _install() -> None:
             cache=True, error_model="numpy", fastmath=FASTMATH,
             parallel=PRANGE_ONLY if is_parallel_kernel(name) else False,
         )(_bind_globals(fn, {}))
+    inlined: dict = {}
     for name, op in all_ops().items():
         if op.scalar is not None:
             g[f"s_{name}"] = njit(cache=True, inline="always", error_model="numpy")(op.scalar)
+        if op.scalar_f32 is not None:
+            # inlined into the loops with the helpers it calls, so the loops vectorise over it
+            g[f"s32_{name}"] = njit(cache=True, inline="always", error_model="numpy")(
+                _bind_globals(op.scalar_f32, inlined, inline=True))
 
 
-def _bind_globals(fn: Callable, jitted: dict) -> Callable:
-    """``fn`` with the helpers it calls replaced by their jitted versions (recursively) and
-    `prange` by Numba's: the same code object, so Numba caches it under its own source."""
+def _bind_globals(fn: Callable, jitted: dict, inline: bool = False) -> Callable:
+    """``fn`` with the helpers it calls replaced by their jitted versions (recursively; with
+    ``inline``, versions Numba inlines into their callers) and `prange` by Numba's: the same
+    code object, so Numba caches it under its own source."""
     import numba
     from numba import njit
 
@@ -76,8 +82,9 @@ def _bind_globals(fn: Callable, jitted: dict) -> Callable:
             rebound[k] = numba.prange
         elif is_cpu_helper(v):
             if v not in jitted:
-                jitted[v] = njit(cache=True, error_model="numpy", fastmath=FASTMATH)(
-                    _bind_globals(v, jitted))
+                options = {"inline": "always"} if inline else {"fastmath": FASTMATH}
+                jitted[v] = njit(cache=True, error_model="numpy", **options)(
+                    _bind_globals(v, jitted, inline))
             rebound[k] = jitted[v]
     if not rebound:
         return fn
