@@ -4,15 +4,25 @@ token, and what they read.
 A model decodes from one int64 model input, the *decode input* (a transformer's tgt_in:
 the previous tokens). The layers that depend on it are the *decoder*; the others are the
 *encoder*, run once per batch. Decoding lowers two programs from the spec
-(`graphdl.layers.lower.lower`):
+(`graphdl.layers.lower.lower`, which builds both together):
 
-- ``encode``: the encoder layers; its outputs are the encoder values the decoder reads
-  (``memory.<layer>``) and their key masks (``memory_mask.<layer>``);
+- ``encode``: the encoder layers, and what the decoder computes from the encoder alone:
+  each decoder attention layer whose keys come from the encoder has its keys and values
+  projected there, once per batch, with its own parameters (the same names as in every
+  other program): ``memory_kv.<layer>.k`` / ``.v`` [N, heads, Tk, head_dim] for
+  multihead_attention (split into heads, as the fused attention op reads them),
+  ``memory_kv.<layer>.k`` [N, 1, Tk, units] (k W_k) for additive_attention, and the key
+  mask ``memory_kv.<layer>.mask`` [N, Tk] when there is one. It outputs an encoder value
+  itself (``memory.<layer>``) and its key mask (``memory_mask.<layer>``) only where the
+  decoder still reads it as it is: a recurrent decoder's initial state, the values an
+  additive attention weighs, a dot attention's (``attention``: no projection) keys and
+  values;
 - ``decode_step``: the decoder for ONE token: the decode input is [N, 1], ``decode.pos``
-  [N] is the token's position, the encoder values are inputs, and every causal
-  self-attention reads and returns its keys and values so far (``cache.<layer>.k`` /
-  ``.v`` [N, heads, steps, head_dim]) and every recurrent layer its state
-  (``cache.<layer>.l<k>.c<j>``), so a token costs O(T), not a re-run of the prefix.
+  [N] is the token's position, the ``memory_kv`` and ``memory`` values are inputs, and
+  every causal self-attention reads and returns its keys and values so far
+  (``cache.<layer>.k`` / ``.v`` [N, heads, steps, head_dim]) and every recurrent layer its
+  state (``cache.<layer>.l<k>.c<j>``), so a token costs O(T), not a re-run of the prefix,
+  and no GEMM of a token runs over the encoder's steps.
 
 Only layers that act on each step alone, causal self-attention, attention whose keys come
 from the encoder and forward recurrent layers can be in the decoder; anything else is E306

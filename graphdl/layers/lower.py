@@ -14,7 +14,7 @@ for:
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -242,56 +242,107 @@ def _lower_attention(spec) -> Graph:
 
 @dataclass
 class DecodeStep:
-    """What the layers of a ``decode_step`` program see: the plan and the token's position
-    ``pos`` ([N] int64)."""
+    """What the layers of a ``decode_step`` program see: the plan, the token's position
+    ``pos`` ([N] int64), and the ``encode`` program built beside it, with its values by
+    name, their key masks, and, for each value of the decode_step program that is an
+    encoder value (``memory.<layer>``) or a model input, the encode program's value."""
 
     plan: DecodePlan
     pos: Value
+    encode: Graph
+    enc_values: dict
+    enc_masks: dict
+    encoded: dict  # decode_step value -> the same value in the encode program
+
+    def from_encoder(self, *values: Value) -> bool:
+        """Whether ``values`` are all computed once per batch (the encoder's, model inputs)."""
+        return all(v in self.encoded for v in values)
+
+    def per_batch(self, ctx: LayerCtx, build, *values: Value) -> dict[str, Value]:
+        """Values a decoder layer computes from encoder values alone (a cross-attention's
+        projected keys), computed once per batch instead of once per token:
+        ``build(ctx, *values)`` returns them by part name, built in the encode program as
+        the same layer (its parameters have the same names, so every program shares them)
+        from the encode program's ``values``; the encode program outputs them as
+        ``memory_kv.<layer>.<part>``, and this program reads them as inputs of those names.
+        A part that is None is left out."""
+        enc, layer = self.encode, ctx.layer
+        enc.provenance = Provenance(layer=layer.name, line=layer.loc.line)
+        ectx = replace(ctx, g=enc, values=self.enc_values, masks=self.enc_masks, decode=None,
+                       weights=None)
+        parts = build(ectx, *(self.encoded[v] for v in values))
+        out = {}
+        for part, v in parts.items():
+            if v is not None:
+                name = f"memory_kv.{layer.name}.{part}"
+                enc.outputs[name] = v
+                out[part] = ctx.g.input(name, enc.type_of(v))
+        return out
 
 
 def _lower_decoding(spec, mode: str) -> Graph:
     """The ``encode`` or ``decode_step`` program of a sequence-to-sequence model
-    (graphdl.layers.decode)."""
+    (graphdl.layers.decode). Both are built together: lowering the decoder for one token
+    moves what it computes from the encoder alone into the encode program
+    (`DecodeStep.per_batch`), and the encode program outputs an encoder value
+    (``memory.<layer>``, ``memory_mask.<layer>``) only where the decoder still reads it."""
     plan = decode_plan(spec)
+    declared = spec.model.inputs
+    enc = Graph()
+    enc_values: dict[str, Value] = {}
+    enc_masks: dict[Value, Value] = {}
+    for name, inp in declared.items():
+        if name != plan.input:
+            enc.provenance = Provenance(layer=f"inputs.{name}", line=inp.loc.line)
+            enc_values[name] = enc.input(name, TensorType(("N",) + tuple(inp.shape), inp.dtype))
+    encoder = [lay.name for lay in spec.model.layers if lay.name not in plan.decoder]
+    _lower_layers(enc, spec, enc_values, enc_masks, False, None, only=encoder)
+
     g = Graph()
     values: dict[str, Value] = {}
     masks: dict[Value, Value] = {}
-    declared = spec.model.inputs
-    if mode == "encode":
-        for name, inp in declared.items():
-            if name != plan.input:
-                g.provenance = Provenance(layer=f"inputs.{name}", line=inp.loc.line)
-                values[name] = g.input(name, TensorType(("N",) + tuple(inp.shape), inp.dtype))
-        encoder = [lay.name for lay in spec.model.layers if lay.name not in plan.decoder]
-        _lower_layers(g, spec, values, masks, False, None, only=encoder)
-        g.provenance = Provenance(layer="decode")
-        for name in plan.memory:
-            g.outputs[f"memory.{name}"] = values[name]
-            if values[name] in masks:
-                g.outputs[f"memory_mask.{name}"] = masks[values[name]]
-        g.meta.update({"spec": spec.name, "mode": mode, "model_outputs": []})
-        return g
-    enc = _lower_decoding(spec, "encode")
+    encoded: dict[Value, Value] = {}
+    raw: dict[str, tuple[Value, Value]] = {}  # encode output -> (its input here, its value)
     for name in plan.inputs:
         inp = declared[name]
         g.provenance = Provenance(layer=f"inputs.{name}", line=inp.loc.line)
         values[name] = g.input(name, TensorType(("N",) + tuple(inp.shape), inp.dtype))
+        encoded[values[name]] = enc_values[name]
     inp = declared[plan.input]
     g.provenance = Provenance(layer=f"inputs.{plan.input}", line=inp.loc.line)
     values[plan.input] = g.input(plan.input, TensorType(("N", 1), inp.dtype))
     pos = g.input("decode.pos", TensorType(("N",), "int64"))
     for name in plan.memory:
         g.provenance = Provenance(layer=name)
-        values[name] = g.input(f"memory.{name}", enc.type_of(enc.outputs[f"memory.{name}"]))
-        if f"memory_mask.{name}" in enc.outputs:
-            masks[values[name]] = g.input(f"memory_mask.{name}",
-                                          enc.type_of(enc.outputs[f"memory_mask.{name}"]))
-    _lower_layers(g, spec, values, masks, False, None, only=plan.decoder,
-                  decode=DecodeStep(plan, pos))
+        memory = enc_values[name]
+        values[name] = g.input(f"memory.{name}", enc.type_of(memory))
+        encoded[values[name]] = memory
+        raw[f"memory.{name}"] = (values[name], memory)
+        if memory in enc_masks:
+            mask = enc_masks[memory]
+            masks[values[name]] = g.input(f"memory_mask.{name}", enc.type_of(mask))
+            raw[f"memory_mask.{name}"] = (masks[values[name]], mask)
+    step = DecodeStep(plan, pos, enc, enc_values, enc_masks, encoded)
+    _lower_layers(g, spec, values, masks, False, None, only=plan.decoder, decode=step)
     for n in spec.model.outputs:
         g.outputs[n] = values[n]
-    g.meta.update({"spec": spec.name, "mode": mode, "model_outputs": list(spec.model.outputs)})
-    return g
+    # the encoder values the decoder still reads as they are (not only through what the
+    # encode program computes from them) are the encode program's first outputs
+    projected = dict(enc.outputs)
+    enc.outputs = {}
+    for name, (here, there) in raw.items():
+        if g.consumers(here):
+            enc.outputs[name] = there
+        else:
+            g.remove_node(here.node)
+    enc.outputs.update(projected)
+    for name in plan.inputs:  # a model input read only through the encode program
+        if not g.consumers(values[name]):
+            g.remove_node(values[name].node)
+    enc.meta.update({"spec": spec.name, "mode": "encode", "model_outputs": []})
+    g.meta.update({"spec": spec.name, "mode": "decode_step",
+                   "model_outputs": list(spec.model.outputs)})
+    return enc if mode == "encode" else g
 
 
 def _add_loss_and_metrics(g: Graph, spec, y: Value, training: bool) -> None:

@@ -110,43 +110,27 @@ def lower_multihead_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
     if tk.shape[1] != tv.shape[1]:
         raise ctx.shape_error(f"multihead_attention: key and value have different numbers of "
                               f"steps ({fmt_shape(tk)} and {fmt_shape(tv)})")
-    same_features = tq.shape[2] == tk.shape[2] == tv.shape[2] == dim
-    if same_features:
-        # torch's packed projection: in_proj_weight [3 dim, dim], rows q, k, v
-        w = ctx.param("in_proj_weight", (3 * dim, dim), "glorot_uniform", fan_in=dim,
-                      fan_out=3 * dim, weight=True)
-        b = _bias(ctx, "in_proj_bias", 3 * dim)
-        if k_in == q_in and v_in == q_in:
-            qkv = _project(g, q_in, w, b)
-            q, k, v = (g.op("slice", qkv, axis=2, start=i * dim, stop=(i + 1) * dim)
-                       for i in range(3))
-        else:
-            q = _project(g, q_in, *_rows(g, w, b, 0, dim))
-            if v_in == k_in:
-                kv = _project(g, k_in, *_rows(g, w, b, dim, 3 * dim))
-                k, v = (g.op("slice", kv, axis=2, start=i * dim, stop=(i + 1) * dim)
-                        for i in range(2))
-            else:
-                k = _project(g, k_in, *_rows(g, w, b, dim, 2 * dim))
-                v = _project(g, v_in, *_rows(g, w, b, 2 * dim, 3 * dim))
+    # torch's packed projection (in_proj_weight [3 dim, dim], rows q, k, v) when every
+    # input has dim features; else separate ones, as torch names them then
+    packed = tq.shape[2] == tk.shape[2] == tv.shape[2] == dim
+    widths = {"q": tq.shape[2], "k": tk.shape[2], "v": tv.shape[2]}
+    if ctx.decode is not None and k_in != q_in and ctx.decode.from_encoder(k_in, v_in):
+        # one token of a decode_step program: keys and values from the encoder are projected
+        # once per batch, in the encode program, and read here (memory_kv.<layer>.k|v|mask)
+        kv = ctx.decode.per_batch(
+            ctx, lambda c, k_e, v_e: _memory_kv(c, k_e, v_e, packed, widths, dim, heads),
+            k_in, v_in)
+        (q,) = _project_qkv(ctx, q_in, k_in, v_in, packed, widths, dim, "q")
+        q, k, v, mask = _heads(g, q, heads), kv["k"], kv["v"], kv.get("mask")
     else:
-        # inputs of other widths: separate projections, as torch names them then
-        projected = []
-        for name, val, t in (("q", q_in, tq), ("k", k_in, tk), ("v", v_in, tv)):
-            w = ctx.param(f"{name}_proj_weight", (dim, t.shape[2]), "glorot_uniform",
-                          fan_in=t.shape[2], fan_out=dim, weight=True)
-            projected.append(_project(g, val, w, None))
-        b = _bias(ctx, "in_proj_bias", 3 * dim)
-        if b is not None:
-            projected = [g.op("add", p, g.op("slice", b, axis=0, start=i * dim,
-                                              stop=(i + 1) * dim))
-                         for i, p in enumerate(projected)]
-        q, k, v = projected
-    q, k, v = (_heads(g, x, heads) for x in (q, k, v))
+        q, k, v = (_heads(g, x, heads)
+                   for x in _project_qkv(ctx, q_in, k_in, v_in, packed, widths, dim, "qkv"))
+        mask = None
     if ctx.decode is not None and ctx.layer.name in ctx.decode.plan.cached:
         out = _attend_cached(ctx, q, k, v)
     else:
-        mask = key_mask(ctx, k_in)
+        if mask is None:
+            mask = key_mask(ctx, k_in)
         causal = bool(ctx.arg("causal"))
         out = attend(ctx, q, k, v, mask, causal=causal, rate=float(ctx.arg("dropout")))
         if ctx.weights is not None:
@@ -176,6 +160,59 @@ def _rows(g, w: Value, b: Value | None, start: int, stop: int) -> tuple:
     """Rows [start, stop) of the packed projection weight (and bias)."""
     w = g.op("slice", w, axis=0, start=start, stop=stop)
     return w, (None if b is None else g.op("slice", b, axis=0, start=start, stop=stop))
+
+
+def _project_qkv(ctx: LayerCtx, q_in: Value | None, k_in: Value, v_in: Value, packed: bool,
+                 widths: dict, dim: int, parts: str) -> tuple:
+    """The queries, keys and values [N, T, dim] of a multihead_attention (those of
+    ``parts``: "qkv", "q" or "kv"), with its parameters under the same names in every
+    program: torch's packed in_proj_weight [3 dim, dim] (rows q, k, v) when ``packed``,
+    else ``<part>_proj_weight`` [dim, features]; in_proj_bias [3 dim]. One GEMM for all
+    three in self-attention, one for keys and values read from one value."""
+    g = ctx.g
+    if packed:
+        w = ctx.param("in_proj_weight", (3 * dim, dim), "glorot_uniform", fan_in=dim,
+                      fan_out=3 * dim, weight=True)
+        b = _bias(ctx, "in_proj_bias", 3 * dim)
+        if parts == "qkv" and k_in == q_in and v_in == q_in:
+            qkv = _project(g, q_in, w, b)
+            return tuple(g.op("slice", qkv, axis=2, start=i * dim, stop=(i + 1) * dim)
+                         for i in range(3))
+        out = []
+        if "q" in parts:
+            out.append(_project(g, q_in, *_rows(g, w, b, 0, dim)))
+        if "k" in parts:
+            if v_in == k_in:
+                kv = _project(g, k_in, *_rows(g, w, b, dim, 3 * dim))
+                out += [g.op("slice", kv, axis=2, start=i * dim, stop=(i + 1) * dim)
+                        for i in range(2)]
+            else:
+                out.append(_project(g, k_in, *_rows(g, w, b, dim, 2 * dim)))
+                out.append(_project(g, v_in, *_rows(g, w, b, 2 * dim, 3 * dim)))
+        return tuple(out)
+    # inputs of other widths: separate projections, as torch names them then
+    projected, rows = [], []
+    for i, (name, val) in enumerate((("q", q_in), ("k", k_in), ("v", v_in))):
+        if name in parts:
+            w = ctx.param(f"{name}_proj_weight", (dim, widths[name]), "glorot_uniform",
+                          fan_in=widths[name], fan_out=dim, weight=True)
+            projected.append(_project(g, val, w, None))
+            rows.append(i)
+    b = _bias(ctx, "in_proj_bias", 3 * dim)
+    if b is not None:
+        projected = [g.op("add", p, g.op("slice", b, axis=0, start=i * dim, stop=(i + 1) * dim))
+                     for i, p in zip(rows, projected)]
+    return tuple(projected)
+
+
+def _memory_kv(ctx: LayerCtx, k_in: Value, v_in: Value, packed: bool, widths: dict, dim: int,
+               heads: int) -> dict:
+    """What a decoder's cross-attention computes from the encoder alone, built in the encode
+    program: its keys and values split into heads [N, heads, Tk, dim / heads] (the layout
+    the attention op reads) and its key mask [N, Tk] (None when every key is real)."""
+    k, v = _project_qkv(ctx, None, k_in, v_in, packed, widths, dim, "kv")
+    return {"k": _heads(ctx.g, k, heads), "v": _heads(ctx.g, v, heads),
+            "mask": key_mask(ctx, k_in)}
 
 
 def _project(g, x: Value, w: Value, b: Value | None) -> Value:
@@ -342,17 +379,38 @@ def lower_additive_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
     units = int(ctx.arg("units") or tq.shape[2])
     wq = ctx.param("query_kernel", (tq.shape[2], units), "glorot_uniform", fan_in=tq.shape[2],
                    fan_out=units, weight=True)
-    wk = ctx.param("key_kernel", (tk.shape[2], units), "glorot_uniform", fan_in=tk.shape[2],
-                   fan_out=units, weight=True)
+    if ctx.decode is not None and ctx.decode.from_encoder(k):
+        # one token of a decode_step program: the keys' projection (and their mask) come
+        # from the encode program, computed once per batch (memory_kv.<layer>.k|mask)
+        kv = ctx.decode.per_batch(ctx, lambda c, k_e: {
+            "k": _additive_keys(c, k_e, _key_kernel(c, tk.shape[2], units)),
+            "mask": key_mask(c, k_e)}, k)
+        wk, ka, mask = None, kv["k"], kv.get("mask")
+    else:
+        wk, ka, mask = _key_kernel(ctx, tk.shape[2], units), None, None
     b = ctx.param("bias", (units,), "zeros", fan_in=units, fan_out=units, weight=False)
     u = ctx.param("score", (units, 1), "glorot_uniform", fan_in=units, fan_out=1, weight=True)
     qa = g.op("reshape", g.op("add", g.op("matmul", q, wq), b), shape=(n, steps_q, 1, units))
-    ka = g.op("reshape", g.op("matmul", k, wk), shape=(n, 1, steps_k, units))
+    if ka is None:
+        ka = _additive_keys(ctx, k, wk)
+        mask = key_mask(ctx, k)
     e = g.op("tanh", g.op("add", qa, ka))  # [N, Tq, Tk, units]
     scores = g.op("reshape", g.op("matmul", e, u), shape=(n, steps_q, steps_k))
-    mask = key_mask(ctx, k)
     m = None if mask is None else g.op("reshape", mask, shape=(n, 1, steps_k))
     return g.op("matmul", _weights(ctx, _masked_softmax(g, scores, m, axis=-1)), v)
+
+
+def _key_kernel(ctx: LayerCtx, feat: int, units: int) -> Value:
+    """Additive attention's key projection W_k [feat, units] (parameter key_kernel)."""
+    return ctx.param("key_kernel", (feat, units), "glorot_uniform", fan_in=feat, fan_out=units,
+                     weight=True)
+
+
+def _additive_keys(ctx: LayerCtx, k: Value, wk: Value) -> Value:
+    """Additive attention's projected keys k W_k [N, 1, Tk, units]."""
+    n, steps_k, _feat = ctx.g.type_of(k).shape
+    units = ctx.g.type_of(wk).shape[1]
+    return ctx.g.op("reshape", ctx.g.op("matmul", k, wk), shape=(n, 1, steps_k, units))
 
 
 def _attention_pool(ctx: LayerCtx, x: Value) -> Value:

@@ -1,10 +1,14 @@
 """Autoregressive decoding, greedy or beam search, with the model's ``encode`` and
 ``decode_step`` programs (`graphdl.layers.decode`).
 
-The encoder runs once per batch. Then one ``decode_step`` call per output token feeds the
-previous token (the first one is the decode input's first column in the data: BOS), the
-token's position and every causal self-attention's keys and values so far, and returns
-the next token's logits and the caches grown by one position: a token costs O(T).
+The encoder runs once per batch, with the cross-attention keys and values it projects for
+the decoder (``memory_kv.<layer>.*``). Then one ``decode_step`` call per output token
+feeds the previous token (the first one is the decode input's first column in the data:
+BOS), the token's position, those per-batch values and every causal self-attention's
+keys and values so far, and returns the next token's logits and the caches grown by one
+position: a token costs O(T). The feeds are buffers made once per batch and refilled in
+place (the caches copied back from the program's outputs), so a token allocates nothing
+and the program's check of its feeds takes its fast path.
 
 Beam search keeps, per sample, the ``beam`` most likely sequences by the sum of their
 tokens' log-probabilities; a sequence that has emitted ``eos`` is finished (it adds
@@ -37,27 +41,37 @@ class Decoder:
         self.caches = [i for i in self.step.inputs if i.name.startswith("cache.")]
 
     def _start(self, fields: dict, expand: int = 1):
-        """The encoder's outputs, the other inputs the decoder reads and empty caches, for
-        a batch (each sample repeated ``expand`` times, for beams)."""
+        """The decode_step program's feeds for a batch (each sample repeated ``expand``
+        times, for beams): the encoder's outputs, the other inputs the decoder reads,
+        empty caches, and buffers for the token and its position. Each is an array of the
+        input's declared dtype that stays the same from token to token (`_run` refills it
+        in place), so the program's check of its feeds takes its fast path (same arrays,
+        shapes and strides as the last call) and no token allocates them again."""
         enc_names = [i.name for i in self.encode.inputs]
         enc = self.encode({n: fields[n] for n in enc_names}) if enc_names else {}
-        feeds = {k: np.repeat(np.array(v), expand, axis=0) for k, v in enc.items()}
-        for name in self.plan.inputs:
-            feeds[name] = np.repeat(fields[name], expand, axis=0)
-        n = len(fields[self.plan.input]) * expand
-        for info in self.caches:
+        n0 = len(fields[self.plan.input])
+        n = n0 * expand
+        feeds = {}
+        for info in self.step.inputs:
             shape = tuple(n if isinstance(d, str) else d for d in info.shape)
-            feeds[info.name] = np.zeros(shape, info.dtype)
+            buf = np.zeros(shape, info.dtype)
+            src = enc.get(info.name)
+            if src is None and info.name in self.plan.inputs:
+                src = fields[info.name]
+            if src is not None:  # each sample's rows, repeated for its beams
+                buf.reshape((n0, expand) + shape[1:])[...] = np.asarray(src)[:, None]
+            feeds[info.name] = buf
         first = np.repeat(np.asarray(fields[self.plan.input])[:, :1], expand, axis=0)
         return feeds, first.astype(np.int64)
 
     def _run(self, feeds: dict, tokens: np.ndarray, t: int) -> np.ndarray:
-        """One step: the logits [N, V] of the next token; updates the caches in ``feeds``."""
-        feeds[self.plan.input] = np.ascontiguousarray(tokens.reshape(-1, 1))
-        feeds["decode.pos"] = np.full(len(tokens), t, np.int64)
+        """One step: the logits [N, V] of the next token; updates the caches in ``feeds``
+        (copied into the feeds' own buffers: the program reuses its output buffers)."""
+        feeds[self.plan.input][:, 0] = tokens.reshape(-1)
+        feeds["decode.pos"].fill(t)
         out = self.step(feeds)
         for info in self.caches:
-            feeds[info.name] = np.array(out[info.name])  # a copy: the program reuses buffers
+            np.copyto(feeds[info.name], out[info.name])
         return np.array(out[self.output]).reshape(len(tokens), -1)
 
     def greedy(self, fields: dict) -> np.ndarray:
@@ -106,7 +120,8 @@ class Decoder:
                 done |= nxt == self.eos
             order = (rows * beam + src).reshape(-1)
             for info in self.caches:
-                feeds[info.name] = feeds[info.name][order]
+                cache = feeds[info.name]
+                cache[...] = cache[order]
             tok = nxt.reshape(-1)
             if self.eos is not None and done.all():
                 break

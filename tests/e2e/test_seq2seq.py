@@ -14,7 +14,9 @@ import yaml
 
 import graphdl
 from graphdl.errors import GraphdlError
+from graphdl.ir.graph import Value
 from graphdl.layers.decode import decode_plan
+from graphdl.layers.lower import lower
 from graphdl.runtime.decode import Decoder
 from graphdl.spec import load_spec
 
@@ -72,6 +74,63 @@ def test_decode_plan_of_the_gru_encoder_decoder():
     assert plan.decoder == ["tgt_emb", "decoder", "attend", "joined", "combine", "logits"]
     assert plan.memory == ["init", "encoder"]  # the initial state and the attended steps
     assert plan.cached == ["decoder"]
+
+
+def _per_token(g) -> set:
+    """The nodes of a decode_step graph that depend on the token fed (or its position, or
+    the caches): what must run once per token."""
+    todo = [nid for name, nid in g.named("input").items()
+            if name in ("tgt_in", "decode.pos") or name.startswith("cache.")]
+    seen = set(todo)
+    while todo:
+        for dst in g.nx.successors(todo.pop()):  # any output of a node (a scan has several)
+            if dst not in seen:
+                seen.add(dst)
+                todo.append(dst)
+    return seen
+
+
+@pytest.mark.parametrize("spec, moved", [
+    (REPO / "specs" / "bench_transformer.yaml",
+     {"decoder.0.multihead_attention_4": ("k", "v"), "decoder.1.multihead_attention_6": ("k", "v")}),
+    (GRU_SPEC, {"attend": ("k", "mask")}),
+], ids=["transformer", "gru"])
+def test_cross_attention_projects_the_encoder_output_once_per_batch(spec, moved):
+    """What a decoder's attention computes from the encoder alone (its keys and values
+    projected and split into heads, the additive score's W_k keys, the key mask) is
+    computed by the encode program, once per batch, and read by decode_step as inputs
+    memory_kv.<layer>.<part>: no matmul of decode_step runs on per-batch values only, and
+    the encode program's projections use the parameters the other programs train."""
+    s = load_spec(spec)
+    enc, step, predict = (lower(s, m) for m in ("encode", "decode_step", "predict"))
+    names = {f"memory_kv.{layer}.{part}" for layer, parts in moved.items() for part in parts}
+    assert names <= set(enc.outputs)
+    step_inputs = step.named("input")
+    assert names <= set(step_inputs)
+    for name in names:  # the same type on both sides: the layout the step reads
+        assert enc.type_of(enc.outputs[name]) == step.type_of(Value(step_inputs[name]))
+    per_token = _per_token(step)
+    matmuls = step.nodes_by_op("matmul")
+    assert matmuls and all(nid in per_token for nid in matmuls)
+    # the heads layout [N, heads, Tk, head_dim] the fused attention op reads
+    if "transformer" in s.name:
+        for name in names:
+            assert enc.type_of(enc.outputs[name]).shape == ("N", 4, 31, 16)
+        # the transformer's decoder reads the encoder only through its projections
+        assert not any(n.startswith("memory.") for n in step_inputs)
+        assert not any(n.startswith("memory.") for n in enc.outputs)
+        assert not any(n.startswith("memory_mask.") for n in step_inputs)
+    else:  # the GRU decoder starts from `init`; additive attention weighs the raw values
+        assert {"memory.init", "memory.encoder"} <= set(step_inputs)
+        assert "memory_mask.encoder" not in step_inputs
+        assert "attend.key_kernel" in enc.named("param")
+        assert "attend.key_kernel" not in step.named("param")
+    # one set of parameters: every program's are the predict program's, by name and type
+    shared = predict.named("param")
+    for g in (enc, step):
+        for name, nid in g.named("param").items():
+            assert name in shared, name
+            assert g.type_of(Value(nid)) == predict.type_of(Value(shared[name]))
 
 
 @pytest.mark.parametrize("edit, layer, words", [

@@ -110,8 +110,10 @@ class CompiledProgram(ABC):
         if last:
             for name, dtype, shape, strides in last:
                 x = feeds.get(name)
-                if (x.__class__ is not np.ndarray or x.dtype is not dtype or x.shape != shape
-                        or x.strides != strides):
+                # a dtype equal to the declared one need not be the same object (arrays
+                # a compiled step returns): `is` first, `!=` only when that fails
+                if (x.__class__ is not np.ndarray or x.shape != shape or x.strides != strides
+                        or (x.dtype is not dtype and x.dtype != dtype)):
                     break
             else:
                 return self._last_bindings
@@ -208,30 +210,30 @@ def remember_cold_time(source_path: Path, seconds: float, was_cached: bool) -> f
 def _check_feed(name: str, x, shape: tuple, dtype: np.dtype, bindings: dict[str, int]) -> None:
     """E510 unless ``x`` is a C-contiguous ``dtype`` array of ``shape``; binds the symbols of
     ``shape`` in ``bindings`` (a symbol already bound must have the same size)."""
-    want = f"{dtype}[{', '.join(str(d) for d in shape)}]"
     if x is None:
         problem = "is missing"
     elif not isinstance(x, np.ndarray):
         problem = f"is a {type(x).__name__}, not a NumPy array"
     else:
-        got = f"{x.dtype}{list(x.shape)}"
         problem = ""
         if x.dtype != dtype or x.ndim != len(shape):
-            problem = f"is {got}"
+            problem = f"is {x.dtype}{list(x.shape)}"
         else:
             for axis, (d, n) in enumerate(zip(shape, x.shape)):
                 if isinstance(d, str):
                     bound = bindings.setdefault(d, n)
                     if bound != n:
-                        problem = (f"is {got}: its axis {axis} ({d}) is {n}, but another "
-                                   f"input bound {d} to {bound}")
+                        problem = (f"is {x.dtype}{list(x.shape)}: its axis {axis} ({d}) "
+                                   f"is {n}, but another input bound {d} to {bound}")
                         break
                 elif d != n:
-                    problem = f"is {got}"
+                    problem = f"is {x.dtype}{list(x.shape)}"
                     break
             if not problem and not x.flags.c_contiguous:
-                problem = f"is {got} but not C-contiguous (np.ascontiguousarray makes a copy)"
+                problem = (f"is {x.dtype}{list(x.shape)} but not C-contiguous "
+                           "(np.ascontiguousarray makes a copy)")
     if problem:
+        want = f"{dtype}[{', '.join(str(d) for d in shape)}]"
         raise GraphdlError(Diagnostic(
             "E510", f"the program's input '{name}' expects {want}; the array fed {problem}",
             help="feed each field with the shape and dtype the model declares (the spec's "
