@@ -63,3 +63,15 @@ def pytest_make_collect_report(collector):
         if _must_not_skip(reason):
             _fail(report, reason)
     return report
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n auto --dist loadgroup`, the README's test command) a test
+    module runs whole on one worker, so its module-scoped fixtures (compiled programs)
+    are built once; the CUDA tests share one worker, because test_cuda_ptx.py compiles
+    every kernel the other CUDA tests launched in that process."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        group = "cuda" if (here / "cuda") in path.parents else str(path.relative_to(here))
+        item.add_marker(pytest.mark.xdist_group(group))
