@@ -428,5 +428,5 @@ def _attention_pool(ctx: LayerCtx, x: Value) -> Value:
     m = None if mask is None else g.op("reshape", mask, shape=(n, steps, 1))
     p = _masked_softmax(g, scores, m, axis=1)
     if ctx.weights is not None:  # one query (the learned one) over the steps
-        ctx.weights[ctx.layer.name] = (g.op("reshape", p, shape=(n, 1, 1, steps)), "cross")
+        ctx.weights[ctx.layer.name] = (g.op("reshape", p, shape=(n, 1, 1, steps)), "pool")
     return g.op("sum", g.op("mul", x, p), axes=(1,), keepdims=False)

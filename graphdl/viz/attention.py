@@ -6,7 +6,7 @@
 
     {"name": "sample 0",
      "layers": [{"name": "encoder.0.multihead_attention",
-                 "kind": "self" | "cross" | "causal",
+                 "kind": "self" | "cross" | "causal" | "pool",
                  "weights": ndarray [heads, Tq, Tk] (each row sums to 1 over the keys),
                  "query_tokens": [str] * Tq, "key_tokens": [str] * Tk}, ...]}
 
@@ -40,7 +40,8 @@ import numpy as np
 from graphdl.viz.html import json_for_script
 from graphdl.viz.style import _mix, shorten, text_width
 
-KINDS = {"self": "self-attention", "cross": "cross-attention", "causal": "causal self-attention"}
+KINDS = {"self": "self-attention", "cross": "cross-attention", "causal": "causal self-attention",
+         "pool": "attention pooling (one learned query)"}
 
 # The colour scale, white (0) to dark blue (1): lightness falls evenly, so equal steps of
 # weight read as equal steps of ink.

@@ -243,3 +243,22 @@ def test_long_sequences_in_chromium(chromium, tmp_path):
     assert float(attrs["data-label-px"]) >= 11
     assert attrs.get("data-hover") == "shown"  # scrolled to, and not covered
     assert "query 40: word40" in tooltip_text(dom)
+
+
+def test_attention_pooling_is_drawn_as_pooling_not_cross_attention(tmp_path):
+    """An `attention` layer with one input (a learned query over the steps) is kind "pool"
+    in the attention program, and the page names it so."""
+    from graphdl.layers.lower import lower
+    from graphdl.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "specs" / "lstm_attention_vowels.yaml")
+    g = lower(spec, "attention")
+    kinds = {name: info["kind"] for name, info in g.meta["attention"].items()}
+    assert list(kinds.values()) == ["pool"], kinds
+    rng = np.random.default_rng(0)
+    layer = {"name": next(iter(kinds)), "kind": "pool", "weights": softmax(rng.normal(size=(1, 1, 7))),
+             "query_tokens": ["query"], "key_tokens": [str(t) for t in range(1, 8)]}
+    path = tmp_path / "pool.html"
+    write_attention(path, [{"name": "sample 0", "layers": [layer]}], title="pool")
+    assert page_json(path.read_text(encoding="utf-8"))["samples"][0]["layers"][0]["kind_text"] \
+        == "attention pooling (one learned query)"
