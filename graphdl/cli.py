@@ -1,4 +1,4 @@
-"""The command line: graphdl validate | compile | run | predict | gradcheck | bench | viz | schema.
+"""The command line: graphdl validate | compile | run | report | predict | gradcheck | bench | viz | schema.
 
 A user's mistake (GraphdlError) prints located diagnostics and exits with code 2; anything
 else is a bug and keeps its traceback.
@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
     sp.add_argument("--verbose", action="store_true", help="also say which device was chosen, and why")
+    sp = add("report", cmd_report, "rebuild a run directory's report.html (learning curves, test "
+             "results, confusion matrix or predicted vs true, layer table)")
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="the directory `graphdl run` wrote")
     sp = add("predict", cmd_predict, "run a trained model on new data")
     sp.add_argument("spec")
     sp.add_argument("--weights", help="checkpoint (default: <run dir>/best.ckpt, else last.ckpt)")
@@ -287,24 +290,18 @@ def _compile_summary(spec, c, total, bindings) -> dict:
 
 
 def _layer_table(spec, g, bindings) -> str:
-    """line | layer | ops | output shape | params, from the lowered graph's provenance."""
-    from graphdl.ir.graph import Value
+    """line | layer | ops | output shape | params, from the lowered graph's provenance
+    (`graphdl.viz.report.layer_rows`, which the run report shows too)."""
+    from graphdl.viz.report import layer_rows
 
     rows = [("line", "layer", "type", "ops", "output", "params")]
-    by_layer: dict[str, list[int]] = {}
-    for nid in g.topo_order():
-        by_layer.setdefault(g.node(nid)["layer"], []).append(nid)
     total = 0
-    for layer in spec.model.layers:
-        nodes = by_layer.get(layer.name, [])
-        ops = [g.op_of(n) for n in nodes if g.op_of(n) not in ("param", "const", "state")]
-        params = sum(g.type_of(Value(n)).numel() for n in nodes if g.op_of(n) == "param")
-        total += params
-        produced = g.meta.get("layer_outputs", {}).get(layer.name)
-        out = str(list(g.type_of(Value(*produced)).shape[1:])) if produced else "-"
-        if not ops:
+    for r in layer_rows(spec, g, bindings):
+        total += r["params"]
+        out = "-" if r["output"] is None else str(r["output"])
+        if not r["ops"]:
             out += " (identity)"
-        rows.append((str(layer.loc.line), layer.name, layer.type, ",".join(dict.fromkeys(ops)) or "-", out, f"{params:,}"))
+        rows.append((str(r["line"]), r["layer"], r["type"], ",".join(r["ops"]) or "-", out, f"{r['params']:,}"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -370,6 +367,7 @@ def cmd_run(args) -> int:
     write_results(run_dir, results)
     # lists (per-class metrics, the confusion matrix) are in results.json only
     print(_results_text(split, m, f"{weights} weights; run directory {run_dir}"))
+    _write_run_report(model, run_dir, split, quiet=args.format != "text")
     return 0
 
 
@@ -433,6 +431,110 @@ def _check_device(spec, override) -> tuple[str, str]:
     requested = override or spec.train["device"]
     loc = spec.loc("train", "device") if not override else SimpleNamespace(file=spec.path)
     return resolve_device(requested, loc=loc)
+
+
+# ---------------------------------------------------------------- report
+
+
+def _write_run_report(model, run_dir: Path, split: str, quiet: bool = False) -> None:
+    """report.html at the end of `graphdl run`, with predictions.npz and graph.html beside
+    it. results.json is already written: a failure here is a one-line warning, never a
+    failed run."""
+    try:
+        from graphdl.viz.report import GRAPH_FILE, save_predictions
+
+        _save_split_outputs(model, run_dir, split, save_predictions)
+        _draw_training_graph(model.spec, model.compiled("train"), run_dir / GRAPH_FILE)
+        path = _build_report(run_dir)
+    except Exception as e:  # noqa: BLE001 - whatever breaks the report, the run stands
+        text = e.diagnostics[0].message if isinstance(e, GraphdlError) and e.diagnostics else str(e)
+        first = (text.strip().splitlines() or [type(e).__name__])[0]
+        print(f"warning: {run_dir / 'report.html'} was not written ({first}); the run's results "
+              f"are kept; `graphdl report {run_dir}` tries again", file=sys.stderr)
+        return
+    if not quiet:
+        print(f"report: {path}")
+
+
+def _save_split_outputs(model, run_dir: Path, split: str, save) -> bool:
+    """The model's outputs and the targets of ``split`` (each sequence's real steps only)
+    into the run directory's predictions.npz; False when the split is empty."""
+    from graphdl.data.ragged import valid_steps
+
+    ds = model.data().get(split)
+    _, outputs = model._evaluate(ds, metrics=[])
+    if outputs is None:
+        return False
+    target_name = model.spec.train["target"]
+    target = ds.fields[target_name][:len(outputs)]
+    ragged = ds.ragged
+    if ragged is not None and target_name in ragged.pads and outputs.ndim >= 2:
+        outputs, target = valid_steps(outputs, target, ds.fields[ragged.lengths][:len(outputs)],
+                                      ragged.pads[target_name])
+    save(run_dir, split, outputs, target, model.class_names)
+    return True
+
+
+def _draw_training_graph(spec, compiled, path: Path) -> None:
+    """The graph view the report links: the optimised training graph, as `graphdl viz
+    SPEC -o graph.html` draws it."""
+    from graphdl.viz import draw
+
+    batch = int(spec.train["batch_size"])
+    draw(compiled.graph, path, source=getattr(compiled.program, "source", None), bindings={"N": batch},
+         title=f"{spec.name} (train): optimized", names=("optimized", "other"),
+         info={"spec": spec.name, "spec_path": spec.path, "mode": "train", "batch": batch,
+               "stages": ["optimized"]})
+
+
+def _build_report(run_dir: Path) -> Path:
+    """report.html from the run directory's files; the layer table is that of its
+    spec.resolved.yaml, whose lines it shows (the same after `graphdl run` and `graphdl
+    report`, and blocks expanded)."""
+    from graphdl.layers.lower import lower
+    from graphdl.viz.report import check_run_dir_files, layer_rows, write_report
+
+    check_run_dir_files(run_dir)
+    spec = _load(str(run_dir / "spec.resolved.yaml"))
+    bindings = _bindings(spec, 1)
+    at = "one sample" + (f", T = {bindings['T']}" if "T" in bindings else "")
+    rows = layer_rows(spec, lower(spec, "predict"), bindings)
+    return write_report(run_dir, spec, rows, flops_note=f"FLOPs of the predict program's ops per layer ({at}).")
+
+
+def cmd_report(args) -> int:
+    from graphdl.api import Model
+    from graphdl.compiler import compile_spec
+    from graphdl.viz.report import (
+        GRAPH_FILE,
+        PREDICTIONS_FILE,
+        check_run_dir_files,
+        save_predictions,
+    )
+
+    run_dir = Path(args.run_dir)
+    check_run_dir_files(run_dir)
+    spec = _load(str(run_dir / "spec.resolved.yaml"))
+    if not (run_dir / PREDICTIONS_FILE).is_file():
+        # a run from before the report: the evaluated split's outputs with the saved weights
+        weights = next((run_dir / n for n in ("best.ckpt", "last.ckpt") if (run_dir / n).is_file()), None)
+        if weights is None:
+            print(f"note: no {PREDICTIONS_FILE} and no checkpoint in {run_dir}: the report has no "
+                  "confusion matrix or predicted-vs-true plot", file=sys.stderr)
+        else:
+            model = Model(spec)
+            try:
+                model.load_weights(weights)
+                _save_split_outputs(model, run_dir, spec.evaluate["split"], save_predictions)
+            except GraphdlError as e:
+                first = e.format().strip().splitlines()[0]
+                print(f"note: {PREDICTIONS_FILE} could not be computed from {weights.name} ({first}); "
+                      "the report has no confusion matrix or predicted-vs-true plot", file=sys.stderr)
+    if not (run_dir / GRAPH_FILE).is_file():
+        _draw_training_graph(spec, compile_spec(spec, "train", warmup=False), run_dir / GRAPH_FILE)
+    path = _build_report(run_dir)
+    print(f"wrote {path}")
+    return 0
 
 
 # ---------------------------------------------------------------- predict

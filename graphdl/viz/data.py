@@ -518,6 +518,47 @@ def scan_view(graph: Graph, nid: int, b: _Bindings) -> dict:
     }
 
 
+def inlinable(node: dict) -> bool:
+    """Parameters, optimiser state, constants and scalar inputs (a learning rate, a step
+    seed): drawn inside the nodes that read them rather than as nodes of their own (the
+    HTML viewer applies the same rule, ``inlinable`` in assets/viewer.js)."""
+    if node["op"] == "input":
+        return bool(node["types"]) and (node["types"][0] or "").endswith("[]")
+    return node["op"] in ("param", "state", "const")
+
+
+def source_line(node: dict, index: int) -> str:
+    """How an inlined source is written inside its reader: ``name [shape]``."""
+    t = node["types"][index] or "?"
+    if t.startswith("float32["):
+        t = t[len("float32"):]
+    name = node["name"] or node["op"]
+    value = node["attrs"].get("value") if isinstance(node["attrs"], dict) else None
+    if node["op"] == "const" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        name = f"const {value:g}"
+    return f"{name} {t}"
+
+
+def inline_sources(stage: dict) -> dict:
+    """A copy of a stage without its inlinable source nodes (see :func:`inlinable`) that
+    something reads: each reader lists them in ``node["weights"]`` instead, as the SVG and
+    DOT renderers write them inside the node (Netron's way of drawing weights)."""
+    by_id = {n["id"]: n for n in stage["nodes"]}
+    read = {u for n in stage["nodes"] for u, _ in n["inputs"]}
+    gone = {n["id"] for n in stage["nodes"] if inlinable(n) and n["id"] in read}
+    nodes = []
+    for n in stage["nodes"]:
+        if n["id"] in gone:
+            continue
+        lines: list[str] = []
+        for u, i in n["inputs"]:
+            text = source_line(by_id[u], i) if u in gone else None
+            if text is not None and text not in lines:
+                lines.append(text)
+        nodes.append({**n, "weights": lines} if lines else n)
+    return {**stage, "nodes": nodes}
+
+
 def scan_nodes(stage: dict) -> list[dict]:
     """Every scan node of a stage, bodies' scans included (outermost first)."""
     out = []

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from graphdl.viz.data import scan_caption
+from graphdl.viz.data import inline_sources, scan_caption
 from graphdl.viz.style import (
     ADDED,
     PHASE_COLORS,
@@ -71,6 +71,8 @@ def _stage_lines(stage: dict, color: str, prefix: str, marks: dict, indent: str,
         if mark:
             tip += f"; {mark}"
         label = shorten(n["title"]) + (f"\n{n['sub']}" if n["sub"] else "")
+        if n.get("weights"):  # parameters and state read by the node, written inside it
+            label += "\n" + "\n".join(n["weights"])
         if n.get("scan"):
             sc = n["scan"]
             cap = scan_caption(n)
@@ -159,6 +161,7 @@ def render_dot(stages: list[dict], *, color: str = "phase", title: str = "", com
         f"  node {_attrs(shape='box', style='rounded,filled', fontname='Helvetica', fontsize='10')};",
         f"  edge {_attrs(fontname='Helvetica', fontsize='8', color='#6b6b6b', fontcolor='#444444')};",
     ]
+    stages = [inline_sources(s) for s in stages]
     if len(stages) == 1:
         lines += _stage_lines(stages[0], color, "", {}, "  ")
     else:

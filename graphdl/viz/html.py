@@ -35,13 +35,17 @@ def render_html(doc: dict) -> str:
     title = escape(doc.get("title") or "graphdl graph")
     css = _read("graphdl.viz", "assets/viewer.css")
     js = _read("graphdl.viz", "assets/viewer.js")
+    catcher = _read("graphdl.viz", "assets/catch_errors.js")
     return f"""<!DOCTYPE html>
-<html lang="en">
+<html lang="en" data-console-errors="0">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="graphdl viz">
 <title>{title}</title>
+<script>
+{catcher}
+</script>
 <!-- Inlined below: dagre 3.1.3 (npm package @dagrejs/dagre, bundling @dagrejs/graphlib),
      MIT licence, Copyright (c) 2012-2014 Chris Pettitt. The licence text is in the script's
      header comment and in graphdl/viz/vendor/LICENSE of the graphdl package. -->
@@ -60,6 +64,7 @@ def render_html(doc: dict) -> str:
     <option value="memory">planned memory</option>
   </select></label>
   <span id="legend"></span>
+  <label title="parameters, optimiser state, constants and scalar inputs as nodes of their own instead of inside the nodes that read them"><input type="checkbox" id="sources"> weights as nodes</label>
   <button id="fit" type="button">fit</button>
   <button id="expandall" type="button">expand all</button>
   <button id="collapseall" type="button">collapse all</button>

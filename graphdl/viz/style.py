@@ -118,10 +118,11 @@ def human(n: float | None) -> str:
 
 
 def edge_width(nbytes: int | None, top: int) -> float:
-    """Stroke width from 0.8 to 4.5 by the log of the bytes an edge carries."""
+    """Stroke width from 0.8 to 2.5 by the log of the bytes an edge carries (thicker
+    edges hide the labels and nodes they pass)."""
     if not nbytes or top <= 1:
         return 0.8
-    return round(0.8 + 3.7 * math.log1p(nbytes) / math.log1p(top), 2)
+    return round(0.8 + 1.7 * math.log1p(nbytes) / math.log1p(top), 2)
 
 
 def text_width(text: str, size: float) -> float:

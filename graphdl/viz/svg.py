@@ -2,14 +2,16 @@
 
 Each consumed output value gets a small label node (its dtype and shape) just below its
 producer, so edge labels take part in the layout and never sit on top of a node. Edge
-width grows with the log of the bytes the value holds.
+width grows with the log of the bytes the value holds, up to 2.5 px. Parameters,
+optimiser state, constants and scalar inputs are written inside the nodes that read them
+(``inline_sources``), with their shapes, instead of sending an edge across the drawing.
 """
 
 from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-from graphdl.viz.data import scan_caption
+from graphdl.viz.data import inline_sources, scan_caption
 from graphdl.viz.layout import Layout, layered_layout
 from graphdl.viz.style import (
     ADDED,
@@ -25,8 +27,10 @@ from graphdl.viz.style import (
     text_width,
 )
 
-TITLE_SIZE = 11.5
-SUB_SIZE = 9.5
+TITLE_SIZE = 12.0
+SUB_SIZE = 10.5
+WEIGHT_SIZE = 10.5
+WEIGHT_LINE = 13.0
 VALUE_SIZE = 9.0
 FONT = "DejaVu Sans, Helvetica, Arial, sans-serif"
 
@@ -42,8 +46,11 @@ SCAN_PAD = 10.0
 def _node_size(n: dict) -> tuple[float, float]:
     title = shorten(n["title"])
     sub = shorten(n["sub"], 52)
-    w = max(text_width(title, TITLE_SIZE), text_width(sub, SUB_SIZE) if sub else 0) + 18
-    return (max(w, 48.0), 34.0 if sub else 22.0)
+    weights = n.get("weights", [])
+    w = max([text_width(title, TITLE_SIZE), text_width(sub, SUB_SIZE) if sub else 0]
+            + [text_width(t, WEIGHT_SIZE) + 8 for t in weights]) + 18
+    head = 36.0 if sub else 24.0
+    return (max(w, 48.0), head + (len(weights) * WEIGHT_LINE + 5 if weights else 0))
 
 
 def _port_text(o: dict) -> tuple[str, str]:
@@ -232,11 +239,18 @@ def _graph_svg(stage: dict, lay: Layout, values: dict, bodies: dict, color: str,
             f'fill="{fill}" stroke="{stroke}"{extra}/>'
         )
         sub = shorten(n["sub"], 52)
+        y0 = y - h / 2
+        out.append(f'<text x="{x:.1f}" y="{y0 + 16:.1f}" font-size="{TITLE_SIZE}">{_q(shorten(n["title"]))}</text>')
         if sub:
-            out.append(f'<text x="{x:.1f}" y="{y - 2:.1f}" font-size="{TITLE_SIZE}">{_q(shorten(n["title"]))}</text>')
-            out.append(f'<text x="{x:.1f}" y="{y + 11:.1f}" font-size="{SUB_SIZE}" fill="#555555">{_q(sub)}</text>')
-        else:
-            out.append(f'<text x="{x:.1f}" y="{y + 4:.1f}" font-size="{TITLE_SIZE}">{_q(shorten(n["title"]))}</text>')
+            out.append(f'<text x="{x:.1f}" y="{y0 + 29:.1f}" font-size="{SUB_SIZE}" fill="#555555">{_q(sub)}</text>')
+        weights = n.get("weights", [])
+        if weights:
+            top_w = y0 + (36.0 if sub else 24.0)
+            out.append(f'<rect x="{x - w / 2 + 2:.1f}" y="{top_w:.1f}" width="{w - 4:.1f}" '
+                       f'height="{h - (top_w - y0) - 2:.1f}" rx="2" fill="#ffffff" fill-opacity="0.8"/>')
+            for i, text in enumerate(weights):
+                out.append(f'<text class="weight" x="{x - w / 2 + 8:.1f}" y="{top_w + 11 + i * WEIGHT_LINE:.1f}" '
+                           f'font-size="{WEIGHT_SIZE}" text-anchor="start" fill="#333333">{_q(text)}</text>')
         out.append("</g>")
     for o in outputs or []:
         key = ("o", o["index"])
@@ -301,6 +315,7 @@ def render_svg(stages: list[dict], *, color: str = "phase", title: str = "", com
     if compare is not None:
         marks[0] = {i: "removed" for i in compare["removed"]}
         marks[1] = {i: "added" for i in compare["added"]}
+    stages = [inline_sources(s) for s in stages]
     for k, stage in enumerate(stages):
         body, w, h = _stage_svg(stage, color, x, HEADER + 18, marks[k] if compare else None)
         sub = stage["title"] + f" — {len(stage['nodes'])} nodes"

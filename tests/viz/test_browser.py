@@ -71,11 +71,19 @@ def test_digits_page_renders(chromium, digits_page, digits, tmp_path):
     svg = drawn(dom)
     us = units(svg)
     ops = {u.get("data-op") for u in us}
-    assert {"matmul", "fused", "adam_update", "param"} <= ops
+    assert {"fused", "adam_update"} <= ops
+    # parameters and optimiser state are written inside the nodes that read them
+    assert not ops & {"param", "state", "const"}
+    assert '<text class="tw" x="' in svg and ">dense_1.kernel [64, 128]<" in svg
+    assert ">opt.m.dense_1.kernel [64, 128]<" in svg
     assert any(u.get("data-layer") == "dense_1" for u in us)
     assert ">dense_1 · line 18<" in svg  # the spec layer and its YAML line on the node
     assert "float32[N, 128]" in svg  # an edge label: dtype and shape
-    # a small graph opens fully expanded: one unit per node, fused kernels closed
+
+    # every group open and the sources as nodes: one unit per node, fused kernels closed
+    dom = chromium(digits_page.as_uri() + "#expandall=1&sources=nodes")
+    us = units(drawn(dom))
+    assert {"matmul", "fused", "adam_update", "param", "state"} <= {u.get("data-op") for u in us}
     assert len(us) == len(digits.graph) and not any(u["class"].startswith("unit member") for u in us)
 
     shot = chromium(digits_page.as_uri(), screenshot=tmp_path / "digits.png")
@@ -112,7 +120,8 @@ def test_compare_page_syncs_selection(chromium, tmp_path, viz_cli_module, digits
     fid = next(n for n in g.nodes_by_op("fused") if g.node(n)["layer"] == "dense_1"
                and len(g.attrs(n)["members"]) == 3)
     matmul = g.attrs(fid)["members"][0]["orig_id"]
-    dom = chromium(out.as_uri() + f"#select={matmul}&color=group")
+    # every node drawn (sources as nodes, groups open): the removed ones are marked
+    dom = chromium(out.as_uri() + f"#select={matmul}&color=group&expandall=1&sources=nodes")
     assert body_attrs(dom).get("data-rendered") == "1"
     legend = dom.split('id="legend"', 1)[1].split("</span></span>", 1)[0]
     assert "fused kernel" in legend  # the colouring switched from phase to fused group
@@ -150,3 +159,68 @@ def test_two_thousand_nodes_open_fast(chromium, big_graph, tmp_path):
 
     shot = Path(chromium(out.as_uri(), screenshot=tmp_path / "big.png"))
     assert png_size(shot) == (1600, 1000) and shot.stat().st_size > 20_000
+
+
+# ---------------------------------------------------------------- legibility
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+LEGIBLE_PX = 11  # the smallest node text a person reads without zooming
+MAX_ASPECT = 3.0  # wider than this (width / height) is a strip
+
+# Appended after the viewer's script (which renders synchronously): measures, from the
+# page as drawn, the on-screen size of every node label inside the canvas (computed font
+# size times the zoom of the SVG transform) and the drawing's aspect ratio.
+MEASURE = """<script>
+(function () {
+  var canvas = document.querySelector(".canvas").getBoundingClientRect();
+  var least = Infinity, shown = 0;
+  document.querySelectorAll("#svg-0 g.unit text").forEach(function (t) {
+    var r = t.getBoundingClientRect();
+    if (r.right < canvas.left || r.left > canvas.right || r.bottom < canvas.top || r.top > canvas.bottom) return;
+    var m = t.getScreenCTM();
+    least = Math.min(least, parseFloat(getComputedStyle(t).fontSize) * Math.sqrt(m.a * m.a + m.b * m.b));
+    shown += 1;
+  });
+  var box = document.querySelector("#svg-0 g.viewport").getBBox();
+  var b = document.body;
+  b.setAttribute("data-test-label-px", String(least));
+  b.setAttribute("data-test-labels", String(shown));
+  b.setAttribute("data-test-aspect", String(box.width / box.height));
+  b.setAttribute("data-test-canvas", canvas.width + "x" + canvas.height);
+})();
+</script>
+</body>"""
+
+
+def measured(chromium, page: Path, tmp_path: Path) -> dict:
+    """The page opened in chromium with the measuring script appended: its body attrs."""
+    probe = tmp_path / f"measure_{page.name}"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", MEASURE, 1), encoding="utf-8")
+    dom = chromium(probe.as_uri())
+    assert re.search(r'<html[^>]*data-console-errors="0"', dom), re.search(r"<html[^>]*>", dom).group(0)
+    attrs = body_attrs(dom)
+    assert attrs.get("data-rendered") == "1"
+    return attrs
+
+
+@pytest.mark.parametrize("stage", ["optimized", "training"])
+@pytest.mark.parametrize("spec", ["mlp_digits", "lenet_digits", "lenet_bn_digits"])
+def test_training_graph_opens_legible(chromium, viz_cli_module, tmp_path, spec, stage):
+    page = tmp_path / f"{spec}_{stage}.html"
+    viz_cli_module(SPECS / f"{spec}.yaml", "--stage", stage, "-o", page)
+    attrs = measured(chromium, page, tmp_path)
+    px, aspect = float(attrs["data-test-label-px"]), float(attrs["data-test-aspect"])
+    assert px >= LEGIBLE_PX, f"node labels are {px:.1f} px on screen"
+    assert int(attrs["data-test-labels"]) >= 20  # the window shows a good part of the graph
+    assert aspect <= MAX_ASPECT, f"the drawing is a strip ({aspect:.2f} wide per unit of height)"
+
+
+@pytest.mark.parametrize("spec", ["mlp_digits", "lenet_digits", "lenet_bn_digits"])
+def test_every_stage_opens_without_console_errors(chromium, viz_cli_module, tmp_path, spec):
+    for stage in ("lowered", "training", "fused", "optimized"):
+        page = tmp_path / f"{spec}_{stage}.html"
+        viz_cli_module(SPECS / f"{spec}.yaml", "--stage", stage, "-o", page)
+        for view in ("", "#sources=nodes", "#expandall=1", "#view=fit"):
+            dom = chromium(page.as_uri() + view)
+            assert re.search(r'<html[^>]*data-console-errors="0"', dom), (stage, view, re.search(r"<html[^>]*>", dom).group(0))
+            assert body_attrs(dom).get("data-rendered") == "1", (stage, view)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from graphdl.viz import draw, format_of
-from graphdl.viz.data import compare_data, expansion, stage_data
+from graphdl.viz.data import compare_data, expansion, inline_sources, stage_data
 from graphdl.viz.source import node_sources
 
 SVG_NS = "{http://www.w3.org/2000/svg}"
@@ -129,12 +129,18 @@ def test_svg_is_xml_with_every_node(tmp_path, digits):
     assert root.tag == SVG_NS + "svg"
     assert float(root.get("width")) > 100 and float(root.get("height")) > 100
     nodes = root.findall(f".//{SVG_NS}g[@class='node']")
-    assert sorted(int(n.get("data-id")) for n in nodes) == sorted(g.nodes())
+    # every node but the parameters, state, constants and scalar inputs, which are
+    # written inside the nodes that read them, with their shapes
+    inside = {n for n in g.nodes() if g.op_of(n) in ("param", "state", "const")
+              or (g.op_of(n) == "input" and g.node(n)["types"][0].shape == ())}
+    assert inside and sorted(int(n.get("data-id")) for n in nodes) == sorted(set(g.nodes()) - inside)
     texts = " ".join(t.text or "" for t in root.iter(SVG_NS + "text"))
     assert "matmul" in texts and "dense_1 · line 18" in texts and "float32[N, 128]" in texts
+    weights = [t.text for t in root.iter(SVG_NS + "text") if t.get("class") == "weight"]
+    assert "dense_1.kernel [64, 128]" in weights and "opt.m.dense_1.kernel [64, 128]" in weights
     # edge widths follow bytes: the widest edge carries a bigger value than the thinnest
     widths = [float(p.get("stroke-width")) for p in root.iter(SVG_NS + "path") if p.get("stroke-width")]
-    assert max(widths) > min(widths)
+    assert max(widths) > min(widths) and max(widths) <= 2.5  # capped: no thick tangle
 
 
 @pytest.mark.parametrize("color", ["phase", "group", "flops", "memory"])
@@ -159,19 +165,25 @@ def test_dot_parses_back_with_fused_clusters(tmp_path, digits):
         members = g.attrs(nid)["members"]
         assert cluster["nodes"] == [f"n{nid}_{i}" for i in range(len(members))]
         assert [parsed["nodes"][n]["label"] for n in cluster["nodes"]] == [m["op"] for m in members]
-    plain = [n for n in g.nodes() if g.op_of(n) != "fused"]
+    # parameters, state, constants and scalar inputs are written inside their readers
+    inside = {n for n in g.nodes() if g.op_of(n) in ("param", "state", "const")
+              or (g.op_of(n) == "input" and g.node(n)["types"][0].shape == ())}
+    plain = [n for n in g.nodes() if g.op_of(n) != "fused" and n not in inside]
     assert all(f"n{n}" in parsed["nodes"] for n in plain)
+    assert not any(f"n{n}" in parsed["nodes"] for n in inside)
+    assert any("dense_1.kernel [64, 128]" in a["label"] for a in parsed["nodes"].values())
     # colours by phase, and every edge labelled with its dtype and shape
-    assert parsed["nodes"]["n2"]["fillcolor"] == "#dce9f7"  # a forward parameter
+    assert parsed["nodes"]["n0"]["fillcolor"] == "#dce9f7"  # the forward input
     assert all(TYPE_RE.match(a["label"]) for _, _, a in parsed["edges"]), parsed["edges"][:3]
-    # as many edges as value uses (one per fused input use, one per member link)
+    # as many edges as value uses of drawn nodes (one per fused input use, one per member link)
     expected = 0
     for n in g.nodes():
         if g.op_of(n) == "fused":
             for m in g.attrs(n)["members"]:
-                expected += len(m["inputs"])
+                expected += sum(1 for r in m["inputs"] if r[0] == "member"
+                                or g.inputs_of(n)[r[1]].node not in inside)
         else:
-            expected += len(g.inputs_of(n))
+            expected += sum(1 for v in g.inputs_of(n) if v.node not in inside)
     assert len(parsed["edges"]) == expected
 
 
@@ -217,7 +229,7 @@ def test_html_escapes_script_breakers(tmp_path, digits):
     nid = g.nodes_by_op("param")[0]
     g.node(nid)["name"] = "w</script>&<!--"
     html = draw(g, tmp_path / "g.html").read_text(encoding="utf-8")
-    assert html.count("</script>") == 3  # data, dagre, viewer
+    assert html.count("</script>") == 4  # error counter, data, dagre, viewer
     assert any(n["name"] == "w</script>&<!--" for n in inlined(html)["stages"][0]["nodes"])
 
 
@@ -284,7 +296,8 @@ def test_compare_in_every_format(tmp_path, digits):
     svg = draw(lowered, tmp_path / "c.svg", compare=training, names=("lowered", "training"))
     root = ET.parse(svg).getroot()
     added = root.findall(f".//{SVG_NS}g[@class='node added']")
-    assert len(added) == len(doc["compare"]["added"])
+    drawn_ids = {n["id"] for n in inline_sources(doc["stages"][1])["nodes"]}
+    assert len(added) == len(set(doc["compare"]["added"]) & drawn_ids)
     assert len(root.findall(f".//{SVG_NS}g[@class='stage']")) == 2
 
     dot = draw(lowered, tmp_path / "c.dot", compare=training, names=("lowered", "training"))

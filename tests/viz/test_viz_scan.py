@@ -16,7 +16,7 @@ from test_browser import body_attrs, drawn, png_size, units
 from test_formats import SVG_NS, inlined, parse_dot
 
 from graphdl.viz import draw
-from graphdl.viz.data import scan_nodes, stage_data
+from graphdl.viz.data import inline_sources, scan_nodes, stage_data
 from graphdl.viz.svg import stage_layout
 
 
@@ -96,7 +96,8 @@ def test_svg_draws_each_scan_as_a_box_holding_its_body(gru, tmp_path):
     root = ET.parse(path).getroot()
     # every node of the graph is drawn once, the scans among them
     nodes = root.findall(f".//{SVG_NS}g[@class='node']")
-    assert sorted(int(n.get("data-id")) for n in nodes) == sorted(g.nodes())
+    drawn_ids = [n["id"] for n in inline_sources(stage_data(g))["nodes"]]  # weights inside
+    assert sorted(int(n.get("data-id")) for n in nodes) == sorted(drawn_ids)
     kinds = {int(n.get("data-id")): (n.get("data-scan"), n.get("data-bptt")) for n in nodes}
     assert kinds[fid] == ("forward", "0") and kinds[bid] == ("reverse", "1")
     for nid in (fid, bid):
@@ -155,7 +156,10 @@ def test_dot_draws_each_scan_as_a_cluster_of_its_body(gru, tmp_path):
         # the scan's inputs go to the body's input of their slot
         ids = body.meta["inputs"]
         into = {b for a, b, _ in parsed["edges"] if b.startswith(f"s{nid}_") and not a.startswith(f"s{nid}_")}
-        assert into == {f"s{nid}_n{i}" for i in ids}
+        outer = g.inputs_of(nid)  # the inputs of scalar or weight sources are inside the scan node
+        inlined = {i for i, v in zip(ids, outer) if g.op_of(v.node) in ("param", "state", "const")
+                   or (g.op_of(v.node) == "input" and g.node(v.node)["types"][v.index].shape == ())}
+        assert into == {f"s{nid}_n{i}" for i in ids if i not in inlined}
     assert "backward (BPTT) scan · reverse" in parsed["clusters"][f"cluster_s{bid}"]["attrs"]["label"]
     # the forward scan's saved values run from its output ports to the backward body
     assert any(a.startswith(f"s{fid}_o") and b.startswith(f"s{bid}_n") for a, b, _ in parsed["edges"])

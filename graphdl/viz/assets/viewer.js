@@ -7,10 +7,18 @@
    saved values in a backward scan), its ops, and its outputs at the bottom (next carry,
    per-step output); the scan's edges run to and from those ports.
 
+   The view is drawn to be read without zooming: the forward pass flows top to bottom, a
+   training graph's backward pass beside it as its mirror (bottom to top, so a layer's
+   gradient sits level with the layer), the optimiser updates in rows below both.
+   Parameters, optimiser state, constants and scalar inputs (learning rate, step seed) are
+   written inside the nodes that read them, name and shape; "weights as nodes" draws them
+   as nodes. The page opens at a zoom where node text is at least 11 px on screen,
+   scrolled to the inputs; "fit" shows the whole drawing.
+
    URL hash commands (also for tests): #expand=<group-fused-or-scan-id>[,...]&collapse=...
    &select=<node-id> (or b:<node-id> for the right-hand panel; sb:<scan-id>:<body-node-id>
    for a node of a scan's body, so:<scan-id>:<output>)&color=phase|group|flops|memory
-   &expandall=1&collapseall=1. After every render <body> gets data-rendered="1" and
+   &expandall=1&collapseall=1&sources=nodes|inline&view=fit (open as the fit button shows it). After every render <body> gets data-rendered="1" and
    data-render-ms (the first render counts from navigation start). */
 (function () {
   "use strict";
@@ -28,7 +36,12 @@
   };
   var OTHER = ["#eeeeee", "#777777"];
   var SOURCE_OPS = { input: 1, param: 1, state: 1, const: 1 };
-  var state = { color: "phase", sel: null, renders: 0 };
+  var state = { color: "phase", sel: null, renders: 0, inline: true };
+  var LEGIBLE_ZOOM = 1;    // node text is 11 px and more at zoom 1 (see viewer.css)
+  var MAX_ZOOM_OPEN = 1.3; // a small graph opens at most this large
+  var COL_GAP = 90;        // between the forward and the backward column
+  var ROW_GAP = 56;        // above the updates
+  var MAX_WEIGHT_LINES = 4;
   var panels = [];
   var measureCtx = document.createElement("canvas").getContext("2d");
   var widthCache = {};
@@ -104,6 +117,7 @@
     this.fusedOrder = {};
     this.marks = {};
     this.expIndex = {};   // original id -> node ids of this stage standing for it
+    this.consumers = {};  // node id -> ids of the nodes reading it
     stage.groups.forEach(function (g) {
       self.groups[g.id] = g;
       self.children[g.id] = { groups: [], nodes: [] };
@@ -124,6 +138,18 @@
       expansion(n).forEach(function (i) {
         (self.expIndex[i] = self.expIndex[i] || []).push(n.id);
       });
+      n.inputs.forEach(function (inp) {
+        var c = self.consumers[inp[0]] = self.consumers[inp[0]] || [];
+        if (c.indexOf(n.id) < 0) c.push(n.id);
+      });
+    });
+    // parameters, state, constants and scalar inputs are written inside their readers
+    this.inlinable = {};
+    stage.nodes.forEach(function (n) {
+      var scalarInput = n.op === "input" && /\[\]$/.test(n.types[0] || "");
+      if ((SOURCE_OPS[n.op] && n.op !== "input" || scalarInput) && (self.consumers[n.id] || []).length) {
+        self.inlinable[n.id] = true;
+      }
     });
     // ancestor chains, outermost first
     this.chainOfGroup = {};
@@ -147,6 +173,44 @@
     });
     this.defaultExpansion();
   }
+
+  Panel.prototype.inlined = function (nid) {
+    return state.inline && !!this.inlinable[nid];
+  };
+
+  // "name [shape]" of a source written inside the node reading it
+  Panel.prototype.sourceLine = function (nid, index) {
+    var s = this.byId[nid], t = s.types[index] || "?";
+    t = t.indexOf("float32[") === 0 ? t.slice(7) : t;
+    var name = s.name || s.op;
+    if (s.op === "const" && typeof s.attrs.value === "number") name = "const " + s.attrs.value;
+    return name + " " + t;
+  };
+
+  // the lines drawn inside a unit: the inlined sources its nodes read
+  Panel.prototype.unitWeights = function (key, u) {
+    if (!state.inline) return [];
+    var self = this, lines = [], seen = {};
+    function add(inp) {
+      var k = inp[0] + ":" + inp[1];
+      if (!self.inlined(inp[0]) || seen[k]) return;
+      seen[k] = 1;
+      lines.push(self.sourceLine(inp[0], inp[1]));
+    }
+    if (u.kind === "member") {
+      var n = this.byId[u.nid];
+      n.fused.members[u.i].inputs.forEach(function (r) { if (r[0] === "input") add(n.inputs[r[1]]); });
+    } else if (u.kind === "node") {
+      this.byId[u.nid].inputs.forEach(add);
+    } else if (u.kind === "group") {
+      this.unitNodes(key).forEach(function (nid) { self.byId[nid].inputs.forEach(add); });
+    }
+    if (lines.length > MAX_WEIGHT_LINES) {
+      var more = lines.length - (MAX_WEIGHT_LINES - 1);
+      lines = lines.slice(0, MAX_WEIGHT_LINES - 1).concat(["+ " + more + " more"]);
+    }
+    return lines;
+  };
 
   function expansion(n) {
     var ids = [n.id];
@@ -188,6 +252,7 @@
   Panel.prototype.estimate = function () {
     var self = this, unitOf = {}, index = {}, keys = [];
     this.stage.nodes.forEach(function (n) {
+      if (self.inlined(n.id)) return;
       var k = self.rep(n.id);
       unitOf[n.id] = k;
       if (index[k] === undefined) { index[k] = keys.length; keys.push(k); }
@@ -195,6 +260,7 @@
     var m = keys.length, succ = [], indeg = [], seen = {}, edges = [];
     for (var i = 0; i < m; i++) { succ.push([]); indeg.push(0); }
     this.stage.nodes.forEach(function (n) {
+      if (unitOf[n.id] === undefined) return;
       var b = index[unitOf[n.id]];
       n.inputs.forEach(function (inp) {
         var ku = unitOf[inp[0]];
@@ -358,6 +424,7 @@
     // scan is one big unit, a box holding its body laid out on its own (see layout), so
     // the body stays compact however far apart the scan's neighbours are.
     stage.nodes.forEach(function (n) {
+      if (self.inlined(n.id)) return;
       var key = self.rep(n.id);
       if (key.indexOf("g:") === 0) {
         addUnit(key, { kind: "group", gid: key.slice(2), parent: null });
@@ -398,10 +465,11 @@
       return self.rep(nid);
     }
     stage.nodes.forEach(function (n) {
+      if (self.inlined(n.id)) return;
       var open = self.fusedOpen(n.id), scanOpen = self.scanOpen(n.id);
       n.inputs.forEach(function (inp, slot) {
         var src = self.byId[inp[0]];
-        if (!src) return;
+        if (!src || self.inlined(inp[0])) return;
         var text = src.types[inp[1]] || "?";
         var bytes = src.bytes[inp[1]];
         var from = outUnit(inp[0]);
@@ -499,13 +567,19 @@
 
   var BOX_HEAD = 44, BOX_PAD = 12;
 
+  // a unit's box: its title (13 px), subtitle (11 px) and inlined sources (11 px each)
+  var HEAD1 = 26, LINE = 14;
   Panel.prototype.unitSize = function (key, u) {
     var lab = this.unitLabel(key, u);
     u.label = lab;
-    var w = Math.max(textWidth(lab[0], 12), lab[1] ? textWidth(lab[1], 10) : 0) + 22;
+    u.weights = this.unitWeights(key, u);
+    var w = Math.max(textWidth(lab[0], 13), lab[1] ? textWidth(lab[1], 11) : 0);
+    u.weights.forEach(function (t) { w = Math.max(w, textWidth(t, 11) + 8); });
+    w += 24;
     if (this.hasToggle(u)) w += 16;
     if (u.kind === "node" && this.byId[u.nid].scan) w += 6;  // the stack drawn behind it
-    return { width: Math.max(w, 46), height: lab[1] ? 36 : 24 };
+    u.head = HEAD1 + (lab[1] ? LINE : 0);
+    return { width: Math.max(w, 50), height: u.head + (u.weights.length ? u.weights.length * LINE + 6 : 0) };
   };
 
   // an open scan's body on its own: its inputs on the top row, its output ports on the
@@ -525,7 +599,7 @@
     });
     b.edges.forEach(function (e) {
       e.label = e.count > 1 ? e.count + " values" : e.text;
-      g.setEdge(e.src, e.dst, { width: textWidth(e.label, 9) + 6, height: 12, labelpos: "c" });
+      g.setEdge(e.src, e.dst, { width: textWidth(e.label, 10) + 6, height: 13, labelpos: "c" });
     });
     dagre.layout(g);
     var x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
@@ -547,18 +621,30 @@
     b.height = y1 - y0;
   };
 
-  Panel.prototype.layout = function () {
-    var self = this;
+  // the column a unit is drawn in: 0 the forward pass (top to bottom), 1 the backward
+  // pass (bottom to top, beside it), 2 the optimiser updates (rows below both)
+  var COLUMN = { backward: 1, update: 2 };
+  Panel.prototype.columnOf = function (u) {
+    var phase = u.kind === "group" ? this.groups[u.gid].phase : this.byId[u.nid].phase;
+    return COLUMN[phase] || 0;
+  };
+
+  // one column laid out by dagre: its units, its open fused kernels (clusters) and the
+  // edges between its units
+  Panel.prototype.layoutColumn = function (keys, rankdir) {
+    var self = this, inside = {};
     var g = new dagre.graphlib.Graph({ compound: true, multigraph: true });
-    g.setGraph({ rankdir: "TB", nodesep: 16, ranksep: 26, edgesep: 8, marginx: 14, marginy: 14 });
+    g.setGraph({ rankdir: rankdir, nodesep: 22, ranksep: 30, edgesep: 10, marginx: 0, marginy: 0 });
     g.setDefaultEdgeLabel(function () { return {}; });
-    this.order.forEach(function (key) {
+    keys.forEach(function (key) {
+      inside[key] = true;
       var u = self.units[key];
       if (u.kind === "scanbox") {
         self.layoutBody(u.nid);
         var b = self.bodies[u.nid], lab = self.unitLabel(key, u);
         u.label = lab;
-        var head = Math.max(textWidth(lab[0], 12), textWidth(lab[1], 10)) + 48;
+        u.weights = [];
+        var head = Math.max(textWidth(lab[0], 13), textWidth(lab[1], 11)) + 48;
         var w = Math.max(b.width + 2 * BOX_PAD, head);
         b.left = (w - b.width) / 2;  // the body's offset inside the box
         b.top = BOX_HEAD;
@@ -567,26 +653,193 @@
       }
       g.setNode(key, self.unitSize(key, u));
     });
-    Object.keys(this.clusters).forEach(function (key) {
-      g.setNode(key, {});
-    });
-    Object.keys(this.clusters).forEach(function (key) {
-      var c = self.clusters[key];
-      if (c.parent) g.setParent(key, c.parent);
-    });
-    this.order.forEach(function (key) {
+    keys.forEach(function (key) {
       var p = self.units[key].parent;
-      if (p) g.setParent(key, p);
+      if (!p) return;
+      if (!g.hasNode(p)) g.setNode(p, {});
+      g.setParent(key, p);
     });
     var labels = this.edges.length <= 1500;
     this.edges.forEach(function (e) {
-      var text = e.count > 1 ? e.count + " values" : e.text;
-      e.label = text;
-      var lab = labels ? { width: textWidth(text, 9) + 6, height: 12, labelpos: "c" } : {};
+      if (!inside[e.src] || !inside[e.dst]) return;
+      var lab = labels ? { width: textWidth(e.label, 10) + 6, height: 13, labelpos: "c" } : {};
       g.setEdge(e.src, e.dst, lab, e.name);
     });
     dagre.layout(g);
-    this.g = g;
+    var x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    g.nodes().forEach(function (key) {
+      var nd = g.node(key);
+      if (nd.width === undefined) return;
+      x0 = Math.min(x0, nd.x - nd.width / 2); x1 = Math.max(x1, nd.x + nd.width / 2);
+      y0 = Math.min(y0, nd.y - nd.height / 2); y1 = Math.max(y1, nd.y + nd.height / 2);
+    });
+    g.edges().forEach(function (ed) {
+      (g.edge(ed).points || []).forEach(function (q) {
+        x0 = Math.min(x0, q.x); x1 = Math.max(x1, q.x); y0 = Math.min(y0, q.y); y1 = Math.max(y1, q.y);
+      });
+    });
+    if (x0 === Infinity) { x0 = y0 = 0; x1 = y1 = 0; }
+    return { g: g, keys: keys, x0: x0, y0: y0, width: x1 - x0, height: y1 - y0 };
+  };
+
+  // the optimiser updates: one row per step of their own dependencies (the step count
+  // before the updates that read it), each row ordered like the gradients above it and
+  // wrapped at ``maxWidth``
+  Panel.prototype.layoutRows = function (keys, maxWidth, xOf) {
+    var self = this, inside = {}, rank = {}, preds = {};
+    keys.forEach(function (key) { inside[key] = true; rank[key] = 0; preds[key] = []; });
+    this.edges.forEach(function (e) {
+      if (inside[e.dst]) preds[e.dst].push(e.src);
+    });
+    for (var pass = 0; pass < keys.length; pass++) {
+      var moved = false;
+      keys.forEach(function (key) {
+        preds[key].forEach(function (p) {
+          if (inside[p] && rank[p] + 1 > rank[key] && rank[p] + 1 <= keys.length) { rank[key] = rank[p] + 1; moved = true; }
+        });
+      });
+      if (!moved) break;
+    }
+    function anchor(key) {
+      var xs = preds[key].map(xOf).filter(function (x) { return x !== null; });
+      if (!xs.length) return Infinity;
+      return xs.reduce(function (a, b) { return a + b; }, 0) / xs.length;
+    }
+    var byRank = {};
+    keys.forEach(function (key) { (byRank[rank[key]] = byRank[rank[key]] || []).push(key); });
+    var pos = {}, y = 0, width = 0, gap = 22;
+    Object.keys(byRank).map(Number).sort(function (a, b) { return a - b; }).forEach(function (r) {
+      var list = byRank[r].slice().sort(function (a, b) { return anchor(a) - anchor(b); });
+      var rows = [[]], w = 0;
+      list.forEach(function (key) {
+        var size = self.unitSize(key, self.units[key]);
+        var row = rows[rows.length - 1];
+        if (row.length && w + gap + size.width > maxWidth) { rows.push([]); row = rows[rows.length - 1]; w = 0; }
+        w += (row.length ? gap : 0) + size.width;
+        row.push({ key: key, size: size });
+      });
+      rows.forEach(function (row) {
+        var h = 0, x = 0;
+        row.forEach(function (c) { h = Math.max(h, c.size.height); });
+        row.forEach(function (c) {
+          pos[c.key] = { x: x + c.size.width / 2, y: y + h / 2, width: c.size.width, height: c.size.height };
+          x += c.size.width + gap;
+        });
+        row.width = x - gap;
+        width = Math.max(width, row.width);
+        row.forEach(function (c) { pos[c.key].rowWidth = row.width; });
+        y += h + 34;
+      });
+    });
+    // each row centred under the widest
+    keys.forEach(function (key) { pos[key].x += (width - pos[key].rowWidth) / 2; });
+    return { pos: pos, width: width, height: Math.max(0, y - 34) };
+  };
+
+  // the mean y of each spec layer's units in a column, for matching forward and backward
+  function layerLevels(panel, part) {
+    var sums = {};
+    part.keys.forEach(function (key) {
+      var u = panel.units[key], nd = part.g.node(key);
+      var layer = u.kind === "group" ? panel.groups[u.gid].path : panel.byId[u.nid].layer;
+      if (!layer) return;
+      var s = sums[layer] = sums[layer] || [0, 0];
+      s[0] += nd.y; s[1] += 1;
+    });
+    var out = {};
+    Object.keys(sums).forEach(function (k) { out[k] = sums[k][0] / sums[k][1]; });
+    return out;
+  }
+
+  Panel.prototype.layout = function () {
+    var self = this, cols = [[], [], []];
+    this.edges.forEach(function (e) { e.label = e.count > 1 ? e.count + " values" : e.text; });
+    this.order.forEach(function (key) { cols[self.columnOf(self.units[key])].push(key); });
+    // with no forward pass drawn (a lone backward graph), the backward column leads
+    var parts = [null, null];
+    if (cols[0].length) parts[0] = this.layoutColumn(cols[0], "TB");
+    // the backward pass flows up, beside the forward pass; an open scan keeps top to
+    // bottom (its body's inputs are on top)
+    var openScan = cols[1].some(function (key) { return self.units[key].kind === "scanbox"; });
+    if (cols[1].length) parts[1] = this.layoutColumn(cols[1], openScan || !parts[0] ? "TB" : "BT");
+    var G = new dagre.graphlib.Graph({ compound: true, multigraph: true });
+    G.setDefaultEdgeLabel(function () { return {}; });
+    var M = 16, offsets = [null, null];
+    var fx = M, fw = parts[0] ? parts[0].width : 0;
+    if (parts[0]) offsets[0] = { x: fx - parts[0].x0, y: M - parts[0].y0 };
+    if (parts[1]) {
+      var bx = parts[0] ? fx + fw + COL_GAP : M, dy = null;
+      if (parts[0]) {
+        // level the backward column with the forward one: the mean offset between a
+        // layer's forward units and its gradient's; else bottoms aligned
+        var lf = layerLevels(this, parts[0]), lb = layerLevels(this, parts[1]), diffs = [];
+        Object.keys(lb).forEach(function (k) { if (lf[k] !== undefined) diffs.push(lf[k] - lb[k]); });
+        if (diffs.length) {
+          dy = diffs.reduce(function (a, b) { return a + b; }, 0) / diffs.length + offsets[0].y;
+        } else {
+          dy = offsets[0].y + parts[0].y0 + parts[0].height - (parts[1].y0 + parts[1].height);
+        }
+      } else {
+        dy = M - parts[1].y0;
+      }
+      offsets[1] = { x: bx - parts[1].x0, y: dy };
+      // neither column above the top margin
+      var top1 = parts[1].y0 + dy;
+      if (top1 < M) {
+        var shift = M - top1;
+        offsets[1].y += shift;
+        if (offsets[0]) offsets[0].y += shift;
+      }
+    }
+    var bottom = M, right = M;
+    parts.forEach(function (part, c) {
+      if (!part) return;
+      var o = offsets[c];
+      part.g.nodes().forEach(function (key) {
+        var nd = part.g.node(key);
+        if (nd.width === undefined) return;
+        G.setNode(key, { x: nd.x + o.x, y: nd.y + o.y, width: nd.width, height: nd.height, column: c });
+        bottom = Math.max(bottom, nd.y + o.y + nd.height / 2);
+        right = Math.max(right, nd.x + o.x + nd.width / 2);
+      });
+    });
+    if (cols[2].length) {
+      var xOf = function (key) { return G.hasNode(key) ? G.node(key).x : null; };
+      // rows as wide as the columns above (at least 700 px), never wider than the window
+      var window_ = this.canvas ? this.canvas.getBoundingClientRect().width - 2 * M - 8 : Infinity;
+      var rows = this.layoutRows(cols[2], Math.max(300, Math.min(Math.max(right - M, 700), window_)), xOf);
+      var ux = M + Math.max(0, (right - M - rows.width) / 2), uy = bottom + ROW_GAP;
+      cols[2].forEach(function (key) {
+        var q = rows.pos[key];
+        G.setNode(key, { x: q.x + ux, y: q.y + uy, width: q.width, height: q.height, column: 2 });
+        right = Math.max(right, q.x + ux + q.width / 2);
+      });
+      bottom = uy + rows.height;
+    }
+    // edges: inside a column as dagre routed them; between columns a curve from side to
+    // side (forward to backward) or from bottom to top (to the updates)
+    this.edges.forEach(function (e) {
+      if (!G.hasNode(e.src) || !G.hasNode(e.dst)) return;
+      var a = G.node(e.src), b = G.node(e.dst), c = a.column;
+      if (c === b.column && c < 2 && parts[c] && parts[c].g.hasEdge(e.src, e.dst, e.name)) {
+        var ed = parts[c].g.edge(e.src, e.dst, e.name), o = offsets[c];
+        var lab = { points: (ed.points || []).map(function (q) { return { x: q.x + o.x, y: q.y + o.y }; }) };
+        if (ed.x !== undefined) { lab.x = ed.x + o.x; lab.y = ed.y + o.y; lab.width = ed.width; }
+        G.setEdge(e.src, e.dst, lab, e.name);
+        return;
+      }
+      var pts;
+      if (b.y - b.height / 2 > a.y + a.height / 2 + 8) {
+        pts = [{ x: a.x, y: a.y + a.height / 2 }, { x: b.x, y: b.y - b.height / 2 }];
+        G.setEdge(e.src, e.dst, { points: pts, curve: "v", cross: true }, e.name);
+      } else {
+        var right2 = b.x > a.x;
+        pts = [{ x: a.x + (right2 ? 1 : -1) * a.width / 2, y: a.y }, { x: b.x + (right2 ? -1 : 1) * b.width / 2, y: b.y }];
+        G.setEdge(e.src, e.dst, { points: pts, curve: "h", cross: true }, e.name);
+      }
+    });
+    G.setGraph({ width: right + M, height: bottom + M });
+    this.g = G;
   };
 
   // where a unit is drawn: {x, y (centre), width, height} in the panel's coordinates,
@@ -643,17 +896,32 @@
   }
 
   function edgeWidth(bytes, maxBytes) {
-    return bytes > 1 ? 0.8 + 3.7 * Math.log1p(bytes) / Math.log1p(maxBytes) : 0.8;
+    // at most 2.5 px: a thick edge hides the labels and nodes it passes
+    return bytes > 1 ? 0.8 + 1.7 * Math.log1p(bytes) / Math.log1p(maxBytes) : 0.8;
   }
 
-  function edgeSvg(points, w, k, label, bytes, arrow, index) {
-    return '<path class="edge" data-edge="' + k + '" d="' + pathOf(points) + '" stroke-width="' + w.toFixed(2) + '"' +
+  // a curve between two columns: leaving and entering level ("h") or upright ("v")
+  function curvePath(points, curve) {
+    var a = points[0], b = points[points.length - 1], c1, c2;
+    if (curve === "h") {
+      var dx = (b.x - a.x) / 2;
+      c1 = { x: a.x + dx, y: a.y }; c2 = { x: b.x - dx, y: b.y };
+    } else {
+      var dy = Math.max(30, (b.y - a.y) / 2);
+      c1 = { x: a.x, y: a.y + dy }; c2 = { x: b.x, y: b.y - dy };
+    }
+    return "M" + a.x.toFixed(1) + "," + a.y.toFixed(1) + " C" + c1.x.toFixed(1) + "," + c1.y.toFixed(1) + " " +
+      c2.x.toFixed(1) + "," + c2.y.toFixed(1) + " " + b.x.toFixed(1) + "," + b.y.toFixed(1);
+  }
+
+  function edgeSvg(points, w, k, label, bytes, arrow, index, curve) {
+    return '<path class="edge' + (curve ? " cross" : "") + '" data-edge="' + k + '" d="' + (curve ? curvePath(points, curve) : pathOf(points)) + '" stroke-width="' + w.toFixed(2) + '"' +
       (arrow ? ' marker-end="url(#arrow' + index + ')"' : "") + '><title>' + esc(label + (bytes ? ", " + human(bytes) + "B" : "")) + '</title></path>';
   }
 
   function elabelSvg(ed, label) {
-    return '<rect class="elabel" x="' + (ed.x - ed.width / 2).toFixed(1) + '" y="' + (ed.y - 6).toFixed(1) + '" width="' + ed.width.toFixed(1) + '" height="12"/>' +
-      '<text class="elabel" x="' + ed.x.toFixed(1) + '" y="' + (ed.y + 3).toFixed(1) + '" text-anchor="middle">' + esc(label) + '</text>';
+    return '<rect class="elabel" x="' + (ed.x - ed.width / 2).toFixed(1) + '" y="' + (ed.y - 6.5).toFixed(1) + '" width="' + ed.width.toFixed(1) + '" height="13"/>' +
+      '<text class="elabel" x="' + ed.x.toFixed(1) + '" y="' + (ed.y + 3.5).toFixed(1) + '" text-anchor="middle">' + esc(label) + '</text>';
   }
 
   // one unit's markup (nd: its box from the layout)
@@ -712,11 +980,16 @@
       s += '<rect class="head" x="' + x.toFixed(1) + '" y="' + y.toFixed(1) + '" width="' + bw.toFixed(1) + '" height="' + (BOX_HEAD - 8) + '" rx="8" fill="' + col[0] + '" stroke="none"/>';
     } else {
       var cx = x + bw / 2 - (self.hasToggle(u) ? 8 : 0);
-      if (u.label[1]) {
-        s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (nd.y - 2).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
-        s += '<text class="t2" x="' + cx.toFixed(1) + '" y="' + (nd.y + 11).toFixed(1) + '" text-anchor="middle">' + esc(u.label[1]) + '</text>';
-      } else {
-        s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (nd.y + 4).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
+      s += '<text class="t1" x="' + cx.toFixed(1) + '" y="' + (y + 18).toFixed(1) + '" text-anchor="middle">' + esc(u.label[0]) + '</text>';
+      if (u.label[1]) s += '<text class="t2" x="' + cx.toFixed(1) + '" y="' + (y + 32).toFixed(1) + '" text-anchor="middle">' + esc(u.label[1]) + '</text>';
+      var ws = u.weights || [];
+      if (ws.length) {
+        // the sources it reads, on a white band under the title (as Netron draws weights)
+        var wy = y + u.head;
+        s += '<rect class="weights" x="' + (x + 2).toFixed(1) + '" y="' + wy.toFixed(1) + '" width="' + (bw - 4).toFixed(1) + '" height="' + (nd.height - u.head - 2).toFixed(1) + '" rx="2"/>';
+        ws.forEach(function (t, i) {
+          s += '<text class="tw" x="' + (x + 8).toFixed(1) + '" y="' + (wy + 12 + i * LINE).toFixed(1) + '">' + esc(t) + '</text>';
+        });
       }
     }
     if (self.hasToggle(u)) {
@@ -797,7 +1070,7 @@
           (leads[e.src] = leads[e.src] || []).push({ x: q.x, y0: q.y + q.height / 2, y1: sbox.y + sbox.height / 2, arrow: false, w: edgeWidth(e.bytes, maxBytes), label: e.label, bytes: e.bytes });
         }
       }
-      out.push(edgeSvg(pts, edgeWidth(e.bytes, maxBytes), k, e.label, e.bytes, !e.dstPort, self.index));
+      out.push(edgeSvg(pts, edgeWidth(e.bytes, maxBytes), k, e.label, e.bytes, !e.dstPort, self.index, ed.curve));
     });
     out.push('</g><g class="elabels">');
     this.edges.forEach(function (e) {
@@ -887,6 +1160,66 @@
     this.k = k;
     this.tx = this.width * k < cw ? (cw - this.width * k) / 2 : 5;
     this.ty = 5;
+    this.applyTransform();
+  };
+
+  // Layer groups close, widest first, while the drawing is wider than the window at a
+  // legible zoom (TensorBoard's rule: a scope stays folded when opening it would shrink
+  // the text). ``deadline``: performance.now() after which it stops trying.
+  Panel.prototype.foldToWindow = function (deadline) {
+    var r = this.canvas.getBoundingClientRect(), cw = (r.width || 800) - 8, self = this;
+    this.folded = [];
+    var keep = {};  // the groups holding a node selected from the URL stay open
+    if (state.sel && state.sel.panel === this.index) {
+      var parts = state.sel.key.split(":"), nid = Number(parts[1]);
+      if (this.byId[nid]) this.chainOf(nid).forEach(function (g) { keep[g] = true; });
+    }
+    // ... and so do those holding a loop (a scan), the part of a recurrent graph to see
+    this.stage.nodes.forEach(function (n) {
+      if (n.scan) self.chainOf(n.id).forEach(function (g) { keep[g] = true; });
+    });
+    while (this.g.graph().width * LEGIBLE_ZOOM > cw && performance.now() < deadline) {
+      var extent = {}, count = {};
+      this.order.forEach(function (key) {
+        var nd = self.g.node(key);
+        if (!nd) return;
+        var seen = {};
+        self.unitNodes(key).forEach(function (nid) {
+          self.chainOf(nid).forEach(function (gid) {
+            // the update rows wrap to the window already
+            if (!self.expanded[gid] || seen[gid] || keep[gid] || self.groups[gid].phase === "update") return;
+            seen[gid] = 1;
+            var e = extent[gid] = extent[gid] || [Infinity, -Infinity];
+            e[0] = Math.min(e[0], nd.x - nd.width / 2);
+            e[1] = Math.max(e[1], nd.x + nd.width / 2);
+            count[gid] = (count[gid] || 0) + 1;
+          });
+        });
+      });
+      var best = null, bestWidth = 0;
+      Object.keys(extent).forEach(function (gid) {
+        var w = extent[gid][1] - extent[gid][0];
+        if (count[gid] >= 2 && (w > bestWidth || (w === bestWidth && gid < best))) { best = gid; bestWidth = w; }
+      });
+      if (best === null) return;
+      this.folded.push(best + "@" + Math.round(this.g.graph().width));
+      delete this.expanded[best];
+      this.build();
+      this.layout();
+    }
+  };
+
+  // the first view: node text at least 11 px on screen (zoom 1 or more), the whole
+  // drawing when it fits at that zoom, else scrolled to the inputs (the top left, where
+  // the forward pass starts); never shrunk to fit
+  Panel.prototype.home = function () {
+    var r = this.canvas.getBoundingClientRect();
+    var cw = r.width || 800, ch = r.height || 600;
+    var all = Math.min((cw - 20) / this.width, (ch - 20) / this.height);
+    var k = Math.max(LEGIBLE_ZOOM, Math.min(all, MAX_ZOOM_OPEN));
+    this.k = k;
+    this.tx = this.width * k <= cw ? (cw - this.width * k) / 2 : 4;
+    this.ty = this.height * k <= ch ? (ch - this.height * k) / 2 : 4;
     this.applyTransform();
   };
 
@@ -1248,11 +1581,12 @@
         p.build();
         var b = performance.now();
         p.layout();
+        if (firstRender && !state.explicit) p.foldToWindow(a + 800);
         var c = performance.now();
         p.draw();
         var d = performance.now();
         tb += b - a; tl += c - b; td += d - c;
-        if (firstRender) p.fit();
+        if (firstRender) p.home();
         count += p.order.length;
       });
     } catch (err) {
@@ -1280,6 +1614,7 @@
     document.body.dataset.visibleUnits = String(count);
     document.body.dataset.work = panels.map(function (p) { var c = p.estimate(); return c.units + "/" + c.edges + "/" + c.dummies; }).join(" ");
     document.body.dataset.renderCount = String(state.renders);
+    document.body.dataset.folded = panels.map(function (p) { return (p.folded || []).join(","); }).join(" ");
     document.body.setAttribute("data-rendered", "1");
   }
 
@@ -1290,6 +1625,8 @@
     h.split("&").forEach(function (part) {
       var eq = part.indexOf("=");
       var k = eq < 0 ? part : part.slice(0, eq), v = eq < 0 ? "" : part.slice(eq + 1);
+      if (k === "expand" || k === "collapse" || k === "expandall" || k === "collapseall") state.explicit = true;
+      if (k === "view" && v === "fit") state.fitFirst = true;
       if (k === "expand" || k === "collapse") {
         v.split(",").forEach(function (id) {
           if (!id) return;
@@ -1309,6 +1646,10 @@
       } else if (k === "color" && ["phase", "group", "flops", "memory"].indexOf(v) >= 0) {
         state.color = v;
         document.getElementById("color").value = v;
+        changed = true;
+      } else if (k === "sources" && (v === "nodes" || v === "inline")) {
+        state.inline = v === "inline";
+        document.getElementById("sources").checked = !state.inline;
         changed = true;
       } else if (k === "select") {
         selectCmd = v;
@@ -1357,12 +1698,17 @@
     document.getElementById("expandall").addEventListener("click", function () {
       panels.forEach(function (p) { p.stage.groups.forEach(function (g) { p.expanded[g.id] = true; }); });
       renderAll();
-      panels.forEach(function (p) { p.fit(); });
+      panels.forEach(function (p) { p.home(); });
     });
     document.getElementById("collapseall").addEventListener("click", function () {
       panels.forEach(function (p) { p.expanded = {}; });
       renderAll();
-      panels.forEach(function (p) { p.fit(); });
+      panels.forEach(function (p) { p.home(); });
+    });
+    document.getElementById("sources").addEventListener("change", function (ev) {
+      state.inline = !ev.target.checked;
+      renderAll();
+      panels.forEach(function (p) { p.home(); });
     });
     document.getElementById("details").addEventListener("click", function (ev) {
       var a = ev.target.closest("[data-goto]");
@@ -1395,6 +1741,8 @@
       highlight(true);
     } else if (state.focus) {
       panels[state.focus.panel].focus(state.focus.key);  // a scan opened from the URL
+    } else if (state.fitFirst) {
+      panels.forEach(function (p) { p.fit(); });
     }
     state.focus = null;
   }
