@@ -91,6 +91,8 @@ def _emit_transpose(ctx, attrs, ins, outs):
     perm = tuple(attrs["perm"])
     if len(perm) == 3:
         return [ctx.call("transpose_3d", ins[0], outs[0], ctx.runtime(*perm))]
+    if len(perm) == 4:  # a kernel: np.transpose inline costs seconds of compile time each
+        return [ctx.call("transpose_4d", ins[0], outs[0], ctx.runtime(*perm))]
     return [f"{ctx.var(outs[0])}[...] = np.transpose({ctx.var(ins[0])}, {perm})"]
 
 
@@ -196,6 +198,33 @@ def transpose_3d(x, out, p0, p1, p2):
         for j in range(d1):
             for k in range(d2):
                 out[i, j, k] = flat[i * s0 + j * s1 + k * s2]
+
+
+@cpu_kernel
+def transpose_4d(x, out, p0, p1, p2, p3):
+    """out = np.transpose(x, (p0, p1, p2, p3)) for any rank-4 x and a C-contiguous out:
+    reads x in order, writes out at its element strides (contiguous runs where the last
+    axis stays last)."""
+    n1, n2, n3 = out.shape[1], out.shape[2], out.shape[3]
+    s = (n1 * n2 * n3, n2 * n3, n3, 1)
+    inv = [0, 0, 0, 0]
+    inv[p0] = 0
+    inv[p1] = 1
+    inv[p2] = 2
+    inv[p3] = 3
+    t0, t1, t2, t3 = s[inv[0]], s[inv[1]], s[inv[2]], s[inv[3]]
+    o = out.reshape(out.size)
+    d0, d1, d2, d3 = x.shape
+    for a in range(d0):
+        for b in range(d1):
+            for c in range(d2):
+                base = a * t0 + b * t1 + c * t2
+                if t3 == 1:
+                    for d in range(d3):
+                        o[base + d] = x[a, b, c, d]
+                else:
+                    for d in range(d3):
+                        o[base + d * t3] = x[a, b, c, d]
 
 
 # Deliberate parallel of copy_from_3d (split), its adjoint: the same loops, the offset on

@@ -2,9 +2,21 @@
 
 The module has one generated loop kernel per fused elementwise group (identical kernels
 are emitted once, whatever the order of their arguments) and one `step` function, itself
-compiled with Numba, that binds the symbolic dims from its inputs, takes views of the arenas for intermediate values (as the
-memory plan says), and calls the kernels in schedule order. Non-elementwise ops write their
-own calls through their `emit_cpu`, against the kernels in `library` (``K.``).
+compiled with Numba, that binds the symbolic dims from its inputs, takes views of the
+arenas for intermediate values (as the memory plan says), and runs the nodes in schedule
+order. Non-elementwise ops write their own calls through their `emit_cpu`, against the
+kernels in `library` (``K.``).
+
+The nodes' work is not in `step` itself but in module-level functions ``chunk_<i>`` that
+`step` calls (`CpuCodegen._chunked`): Numba's compile time grows faster than linearly with
+a function's size, and many small functions compile far faster than one large one. A chunk
+holds the nodes of one layer block (or several small layers), at most `CHUNK_STATEMENTS`
+statements of their own (a step of at most `CHUNK_MIN` statements is left whole). `step`
+keeps the symbol bindings, each node's comment, the fresh buffers (the outputs) and any
+copy another chunk reads, under their readable names; a view of the arenas is bound again
+inside each chunk that reads it. Inside a chunk names are canonical and arena offsets are
+parameters, so identical layers share one chunk, compiled once (and cached by Numba on
+disk, like every function of the module).
 
 Everything the numbers depend on (inputs, parameters, state, constants, arenas and the
 slot offsets) is an argument of `step`, never a global baked into the source, so the
@@ -58,8 +70,163 @@ class CpuCodegen(GraphSource):
         self._declare_sources()
         body = self._walk(EmitCtx(self))
         rets = [self.var[g.outputs[k]] for k in self.sig.outputs]
+        body = self._chunked(body, rets)
         body.append("return (" + "".join(r + ", " for r in rets) + ")")
         return self._module(body), self.sig
+
+    # ------------------------------------------------------------ chunks
+    def _chunked(self, body: list[str], rets: list[str]) -> list[str]:
+        """The step's body as calls of module-level functions ``chunk_<i>`` (Numba's compile
+        time grows faster than linearly with a function's size; many small functions
+        compile far faster than one large one). Nodes are grouped by layer (a layer block
+        such as ``encoder.0`` kept together) into chunks of at most `CHUNK_STATEMENTS`
+        statements (a step of at most `CHUNK_MIN` is left whole). A view of the step's
+        parameters (an arena slot, a reshaped source or a view of such a view) is bound
+        again in every chunk that reads it (`_rematerialisable`), so the step is little
+        more than calls. Any other name a chunk binds that another part of the step reads
+        is bound in the step itself, before the chunk's call, when its value is a fresh
+        buffer or a view (`_hoistable`); any other such line (a copy) stays in the step
+        between two chunks. Inside a chunk every name is canonical (`_as_chunk`), the node
+        comments stay in the step, and an arena offset ``off[k]`` is a parameter: chunks of
+        identical layers have one text, emitted and compiled once."""
+        nodes = _split_nodes(_indent_blocks(body))
+        if sum(len(s) for _, s, _ in nodes) <= self.CHUNK_MIN:
+            return body  # small enough to compile fast in one function
+        groups: list[list[tuple[str | None, list[ast.stmt], list[str]]]] = []
+        key = None
+        whole: list[bool] = []  # per group: not a piece of a larger layer block
+        for comment, stmts, texts in nodes:
+            k = self._chunk_key(comment)
+            if groups and k == key and sum(len(s) for _, s, _ in groups[-1]) + len(stmts) > (
+                    self.CHUNK_STATEMENTS):
+                whole[-1] = False
+                groups.append([])
+                whole.append(False)
+            elif not groups or k != key:
+                groups.append([])
+                whole.append(True)
+            key = k
+            groups[-1].append((comment, stmts, texts))
+        groups = _merge_small(groups, whole, self.CHUNK_STATEMENTS)
+        flat, remat = self._rematerialisable([n for g in groups for n in g])
+        sizes = [len(g) for g in groups]
+        groups = [flat[sum(sizes[:i]):sum(sizes[:i + 1])] for i in range(len(sizes))]
+        # items: ("chunk", [(comment, stmts, texts)]) ; a statement that must stay in the
+        # step splits its chunk
+        stay: set[int] = set()  # id() of statements kept in the step between chunks
+        while True:
+            segments = _segments(groups, stay)
+            reads_after = _reads_after(segments, rets)
+            more = set()
+            for i, seg in enumerate(segments):
+                if seg[0] != "chunk":
+                    continue
+                for s in _exported(seg[1], reads_after[i]):
+                    if not _hoistable(s):
+                        more.add(id(s))
+            if not more - stay:
+                break
+            stay |= more
+        out: list[str] = []
+        for i, seg in enumerate(segments):
+            if seg[0] == "step":
+                out += _needed(remat, _loaded(ast.parse("\n".join(seg[1])).body)) + seg[1]
+                continue
+            read = _loaded([s for _, stmts, _ in seg[1] for s in stmts])
+            pre = _needed(remat, read)
+            prefix = [(None, ast.parse("\n".join(pre)).body, pre)] if pre else []
+            out += self._as_chunk(prefix + seg[1], reads_after[i] - remat.keys())
+        return out + _needed(remat, set(rets))
+
+    def _rematerialisable(self, nodes):
+        """The statements binding a view of the step's parameters (an arena slot, a
+        reshaped source or another such view), taken out of ``nodes``: each chunk that reads
+        one binds it again (`_needed`), which costs nothing at run time and keeps the step
+        (whose compile time grows with its size) to calls. Returns (nodes, name -> line)."""
+        roots = set(self._step_args()) | {b.split(" = ")[0] for b in self._symbol_bindings()}
+        counts: dict[str, int] = {}
+        for _, stmts, _ in nodes:
+            for st in stmts:
+                for n in ast.walk(st):
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                        counts[n.id] = counts.get(n.id, 0) + 1
+        remat: dict[str, tuple[str, set[str]]] = {}
+        out = []
+        for comment, stmts, texts in nodes:
+            keep, kept = [], []
+            for st, t in zip(stmts, texts):
+                b = _binds(st)
+                reads = _loaded([st.value]) if b is not None else set()
+                if (b is not None and counts[b] == 1 and _hoistable(st) and not _allocates(st)
+                        and reads <= roots | remat.keys()):
+                    remat[b] = (t, reads)
+                else:
+                    keep.append(st)
+                    kept.append(t)
+            out.append((comment, keep, kept))
+        return out, remat
+
+    # the most statements of one chunk, and the most of a step left whole. Numba's compile
+    # time per statement grows with the function's size (a synthetic 100-statement function
+    # took about 34 s, a 200-statement one about 95 s), but each jitted caller links in its
+    # callees' code and optimises and compiles it again (numba CPUCodeLibrary.finalize):
+    # the step's final module holds every chunk and kernel. Measured on 2 busy cores (CPU
+    # seconds of a cold train compile): the 949-statement transformer 270 -> 152 chunked;
+    # but LeNet (124 statements) 43 -> 50 and the BiLSTM (283) 50 -> 63, so smaller steps
+    # stay whole.
+    CHUNK_STATEMENTS = 40
+    CHUNK_MIN = 400
+
+    def _chunk_key(self, comment: str | None):
+        m = re.match(r"# %(\d+)\b", comment or "")
+        if not m:
+            return None
+        nd = self.g.node(int(m.group(1)))
+        layer = nd["layer"] or ""
+        return nd["phase"], layer.rsplit(".", 1)[0] if "." in layer else layer
+
+    def _as_chunk(self, nodes, reads_after: set[str]) -> list[str]:
+        """One chunk: the step's lines (each node's comment and the lines binding the names
+        the rest of the step reads) and the call of the module-level function holding the
+        rest, deduplicated by its text."""
+        exported = {id(s) for s in _exported(nodes, reads_after)}
+        step: list[str] = []
+        work: list[str] = []
+        for comment, stmts, texts in nodes:
+            if comment is not None:
+                step.append(comment)
+            for s, text in zip(stmts, texts):
+                (step if id(s) in exported else work).append(text)
+        if not work:
+            return step
+        offsets: dict[str, str] = {}
+
+        def offset(m):
+            name = f"__off{m.group(1)}"
+            offsets[name] = m.group(0)
+            return name
+
+        work = [re.sub(r"\s+#[^'\"\n]*$", "", line) for t in work for line in t.split("\n")]
+        text = re.sub(r"(?<![.\w])off\[(\d+)\]", offset, "\n".join(work))
+        tree = ast.parse(text)
+        free = _free_names(tree.body)
+        names = _names_in_order(text)
+        keep = {"np", "K", "prange"} | set(dir(builtins))
+        local = [n for n in names if n not in keep and not _MODULE_NAME.fullmatch(n)]
+        params = [n for n in local if n in free]
+        rename = {n: f"v{i}" for i, n in enumerate(params + [n for n in local if n not in free])}
+        body = _rename(text, rename)
+        sig = ", ".join(rename[n] for n in params)
+        key = f"chunk|{sig}|{body}"
+        if key not in self.loop_kernels:
+            name = f"chunk_{sum(k.startswith('chunk|') for k in self.loop_kernels)}"
+            self.loop_kernels[key] = name
+            src = ["@njit(cache=True, error_model='numpy')", f"def {name}({sig}):",
+                   "    # a part of the step (graphdl.backends.cpu.codegen: chunks)"]
+            src += ["    " + line if line else "" for line in body.split("\n")]
+            self.loop_sources.append("\n".join(src))
+        args = [offsets.get(n, n) for n in params]
+        return step + [f"{self.loop_kernels[key]}({', '.join(args)})"]
 
     def _keep_view(self, v: Value, ctx: EmitCtx) -> list[str]:
         return [f"{self.var[v]} = {self.var[v]}.copy()"]
@@ -231,7 +398,7 @@ class CpuCodegen(GraphSource):
         return "\n".join(header + ["\n\n".join(self.loop_sources), "", ""] + step) + "\n"
 
 
-_MODULE_NAME = re.compile(r"(loop|scan|par)_\d+")
+_MODULE_NAME = re.compile(r"(loop|scan|par|chunk)_\d+")
 
 
 def _names_in_order(text: str) -> list[str]:
@@ -258,3 +425,201 @@ def _rename(text: str, rename: dict[str, str]) -> str:
         out.append(re.sub(r"(?<![.\w])([A-Za-z_]\w*)\b",
                           lambda m: rename.get(m.group(1), m.group(1)), line))
     return "\n".join(out)
+
+
+def _split_nodes(lines: list[str]):
+    """The step's lines as nodes: (the node's ``# %`` comment or None, its statements, each
+    statement's text). Other comments are dropped."""
+    nodes = []
+    comment, block = None, []
+
+    def close():
+        text = "\n".join(block)
+        tree = ast.parse(text)
+        src = text.split("\n")
+        texts = ["\n".join(src[s.lineno - 1:s.end_lineno]) for s in tree.body]
+        if comment is not None or tree.body:
+            nodes.append((comment, tree.body, texts))
+
+    for line in lines:
+        if line.startswith("# %"):
+            close()
+            comment, block = line, []
+        elif not line.lstrip().startswith("#"):
+            block.append(line)
+    close()
+    return nodes
+
+
+def _merge_small(groups, whole: list[bool], limit: int):
+    """Consecutive groups of fewer than ``limit // 2`` statements merged while the merged
+    group stays within ``limit`` (each function costs a fixed time to compile); larger
+    groups and the pieces of a layer block split by size, the code that may repeat, are
+    kept as they are so that identical layers make identical chunks."""
+    def size(g):
+        return sum(len(s) for _, s, _ in g)
+    out: list = []
+    mergeable = False
+    for g, w in zip(groups, whole):
+        small = w and size(g) < limit // 2
+        if out and small and mergeable and size(out[-1]) + size(g) <= limit:
+            out[-1] = out[-1] + g
+        else:
+            out.append(g)
+            mergeable = small
+    return out
+
+
+def _segments(groups, stay: set[int]):
+    """The chunks of ``groups`` split at the statements ``stay`` (by id): a list of
+    ("chunk", nodes) and ("step", lines) items in order."""
+    out = []
+    for group in groups:
+        cur = []
+        for comment, stmts, texts in group:
+            node = (comment, [], [])
+            cur.append(node)
+            for s, t in zip(stmts, texts):
+                if id(s) in stay:
+                    out.append(("chunk", cur))
+                    out.append(("step", [t]))
+                    cur = [(None, [], [])]
+                    node = cur[0]
+                else:
+                    node[1].append(s)
+                    node[2].append(t)
+        out.append(("chunk", cur))
+    return out
+
+
+def _loaded(stmts) -> set[str]:
+    return {n.id for s in stmts for n in ast.walk(s)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _reads_after(segments, rets: list[str]) -> list[set[str]]:
+    """For each segment, the names read by the segments after it or returned."""
+    after: list[set[str]] = [set()] * len(segments)
+    acc = set(rets)
+    for i in range(len(segments) - 1, -1, -1):
+        after[i] = set(acc)
+        seg = segments[i]
+        if seg[0] == "step":
+            acc |= _loaded(ast.parse("\n".join(seg[1])).body)
+        else:
+            acc |= _loaded([s for _, stmts, _ in seg[1] for s in stmts])
+    return after
+
+
+def _binds(s: ast.stmt) -> str | None:
+    if isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name):
+        return s.targets[0].id
+    return None
+
+
+def _exported(nodes, reads_after: set[str]) -> list[ast.stmt]:
+    """The statements of a chunk that the step itself must run: those binding a name read
+    after the chunk, and (recursively) those binding a name such a statement reads; any
+    other statement that binds a name read after the chunk is returned too (a split)."""
+    stmts = [s for _, ss, _ in nodes for s in ss]
+    by_name: dict[str, ast.stmt] = {}
+    for s in stmts:
+        b = _binds(s)
+        if b is not None:
+            by_name[b] = s
+    out: dict[int, ast.stmt] = {}
+    for s in stmts:
+        stored = {n.id for n in ast.walk(s) if isinstance(n, ast.Name)
+                  and isinstance(n.ctx, ast.Store)}
+        if stored & reads_after:
+            out[id(s)] = s
+    todo = list(out.values())
+    while todo:
+        s = todo.pop()
+        if _binds(s) is None:
+            continue
+        for n in _loaded([s.value]):
+            d = by_name.get(n)
+            if d is not None and id(d) not in out:
+                out[id(d)] = d
+                todo.append(d)
+    return [s for s in stmts if id(s) in out]
+
+
+_PURE_CALLS = {"reshape", "ravel", "transpose", "empty", "zeros", "ones", "int64", "float32",
+               "float64", "bool_"}
+
+
+def _hoistable(s: ast.stmt) -> bool:
+    """Whether ``s`` binds a name to a view of other arrays or a fresh buffer (so the step
+    can run it before the chunk it came from): no other call, no copy."""
+    if _binds(s) is None:
+        return False
+    for n in ast.walk(s.value):
+        if isinstance(n, ast.Call):
+            f = n.func
+            if not (isinstance(f, ast.Attribute) and f.attr in _PURE_CALLS):
+                return False
+            if isinstance(f.value, ast.Name) and f.value.id == "K":
+                return False
+    return True
+
+
+def _allocates(s: ast.stmt) -> bool:
+    """Whether ``s`` makes a fresh buffer (it cannot be run twice for one value)."""
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+               and n.func.attr in ("empty", "zeros", "ones") for n in ast.walk(s))
+
+
+def _needed(remat: dict[str, tuple[str, set[str]]], read: set[str]) -> list[str]:
+    """The lines binding the rematerialisable names ``read`` needs (those it reads and,
+    recursively, theirs), in the order the step bound them."""
+    need: set[str] = set()
+    todo = [n for n in read if n in remat]
+    while todo:
+        n = todo.pop()
+        if n not in need:
+            need.add(n)
+            todo += [m for m in remat[n][1] if m in remat]
+    return [line for n, (line, _) in remat.items() if n in need]
+
+
+def _free_names(stmts) -> set[str]:
+    """The names ``stmts`` read before binding them (in order of execution)."""
+    free: set[str] = set()
+    bound: set[str] = set()
+
+    def load(node):
+        for n in ast.walk(node):
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in bound:
+                free.add(n.id)
+
+    def store(target):
+        for n in ast.walk(target):
+            if isinstance(n, ast.Name):
+                if isinstance(n.ctx, ast.Store):
+                    bound.add(n.id)
+                elif n.id not in bound:
+                    free.add(n.id)
+
+    def run(body):
+        for s in body:
+            if isinstance(s, ast.Assign):
+                load(s.value)
+                for t in s.targets:
+                    store(t)
+            elif isinstance(s, ast.AugAssign):
+                load(s.value)
+                load(ast.Name(s.target.id, ast.Load()) if isinstance(s.target, ast.Name)
+                     else s.target)
+                store(s.target)
+            elif isinstance(s, (ast.For, ast.While, ast.If)):
+                load(s.iter if isinstance(s, ast.For) else s.test)
+                if isinstance(s, ast.For):
+                    store(s.target)
+                run(s.body)
+                run(s.orelse)
+            else:
+                load(s)
+    run(stmts)
+    return free
