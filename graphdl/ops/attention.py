@@ -36,7 +36,12 @@ c)) >= rate`` for c its flat index in [N, H, Tq, Tk] (graphdl/ops/random.py), ex
 mask the ``dropout`` op draws for the weights tensor, so the composition with a dropout op
 draws the same mask; the backward pass recomputes it, nothing is stored.
 
-CPU kernels (the FlashAttention recipe): the forward pass never holds the Tq x Tk score
+CPU kernels. A head of at most SMALL_T queries and keys (a transformer's usual training
+shapes) is one work item of each pass, computed whole: BLAS products of the head (S = q k^T
+and out = P v; backward, S, dP = gout v^T, dv = P^T gout, dk = dS^T q, dq = dS k) and the
+softmax and its gradient a row of S at a time, rows padded to a multiple of LANE (a key a
+row does not see is -inf, or 0, there) so their loops run over whole vectors. Longer
+sequences follow the FlashAttention recipe: the forward pass never holds the Tq x Tk score
 matrix. Work items are (n, h, query block of BLOCK_Q rows); an item walks the keys in blocks
 of BLOCK_K with an online softmax per query row (a running max and sum; the accumulator is
 rescaled when the max grows), then divides by the sum. A key block of BLAS_KEYS keys or
@@ -51,7 +56,9 @@ computes dq, so even one long sequence uses every thread and nothing is summed a
 threads. Threads: the items are split into at most PAR_BLOCKS runs run with `prange`, each
 by a helper (as graphdl/ops/conv.py, "Threads"); every output element is written by one
 item with a fixed order of operations, so results do not depend on the thread count.
-Arithmetic is in the input dtype (float32 for float32, like the BLAS of the composition).
+Arithmetic is in the input dtype (float32 for float32, like the BLAS of the composition);
+float32 exponentials are `exp_nonpositive_f32` (graphdl/ops/elementwise.py: plain
+arithmetic that vectorises; libm's expf is one call per element), float64 ones libm's.
 """
 
 from __future__ import annotations
@@ -63,6 +70,7 @@ import numpy as np
 
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
+from graphdl.ops.elementwise import exp_nonpositive_f32
 from graphdl.ops.random import hash_counters, mix64, python_seed_key, seed_key, uniform24
 from graphdl.ops.registry import (
     PAR_BLOCKS,
@@ -85,6 +93,13 @@ BLAS_KEYS = 16
 # below this many multiply-adds (visible pairs x (D + Dv)) a kernel runs on the calling
 # thread: handing work to the pool costs more than the work (a decoding step, say)
 SERIAL_WORK = 1 << 15
+# a head with at most this many queries and keys is one work item of the forward and the
+# backward pass, its products BLAS calls on the whole head and its softmax a loop over rows
+# (`_fwd_heads_small`, `_bwd_heads_small`)
+SMALL_T = 64
+# the padded length of a row of scores in those kernels: a multiple of the vector loops'
+# width, so a row loop never ends in a one-element-at-a-time remainder
+LANE = 32
 
 
 # ----------------------------------------------------------------------- signature
@@ -362,6 +377,24 @@ def _visible_end(i, k1, tq, tk, causal):
 
 
 @cpu_helper
+def _is_f32(a):
+    """Whether array ``a`` holds float32, as a constant the compiler folds (2^24 + 1 rounds
+    to 2^24 in float32 only; ``a.itemsize`` is read from the array at run time)."""
+    return a.dtype.type(16777217.0) == a.dtype.type(16777216.0)
+
+
+@cpu_helper
+def _exp_shifted(x, fast):
+    """e^x for a score minus its row's max (x <= 0, or a rounding above): with ``fast``
+    (float32; `exp_nonpositive_f32`, plain arithmetic, so the loops over a row vectorise),
+    else libm's exp. Kernels pass ``fast = _is_f32(q)``, a constant of the compiled
+    function, so the branch is folded away."""
+    if fast:
+        return exp_nonpositive_f32(x)
+    return math.exp(x)
+
+
+@cpu_helper
 def _dots(a, b, i, k0, k1, out, scale):
     """out[j - k0] = scale * (a[i] . b[j]) for j in k0..k1 (a [T, D], b [S, D]): four keys at
     a time, so each load of a[i] serves four products."""
@@ -442,6 +475,7 @@ def _fwd_items(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_mask, r
     dropout = rate > 0.0
     key = seed_key(seed[0], salt)
     keep_scale = q.dtype.type(1.0 / (1.0 - rate))
+    fast = _is_f32(q)
     for item in range(lo, hi):
         bh = item // nqb
         i0 = (item - bh * nqb) * BLOCK_Q
@@ -491,7 +525,7 @@ def _fwd_items(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_mask, r
                 m = run_max[r]
                 total = zero
                 for j in range(jend - k0):
-                    w = math.exp(s[j] - m)  # 0 for a padding key
+                    w = _exp_shifted(s[j] - m, fast)  # 0 for a padding key
                     s[j] = w
                     total += w
                 run_sum[r] += total
@@ -535,6 +569,134 @@ def _pair_work(tq, tk, causal, dims):
     return tq * tk * dims
 
 
+@cpu_helper
+def _padded_copy(src, dst, rows):
+    """dst[:rows] = src (a [rows, C] head), dst[rows:] left as it is (zeros): flat loops."""
+    n = rows * src.shape[1]
+    s = src.reshape(n)
+    d = dst.reshape(dst.size)
+    for x in range(n):
+        d[x] = s[x]
+
+
+@cpu_helper
+def _transposed_copy(src, dst, rows):
+    """dst[:, :rows] = src^T (src a [rows, C] head); the rest of dst is left as it is
+    (zeros). BLAS takes q k^T from q and this copy of k^T at half the cost of reading k
+    transposed itself."""
+    for j in range(rows):
+        for c in range(src.shape[1]):
+            dst[c, j] = src[j, c]
+
+
+@cpu_helper
+def _row_max(x, i, n):
+    """max(x[i, :n]) for n a multiple of 8, in eight independent running maxima: one
+    running max is a chain of dependent instructions (4 cycles each), which the row's
+    softmax then waits for."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = x.dtype.type(-np.inf)
+    for j in range(0, n, 8):
+        a0 = max(a0, x[i, j])
+        a1 = max(a1, x[i, j + 1])
+        a2 = max(a2, x[i, j + 2])
+        a3 = max(a3, x[i, j + 3])
+        a4 = max(a4, x[i, j + 4])
+        a5 = max(a5, x[i, j + 5])
+        a6 = max(a6, x[i, j + 6])
+        a7 = max(a7, x[i, j + 7])
+    return max(max(max(a0, a1), max(a2, a3)), max(max(a4, a5), max(a6, a7)))
+
+
+@cpu_helper
+def _row_dot(a, b, i):
+    """a[i] . b[i] (rows of two [R, C] arrays) in four independent partial sums (a
+    dot product of 16 is otherwise one chain of dependent multiply-adds)."""
+    n = a.shape[1]
+    zero = a.dtype.type(0)
+    s0 = zero
+    s1 = zero
+    s2 = zero
+    s3 = zero
+    c = 0
+    while c + 4 <= n:
+        s0 += a[i, c] * b[i, c]
+        s1 += a[i, c + 1] * b[i, c + 1]
+        s2 += a[i, c + 2] * b[i, c + 2]
+        s3 += a[i, c + 3] * b[i, c + 3]
+        c += 4
+    while c < n:
+        s0 += a[i, c] * b[i, c]
+        c += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@cpu_helper
+def _fwd_heads_small(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_mask, rate,
+                     salt):
+    """Forward items lo..hi of heads that fit SMALL_T (one (n, h) each): S = q k^T and
+    out = P v from BLAS on the whole head, the softmax a row of S at a time. k and v are
+    copied into buffers of ``tkp`` rows (a multiple of LANE, zeros below tk) so that every
+    row loop runs over whole vectors, a key the row does not see being -inf there: loops of
+    an odd length (31 keys) would run one element at a time."""
+    heads, tq, d = q.shape[1], q.shape[2], q.shape[3]
+    tk, ndv = k.shape[2], v.shape[3]
+    tkp = (tk + LANE - 1) // LANE * LANE
+    zero = q.dtype.type(0)
+    ninf = q.dtype.type(-np.inf)
+    fast = _is_f32(q)
+    kt = np.zeros((d, tkp), q.dtype)
+    vp = np.zeros((tkp, ndv), q.dtype)
+    sc = np.empty((tq, tkp), q.dtype)
+    total = np.empty(tq, q.dtype)
+    tops = np.empty(tq, q.dtype)
+    dropout = rate > 0.0
+    key = seed_key(seed[0], salt)
+    keep_scale = q.dtype.type(1.0 / (1.0 - rate))
+    for bh in range(lo, hi):
+        n = bh // heads
+        h = bh - n * heads
+        _transposed_copy(k[n, h], kt, tk)
+        _padded_copy(v[n, h], vp, tk)
+        np.dot(q[n, h], kt, sc)
+        for i in range(tq):
+            jend = _visible_end(i, tk, tq, tk, causal)
+            for j in range(tkp):  # scaled; -inf where not seen
+                x = sc[i, j] * scale
+                if j >= jend:
+                    x = ninf
+                sc[i, j] = x
+            if has_mask:
+                for j in range(jend):
+                    if mask[n, j] == 0:
+                        sc[i, j] = ninf
+            top = _row_max(sc, i, tkp)
+            tops[i] = top
+            if top == ninf:  # the row sees no key
+                for j in range(tkp):
+                    sc[i, j] = zero
+                total[i] = zero
+                continue
+            t = zero
+            for j in range(tkp):
+                w = _exp_shifted(sc[i, j] - top, fast)  # 0 where not seen
+                sc[i, j] = w
+                t += w
+            total[i] = t
+            if dropout:
+                _drop_row(sc[i], key, (bh * tq + i) * tk, 0, jend, rate, keep_scale)
+        ob = out[n, h]
+        np.dot(sc, vp, ob)
+        for i in range(tq):  # apart from the rows' loops: the logs do not wait for each other
+            t = total[i]
+            if t == zero:
+                lse[n, h, i] = ninf
+                continue
+            lse[n, h, i] = tops[i] + math.log(t)
+            inv = q.dtype.type(1) / t
+            for c in range(ndv):
+                ob[i, c] *= inv
+
+
 @cpu_kernel(parallel=True)
 def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt):
     """out, lse = attention(q, k, v) for q [N, H, Tq, D], k [N, H, Tk, D], v [N, H, Tk, Dv],
@@ -542,8 +704,18 @@ def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, 
     when ``rate`` > 0); out [N, H, Tq, Dv], lse [N, H, Tq]."""
     nbh = q.shape[0] * q.shape[1]
     tq, tk = q.shape[2], k.shape[2]
-    items = nbh * ((tq + BLOCK_Q - 1) // BLOCK_Q)
     work = nbh * _pair_work(tq, tk, causal, q.shape[3] + v.shape[3])
+    if tq <= SMALL_T and tk <= SMALL_T:
+        if nbh <= 1 or work < SERIAL_WORK:
+            _fwd_heads_small(q, k, v, mask, seed, out, lse, 0, nbh, causal, scale, has_mask,
+                             rate, salt)
+            return
+        nblk = min(PAR_BLOCKS, nbh)
+        for t in prange(nblk):
+            _fwd_heads_small(q, k, v, mask, seed, out, lse, nbh * t // nblk,
+                             nbh * (t + 1) // nblk, causal, scale, has_mask, rate, salt)
+        return
+    items = nbh * ((tq + BLOCK_Q - 1) // BLOCK_Q)
     if items <= 1 or work < SERIAL_WORK:
         _fwd_items(q, k, v, mask, seed, out, lse, 0, items, causal, scale, has_mask, rate, salt)
         return
@@ -555,28 +727,23 @@ def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, 
 
 @cpu_helper
 def _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, i0, i1, k0, k1,
-              want_dq, want_dkv, direct, sbuf, pbuf, tbuf, causal, scale, has_mask, rate, salt,
-              has_glse):
+              want_dq, want_dkv, sbuf, pbuf, tbuf, causal, scale, has_mask, rate, salt, has_glse):
     """Add the gradient terms of the pairs (query i in i0..i1, key j in k0..k1) of (n, h)
     into dq rows i (``want_dq``) and dk, dv rows j (``want_dkv``): the block's weights P
     recomputed from q, k and lse (the dropout mask from the hash), dP = gout v^T, dS = P *
     (dP - D_i) * scale, then dv += P_dropped^T gout, dk += dS^T q, dq += dS k. The five
     block products are BLAS calls (np.dot) on scratch of BLOCK_Q x BLOCK_K (sbuf, pbuf)
-    and BLOCK_K x max(D, Dv) (tbuf). ``direct``: the tile is the whole head, so the products
-    are written into the gradients instead of added to them."""
+    and BLOCK_K x max(D, Dv) (tbuf)."""
     heads, tq, d = q.shape[1], q.shape[2], q.shape[3]
     tk, ndv = k.shape[2], v.shape[3]
     zero = q.dtype.type(0)
     ninf = q.dtype.type(-np.inf)
     if _visible_end(i1 - 1, k1, tq, tk, causal) <= k0:  # no row of the block sees a key
-        if direct:
-            dq[n, h, :, :] = 0
-            dk[n, h, :, :] = 0
-            dv[n, h, :, :] = 0
         return
     dropout = rate > 0.0
     key = seed_key(seed[0], salt)
     keep_scale = q.dtype.type(1.0 / (1.0 - rate))
+    fast = _is_f32(q)
     nq = i1 - i0
     nk = k1 - k0
     qb, kb, vb, gb, ob = q[n, h, i0:i1], k[n, h, k0:k1], v[n, h, k0:k1], gout[n, h, i0:i1], out[n, h, i0:i1]
@@ -602,7 +769,7 @@ def _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, i0, i
                 dr[j] = zero
             continue
         for j in range(jend):
-            wr[j] = math.exp(wr[j] * scale - li)
+            wr[j] = _exp_shifted(wr[j] * scale - li, fast)
         for j in range(jend, nk):  # past the causal limit
             wr[j] = zero
         if has_mask:
@@ -622,11 +789,6 @@ def _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, i0, i
         else:
             for j in range(nk):
                 dr[j] = wr[j] * (dr[j] - delta) * scale
-    if direct:
-        np.dot(w.T, gb, dv[n, h])
-        np.dot(ds.T, qb, dk[n, h])
-        np.dot(ds, kb, dq[n, h])
-        return
     if want_dkv:
         tmp = tbuf[:nk * ndv].reshape((nk, ndv))
         np.dot(w.T, gb, tmp)
@@ -651,25 +813,20 @@ def _bwd_scratch(q, v):
 @cpu_helper
 def _bwd_heads(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, hi, causal, scale,
                has_mask, rate, salt, has_glse):
-    """Backward items lo..hi, one (n, h) each: every gradient of that head."""
+    """Backward items lo..hi, one (n, h) each: every gradient of that head, tile by tile
+    (heads longer than SMALL_T; shorter ones are `_bwd_heads_small`'s)."""
     heads, tq, tk = q.shape[1], q.shape[2], k.shape[2]
     sbuf, pbuf, tbuf = _bwd_scratch(q, v)
-    direct = tq <= BLOCK_Q and tk <= BLOCK_K  # one tile per head
     for bh in range(lo, hi):
         n = bh // heads
         h = bh - n * heads
-        if direct:
-            _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, 0, tq, 0, tk,
-                      True, True, True, sbuf, pbuf, tbuf, causal, scale, has_mask, rate, salt,
-                      has_glse)
-            continue
         dq[n, h, :, :] = 0
         dk[n, h, :, :] = 0
         dv[n, h, :, :] = 0
         for i0 in range(0, tq, BLOCK_Q):
             for k0 in range(0, tk, BLOCK_K):
                 _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, i0,
-                          min(i0 + BLOCK_Q, tq), k0, min(k0 + BLOCK_K, tk), True, True, False,
+                          min(i0 + BLOCK_Q, tq), k0, min(k0 + BLOCK_K, tk), True, True,
                           sbuf, pbuf, tbuf, causal, scale, has_mask, rate, salt, has_glse)
 
 
@@ -694,14 +851,90 @@ def _bwd_blocks(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, hi, f
             dv[n, h, r0:r1, :] = 0
             for i0 in range(0, tq, BLOCK_Q):
                 _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, i0,
-                          min(i0 + BLOCK_Q, tq), r0, r1, False, True, False, sbuf, pbuf, tbuf,
+                          min(i0 + BLOCK_Q, tq), r0, r1, False, True, sbuf, pbuf, tbuf,
                           causal, scale, has_mask, rate, salt, has_glse)
         else:
             dq[n, h, r0:r1, :] = 0
             for k0 in range(0, tk, BLOCK_K):
                 _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, r0, r1,
-                          k0, min(k0 + BLOCK_K, tk), True, False, False, sbuf, pbuf, tbuf,
+                          k0, min(k0 + BLOCK_K, tk), True, False, sbuf, pbuf, tbuf,
                           causal, scale, has_mask, rate, salt, has_glse)
+
+
+@cpu_helper
+def _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, hi, causal,
+                     scale, has_mask, rate, salt, has_glse):
+    """Backward items lo..hi of heads that fit SMALL_T (one (n, h) each), five BLAS products
+    on the whole head: S = q k^T and dP = gout v^T, then per row the weights P = exp(scale S
+    - lse) and dS = P (dP - D_i) scale (D_i = gout_i . out_i, less the lse gradient), then
+    dv = P^T gout, dk = dS^T q, dq = dS k. k and v are padded to ``tkp`` rows as in
+    `_fwd_heads_small` (P and dS are 0 on the padding), and dk, dv are computed into
+    buffers of tkp rows, their first tk copied out."""
+    heads, tq, d = q.shape[1], q.shape[2], q.shape[3]
+    tk, ndv = k.shape[2], v.shape[3]
+    tkp = (tk + LANE - 1) // LANE * LANE
+    zero = q.dtype.type(0)
+    ninf = q.dtype.type(-np.inf)
+    fast = _is_f32(q)
+    kp = np.zeros((tkp, d), q.dtype)
+    kt = np.zeros((d, tkp), q.dtype)
+    vt = np.zeros((ndv, tkp), q.dtype)
+    pw = np.empty((tq, tkp), q.dtype)  # the scores, then the (dropped) weights
+    ds = np.empty((tq, tkp), q.dtype)  # dP, then dS
+    dkp = np.empty((tkp, d), q.dtype)
+    dvp = np.empty((tkp, ndv), q.dtype)
+    dropout = rate > 0.0
+    key = seed_key(seed[0], salt)
+    keep_scale = q.dtype.type(1.0 / (1.0 - rate))
+    for bh in range(lo, hi):
+        n = bh // heads
+        h = bh - n * heads
+        gb, ob = gout[n, h], out[n, h]
+        _padded_copy(k[n, h], kp, tk)
+        _transposed_copy(k[n, h], kt, tk)
+        _transposed_copy(v[n, h], vt, tk)
+        np.dot(q[n, h], kt, pw)
+        np.dot(gb, vt, ds)
+        for i in range(tq):
+            li = lse[n, h, i]
+            jend = _visible_end(i, tk, tq, tk, causal)
+            if li == ninf or jend <= 0:  # the row sees no key: no gradient
+                for j in range(tkp):
+                    pw[i, j] = zero
+                    ds[i, j] = zero
+                continue
+            delta = _row_dot(gb, ob, i)  # D_i = sum(gout_i * out_i) = sum_j P_ij dP_ij
+            if has_glse:
+                delta -= glse[n, h, i]
+            for j in range(tkp):
+                x = _exp_shifted(pw[i, j] * scale - li, fast)
+                if j >= jend:
+                    x = zero
+                pw[i, j] = x
+            if has_mask:
+                for j in range(jend):
+                    if mask[n, j] == 0:
+                        pw[i, j] = zero
+            if dropout:
+                counter = (bh * tq + i) * tk
+                for j in range(jend):
+                    p = pw[i, j]
+                    dp = zero
+                    pw[i, j] = zero
+                    if uniform24(mix64(key, counter + j)) >= rate:
+                        dp = ds[i, j] * keep_scale
+                        pw[i, j] = p * keep_scale
+                    ds[i, j] = p * (dp - delta) * scale
+                for j in range(jend, tkp):
+                    ds[i, j] = zero
+            else:
+                for j in range(tkp):
+                    ds[i, j] = pw[i, j] * (ds[i, j] - delta) * scale
+        np.dot(pw.T, gb, dvp)
+        np.dot(ds.T, q[n, h], dkp)
+        np.dot(ds, kp, dq[n, h])
+        _padded_copy(dkp[:tk], dk[n, h], tk)
+        _padded_copy(dvp[:tk], dv[n, h], tk)
 
 
 @cpu_kernel(parallel=True)
@@ -712,6 +945,17 @@ def attention_bwd(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, causal,
     nbh = q.shape[0] * q.shape[1]
     tq, tk = q.shape[2], k.shape[2]
     work = nbh * _pair_work(tq, tk, causal, 2 * q.shape[3] + 2 * v.shape[3])
+    if tq <= SMALL_T and tk <= SMALL_T:
+        if nbh <= 1 or work < SERIAL_WORK:
+            _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, 0, nbh,
+                             causal, scale, has_mask, rate, salt, has_glse)
+            return
+        nblk = min(PAR_BLOCKS, nbh)
+        for t in prange(nblk):
+            _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv,
+                             nbh * t // nblk, nbh * (t + 1) // nblk, causal, scale, has_mask,
+                             rate, salt, has_glse)
+        return
     if work < SERIAL_WORK:
         _bwd_heads(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, 0, nbh, causal, scale,
                    has_mask, rate, salt, has_glse)
@@ -744,6 +988,7 @@ def _weights_rows(q, k, mask, p, lo, hi, causal, scale, has_mask):
     tk = k.shape[2]
     zero = q.dtype.type(0)
     ninf = q.dtype.type(-np.inf)
+    fast = _is_f32(q)
     for bh in range(lo, hi):
         n = bh // heads
         h = bh - n * heads
@@ -763,7 +1008,7 @@ def _weights_rows(q, k, mask, p, lo, hi, causal, scale, has_mask):
                 continue
             total = zero
             for j in range(jend):
-                e = math.exp(row[j] - top)
+                e = _exp_shifted(row[j] - top, fast)
                 row[j] = e
                 total += e
             inv = q.dtype.type(1) / total

@@ -494,24 +494,27 @@ def _ln_blocks(rows, d):
 
 @cpu_helper
 def _ln_fwd_rows(x, gamma, beta, y, mean, rstd, eps, r0, r1):
-    """Rows r0..r1 of layer_norm: two passes over each row, float64 accumulators."""
+    """Rows r0..r1 of layer_norm: two passes over each row with float64 accumulators, then
+    y in x's dtype (float32 loops are twice as wide). Rows are indexed in place, not taken
+    as views: a view costs two atomic reference-count updates."""
     d = x.shape[1]
+    dt = x.dtype.type
     for r in range(r0, r1):
-        row = x[r]
         s = 0.0
         for j in range(d):
-            s += row[j]
+            s += x[r, j]
         m = s / d
         s2 = 0.0
         for j in range(d):
-            c = row[j] - m
+            c = x[r, j] - m
             s2 += c * c
         inv = 1.0 / math.sqrt(s2 / d + eps)
         mean[r] = m
         rstd[r] = inv
-        out = y[r]
+        mf = dt(m)
+        invf = dt(inv)
         for j in range(d):
-            out[j] = (row[j] - m) * inv * gamma[j] + beta[j]
+            y[r, j] = (x[r, j] - mf) * invf * gamma[j] + beta[j]
 
 
 @cpu_kernel(parallel=True)
@@ -529,31 +532,34 @@ def layer_norm_fwd(x, gamma, beta, y, mean, rstd, eps):
 @cpu_helper
 def _ln_bwd_rows(gy, x, gamma, mean, rstd, dx, acc_gamma, acc_beta, r0, r1):
     """Rows r0..r1 of layer_norm_grad: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
-    with g = gy * gamma; the rows' shares of dgamma / dbeta are added into the float64
-    accumulators."""
+    with g = gy * gamma, the row sums in float64; the rows' shares of dgamma / dbeta are
+    added into the float64 accumulators. xhat and g * gamma are computed once per element
+    (in x's dtype), and rows are indexed in place (a view costs two atomic reference-count
+    updates)."""
     d = x.shape[1]
+    dt = x.dtype.type
+    xh = np.empty(d, x.dtype)
+    gg = np.empty(d, x.dtype)
     for r in range(r0, r1):
-        m = np.float64(mean[r])
-        inv = np.float64(rstd[r])
-        grow = gy[r]
-        xrow = x[r]
-        # the row sums alone first: a pure reduction vectorises (with the accumulator
-        # updates in this loop too, [1664, 64] took 1.5x as long)
+        m = dt(mean[r])
+        inv = dt(rstd[r])
+        for j in range(d):
+            xh[j] = (x[r, j] - m) * inv
+            gg[j] = gy[r, j] * gamma[j]
+        # the row sums alone: a pure reduction vectorises
         sg = 0.0
         sgx = 0.0
         for j in range(d):
-            gg = np.float64(grow[j]) * gamma[j]
-            sg += gg
-            sgx += gg * ((xrow[j] - m) * inv)
-        mg = sg / d
-        mgx = sgx / d
-        out = dx[r]
+            sg += gg[j]
+            sgx += gg[j] * xh[j]
+        mg = dt(sg / d)
+        mgx = dt(sgx / d)
         for j in range(d):
-            gj = np.float64(grow[j])
-            xh = (xrow[j] - m) * inv
-            acc_gamma[j] += gj * xh
-            acc_beta[j] += gj
-            out[j] = inv * (gj * gamma[j] - mg - xh * mgx)
+            dx[r, j] = inv * (gg[j] - mg - xh[j] * mgx)
+        for j in range(d):
+            g = gy[r, j]
+            acc_gamma[j] += g * xh[j]
+            acc_beta[j] += g
 
 
 @cpu_kernel(parallel=True)

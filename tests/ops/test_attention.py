@@ -12,7 +12,15 @@ from helpers import T, check_kernel, compile_single, gradcheck, infer, reference
 from graphdl.backends.reference import run_reference
 from graphdl.compiler import compile_graph
 from graphdl.ir.graph import Graph, Value
-from graphdl.ops.attention import BLOCK_K, BLOCK_Q, build_composition, dropout_keep, visible
+from graphdl.ops.attention import (
+    BLOCK_K,
+    BLOCK_Q,
+    LANE,
+    SMALL_T,
+    build_composition,
+    dropout_keep,
+    visible,
+)
 from graphdl.ops.cost import op_flops
 from graphdl.ops.nn import dropout_mask_reference
 from graphdl.ops.registry import ShapeError
@@ -138,6 +146,85 @@ def test_results_do_not_depend_on_the_thread_count(n):
         numba.set_num_threads(before)
     for one, other in zip(runs[0], runs[-1]):
         np.testing.assert_array_equal(one, other)
+
+
+# the whole-head kernels (`_fwd_heads_small`, `_bwd_heads_small`): Tq, Tk <= SMALL_T, rows of
+# scores padded to a multiple of LANE; around both limits, both dtypes, masks and dropout
+HEAD_SIZES = [(31, 31), (32, 32), (33, 31), (LANE + 1, SMALL_T), (SMALL_T, SMALL_T),
+              (SMALL_T + 1, 20), (20, SMALL_T + 1)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("size", HEAD_SIZES, ids=[f"{a}x{b}" for a, b in HEAD_SIZES])
+def test_whole_head_kernels_around_their_limits(size, causal, dtype):
+    """Forward and backward against the references at the sizes where the whole-head
+    kernels pad a row (Tk = 31, 33: one key more or less than LANE) and where they give way
+    to the blocked kernels (SMALL_T + 1), with a key mask (a sample all padding), dropout
+    and an lse gradient."""
+    assert SMALL_T % LANE == 0
+    tq, tk = size
+    r = rng(tq * 100 + tk)
+    arrays = _case(r, 3, tq, tk, dtype=dtype, mask=True, empty_rows=True) + [np.asarray(4, np.int64)]
+    attrs = _attrs(causal, True, 0.15, salt=3)
+    types = _types(arrays, seed=True)
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == "float32" else {"rtol": 1e-9, "atol": 1e-10}
+    out, lse = check_kernel("attention", types, arrays, attrs, **tol)
+    assert not np.isnan(out).any()
+    gout = r.standard_normal(out.shape).astype(dtype)
+    glse = np.where(np.isfinite(lse), r.standard_normal(lse.shape), 0).astype(dtype)
+    out_t = [T("N", H, "Tq", DV, dtype=dtype), T("N", H, "Tq", dtype=dtype)]
+    ref_out, ref_lse = reference("attention", arrays, attrs)
+    dq, dk, dv = check_kernel("attention_grad", [out_t[0], *types, *out_t, out_t[1]],
+                              [gout, *arrays, ref_out, ref_lse, glse], {**attrs, "has_glse": True},
+                              **tol)
+    for x in (dq, dk, dv):
+        assert np.isfinite(x).all()
+
+
+def test_whole_head_kernels_with_large_scores():
+    """Scores far outside exp's range in the whole-head kernels: finite out, lse and
+    gradients (every exp of a score less its row's max, or less lse, is <= 1)."""
+    r = rng(12)
+    arrays = _case(r, 2, 9, 31, mask=True)
+    arrays[0] *= 30.0
+    attrs = _attrs(True, True, scale=2.0)
+    out, lse = check_kernel("attention", _types(arrays), arrays, attrs, rtol=1e-4, atol=1e-4)
+    assert np.isfinite(out).all() and np.isfinite(lse).all()
+    gout = r.standard_normal(out.shape).astype(np.float32)
+    out_t = [T("N", H, "Tq", DV), T("N", H, "Tq")]
+    grads = check_kernel("attention_grad", [out_t[0], *_types(arrays), *out_t],
+                         [gout, *arrays, out, lse], attrs, rtol=2e-3, atol=2e-3)
+    for x in grads:
+        assert np.isfinite(x).all()
+
+
+def test_whole_head_results_do_not_depend_on_the_thread_count():
+    """Many short heads (the transformer benchmark's shapes, fewer samples): each head is
+    one work item, so the blocks the threads take change nothing."""
+    numba = pytest.importorskip("numba")
+    r = rng(13)
+    arrays = _case(r, 24, 32, 31, mask=True, d=16, dv=16, heads=4)
+    types = _types(arrays)
+    attrs = _attrs(True, True)
+    fwd, _ = compile_single("attention", types, attrs)
+    gout = r.standard_normal((24, 4, 32, 16)).astype(np.float32)
+    out_t = [T("N", 4, "Tq", 16), T("N", 4, "Tq")]
+    bwd, _ = compile_single("attention_grad", [out_t[0], *types, *out_t], attrs)
+    before = numba.get_num_threads()
+    runs = []
+    try:
+        for threads in sorted({1, before}):
+            numba.set_num_threads(threads)
+            out, lse = (x.copy() for x in run_compiled(fwd, arrays))
+            grads = [x.copy() for x in run_compiled(bwd, [gout, *arrays, out, lse])]
+            runs.append([out, lse, *grads])
+    finally:
+        numba.set_num_threads(before)
+    for one, other in zip(runs[0], runs[-1]):
+        np.testing.assert_array_equal(one, other)
+    want = reference("attention", arrays, attrs)
+    np.testing.assert_allclose(runs[0][0], want[0], rtol=1e-5, atol=1e-5)
 
 
 # ----------------------------------------------------------------------- dropout
