@@ -20,7 +20,7 @@ CUDA_EMITTERS: dict[str, Callable] = {}
 CUDA_KERNELS: dict[str, object] = {}
 
 FAMILIES = ("reduce", "matmul", "nn", "losses", "optim", "shape", "control", "layernorm",
-            "attention")
+            "attention", "batchnorm", "image")
 
 
 def cuda_emitter(*op_names: str) -> Callable:

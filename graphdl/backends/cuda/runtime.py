@@ -16,6 +16,11 @@ def alloc(n, dtype):
     return D.device_array(max(int(n), 1), np.dtype(dtype))
 
 
+def to_device(array):
+    """A device copy of a small host table (made once a binding: select_channels' list)."""
+    return D.to_device(array)
+
+
 def config(kernel, grid, block):
     return D.configure(kernel, grid, block)
 
