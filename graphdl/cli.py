@@ -101,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="write the graph after PASS as JSON (lowered, infer_shapes, autodiff, simplify, fuse, schedule, plan_memory, or all)")
     sp.add_argument("--dump-dir", default=".", help="where --dump-after writes (default: .)")
     sp.add_argument("--emit-source", metavar="DIR", help="write the generated kernel source into DIR")
+    sp.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="the backend to compile for (cuda: the CUDA simulator where there is no "
+                    "GPU; an op without a CUDA kernel is E708)")
     sp = add("run", cmd_run, "train and evaluate a spec; writes runs/<name>/")
     sp.add_argument("spec")
     sp.add_argument("--run-dir", help="run directory, relative to the working directory (default: "
@@ -209,16 +212,28 @@ def cmd_compile(args) -> int:
     spec = _load(args.spec)
     if args.mode != "predict":
         require_train(spec, f"graphdl compile --mode {args.mode}")
+    simulated, note = False, "device: cpu"
+    if args.device == "cuda":
+        from graphdl.backends.cuda import compile_target
+
+        simulated, note = compile_target()  # E701 where a driver is loaded but no GPU works
     t0 = time.perf_counter()
-    c = compile_spec(spec, args.mode, keep_snapshots=True)
+    # on the simulator a warm-up would run every kernel as Python: the launches are only
+    # configured (`CudaProgram.configure`); an op without a CUDA kernel is E708 either way
+    c = compile_spec(spec, args.mode, keep_snapshots=True, device=args.device,
+                     warmup=not simulated)
+    if simulated:
+        c.program.configure()
     total = time.perf_counter() - t0
     batch = int(spec.train["batch_size"])
     bindings = _bindings(spec, batch)
     at = f"batch {batch}" + (f", T = {bindings['T']}" if "T" in bindings else "")
     if args.format == "json":
         summary = _compile_summary(spec, c, total, bindings)
+        summary.update(device=args.device, simulated=simulated)
         print(json.dumps(summary, indent=2))
     else:
+        print(note)
         print(_layer_table(spec, c.lowered, bindings))
         print()
         print(f"passes ({args.mode} graph):")
@@ -233,7 +248,10 @@ def cmd_compile(args) -> int:
         print(f"FLOPs per step:       {flops(c.graph, bindings):,} ({at})")
         print(f"planned peak memory:  {peak_bytes(c.graph, bindings):,} bytes ({at})")
         cold = c.program.cold_seconds
-        if c.program.was_cached:
+        if simulated:
+            print("kernel compile:       none (CUDA simulator: kernels generated and loaded, launches "
+                  "configured at batch 1)")
+        elif c.program.was_cached:
             cold_text = f"cold {cold:.2f} s (first compile)" if cold is not None else "cold unknown"
             print(f"kernel compile:       warm {c.jit_seconds:.2f} s (disk cache), {cold_text}")
         else:

@@ -167,9 +167,7 @@ class CompiledProgram(ABC):
         """Compile every kernel (or load it from the disk cache) by one call on scratch
         parameters and zero inputs; seconds. The bound parameters are kept."""
         saved = self._save_binding()
-        scratch_p = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.param_types.items()}
-        scratch_s = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.state_types.items()}
-        self.bind_params(scratch_p, scratch_s)
+        self.bind_params(*self.scratch_params())
         t0 = time.perf_counter()
         self(dummy_feeds(self, 1))
         self._synchronize()
@@ -178,6 +176,12 @@ class CompiledProgram(ABC):
         self.jit_seconds = seconds
         self.cold_seconds = remember_cold_time(self.source_path, seconds, self.was_cached)
         return seconds
+
+    def scratch_params(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Zero parameters and state of the bound types, for calls that only compile."""
+        params = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.param_types.items()}
+        state = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.state_types.items()}
+        return params, state
 
     @abstractmethod
     def _save_binding(self):

@@ -6,7 +6,8 @@
 - `cache`: generated source written by content hash under the cache directory;
 - `program`: `CudaProgram`, the `Program` interface with buffers kept on the device.
 
-Importing this package imports no CUDA; `resolve_device` decides a spec's device.
+Importing this package imports no CUDA; `resolve_device` decides a spec's device, and
+`compile_target` what `graphdl compile --device cuda` compiles for.
 """
 
 from __future__ import annotations
@@ -70,3 +71,37 @@ def resolve_device(requested: str | None, *, loc=None) -> tuple[str, str]:
             help="use device: cpu (or auto), or install the CUDA extra on a machine with an "
                  "NVIDIA GPU: pip install 'graphdl[cuda]'"), phase="runtime")
     return "cpu", f"device: cpu (auto: no usable CUDA GPU: {why})"
+
+
+def compile_target() -> tuple[bool, str]:
+    """(simulated, note): what `graphdl compile --device cuda` compiles for.
+
+    A usable GPU: the kernels are compiled by a warm-up call, as a run would. A machine
+    with no NVIDIA driver (or NUMBA_ENABLE_CUDASIM=1) gets the CUDA simulator, chosen here
+    before numba.cuda is first imported: the kernels are generated, checked (E708) and
+    loaded, and every launch is configured, but nothing runs (the simulator would run them
+    as Python) and nothing is compiled for a GPU. Raises GraphdlError E701 where a driver
+    is loaded but no GPU can be used."""
+    from graphdl.errors import Diagnostic, GraphdlError
+
+    if "numba.cuda" not in sys.modules and (simulator_requested() or _no_driver_here()):
+        import numba
+
+        numba.config.ENABLE_CUDASIM = 1  # numba.cuda reads it when it is first imported
+    try:
+        from graphdl.backends.cuda import device
+    except Exception as e:  # noqa: BLE001  (no numba.cuda at all, a broken binding)
+        why = f"numba.cuda cannot be imported ({type(e).__name__}: {e})"
+        device = None
+    if device is not None and device.SIMULATOR:
+        return True, ("device: cuda (CUDA simulator: no GPU here; kernels generated and launches "
+                      "configured, nothing compiled for a GPU or run)")
+    if device is not None:
+        ok, why = cuda_usable(allow_simulator=False)
+        if ok:
+            return False, f"device: cuda ({device.device_name()})"
+    raise GraphdlError(Diagnostic(
+        "E701", f"cannot compile for device 'cuda': {why}",
+        help="run on a machine with an NVIDIA GPU and graphdl[cuda], or on one without an "
+             "NVIDIA driver (the CUDA simulator checks and generates the kernels)"),
+        phase="runtime")

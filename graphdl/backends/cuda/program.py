@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphdl.backends.common.program import CompiledProgram
+from graphdl.backends.common.program import CompiledProgram, dummy_feeds
 from graphdl.backends.cuda import device as D
 from graphdl.backends.cuda.cache import load_generated
 from graphdl.backends.cuda.codegen import CudaCodegen
@@ -148,6 +148,17 @@ class CudaProgram(CompiledProgram):
                 for name, dtype, start, stop, shape in entry.layout}
 
     # ------------------------------------------------------------ warm-up
+    def configure(self, batch: int = 1) -> None:
+        """Set up a binding at ``batch`` on scratch parameters, launching nothing: every
+        buffer carved and every launch configured (what `graphdl compile --device cuda`
+        does on the simulator, where a warm-up would run the kernels as Python). The bound
+        parameters are kept."""
+        saved = self._save_binding()
+        self.bind_params(*self.scratch_params())
+        feeds = dummy_feeds(self, batch)
+        self._setup(self._check_feeds(feeds), feeds)
+        self._restore_binding(saved)
+
     def _save_binding(self):
         return self._host_bound, self._dev_bound
 
