@@ -47,6 +47,8 @@ class Layout:
     height: float
     crossings: int = 0
     reversed_edges: list[tuple[Hashable, Hashable]] = field(default_factory=list)
+    # edges drawn from side to side rather than top to bottom (between two columns)
+    side: set[tuple[Hashable, Hashable]] = field(default_factory=set)
 
     def box(self, n: Hashable) -> tuple[float, float, float, float]:
         """(x0, y0, x1, y1) of a node."""

@@ -5,6 +5,8 @@ producer, so edge labels take part in the layout and never sit on top of a node.
 width grows with the log of the bytes the value holds, up to 2.5 px. Parameters,
 optimiser state, constants and scalar inputs are written inside the nodes that read them
 (``inline_sources``), with their shapes, instead of sending an edge across the drawing.
+A training graph is drawn like the HTML viewer draws it (``_mirrored``): the forward pass
+down, the backward pass beside it flowing up, the optimiser updates in rows below.
 """
 
 from __future__ import annotations
@@ -104,9 +106,172 @@ def stage_layout(stage: dict, bodies: dict | None = None,
         u, i = o["value"]
         if u in by_id:
             edges.append((value(u, i), key))
+    phases = {n["phase"] for n in stage["nodes"]}
+    if outputs is None and phases & {"backward", "update"} and len(phases) > 1:
+        return _mirrored(sizes, edges, values, by_id), values
     lay = layered_layout(sizes, edges, node_gap=16, layer_gap=14, margin=10, pin_below=list(values),
                          tighten_sources=outputs is None, sinks_last=ports)
     return lay, values
+
+
+COLUMN = {"backward": 1, "update": 2}  # 0: the forward pass (and any other phase)
+COL_GAP = 90.0  # between the forward and the backward column
+ROW_GAP = 40.0  # between the columns and the rows of updates below them
+MARGIN = 10.0
+
+
+def _mirrored(sizes: dict, edges: list, values: dict, by_id: dict) -> Layout:
+    """A training graph as the HTML viewer draws it: the forward pass top to bottom, the
+    backward pass beside it as its mirror (bottom to top, each spec layer's gradient level
+    with the layer), the optimiser updates in rows below both. Edges inside a column are
+    routed by the layered layout; an edge between columns is a curve from side to side
+    (forward to backward) or from bottom to top (to the updates), listed in ``side`` when
+    it leaves sideways. A value label belongs to its producer's column."""
+    def col(key) -> int:
+        return COLUMN.get(by_id[key[1]]["phase"], 0) if key[0] in ("n", "v") else 0
+
+    cols: list[list] = [[], [], []]
+    for key in sizes:
+        cols[col(key)].append(key)
+    inner = [[(u, v) for u, v in edges if col(u) == col(v) == c] for c in (0, 1)]
+    parts: list[Layout | None] = [None, None]
+    for c in (0, 1):
+        if cols[c]:
+            parts[c] = layered_layout({k: sizes[k] for k in cols[c]}, inner[c], node_gap=16,
+                                      layer_gap=14, margin=0,
+                                      pin_below=[k for k in cols[c] if k in values])
+    pos: dict = {}
+    lines: dict = {}
+    if parts[1] is not None:  # the backward pass flows up
+        b = parts[1]
+        b.pos = {k: (x, b.height - y) for k, (x, y) in b.pos.items()}
+        b.edges = {e: [(x, b.height - y) for x, y in pts] for e, pts in b.edges.items()}
+    offsets = [(MARGIN, MARGIN), (MARGIN, MARGIN)]
+    if parts[0] is not None and parts[1] is not None:
+        f, b = parts
+        lf, lb = _layer_levels(f, by_id), _layer_levels(b, by_id)
+        diffs = [lf[k] - lb[k] for k in lb if k in lf]
+        dy = sum(diffs) / len(diffs) if diffs else f.height - b.height
+        top = min(0.0, dy)  # neither column above the margin
+        offsets = [(MARGIN, MARGIN - top), (MARGIN + f.width + COL_GAP, MARGIN + dy - top)]
+    right = bottom = MARGIN
+    for c, part in enumerate(parts):
+        if part is None:
+            continue
+        ox, oy = offsets[c]
+        for k, (x, y) in part.pos.items():
+            pos[k] = (x + ox, y + oy)
+        for e, pts in part.edges.items():
+            lines[e] = [(x + ox, y + oy) for x, y in pts]
+        right = max(right, ox + part.width)
+        bottom = max(bottom, oy + part.height)
+    if cols[2]:
+        bottom = _update_rows(cols[2], sizes, edges, values, pos, max(right - MARGIN, 700.0), bottom + ROW_GAP)
+        right = max(right, max(pos[k][0] + sizes[k][0] / 2 for k in cols[2]))
+    side = set()
+    for u, v in edges:
+        if (u, v) in lines:
+            continue
+        (ax, ay), (aw, ah) = pos[u], sizes[u]
+        (bx, by), (bw, bh) = pos[v], sizes[v]
+        # down from a bottom to a top (to an update, or to a label right under it)
+        if by - bh / 2 > ay + ah / 2 + 8 or (u[0] == "n" and v[0] == "v" and col(u) == 2):
+            lines[(u, v)] = [(ax, ay + ah / 2), (bx, by - bh / 2)]
+        else:
+            s = 1 if bx > ax else -1
+            lines[(u, v)] = [(ax + s * aw / 2, ay), (bx - s * bw / 2, by)]
+            side.add((u, v))
+    return Layout(pos=pos, size=dict(sizes), layer={k: col(k) for k in sizes}, edges=lines,
+                  width=right + MARGIN, height=bottom + MARGIN, side=side)
+
+
+def _layer_levels(part: Layout, by_id: dict) -> dict:
+    """The mean y of each spec layer's op nodes in one column."""
+    sums: dict = {}
+    for k, (_, y) in part.pos.items():
+        layer = by_id[k[1]]["layer"] if k[0] == "n" else None
+        if layer:
+            s = sums.setdefault(layer, [0.0, 0])
+            s[0] += y
+            s[1] += 1
+    return {k: s / c for k, (s, c) in sums.items()}
+
+
+def _update_rows(keys: list, sizes: dict, edges: list, values: dict, pos: dict,
+                 max_width: float, y: float) -> float:
+    """Place the optimiser updates in rows from ``y`` down: one rank per step of their
+    own dependencies, each rank ordered by the x of what feeds it and wrapped at
+    ``max_width``, each update's value labels right under it. Returns the bottom."""
+    inside = set(keys)
+    nodes = [k for k in keys if k[0] == "n"]
+    labels: dict = {k: [] for k in nodes}
+    for u, v in edges:
+        if u in labels and v in values and v in inside:
+            labels[u].append(v)
+    preds: dict = {k: [] for k in nodes}
+    for u, v in edges:
+        if v in preds:
+            preds[v].append(("n", u[1]) if u[0] == "v" else u)
+    rank = dict.fromkeys(nodes, 0)
+    for _ in range(len(nodes)):
+        moved = False
+        for k in nodes:
+            for p in preds[k]:
+                if p in rank and p != k and rank[p] + 1 > rank[k] and rank[p] + 1 <= len(nodes):
+                    rank[k] = rank[p] + 1
+                    moved = True
+        if not moved:
+            break
+
+    def anchor(k) -> float:
+        xs = [pos[p][0] for p in preds[k] if p in pos and p not in inside]
+        return sum(xs) / len(xs) if xs else float("inf")
+
+    def extent(k) -> tuple[float, float]:
+        w, h = sizes[k]
+        for lab in labels[k]:
+            w = max(w, sizes[lab][0])
+            h += sizes[lab][1] + 2
+        return w, h
+
+    gap = 22.0
+    placed: list[list] = []
+    for r in sorted(set(rank.values())):
+        row: list = []
+        width = 0.0
+        for k in sorted((k for k in nodes if rank[k] == r), key=anchor):
+            w, _ = extent(k)
+            if row and width + gap + w > max_width:
+                placed.append(row)
+                row, width = [], 0.0
+            width += (gap if row else 0.0) + w
+            row.append(k)
+        if row:
+            placed.append(row)
+    widest = max((sum(extent(k)[0] for k in row) + gap * (len(row) - 1) for row in placed), default=0.0)
+    for row in placed:
+        h = max(extent(k)[1] for k in row)
+        w_row = sum(extent(k)[0] for k in row) + gap * (len(row) - 1)
+        x = MARGIN + (widest - w_row) / 2
+        for k in row:
+            w, _ = extent(k)
+            nh = sizes[k][1]
+            pos[k] = (x + w / 2, y + nh / 2)
+            ly = y + nh + 2
+            for lab in labels[k]:
+                pos[lab] = (x + w / 2, ly + sizes[lab][1] / 2)
+                ly += sizes[lab][1] + 2
+            x += w + gap
+        y += h + 34.0
+    return y - 34.0
+
+
+def _side_path(pts) -> str:
+    """A cubic from one node's side to another's, leaving and entering horizontally (an
+    edge between the forward and the backward column)."""
+    (x0, y0), (x1, y1) = pts[0], pts[-1]
+    mx = (x0 + x1) / 2
+    return f"M{x0:.1f},{y0:.1f} C{mx:.1f},{y0:.1f} {mx:.1f},{y1:.1f} {x1:.1f},{y1:.1f}"
 
 
 def _path(pts) -> str:
@@ -152,6 +317,7 @@ def _graph_svg(stage: dict, lay: Layout, values: dict, bodies: dict, color: str,
     in_body = outputs is not None
     out = ['<g class="edges" fill="none" stroke="#6b6b6b">']
     leads = []
+    side = lay.side
     for (u, v), pts in lay.edges.items():
         vk = u if u[0] == "v" else v
         w = edge_width(values[vk][1], top)
@@ -176,7 +342,8 @@ def _graph_svg(stage: dict, lay: Layout, values: dict, bodies: dict, color: str,
             out.append(f'<path d="{_path([(x, box_bottom)] + list(pts[1:]))}" stroke-width="{w}"/>')
             leads.append(f'<path d="M{x:.1f},{pbottom:.1f} L{x:.1f},{box_bottom:.1f}" stroke-width="{w}"/>')
             continue
-        out.append(f'<path d="{_path(pts)}" stroke-width="{w}"{arrow}/>')
+        d = _side_path(pts) if (u, v) in side else _path(pts)
+        out.append(f'<path d="{d}" stroke-width="{w}"{arrow}/>')
     out.append("</g>")
     out.append(f'<g class="values" font-size="{VALUE_SIZE}" fill="#444444" text-anchor="middle">')
     for vk, (text, nbytes) in values.items():

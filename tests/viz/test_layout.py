@@ -118,15 +118,41 @@ def test_place_row_is_least_squares_with_gaps():
 
 
 def test_training_graph_layout(digits):
-    """The real training graph with its value labels as layout nodes."""
+    """The real training graph, value labels as layout nodes, mirrored: the forward pass
+    flows down, the backward pass beside it flows up with each layer's gradient level
+    with the layer, the updates sit in rows below both."""
     from graphdl.viz.data import stage_data
     from graphdl.viz.svg import stage_layout
 
     st = stage_data(digits.snapshots["autodiff"], name="autodiff", bindings={"N": 64})
     lay, values = stage_layout(st)
+    by_id = {n["id"]: n for n in st["nodes"]}
     assert not overlaps(lay, list(lay.pos))
-    assert_points_down(lay, list(lay.edges))
     assert not lay.reversed_edges
-    # every value label sits right below its producer
+    col = {1: [], 2: [], 0: []}
+    for k in lay.pos:
+        col[lay.layer[k]].append(k)
+    assert all(col.values())
+    fwd_right = max(lay.box(k)[2] for k in col[0])
+    assert min(lay.box(k)[0] for k in col[1]) > fwd_right  # the backward column beside
+    assert min(lay.box(k)[1] for k in col[2]) > max(lay.box(k)[3] for k in col[0] + col[1])
+    for (u, v), pts in lay.edges.items():
+        c = lay.layer[u]
+        if c == lay.layer[v] and c < 2:  # inside a column: down (forward) or up (backward)
+            ys = [p[1] for p in pts]
+            assert ys == sorted(ys, reverse=(c == 1)), (u, v, pts)
+        elif (u, v) in lay.side:  # between the columns: side to side
+            assert pts[0][1] == pytest.approx(lay.pos[u][1]) and pts[-1][1] == pytest.approx(lay.pos[v][1])
+        else:  # to the updates: from a bottom to a top
+            assert pts[0][1] == pytest.approx(lay.box(u)[3]) and pts[-1][1] == pytest.approx(lay.box(v)[1])
+    # every value label sits right below its producer (above it in the backward pass)
     for (_, nid, i) in values:
-        assert lay.layer[("v", nid, i)] == lay.layer[("n", nid)] + 1
+        (_, vy), (_, py) = lay.pos[("v", nid, i)], lay.pos[("n", nid)]
+        assert (vy < py) if by_id[nid]["phase"] == "backward" else (vy > py), (nid, i)
+    # a layer's forward nodes and its gradient's are level (within a few node heights)
+    def level(c, layer):
+        ys = [lay.pos[k][1] for k in col[c] if k[0] == "n" and by_id[k[1]]["layer"] == layer]
+        return sum(ys) / len(ys)
+    for layer in ("dense_1", "dense_2", "dense_3"):
+        assert abs(level(0, layer) - level(1, layer)) < 250, layer
+    assert level(0, "dense_1") < level(0, "dense_3") and level(1, "dense_1") < level(1, "dense_3")
