@@ -450,10 +450,6 @@ def test_outputs_are_fresh_arrays():
 # ---------------------------------------------------------------------------- coverage
 
 UNSUPPORTED = {
-    # conv / pooling families: no CUDA kernels yet; a model that uses them is refused at
-    # compile time (E708) and runs on the CPU backend
-    "conv2d", "conv2d_grad_input", "conv2d_grad_weight",
-    "max_pool2d", "max_pool2d_grad", "avg_pool2d", "avg_pool2d_grad", "global_avg_pool2d",
     # linalg runs once on the host, in the data pipeline's PCA fit (CPU program, LAPACK);
     # no layer puts it in a model, so a CUDA graph holding it is refused (E708)
     "svd", "eigh", "eig",
@@ -470,7 +466,10 @@ COVERED = (set(UNARY) | set(BINARY) | set(COMPARE) | {
     # tested in test_cuda_batchnorm.py and test_cuda_image.py
     | {"batch_norm_train", "batch_norm_train_grad", "resize", "grayscale", "rgb_to_yuv",
        "select_channels", "normalize_channels", "gaussian_blur", "median_filter",
-       "random_rotation", "random_flip", "gaussian_noise", "salt_pepper_noise"})
+       "random_rotation", "random_flip", "gaussian_noise", "salt_pepper_noise"}
+    # tested in test_cuda_conv.py and test_cuda_pool.py
+    | {"conv2d", "conv2d_grad_input", "conv2d_grad_weight", "max_pool2d", "max_pool2d_grad",
+       "avg_pool2d", "avg_pool2d_grad", "global_avg_pool2d"})
 
 
 def test_every_op_is_covered_or_declared_unsupported():

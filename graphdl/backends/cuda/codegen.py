@@ -31,20 +31,39 @@ into the carry buffers, which are the scan's final-carry outputs.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from graphdl.backends.common.codegen import (
     SOURCES,
     EmitCtx,
     GraphSource,
     StepSignature,
+    _rebase_members,
+    _sliced_reads,
     broadcast_index,
     dim_expr,
     is_flat_loop,
 )
-from graphdl.backends.cuda.registry import emitter_for
+from graphdl.backends.cuda.registry import emitter_for, epilogue_emitter_for
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
 from graphdl.ops.registry import get_op
+
+
+@dataclass
+class Epilogue:
+    """The elementwise members of a fused epilogue group, for a kernel that applies them to
+    each value its head computes (`registry.cuda_epilogue_emitter`): ``members`` read the
+    head's value as input ``head`` and the group's other inputs ``in_vars`` (types
+    ``in_types``); ``out`` is the group's output type."""
+
+    members: list[dict]
+    in_vars: list[str]
+    in_types: list[TensorType]
+    head: int
+    out: TensorType
+    runtime: list[str]  # setup names of the run-time factors k0, k1, ... (`_divisors`)
 
 
 class CudaEmitCtx(EmitCtx):
@@ -95,6 +114,33 @@ class CudaEmitCtx(EmitCtx):
     def launch1d(self, kernel: str, n: str, args: list[str]) -> list[str]:
         """A grid-stride launch over ``n`` items."""
         return self.launch(f"R.config1d({kernel}, {n})", args)
+
+    # ------------------------------------------------------------ generated kernels
+    def epilogue_chain(self, epi: Epilogue | None, index: list[str], value: str,
+                       store: str) -> tuple[list[str], list[str], list[str]]:
+        """The lines that finish one output value ``value`` (at multi-index ``index`` of the
+        output) through the epilogue and store it into ``store``; returns (lines, kernel
+        parameters the lines read, the launch's arguments for them). No epilogue: the
+        store alone."""
+        if epi is None:
+            return [f"{store} = {value}"], [], []
+        read = {}
+        params, args = [], []
+        for i, (var, t) in enumerate(zip(epi.in_vars, epi.in_types)):
+            if i == epi.head:
+                read[i] = value
+                continue
+            read[i] = f"e{i}[{broadcast_index(t, epi.out, index)}]"
+            params.append(f"e{i}")
+            args.append(var)
+        lines, params = self.gen._scalar_chain(epi.members, read, store, params)
+        return lines, params, args + epi.runtime
+
+    def generated_kernel(self, body: list[str], params: list[str], head_ops: list[str],
+                         epi: Epilogue | None) -> str:
+        """Write (once) a kernel with this body into the generated module; its name."""
+        members = [{"op": op} for op in head_ops] + (epi.members if epi else [])
+        return self.gen._register_loop("@jit", body, params, members)
 
     def copy(self, src: str, dst: str, n: str) -> list[str]:
         """Copy ``n`` elements between two device arrays of the same dtype."""
@@ -212,6 +258,37 @@ class CudaCodegen(GraphSource):
 
     def _emitter(self, op: str):
         return emitter_for(op)
+
+    def _emit_node(self, nid: int, ctx) -> list[str]:
+        nd = self.g.node(nid)
+        if nd["op"] == "fused" and nd["attrs"]["kind"] == "epilogue":
+            emit = epilogue_emitter_for(nd["attrs"]["members"][0]["op"])
+            if emit is not None:
+                return self._emit_fused_epilogue(nid, emit, ctx)
+        return super()._emit_node(nid, ctx)
+
+    def _emit_fused_epilogue(self, nid: int, emit, ctx: CudaEmitCtx) -> list[str]:
+        """An epilogue group whose head writes its kernel with the epilogue inside (conv +
+        bias + activation: one launch). The members are rebased as the shared generator
+        does for the head-then-loop form; the head's value is the input after the
+        group's own."""
+        g = self.g
+        nd = g.node(nid)
+        ins = g.inputs_of(nid)
+        out = Value(nid, 0)
+        members = nd["attrs"]["members"]
+        head = members[0]
+        head_ins = [ins[r[1]] for r in head["inputs"]]
+        head_mark = "<head>"  # the head's value: no variable, the kernel's own result
+        in_vars = [self.var[v] for v in ins] + [head_mark]
+        in_types = [g.type_of(v) for v in ins] + [TensorType.from_json(head["type"])]
+        rest = _rebase_members(members, len(ins))
+        rest, in_vars, in_types = _sliced_reads(rest, in_vars, in_types)
+        runtime = [ctx.view(expr, "k") for expr in self._divisors(rest)]
+        # only the inputs the epilogue reads, numbered as it reads them (kernels dedupe)
+        rest, in_vars, in_types = self._loop_inputs(rest, in_vars, in_types)
+        epi = Epilogue(rest, in_vars, in_types, in_vars.index(head_mark), g.type_of(out), runtime)
+        return emit(ctx, head["attrs"], head_ins, [out], epi)
 
     def _missing_kernel(self, nd: dict) -> Exception:
         # unreachable: `_check_supported` refused the graph (E708) before generation

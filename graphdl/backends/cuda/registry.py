@@ -18,9 +18,10 @@ from collections.abc import Callable
 
 CUDA_EMITTERS: dict[str, Callable] = {}
 CUDA_KERNELS: dict[str, object] = {}
+CUDA_EPILOGUE_EMITTERS: dict[str, Callable] = {}
 
 FAMILIES = ("reduce", "matmul", "nn", "losses", "optim", "shape", "control", "layernorm",
-            "attention", "batchnorm", "image")
+            "attention", "batchnorm", "image", "conv", "pool")
 
 
 def cuda_emitter(*op_names: str) -> Callable:
@@ -31,6 +32,23 @@ def cuda_emitter(*op_names: str) -> Callable:
             if name in CUDA_EMITTERS and CUDA_EMITTERS[name] is not fn:
                 raise ValueError(f"cuda emitter for {name!r} registered twice")
             CUDA_EMITTERS[name] = fn
+        return fn
+
+    return deco
+
+
+def cuda_epilogue_emitter(*op_names: str) -> Callable:
+    """Register ``fn`` as the emitter of the named ops *with a fused epilogue*:
+    ``emit(ctx, attrs, ins, outs, epilogue) -> list[str]`` writes one kernel that applies the
+    epilogue (`codegen.Epilogue`: the elementwise ops `fuse` appended to the op) to each
+    output value before it stores it. An epilogue group whose head has none runs as the
+    head's launch followed by a generated loop over its output."""
+
+    def deco(fn):
+        for name in op_names:
+            if name in CUDA_EPILOGUE_EMITTERS and CUDA_EPILOGUE_EMITTERS[name] is not fn:
+                raise ValueError(f"cuda epilogue emitter for {name!r} registered twice")
+            CUDA_EPILOGUE_EMITTERS[name] = fn
         return fn
 
     return deco
@@ -60,6 +78,11 @@ def load_all() -> None:
 def emitter_for(op: str) -> Callable | None:
     load_all()
     return CUDA_EMITTERS.get(op)
+
+
+def epilogue_emitter_for(op: str) -> Callable | None:
+    load_all()
+    return CUDA_EPILOGUE_EMITTERS.get(op)
 
 
 def supported_ops() -> set[str]:
