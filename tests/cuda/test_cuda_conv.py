@@ -1,9 +1,9 @@
 """Convolution on the CUDA backend (graphdl/backends/cuda/kernels/conv.py) against the ops'
 NumPy references: on the simulator when there is no GPU (conftest.py).
 
-Shapes are tiny but cross the simulator's tiles (4 filters by 8 positions a tile, depth 16):
-several position tiles with ragged edges, depths that end mid-tile, and weight gradients
-split into several depth chunks (`SPLIT_MIN`, `SPLIT_BLOCKS`). The fused tests check that an
+Shapes are tiny but cross the simulator's tiles (8 rows by 16 positions a tile, depth 32):
+several row and position tiles with ragged edges, depths that end mid-tile, and weight
+gradients split into several depth chunks (`SPLIT_MIN`, `SPLIT_BLOCKS`). The fused tests check that an
 epilogue (bias, activation, a residual add) runs inside the convolution's own kernel.
 """
 
@@ -29,6 +29,7 @@ CASES = {
     "depthwise_strided": ((4, 7, 5), (8, 1, 3, 2), {"groups": 4, "stride": (2, 2),
                                                     "padding": (1, 1, 0, 1), "dilation": (1, 2)}),
     "1x1_stride3": ((3, 7, 7), (5, 3, 1, 1), {"stride": (3, 3)}),
+    "many_channels": ((9, 4, 4), (10, 9, 2, 2), {"padding": (0, 1, 0, 1)}),  # several M tiles
 }
 N = 2
 
