@@ -15,9 +15,17 @@ that would not fit is skipped and says so):
 5. bench_mlp: the digits MLP's training steps/s and eval samples/s, CUDA and CPU;
 6. bench_dense: a large dense workload (batch 1024, 4096-wide layers): training steps/s
    and GFLOP/s, and the tiled matmul alone at 1024 x 4096 x 4096 against the card's FP32
-   peak (from a table of known cards); then the same matmul with a register cap of 128;
-7. mlp_accuracy: ``graphdl run specs/mlp_digits.yaml`` with --device cuda and cpu: test
-   accuracy of both (needs the device wiring in the CLI).
+   peak (from a table of known cards);
+7. bench_lenet: LeNet (specs/lenet_digits.yaml, its batch of 64) training steps/s on the
+   GPU, on the CPU, and in PyTorch CUDA eager (the same layers, Adam) when torch imports
+   with CUDA;
+8. bench_conv: a conv-heavy network (batch 256, 3x64x64 input, four 3x3 conv layers of 64
+   channels with bias and relu): the convolutions' GFLOP/s, forward and training step,
+   against the card's FP32 peak;
+9. matmul_maxreg128: the matmul of stage 6 with a register cap of 128;
+10. mlp_accuracy, lenet_accuracy: ``graphdl run`` of the MLP and LeNet specs with --device
+   cuda and cpu: test accuracy of both (LeNet for LENET_EPOCHS epochs on both devices,
+   to fit the time budget; the simulator's dry run skips LeNet: a step takes a minute there).
 
 Exit status: 0 when the tests passed and every benchmark ran, 1 otherwise, 2 without a GPU.
 """
@@ -67,6 +75,70 @@ import json, sys
 from graphdl.backends.cuda.bench import matmul_gflops
 print(json.dumps(matmul_gflops(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[2]))))
 """
+
+BENCH_LENET = r"""
+import json, sys
+from graphdl.bench import bench_spec, bench_spec_cuda
+spec, seconds, batch = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]) or None
+out = {"cuda": bench_spec_cuda(spec, seconds=seconds, batch=batch)}
+try:
+    cpu = bench_spec(spec, seconds=seconds, cold=False)
+    out["cpu"] = {k: cpu[k] for k in ("batch_size", "train_steps_per_s", "eval_samples_per_s") if k in cpu}
+except Exception as e:
+    out["cpu"] = {"error": f"{type(e).__name__}: {e}"}
+if "train_steps_per_s" in out.get("cpu", {}):
+    out["cuda_vs_cpu"] = round(out["cuda"]["train_steps_per_s"] / out["cpu"]["train_steps_per_s"], 3)
+print(json.dumps(out))
+"""
+
+# LeNet as specs/lenet_digits.yaml builds it (conv 5x5 pad 2 + relu, max pool 2, conv 5x5 +
+# relu, max pool 2, dense 120 / 84 / 10, cross-entropy, Adam), in PyTorch CUDA eager
+TORCH_LENET = r"""
+import json, sys, time
+try:
+    import torch
+except ImportError as e:
+    print(json.dumps({"skipped": f"torch is not installed: {e}"})); sys.exit(0)
+if not torch.cuda.is_available():
+    print(json.dumps({"skipped": f"torch {torch.__version__} sees no CUDA device"})); sys.exit(0)
+batch, seconds = int(sys.argv[1]), float(sys.argv[2])
+nn = torch.nn
+dev = torch.device("cuda")
+model = nn.Sequential(
+    nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+    nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+    nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10)).to(dev)
+opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+x = torch.randn(batch, 1, 28, 28, device=dev)
+y = torch.randint(0, 10, (batch,), device=dev)
+def step():
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss
+for _ in range(10):
+    step()
+torch.cuda.synchronize()
+n, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < seconds:
+    for _ in range(10):
+        loss = step()
+    loss.item()  # the loss on the host, as graphdl's step ends
+    n += 10
+rate = n / (time.perf_counter() - t0)
+print(json.dumps({"torch": torch.__version__, "device": torch.cuda.get_device_name(0),
+                  "batch_size": batch, "train_steps_per_s": round(rate, 2)}))
+"""
+
+BENCH_CONV = r"""
+import json, sys
+from graphdl.backends.cuda.bench import conv_workload
+batch, size, channels, layers = map(int, sys.argv[1:5])
+print(json.dumps(conv_workload(batch, size, channels, layers)))
+"""
+
+LENET_EPOCHS = 5
 
 DEVICE = r"""
 import json
@@ -201,21 +273,26 @@ def run_tests(budget: Budget, summary: dict, simulate: bool) -> bool:
     return r["rc"] == 0 and counts.get("passed", 0) > 0
 
 
-def mlp_accuracy(budget: Budget, summary: dict, simulate: bool) -> bool:
+def accuracy(budget: Budget, summary: dict, simulate: bool, name: str, spec: str,
+             epochs: int | None = None, want: float = 150.0) -> bool:
+    """``graphdl run spec`` on the GPU and on the CPU (``epochs`` overrides the spec's on
+    both); their test metrics go to ``summary[name]``."""
     out = {}
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
         for device in ("cuda", "cpu"):
-            t = budget.timeout(150)
+            t = budget.timeout(want)
             if t is None:
                 out[device] = {"skipped": "out of time"}
                 ok = False
                 continue
             run_dir = Path(tmp) / device
-            cmd = [sys.executable, "-m", "graphdl.cli", "run", "specs/mlp_digits.yaml", "--device",
+            cmd = [sys.executable, "-m", "graphdl.cli", "run", spec, "--device",
                    device, "--run-dir", str(run_dir), "--no-progress"]
             if simulate:
                 cmd += ["--epochs", "1"]
+            elif epochs:
+                cmd += ["--epochs", str(epochs)]
             r = run(cmd, t, env=env_for(simulate and device == "cuda"))
             res_path = run_dir / "results.json"
             if r["rc"] == 0 and res_path.exists():
@@ -227,7 +304,9 @@ def mlp_accuracy(budget: Budget, summary: dict, simulate: bool) -> bool:
                 ok = False
     if "accuracy" in out.get("cuda", {}) and "accuracy" in out.get("cpu", {}):
         out["accuracy_difference"] = round(out["cuda"]["accuracy"] - out["cpu"]["accuracy"], 4)
-    summary["mlp_accuracy"] = out
+    if epochs and not simulate:
+        out["epochs"] = epochs
+    summary[name] = out
     return ok
 
 
@@ -271,9 +350,41 @@ def main(argv=None) -> int:
                 f"{mm['gflops']:.0f} GFLOP/s on {mm['device']} for {batch}x{width}x{width} float32"
                 + (f" = {100 * mm['fraction_of_fp32_peak']:.1f} % of its {mm['fp32_peak_tflops']} "
                    "TFLOP/s FP32 peak" if "fraction_of_fp32_peak" in mm else " (peak unknown for this card)"))
+        # LeNet at the spec's batch (64); on the simulator a LeNet step takes most of a
+        # minute (bench_mlp has run the same timing code there)
+        lenet = None
+        if args.simulate:
+            summary["bench_lenet"] = {"skipped": "a LeNet step takes most of a minute on the simulator"}
+        else:
+            lenet = python_stage("bench_lenet", BENCH_LENET, ["specs/lenet_digits.yaml", seconds, 0],
+                                 budget, 150, summary, False)
+            if lenet is None:
+                status = 1
+        if lenet is not None:
+            torch_res = python_stage("torch_lenet", TORCH_LENET, [lenet["cuda"]["batch_size"], seconds],
+                                     budget, 90, summary, False)
+            if torch_res and "train_steps_per_s" in torch_res:
+                lenet["cuda_vs_torch"] = round(
+                    lenet["cuda"]["train_steps_per_s"] / torch_res["train_steps_per_s"], 3)
+                summary["bench_lenet"]["cuda_vs_torch"] = lenet["cuda_vs_torch"]
+        conv_args = [2, 8, 4, 2] if args.simulate else [256, 64, 64, 4]
+        conv = python_stage("bench_conv", BENCH_CONV, conv_args, budget, 150, summary, args.simulate)
+        if conv is None:
+            status = 1
+        else:
+            summary["conv_summary"] = "; ".join(
+                f"{name} {conv[name]['conv_gflops']:.0f} GFLOP/s"
+                + (f" = {100 * conv[name]['fraction_of_fp32_peak']:.1f} % of FP32 peak"
+                   if "fraction_of_fp32_peak" in conv[name] else "")
+                for name in ("forward", "train")) + f" on {conv['device']}"
         python_stage("matmul_maxreg128", MATMUL_ONLY, [batch, width], budget, 90, summary,
                      args.simulate, GRAPHDL_CUDA_MM_MAXREG=128)
-        if not mlp_accuracy(budget, summary, args.simulate):
+        if not accuracy(budget, summary, args.simulate, "mlp_accuracy", "specs/mlp_digits.yaml"):
+            status = 1
+        if args.simulate:
+            summary["lenet_accuracy"] = {"skipped": "a LeNet epoch takes hours on the simulator"}
+        elif not accuracy(budget, summary, False, "lenet_accuracy", "specs/lenet_digits.yaml",
+                          epochs=LENET_EPOCHS, want=200):
             status = 1
         return status
     finally:

@@ -1,6 +1,7 @@
 """Measurements of the CUDA backend itself: the tiled matmul's GFLOP/s against the card's
-FP32 peak, and a large dense spec for whole-spec runs (`graphdl.bench.bench_spec_cuda`;
-tools/gpu_check.py prints them). The matmul is timed with CUDA events.
+FP32 peak, the convolution kernels' on a conv-heavy network (`conv_workload`), and a large
+dense spec for whole-spec runs (`graphdl.bench.bench_spec_cuda`; tools/gpu_check.py prints
+them). The matmul is timed with CUDA events.
 """
 
 from __future__ import annotations
@@ -99,3 +100,74 @@ def write_dense_spec(directory: str | Path, width: int = 4096, batch: int = 1024
     path = Path(directory) / f"dense_{width}.yaml"
     path.write_text(DENSE_SPEC.format(width=width, batch=batch), encoding="utf-8")
     return path
+
+
+def conv_workload(batch: int = 256, size: int = 64, channels: int = 64, layers: int = 4,
+                  repeats: int = 5) -> dict:
+    """GFLOP/s of the convolution kernels on a conv-heavy network: ``layers`` 3x3 convolutions
+    of ``channels`` filters (padding 1, bias, relu) over [batch, 3, size, size] float32.
+
+    Two programs, timed after a warm-up call each (wall clock; each call ends with its
+    outputs on the host, which synchronises): ``forward`` returns sum(y) (a scalar, so no
+    large copy is timed) and ``train`` also the gradients of the weights and biases (conv
+    forward, input gradients of every layer but the first, weight gradients of all). The
+    input is a parameter, so it stays on the device. GFLOP/s count the convolutions' FLOPs
+    only (`graphdl.ops.conv.conv_flops`); the time includes the rest of the step (bias,
+    relu, the final sum and its gradient, the output copy)."""
+    from graphdl.backends.cuda import device as D
+    from graphdl.backends.cuda.program import CudaProgram
+    from graphdl.ir.graph import Graph
+    from graphdl.ir.types import TensorType
+    from graphdl.passes.autodiff import build_gradients
+    from graphdl.passes.pipeline import PassContext
+
+    rng = np.random.default_rng(0)
+    g = Graph()
+    x = g.param("x", TensorType((batch, 3, size, size), "float32"))
+    params = {"x": rng.standard_normal((batch, 3, size, size)).astype(np.float32)}
+    weights = []
+    h = x
+    conv_flops_fwd = 0
+    conv_flops_train = 0
+    c_in = 3
+    for i in range(layers):
+        w = g.param(f"w{i}", TensorType((channels, c_in, 3, 3), "float32"))
+        b = g.param(f"b{i}", TensorType((channels,), "float32"))
+        params[f"w{i}"] = (rng.standard_normal((channels, c_in, 3, 3)) * (2.0 / (9 * c_in)) ** 0.5).astype(np.float32)
+        params[f"b{i}"] = np.zeros(channels, np.float32)
+        weights += [w, b]
+        h = g.op("relu", g.op("conv2d", h, w, b, stride=(1, 1), padding=(1, 1, 1, 1),
+                              dilation=(1, 1), groups=1))
+        one = 2 * batch * channels * c_in * 9 * size * size  # one pass of this layer
+        conv_flops_fwd += one
+        conv_flops_train += one * (2 if i == 0 else 3)  # forward, weight grad, input grad
+        c_in = channels
+    loss = g.op("sum", h)
+    g.outputs["loss"] = loss
+    fwd_graph = g.copy()
+    grads = build_gradients(g, loss, [v.node for v in weights])
+    for v in weights:
+        g.outputs[f"grad.{g.node(v.node)['name']}"] = grads[v.node]
+
+    out = {"device": D.device_name(), "shape": [batch, 3, size, size], "channels": channels,
+           "layers": layers}
+    for name, graph, count in (("forward", fwd_graph, conv_flops_fwd), ("train", g, conv_flops_train)):
+        t0 = time.perf_counter()
+        prog = CudaProgram(PassContext().run(graph, training=False), title=f"conv_workload_{name}")
+        prog.bind_params(params, {})
+        prog({})  # compiles (or loads the cache)
+        first_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            res = prog({})
+        ms = (time.perf_counter() - t0) * 1000.0 / repeats
+        gflops = count / (ms * 1e-3) / 1e9
+        out[name] = {"ms": round(ms, 3), "conv_flops": int(count),
+                     "conv_gflops": round(gflops, 3), "first_call_s": round(first_s, 3),
+                     "loss_finite": bool(np.isfinite(res["loss"]).all())}
+    peak = fp32_peak_tflops(out["device"])
+    if peak:
+        out["fp32_peak_tflops"] = peak
+        for name in ("forward", "train"):
+            out[name]["fraction_of_fp32_peak"] = round(out[name]["conv_gflops"] / (peak * 1000.0), 4)
+    return out
