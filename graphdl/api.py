@@ -178,7 +178,9 @@ class Model:
         check_run_dir(run_dir, self.spec)
         splits = self.data()
         splits.get(self.spec.evaluate["split"])  # E507 now, not after training, if it is empty
-        self.compile()
+        # only the train program before the first step: the eval program compiles when the
+        # first validation (or the final evaluation) needs it
+        self.compile(("train",))
         (run_dir / "spec.resolved.yaml").write_text(self.spec.resolved_yaml(), encoding="utf-8")
         trainer = Trainer(self, splits, run_dir, progress=progress, resume=resume)
         if epochs is not None:

@@ -357,7 +357,8 @@ def cmd_run(args) -> int:
             model.data()
             stage = "compiling"
             if not args.resume:
-                model.compile(on_cold=_say_compiling if args.format == "text" else None)
+                # the train program only: eval and predict compile when first used
+                model.compile(("train",), on_cold=_say_compiling if args.format == "text" else None)
                 if model.init_report is not None:
                     print(model.init_report.format())
             if ctrl_c.pressed:  # Ctrl-C that Numba swallowed without failing

@@ -663,7 +663,12 @@ def random_rotation_nchw(x, u_apply, u_angle, out, p, degrees, fill):
     cx = 0.5 * np.float64(w - 1)
     for a in range(n):
         if not u_apply[a] < p:
-            out[a] = x[a]
+            # element loops, not out[a] = x[a]: Numba's broadcasting setitem brings its
+            # error-message string code with it (~3 s of a cold compile)
+            for b in range(c):
+                for i in range(h):
+                    for j in range(w):
+                        out[a, b, i, j] = x[a, b, i, j]
             continue
         theta = (2.0 * u_angle[a] - 1.0) * degrees * (math.pi / 180.0)
         ct = math.cos(theta)
@@ -878,7 +883,10 @@ register(
 def salt_pepper_nchw(x, u_apply, u_elem, out, p, amount):
     n, c, h, w = x.shape
     for a in range(n):
-        out[a] = x[a]
+        for b in range(c):  # element loops: see random_rotation_nchw
+            for i in range(h):
+                for j in range(w):
+                    out[a, b, i, j] = x[a, b, i, j]
         if not u_apply[a] < p:
             continue
         lo = x[a].min()

@@ -47,8 +47,28 @@ def test_cold_programs_are_announced_before_compiling(tmp_path, cli, monkeypatch
     spec = spec_file(tmp_path, {"train.epochs": 1})
     rc, out, err = cli("run", spec, "--run-dir", tmp_path / "run", "--no-progress")
     assert rc == 0, err
-    assert "compiling 2 programs (first run on this machine, ~" in err, err
+    # only the train program before the first step: eval compiles at the first validation
+    assert "compiling 1 program (first run on this machine, ~" in err, err
     assert "compiling" not in out
+
+
+def test_run_compiles_only_the_train_program_before_training(tmp_path, cli, monkeypatch):
+    from graphdl.runtime.trainer import Trainer
+
+    real = Trainer._epochs
+    seen = {}
+
+    def epochs(self, *args, **kwargs):
+        seen["before"] = sorted(self.model._compiled)
+        history = real(self, *args, **kwargs)
+        seen["after"] = sorted(self.model._compiled)
+        return history
+
+    monkeypatch.setattr(Trainer, "_epochs", epochs)
+    spec = spec_file(tmp_path, {"train.epochs": 1})
+    rc, _out, err = cli("run", spec, "--run-dir", tmp_path / "run", "--no-progress")
+    assert rc == 0, err
+    assert seen == {"before": ["train"], "after": ["eval", "train"]}, seen
 
 
 def test_cached_programs_are_not_announced(tmp_path, cli):

@@ -99,9 +99,12 @@ class EmitCtx:
         return f"K.{name}"
 
     def call(self, kernel: str, *args: Value | str | int) -> str:
-        """The line ``K.kernel(arg, ...)``: a Value is passed as its variable, anything
-        else as its text (``repr`` a float attribute first, to keep every digit)."""
-        parts = [self.var(a) if isinstance(a, Value) else str(a) for a in args]
+        """The line ``K.kernel(arg, ...)``: a Value is passed as its variable, an int or
+        bool as a run-time value (`runtime`: one compiled kernel whatever the constant),
+        anything else as its text (``repr`` a float attribute first, to keep every digit)."""
+        parts = [self.var(a) if isinstance(a, Value)
+                 else self.runtime(a) if isinstance(a, (int, np.integer, np.bool_))
+                 else str(a) for a in args]
         return f"{self.kernel(kernel)}({', '.join(parts)})"
 
     def lit(self, x: float, dtype: str) -> str:

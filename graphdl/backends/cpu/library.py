@@ -52,11 +52,14 @@ def _install() -> None:
     from numba import njit
 
     g = globals()
+    # one jitted version of each helper for every kernel that calls it, so a helper (conv's
+    # `_geometry`, `_im2col`) compiles once per signature, not once per calling kernel
+    helpers: dict = {}
     for name, fn in cpu_kernels().items():
         g[name] = njit(
             cache=True, error_model="numpy", fastmath=FASTMATH,
             parallel=PRANGE_ONLY if is_parallel_kernel(name) else False,
-        )(_bind_globals(fn, {}))
+        )(_bind_globals(fn, helpers))
     inlined: dict = {}
     for name, op in all_ops().items():
         if op.scalar is not None:
