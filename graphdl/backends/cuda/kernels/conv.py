@@ -237,6 +237,7 @@ def conv_accumulate(a, b, sa, sb, acc, geo, mode, g, m0, p0, k0, k1, tx, ty):
         for j in range(CV_RP):
             acc[i, j] = zero
     for kb in range(k0, k1, CV_BK):
+        # the A tile, then the B tile (the same walk over two shapes: a deliberate parallel)
         for la in range(_LOADS_A):
             idx = tid + la * CV_THREADS
             mm = idx // CV_BK
@@ -258,6 +259,8 @@ def conv_accumulate(a, b, sa, sb, acc, geo, mode, g, m0, p0, k0, k1, tx, ty):
             else:
                 sb[kk, pp] = zero
         cuda.syncthreads()
+        # the register-tile product of kernels/matmul.py's matmul_tiled (a deliberate
+        # parallel: the tiles here are filled by gathers, there by plain loads)
         for kk in range(CV_BK):
             for i in range(CV_RM):
                 ra[i] = sa[kk, ty + i * MM_T]

@@ -36,6 +36,16 @@ def _clip(start, k, size):
 
 
 @device_function
+def _cell(e, nc, rows, cols):
+    """(n, c, row, column) of flat index ``e`` in an [N, nc, rows, cols] array."""
+    b = e % cols
+    q = e // cols
+    a = q % rows
+    q = q // rows
+    return q // nc, q % nc, a, b
+
+
+@device_function
 def _window_argmax(x, n, c, i, j, geo):
     """(row, column) of the winning cell of output (i, j)'s window over x[n, c]."""
     r0, r1 = _clip(i * geo[2] - geo[4], geo[0], x.shape[2])
@@ -83,12 +93,7 @@ def max_pool2d_cuda(x, out, geo):
     """out[n, c, i, j] = the max of its window (one thread per output)."""
     nb, nc, oh, ow = out.shape
     for e in range(cuda.grid(1), nb * nc * oh * ow, cuda.gridsize(1)):
-        j = e % ow
-        q = e // ow
-        i = q % oh
-        q = q // oh
-        c = q % nc
-        n = q // nc
+        n, c, i, j = _cell(e, nc, oh, ow)
         r, s = _window_argmax(x, n, c, i, j, geo)
         out[n, c, i, j] = x[n, c, r, s]
 
@@ -100,12 +105,7 @@ def max_pool2d_grad_cuda(gy, x, gx, geo):
     nb, nc, h, w = gx.shape
     oh, ow = gy.shape[2], gy.shape[3]
     for e in range(cuda.grid(1), nb * nc * h * w, cuda.gridsize(1)):
-        b = e % w
-        q = e // w
-        a = q % h
-        q = q // h
-        c = q % nc
-        n = q // nc
+        n, c, a, b = _cell(e, nc, h, w)
         acc = gx.dtype.type(0)
         ilo, ihi = _windows_over(a, oh, geo[0], geo[2], geo[4])
         jlo, jhi = _windows_over(b, ow, geo[1], geo[3], geo[5])
@@ -125,12 +125,7 @@ def avg_pool2d_cuda(x, out, geo):
     h, w = x.shape[2], x.shape[3]
     one = out.dtype.type(1)
     for e in range(cuda.grid(1), nb * nc * oh * ow, cuda.gridsize(1)):
-        j = e % ow
-        q = e // ow
-        i = q % oh
-        q = q // oh
-        c = q % nc
-        n = q // nc
+        n, c, i, j = _cell(e, nc, oh, ow)
         r0, r1 = _clip(i * geo[2] - geo[4], geo[0], h)
         c0, c1 = _clip(j * geo[3] - geo[5], geo[1], w)
         acc = out.dtype.type(0)
@@ -149,12 +144,7 @@ def avg_pool2d_grad_cuda(gy, gx, geo):
     oh, ow = gy.shape[2], gy.shape[3]
     one = gx.dtype.type(1)
     for e in range(cuda.grid(1), nb * nc * h * w, cuda.gridsize(1)):
-        b = e % w
-        q = e // w
-        a = q % h
-        q = q // h
-        c = q % nc
-        n = q // nc
+        n, c, a, b = _cell(e, nc, h, w)
         acc = gx.dtype.type(0)
         ilo, ihi = _windows_over(a, oh, geo[0], geo[2], geo[4])
         jlo, jhi = _windows_over(b, ow, geo[1], geo[3], geo[5])
