@@ -84,7 +84,9 @@ def bench_spec(spec_path: str, seconds: float = 2.0, cold: bool = True) -> dict:
     train = model.compiled("train").program
     feeds = random_feeds(spec, train, batch, rng)
     result["batch_size"] = batch
-    result["train_steps_per_s"] = round(_rate(lambda: train(feeds), seconds), 1)
+    steps = _rate(lambda: train(feeds), seconds)
+    result["train_steps_per_s"] = round(steps, 1)
+    result.update(roofline(flops(train.graph, {"N": batch}), steps, seconds))
     ev = model.compiled("eval").program
     eval_batch = 512
     efeeds = random_feeds(spec, ev, eval_batch, rng)
@@ -101,6 +103,34 @@ def bench_spec(spec_path: str, seconds: float = 2.0, cold: bool = True) -> dict:
     result["infer_batch1_ms"] = round(float(np.median(times)) * 1000, 4)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return result
+
+
+def sgemm_gflops(threads: int, seconds: float = 1.0, n: int = 1024) -> float:
+    """GFLOP/s of a float32 n x n x n matrix product (NumPy's BLAS) on ``threads`` threads,
+    timed as `_rate` times a training step: the machine's compute roof for the step."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(np.float32)
+    b = rng.standard_normal((n, n)).astype(np.float32)
+    c = np.empty((n, n), np.float32)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        calls = _rate(lambda: np.dot(a, b, c), seconds, warm=3, chunk=2)
+    return 2.0 * n**3 * calls / 1e9
+
+
+def roofline(step_flops: int, steps_per_s: float, seconds: float) -> dict:
+    """A CPU training step against the machine's roof, measured now on the threads the
+    step's parallel kernels use: its FLOPs (`graphdl.ops.cost`), the GFLOP/s it reaches,
+    sgemm's GFLOP/s and the fraction of it the step reaches."""
+    import numba
+
+    threads = numba.get_num_threads()
+    achieved = step_flops * steps_per_s / 1e9
+    roof = sgemm_gflops(threads, seconds=min(seconds, 1.0))
+    return {"train_flops_per_step": int(step_flops), "train_gflops": round(achieved, 2),
+            "sgemm_threads": threads, "sgemm_gflops": round(roof, 1),
+            "roofline_fraction": round(achieved / roof, 4)}
 
 
 def bench_spec_cuda(spec_path: str | Path, seconds: float = 2.0, batch: int | None = None) -> dict:

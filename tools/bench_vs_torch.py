@@ -14,7 +14,9 @@
                the predict program per token; --decode-rounds 0 skips it).
 
 The two run alternately, several rounds each, in one invocation, because these machines
-are shared and noisy: compare the ratios, not the absolute times. Batch-1 latency is one
+are shared and noisy: compare the ratios, not the absolute times. Each round also prints
+graphdl's roofline fraction: the step's FLOPs times its rate over sgemm's GFLOP/s,
+measured by `graphdl bench` in the same process on the same number of threads. Batch-1 latency is one
 forward pass on one sample: graphdl's predict program, torch's module in eval mode under
 inference_mode. The load average is printed before and after.
 
@@ -282,8 +284,11 @@ def main() -> int:
     for r in range(args.rounds):
         gdl_runs.append(graphdl_round(args.model, args.seconds, cold=(r == 0 and not args.no_cold)))
         torch_runs.append(torch_round(args.model, args.seconds))
-        print(f"round {r + 1}: graphdl {gdl_runs[-1]['train_steps_per_s']:.0f} steps/s, "
-              f"{gdl_runs[-1]['infer_batch1_ms'] * 1000:.1f} us batch-1 | torch "
+        g = gdl_runs[-1]
+        print(f"round {r + 1}: graphdl {g['train_steps_per_s']:.0f} steps/s "
+              f"({g['train_gflops']:.1f} GFLOP/s = {100 * g['roofline_fraction']:.1f} % of "
+              f"sgemm's {g['sgemm_gflops']:.0f} on {g['sgemm_threads']} threads), "
+              f"{g['infer_batch1_ms'] * 1000:.1f} us batch-1 | torch "
               f"{torch_runs[-1]['train_steps_per_s']:.0f} steps/s, "
               f"{torch_runs[-1]['infer_batch1_ms'] * 1000:.1f} us batch-1", flush=True)
 
@@ -299,6 +304,11 @@ def main() -> int:
         "graphdl_compile_s_cold": gdl_runs[0].get("compile_s_cold"),
         "graphdl_compile_s_warm": gdl_runs[0].get("compile_s_warm"),
         "graphdl_eval_samples_per_s": med(gdl_runs, "eval_samples_per_s"),
+        # the roofline: a step's FLOPs at its rate against sgemm measured in the same run
+        "train_flops_per_step": gdl_runs[0]["train_flops_per_step"],
+        "graphdl_train_gflops": med(gdl_runs, "train_gflops"),
+        "sgemm_gflops": med(gdl_runs, "sgemm_gflops"),
+        "graphdl_roofline_fraction": med(gdl_runs, "roofline_fraction"),
     }
     summary["train_speedup_vs_torch"] = summary["graphdl_train_steps_per_s"] / summary["torch_train_steps_per_s"]
     summary["batch1_latency_ratio_vs_torch"] = summary["graphdl_infer_batch1_ms"] / summary["torch_infer_batch1_ms"]

@@ -77,7 +77,8 @@ def test_gradcheck_format_json(cli):
 
 # ------------------------------------------------------------------ bench
 
-BENCH_KEYS = {"train_steps_per_s", "eval_samples_per_s", "infer_batch1_ms", "peak_rss_mb"}
+BENCH_KEYS = {"train_steps_per_s", "eval_samples_per_s", "infer_batch1_ms", "peak_rss_mb",
+              "train_flops_per_step", "train_gflops", "sgemm_gflops", "roofline_fraction"}
 
 
 def test_bench_json_warm(cli):
@@ -91,6 +92,13 @@ def test_bench_json_warm(cli):
     for k in BENCH_KEYS:
         assert isinstance(doc[k], (int, float)) and doc[k] > 0, (k, doc)
     assert doc["batch_size"] == 64
+    # the roofline: the step's FLOPs at its rate, over sgemm measured on the step's threads
+    assert doc["train_flops_per_step"] > 5_000_000  # 64-128-64-10 at batch 64: ~5.8 MFLOP
+    assert doc["train_gflops"] == pytest.approx(
+        doc["train_flops_per_step"] * doc["train_steps_per_s"] / 1e9, rel=0.01, abs=0.01)
+    assert doc["roofline_fraction"] == pytest.approx(
+        doc["train_gflops"] / doc["sgemm_gflops"], rel=0.01, abs=1e-3)
+    assert doc["sgemm_threads"] >= 1
 
 
 @pytest.mark.slow
