@@ -1,8 +1,8 @@
 """CUDA kernels of 2-D pooling (graphdl/ops/pool.py): max and average pooling and their
 gradients, and global average pooling.
 
-One thread per output element, grid-strided. The gradients gather rather than scatter: a
-thread per input cell walks the windows that contain it (rows ``i`` with
+One thread per output element, grid-strided. The gradients gather rather than scatter (one
+kernel for both): a thread per input cell walks the windows that contain it (rows ``i`` with
 ``i*sh - pt <= h < i*sh - pt + KH``, likewise columns) and adds their share in window
 order, so each element is written once, by one thread: no atomics, the same sums on every
 run. Max pooling's gradient recomputes each window's winner (`_window_argmax`, the forward
@@ -100,25 +100,6 @@ def max_pool2d_cuda(x, out, geo):
 
 @cuda_kernel
 @jit
-def max_pool2d_grad_cuda(gy, x, gx, geo):
-    """gx[n, c, h, w] = the sum of gy over the windows that cell (h, w) wins."""
-    nb, nc, h, w = gx.shape
-    oh, ow = gy.shape[2], gy.shape[3]
-    for e in range(cuda.grid(1), nb * nc * h * w, cuda.gridsize(1)):
-        n, c, a, b = _cell(e, nc, h, w)
-        acc = gx.dtype.type(0)
-        ilo, ihi = _windows_over(a, oh, geo[0], geo[2], geo[4])
-        jlo, jhi = _windows_over(b, ow, geo[1], geo[3], geo[5])
-        for i in range(ilo, ihi):
-            for j in range(jlo, jhi):
-                r, s = _window_argmax(x, n, c, i, j, geo)
-                if r == a and s == b:
-                    acc += gy[n, c, i, j]
-        gx[n, c, a, b] = acc
-
-
-@cuda_kernel
-@jit
 def avg_pool2d_cuda(x, out, geo):
     """out[n, c, i, j] = the sum of its window's real cells times 1 / divisor."""
     nb, nc, oh, ow = out.shape
@@ -137,9 +118,10 @@ def avg_pool2d_cuda(x, out, geo):
 
 @cuda_kernel
 @jit
-def avg_pool2d_grad_cuda(gy, gx, geo):
-    """gx[n, c, h, w] = the sum over the windows covering (h, w) of gy / divisor (the
-    adjoint of `avg_pool2d_cuda`, gathered)."""
+def pool2d_grad_cuda(gy, x, gx, geo, is_max):
+    """gx[n, c, h, w] = the sum over the windows that cover cell (h, w) of gy where the cell
+    wins its window (``is_max``), or of gy / the window's divisor (average pooling, the
+    adjoint of `avg_pool2d_cuda`; x is not read)."""
     nb, nc, h, w = gx.shape
     oh, ow = gy.shape[2], gy.shape[3]
     one = gx.dtype.type(1)
@@ -150,7 +132,12 @@ def avg_pool2d_grad_cuda(gy, gx, geo):
         jlo, jhi = _windows_over(b, ow, geo[1], geo[3], geo[5])
         for i in range(ilo, ihi):
             for j in range(jlo, jhi):
-                acc += gy[n, c, i, j] * (one / gx.dtype.type(_window_count(h, w, i, j, geo)))
+                if is_max:
+                    r, s = _window_argmax(x, n, c, i, j, geo)
+                    if r == a and s == b:
+                        acc += gy[n, c, i, j]
+                else:
+                    acc += gy[n, c, i, j] * (one / gx.dtype.type(_window_count(h, w, i, j, geo)))
         gx[n, c, a, b] = acc
 
 
@@ -164,20 +151,28 @@ def _geometry(ctx, attrs) -> str:
 
 
 def _emit_pool(kernel: str):
-    """Emitter of a one-thread-per-element pooling kernel ``kernel(ins..., out, geo)`` over
-    its output (the pooled values, or the input gradient)."""
+    """Emitter of a one-thread-per-output pooling kernel ``kernel(x, out, geo)``."""
 
     def emit(ctx, attrs, ins, outs):
-        args = [ctx.var(v) for v in ins] + [ctx.var(outs[0]), _geometry(ctx, attrs)]
+        args = [ctx.var(ins[0]), ctx.var(outs[0]), _geometry(ctx, attrs)]
         return ctx.launch1d(ctx.kernel(kernel), ctx.size(outs[0]), args)
 
     return emit
 
 
 cuda_emitter("max_pool2d")(_emit_pool("max_pool2d_cuda"))
-cuda_emitter("max_pool2d_grad")(_emit_pool("max_pool2d_grad_cuda"))
 cuda_emitter("avg_pool2d")(_emit_pool("avg_pool2d_cuda"))
-cuda_emitter("avg_pool2d_grad")(_emit_pool("avg_pool2d_grad_cuda"))
+
+
+@cuda_emitter("max_pool2d_grad", "avg_pool2d_grad")
+def _emit_grad(ctx, attrs, ins, outs):
+    """Both gradients gather with `pool2d_grad_cuda` (a thread per input cell); average
+    pooling's has no x (gy is passed in its place and not read)."""
+    is_max = len(ins) == 2
+    gy = ctx.var(ins[0])
+    x = ctx.var(ins[1]) if is_max else gy
+    args = [gy, x, ctx.var(outs[0]), _geometry(ctx, attrs), str(is_max)]
+    return ctx.launch1d(ctx.kernel("pool2d_grad_cuda"), ctx.size(outs[0]), args)
 
 
 @cuda_emitter("global_avg_pool2d")
