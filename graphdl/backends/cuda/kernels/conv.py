@@ -14,6 +14,10 @@ Per group g (cg = C / groups input channels, fg = F / groups filters, taps = KH 
 | 1 | grad_input | cg channels | N*H*W inputs | fg*taps | w, read [c, (f, kh, kw)] | gy at the output cell (f, kh, kw) reaches from (n, h, w), or 0 |
 | 2 | grad_weight | fg filters | cg*taps | N*OH*OW | gy | x at (c, kh, kw) for (n, oh, ow) |
 
+A is read through a 2-D view (the weight as [F, cg*taps], the output gradient as
+[N, F*OH*OW]); the index arithmetic of B's columns is done once per tile
+(`conv_b_column`), only the depth's per element.
+
 The input gradient gathers (each input cell sums the outputs its window positions reach)
 instead of scattering, so every output element is written once by one thread: no atomics.
 The weight gradient's depth is the whole batch, so it is split into chunks (split-K): each
@@ -36,6 +40,8 @@ take 40 KB for float64, under the 48 KB of static shared memory a block may have
 """
 
 from __future__ import annotations
+
+from numba import int64
 
 from graphdl.backends.cuda.device import (
     MM_BK,
@@ -123,79 +129,100 @@ def conv_tile_at(geo, mode, splits, tile):
 
 
 @device_function
-def _x_tap(x, geo, g, n, c, r, i, j):
-    """x[n, g*cg + c] at tap r = kh*KW + kw of output cell (i, j); 0 in the padding."""
-    kw = geo[8]
-    a = r // kw
-    b = r - a * kw
-    ih = i * geo[9] + a * geo[13] - geo[11]
-    iw = j * geo[10] + b * geo[14] - geo[12]
-    if ih >= 0 and ih < geo[2] and iw >= 0 and iw < geo[3]:
-        return x[n, g * (geo[1] // geo[15]) + c, ih, iw]
-    return x.dtype.type(0)
-
-
-@device_function
 def conv_a_at(a, geo, mode, g, m, k):
-    """Element (m, k) of A: the weight (modes 0, 1) or the output gradient (mode 2)."""
+    """Element (m, k) of A from its 2-D view: the weight [F, cg*taps] (modes 0, 1) or the
+    output gradient [N, F*OH*OW] (mode 2)."""
     taps = geo[7] * geo[8]
     fg = geo[4] // geo[15]
-    if mode == 0:  # w[g*fg + m, c, tap], k = (c, tap)
-        c = k // taps
-        r = k - c * taps
-        return a[g * fg + m, c, r // geo[8], r - (r // geo[8]) * geo[8]]
-    if mode == 1:  # w[g*fg + f, m, tap], k = (f, tap)
+    if mode == 0:  # w[g*fg + m, (c, tap) = k]
+        return a[g * fg + m, k]
+    if mode == 1:  # w[g*fg + f, (m, tap)], k = (f, tap)
         f = k // taps
-        r = k - f * taps
-        return a[g * fg + f, m, r // geo[8], r - (r // geo[8]) * geo[8]]
-    # gy[n, g*fg + m, i, j], k = (n, i, j)
+        return a[g * fg + f, m * taps + k - f * taps]
+    # gy[n, (g*fg + m, q)], k = (n, q), q = (i, j)
     plane = geo[5] * geo[6]
     n = k // plane
-    q = k - n * plane
-    i = q // geo[6]
-    return a[n, g * fg + m, i, q - i * geo[6]]
+    return a[n, (g * fg + m) * plane + k - n * plane]
 
 
 @device_function
-def conv_b_at(b, geo, mode, g, k, p):
-    """Element (k, p) of B: x gathered at a tap (modes 0, 2), or for mode 1 the output
-    gradient at the output cell whose window puts tap (f, kh, kw) on input cell p (0 when
-    the stride skips it or it lies outside)."""
-    taps = geo[7] * geo[8]
-    if mode == 0:  # k = (c, tap), p = (n, i, j)
-        c = k // taps
-        plane = geo[5] * geo[6]
-        n = p // plane
-        q = p - n * plane
-        i = q // geo[6]
-        return _x_tap(b, geo, g, n, c, k - c * taps, i, q - i * geo[6])
-    if mode == 2:  # k = (n, i, j), p = (c, tap)
+def conv_b_column(geo, mode, p):
+    """What element (k, p) of B needs from p, worked out once per tile: (u, r, s), u = -1
+    when p is outside. Mode 0: p = (n, i, j) gives n and the window's top-left input cell
+    (i*sh - pt, j*sw - pl); mode 1: p = (n, h, w) gives n, h + pt, w + pl; mode 2:
+    p = (c, kh, kw) gives c and the tap's offsets (kh*dh, kw*dw)."""
+    _m, p_all, _k = conv_dims(geo, mode)
+    if p >= p_all:
+        return -1, 0, 0
+    if mode == 2:
+        taps = geo[7] * geo[8]
         c = p // taps
+        r = p - c * taps
+        kh = r // geo[8]
+        return c, kh * geo[13], (r - kh * geo[8]) * geo[14]
+    if mode == 0:
+        rows = geo[5]
+        cols = geo[6]
+    else:
+        rows = geo[2]
+        cols = geo[3]
+    plane = rows * cols
+    n = p // plane
+    q = p - n * plane
+    i = q // cols
+    j = q - i * cols
+    if mode == 0:
+        return n, i * geo[9] - geo[11], j * geo[10] - geo[12]
+    return n, i + geo[11], j + geo[12]
+
+
+@device_function
+def conv_b_at(b, geo, mode, g, k, u, r, s):
+    """Element (k, p) of B, p given by its `conv_b_column` (u, r, s): x at a tap (modes 0,
+    2), or for mode 1 the output gradient at the output cell whose window puts tap
+    (f, kh, kw) on input cell p (0 where the stride skips it or it lies outside)."""
+    zero = b.dtype.type(0)
+    if mode == 1:  # k = (f, kh, kw), (r, s) = (h + pt, w + pl)
+        taps = geo[7] * geo[8]
+        f = k // taps
+        t = k - f * taps
+        kh = t // geo[8]
+        th = r - kh * geo[13]
+        tw = s - (t - kh * geo[8]) * geo[14]
+        if th < 0 or tw < 0:
+            return zero
+        i = th
+        j = tw
+        if geo[9] != 1:
+            i = th // geo[9]
+            if i * geo[9] != th:
+                return zero
+        if geo[10] != 1:
+            j = tw // geo[10]
+            if j * geo[10] != tw:
+                return zero
+        if i >= geo[5] or j >= geo[6]:
+            return zero
+        return b[u, g * (geo[4] // geo[15]) + f, i, j]
+    if mode == 0:  # k = (c, kh, kw); (u, r, s) = (n, window row, window column)
+        taps = geo[7] * geo[8]
+        n = u
+        c = k // taps
+        t = k - c * taps
+        kh = t // geo[8]
+        ih = r + kh * geo[13]
+        iw = s + (t - kh * geo[8]) * geo[14]
+    else:  # mode 2: k = (n, i, j); (u, r, s) = (c, tap offsets)
         plane = geo[5] * geo[6]
         n = k // plane
         q = k - n * plane
         i = q // geo[6]
-        return _x_tap(b, geo, g, n, c, p - c * taps, i, q - i * geo[6])
-    # mode 1: k = (f, tap), p = (n, h, w)
-    f = k // taps
-    r = k - f * taps
-    kh = r // geo[8]
-    kw = r - kh * geo[8]
-    plane = geo[2] * geo[3]
-    n = p // plane
-    q = p - n * plane
-    hh = q // geo[3]
-    ww = q - hh * geo[3]
-    th = hh + geo[11] - kh * geo[13]
-    tw = ww + geo[12] - kw * geo[14]
-    zero = b.dtype.type(0)
-    if th < 0 or tw < 0:
-        return zero
-    i = th // geo[9]
-    j = tw // geo[10]
-    if i * geo[9] != th or j * geo[10] != tw or i >= geo[5] or j >= geo[6]:
-        return zero
-    return b[n, g * (geo[4] // geo[15]) + f, i, j]
+        c = u
+        ih = i * geo[9] - geo[11] + r
+        iw = (q - i * geo[6]) * geo[10] - geo[12] + s
+    if ih >= 0 and ih < geo[2] and iw >= 0 and iw < geo[3]:
+        return b[n, g * (geo[1] // geo[15]) + c, ih, iw]
+    return zero
 
 
 @device_function
@@ -228,11 +255,22 @@ def conv_accumulate(a, b, sa, sb, acc, geo, mode, g, m0, p0, k0, k1, tx, ty):
     TM x BK and BK x TP tiles through shared memory (sa [k, m], sb [k, p]), loaded with the
     fastest index along the array's contiguous axis where the layout allows. Every thread
     of the block calls it (it synchronises the block)."""
-    m_all, p_all, _k_all = conv_dims(geo, mode)
+    m_all, _p, _k = conv_dims(geo, mode)
     zero = acc.dtype.type(0)
     ra = cuda.local.array(CV_RM, dtype=acc.dtype)
     rb = cuda.local.array(CV_RP, dtype=acc.dtype)
+    # the B columns this thread loads are the same at every depth: their index arithmetic
+    # is done once per tile (integer division costs some twenty instructions on a GPU)
+    bu = cuda.local.array(_LOADS_B, dtype=int64)
+    br = cuda.local.array(_LOADS_B, dtype=int64)
+    bs = cuda.local.array(_LOADS_B, dtype=int64)
     tid = ty * MM_T + tx
+    for lb in range(_LOADS_B):
+        idx = tid + lb * CV_THREADS
+        u, r, s = conv_b_column(geo, mode, p0 + idx - (idx // CV_TP) * CV_TP)
+        bu[lb] = u
+        br[lb] = r
+        bs[lb] = s
     for i in range(CV_RM):
         for j in range(CV_RP):
             acc[i, j] = zero
@@ -253,9 +291,8 @@ def conv_accumulate(a, b, sa, sb, acc, geo, mode, g, m0, p0, k0, k1, tx, ty):
             kk = idx // CV_TP
             pp = idx - kk * CV_TP
             gk = kb + kk
-            gp = p0 + pp
-            if gp < p_all and gk < k1:
-                sb[kk, pp] = conv_b_at(b, geo, mode, g, gk, gp)
+            if bu[lb] >= 0 and gk < k1:
+                sb[kk, pp] = conv_b_at(b, geo, mode, g, gk, bu[lb], br[lb], bs[lb])
             else:
                 sb[kk, pp] = zero
         cuda.syncthreads()
@@ -287,8 +324,9 @@ for _fn in (conv_tiles, conv_tile_at, conv_out_at, conv_accumulate, conv_stage):
 
 @cuda_kernel
 @jit
-def conv2d_wgrad_parts(x, gy, part, geo, splits):
-    """part[s, f, (c, tap)]: chunk s of the weight gradient's depth N*OH*OW (mode 2)."""
+def conv2d_wgrad_parts(x, gy2, part, geo, splits):
+    """part[s, f, (c, tap)]: chunk s of the weight gradient's depth N*OH*OW (mode 2); gy2
+    is the output gradient as [N, F*OH*OW]."""
     # deliberate parallel of the generated kernels' tile loop (`_fwd_source`)
     sa = cuda.shared.array((CV_BK, _PAD_M), dtype=part.dtype)
     sb = cuda.shared.array((CV_BK, _PAD_P), dtype=part.dtype)
@@ -299,7 +337,7 @@ def conv2d_wgrad_parts(x, gy, part, geo, splits):
     tid = ty * MM_T + tx
     for tile in range(cuda.blockIdx.x, conv_tiles(geo, 2, splits), cuda.gridDim.x):
         g, m0, p0, k0, k1, s = conv_tile_at(geo, 2, splits, tile)
-        conv_accumulate(gy, x, sa, sb, acc, geo, 2, g, m0, p0, k0, k1, tx, ty)
+        conv_accumulate(gy2, x, sa, sb, acc, geo, 2, g, m0, p0, k0, k1, tx, ty)
         conv_stage(acc, stage, tx, ty)
         cuda.syncthreads()
         for e in range(tid, _TILE, CV_THREADS):
@@ -337,6 +375,12 @@ def _geometry(ctx, x_shape, w_shape, y_shape, attrs) -> str:
     dims = [n, c, h, w, f, oh, ow, kh, kw, sh, sw, pt, pl, dh, dw, groups]
     text = [str(d) if str(d).isdigit() else f"int({d})" for d in dims]
     return ctx.view("(" + ", ".join(text) + ")", "geo")
+
+
+def _weight_rows(ctx, w) -> str:
+    """The weight [F, C/g, KH, KW] as A's 2-D view [F, C/g*KH*KW]."""
+    f, cg, kh, kw = ctx.type(w).shape
+    return ctx.reshaped(w, (str(f), str(cg * kh * kw)))
 
 
 def _block() -> str:
@@ -389,13 +433,14 @@ def _emit_conv(mode: int):
             has_bias = len(ins) == 3
             geo = _geometry(ctx, ctx.shape(x), ctx.type(w).shape, ctx.shape(outs[0]), attrs)
             params = ["src", "a", "out", "geo"] + (["bias"] if has_bias else [])
-            args = [ctx.var(x), ctx.var(w), ctx.var(outs[0]), geo] + ([ctx.var(ins[2])] if has_bias else [])
+            args = [ctx.var(x), _weight_rows(ctx, w), ctx.var(outs[0]), geo] + (
+                [ctx.var(ins[2])] if has_bias else [])
         else:
             gy, w = ins
             has_bias = False
             geo = _geometry(ctx, ctx.shape(outs[0]), ctx.type(w).shape, ctx.shape(gy), attrs)
             params = ["src", "a", "out", "geo"]
-            args = [ctx.var(gy), ctx.var(w), ctx.var(outs[0]), geo]
+            args = [ctx.var(gy), _weight_rows(ctx, w), ctx.var(outs[0]), geo]
         chain, more_params, more_args = ctx.epilogue_chain(
             epilogue, ["n", "ch", "i2", "i3"], "v", "out[n, ch, i2, i3]")
         name = ctx.generated_kernel(_fwd_source(mode, has_bias, chain), params + more_params,
@@ -438,7 +483,7 @@ def _emit_grad_weight(ctx, attrs, ins, outs):
     part = ctx.reshaped(ctx.scratch(ctx.type(gw).dtype, f"{splits} * {f * nk}"), (splits, str(f), str(nk)))
     lines = ctx.launch(f"R.config({ctx.kernel('conv2d_wgrad_parts')}, "
                        f"R.grid_stride({base} * {splits}, 1), {_block()})",
-                       [ctx.var(x), ctx.var(gy), part, geo, splits])
+                       [ctx.var(x), ctx.reshaped(gy, (n, f"{f} * {oh} * {ow}")), part, geo, splits])
     lines += ctx.launch1d(ctx.kernel("conv2d_wgrad_sum"), str(f * nk),
                           [part, ctx.reshaped(gw, (str(f), str(nk)))])
     return lines
