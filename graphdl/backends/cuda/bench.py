@@ -112,8 +112,9 @@ def conv_workload(batch: int = 256, size: int = 64, channels: int = 64, layers: 
     large copy is timed) and ``train`` also the gradients of the weights and biases (conv
     forward, input gradients of every layer but the first, weight gradients of all). The
     input is a parameter, so it stays on the device. GFLOP/s count the convolutions' FLOPs
-    only (`graphdl.ops.conv.conv_flops`); the time includes the rest of the step (bias,
-    relu, the final sum and its gradient, the output copy)."""
+    only (2 * N * F * C * 9 * H * W a pass, as `graphdl.ops.conv.conv_flops` counts them);
+    the time includes the rest of the step (bias, relu, the final sum and its gradient,
+    the output copy)."""
     from graphdl.backends.cuda import device as D
     from graphdl.backends.cuda.program import CudaProgram
     from graphdl.ir.graph import Graph
