@@ -686,6 +686,21 @@ def _add_penalties(g: Graph, spec, loss: Value) -> Value:
     return loss
 
 
+def penalty_graph(spec, train_graph: Graph) -> Graph | None:
+    """The L1/L2 penalty of ``train_graph``'s weights alone (output ``penalty``), as
+    `_add_penalties` adds it to the loss: what the trainer reports as train_penalty,
+    computed when reported rather than in every step. None when no weight is penalised."""
+    g = Graph()
+    for name, nid in sorted(train_graph.named("param").items()):
+        g.param(name, train_graph.type_of(Value(nid)), **train_graph.attrs(nid))
+    zero = g.const(0.0)
+    penalty = _add_penalties(g, spec, zero)
+    if penalty == zero:
+        return None
+    g.outputs["penalty"] = penalty
+    return g
+
+
 def _shape_diag(spec, layer, e: ShapeError) -> Diagnostic:
     return Diagnostic(
         "E301",

@@ -93,6 +93,12 @@ class OpDef:
     # no libm call, so loops over it vectorise); None: `scalar` serves every dtype
     scalar_f32: Callable | None = None
     emit_cpu: Callable | None = None  # non-elementwise: writes the kernel call (see backends/cpu)
+    # optional: one kernel call for a run of this op's nodes scheduled one after another
+    # with equal attributes and the same values in the input slots ``group_by`` (the
+    # optimiser's learning rate and step: one multi-tensor update), every output in its
+    # input's buffer: ``emit_cpu_group(ctx, attrs, [(ins, outs), ...]) -> lines``
+    emit_cpu_group: Callable | None = None
+    group_by: tuple[int, ...] = ()
     body: bool = False  # higher-order: attrs["body"] is a Graph run by the op (scan)
     view: bool = False  # output aliases input 0's buffer (reshape of a contiguous value)
     inplace_ok: tuple[int, ...] = ()  # input slots whose buffer the output may overwrite

@@ -121,6 +121,12 @@ def autodiff(graph: Graph) -> Graph:
         raise ValueError("autodiff needs a graph with a 'loss' output")
     wrt = trainable_params(g)
     grads = build_gradients(g, g.outputs["loss"], wrt)
+    if "data_loss" in g.outputs and g.outputs["loss"] != g.outputs["data_loss"]:
+        # the loss is the data loss plus L1/L2 penalties: the step returns the data loss
+        # alone, so the penalties' values (a pass over every weight) are not computed in
+        # every step; their gradients do not read them. The trainer reports the penalty
+        # once per epoch (`graphdl.layers.lower.penalty_graph`).
+        del g.outputs["loss"]
     clip = g.meta.get("gradient_clip")
     if clip and grads:
         grads = _clip(g, grads, float(clip["max_norm"]))

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from graphdl.errors import Diagnostic, GraphdlError
+from graphdl.layers.lower import penalty_graph
 from graphdl.runtime.checkpoint import load_checkpoint, save_checkpoint
 from graphdl.runtime.schedules import LRSchedule, schedule_settings
 from graphdl.spec.metrics import higher_is_better
@@ -28,21 +29,17 @@ from graphdl.spec.schema_gen import TRAIN, fill
 
 @dataclass
 class EpochStats:
-    """What the train graph computes per step, summed over an epoch: the data loss, the
-    L1/L2 penalty (reported apart, so train_loss and val_loss are the same quantity) and
-    accuracy where train.metrics asks for it."""
+    """What the train graph computes per step, summed over an epoch: the data loss (the
+    L1/L2 penalty is reported apart, so train_loss and val_loss are the same quantity)
+    and accuracy where train.metrics asks for it."""
 
-    has_penalty: bool = False
     data_loss_sum: float = 0.0
-    penalty_sum: float = 0.0
     samples: int = 0
     correct: float = 0.0
     counted: float = 0.0
 
     def add(self, out: dict, n: int) -> None:
-        data_loss = float(out["data_loss"][0])
-        self.data_loss_sum += data_loss * n
-        self.penalty_sum += (float(out["loss"][0]) - data_loss) * n
+        self.data_loss_sum += float(out["data_loss"][0]) * n
         self.samples += n
         if "correct" in out:  # cross_entropy: labels equal to ignore_index do not count
             self.correct += float(out["correct"][0])
@@ -54,8 +51,6 @@ class EpochStats:
     def metrics(self) -> dict:
         samples = max(self.samples, 1)
         m = {"loss": self.data_loss_sum / samples}
-        if self.has_penalty:
-            m["penalty"] = self.penalty_sum / samples
         if self.counted:
             m["accuracy"] = self.correct / self.counted
         return m
@@ -180,8 +175,9 @@ class Trainer:
         n = len(train)
         shuffle = bool(self.settings["shuffle"])
         program = model.train_program()
-        lowered = model.compiled("train").lowered
-        has_penalty = lowered.outputs["loss"] != lowered.outputs["data_loss"]
+        # the step computes the data loss only; the L1/L2 penalty of the weights is
+        # computed when an epoch reports it (NumPy, `graphdl.backends.reference`)
+        penalty = penalty_graph(self.spec, model.compiled("train").lowered)
         metrics_path = self.run_dir / "metrics.jsonl"
         if self.resume:
             # the checkpoint's history is the truth: a line written after it is dropped
@@ -195,7 +191,7 @@ class Trainer:
             return self.state.history  # early stopping had ended this run
         for epoch in range(self.state.epoch, self.epochs):
             t0 = time.perf_counter()
-            stats = EpochStats(has_penalty=has_penalty)
+            stats = EpochStats()
             order = epoch_order(self.spec.seed, epoch, n, shuffle)
             bar = self._bar(epoch, steps_per_epoch)
             snapshot = {k: v.copy() for k, v in self._tensors().items()}
@@ -209,7 +205,7 @@ class Trainer:
                 out = program(feeds)
                 if self.first_step_at is None:
                     self.first_step_at = time.perf_counter()
-                loss = float(out["loss"][0])
+                loss = float(out["data_loss"][0])
                 if not math.isfinite(loss):
                     self._non_finite(snapshot, feeds_fields, order, epoch, b, step0,
                                      steps_per_epoch)
@@ -224,6 +220,9 @@ class Trainer:
                     bar.update(1)
             record = {"epoch": epoch + 1, "lr": lr}
             record.update({f"train_{k}": v for k, v in stats.metrics().items()})
+            if penalty is not None:
+                # of the weights the epoch ends with
+                record["train_penalty"] = self._penalty(penalty)
             if self.splits.val is not None and len(self.splits.val):
                 val = model.evaluate_dataset(self.splits.val, metrics=self.settings["metrics"])
                 record.update({f"val_{k}": v for k, v in val.items()})
@@ -253,6 +252,14 @@ class Trainer:
                 break
         self._restore_best_weights()
         return self.state.history
+
+    def _penalty(self, graph) -> float:
+        """The L1/L2 penalty of the current weights (`graphdl.layers.lower.penalty_graph`)."""
+        from graphdl.backends.reference import run_reference
+
+        self.model.sync_to_host()
+        outputs = run_reference(graph, {}, dict(self.model.params))[0]
+        return float(np.asarray(outputs["penalty"]).reshape(()))
 
     def _open_tensorboard(self):
         """train.log.tensorboard: a writer of TensorBoard event files in <run dir>/tensorboard/.

@@ -205,3 +205,50 @@ def test_update_matches_torch_optim(op, attrs, torch_name, torch_kwargs):
     else:
         acc = torch_state["sum"].numpy() - attrs.get("initial_accumulator_value", 0.0)
         np.testing.assert_allclose(state["s0"], acc, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_updates_of_one_step_are_one_multi_tensor_call_with_the_same_numbers():
+    """Several adam_update nodes of one step (one lr, one step count) become one
+    `adam_multi` call (PyTorch's foreach Adam) that gives, bit for bit, what one
+    `adam_flat` call per parameter gives."""
+    from graphdl.backends.cpu.library import load_library
+    from graphdl.ir.graph import Graph, Value
+
+    shapes = {"a": (3, 5), "b": (7,), "c": (2, 2, 3)}
+    attrs = {"beta1": 0.8, "beta2": 0.95, "weight_decay": 0.01}
+    g = Graph()
+    g.provenance.phase = "update"
+    lr = g.input("lr", T())
+    step_state = g.state("step", T(), init="zeros")
+    step = g.op("add_scalar", step_state, c=1.0)
+    g.updates[step_state.node] = step
+    for name, shape in shapes.items():
+        p = g.param(name, T(*shape))
+        m = g.state(f"m_{name}", T(*shape), init="zeros")
+        v = g.state(f"v_{name}", T(*shape), init="zeros")
+        nid = g.apply("adam_update", [p, g.input(f"g_{name}", T(*shape)), m, v, lr, step], attrs)
+        for i, target in enumerate([p, m, v]):
+            g.updates[target.node] = Value(nid, i)
+    prog = compile_graph(g, title="test_adam_multi")
+    assert prog.source.count("K.adam_multi(") == 1 and "K.adam_flat(" not in prog.source
+
+    r = rng(3)
+    params = {n: r.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    state = {"step": np.zeros(1, np.float32)}
+    for n, s in shapes.items():
+        state[f"m_{n}"] = np.zeros(s, np.float32)
+        state[f"v_{n}"] = np.zeros(s, np.float32)
+    expected = {k: v.copy() for k, v in {**params, **state}.items()}
+    prog.bind_params(params, state)
+    K = load_library()
+    for t in range(3):
+        grads = {f"g_{n}": r.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+        prog({"lr": np.float32(0.01), **grads})
+        expected["step"] += 1
+        for n in shapes:
+            K.adam_flat(expected[n].ravel(), grads[f"g_{n}"].ravel(), expected[f"m_{n}"].ravel(),
+                        expected[f"v_{n}"].ravel(), np.full(1, 0.01, np.float32),
+                        expected["step"], 0.8, 0.95, 1e-8, 0.01, False, 1.0)
+        for k, want in expected.items():
+            got = params[k] if k in params else state[k]
+            np.testing.assert_array_equal(got, want, err_msg=f"{k} after step {t + 1}")

@@ -179,6 +179,12 @@ def test_train_loss_is_the_data_loss_with_the_penalty_apart(tmp_path):
     assert record["train_penalty"] > 5
     assert record["train_loss"] < math.log(10) + 0.5
     assert abs(record["train_loss"] - record["val_loss"]) < 0.5
+    # the penalty of the weights the epoch ended with: 0.5 * the sum of the squared kernels
+    # (weights, not biases), computed when reported, not in every step
+    kernels = [v for k, v in model.params.items() if k.endswith(".kernel")]
+    expected = 0.5 * sum(float(np.sum(np.square(w.astype(np.float64)))) for w in kernels)
+    assert record["train_penalty"] == pytest.approx(expected, rel=1e-5)
+    assert "loss" not in model.compiled("train").program.sig.outputs
     plain = graphdl.load(write_spec(tmp_path, {"regularization": {"l2": 0.0}}))
     (record,) = plain.fit(tmp_path / "plain", progress=False)
     assert "train_penalty" not in record

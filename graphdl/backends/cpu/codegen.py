@@ -34,6 +34,7 @@ import tokenize
 
 from graphdl.backends.common.codegen import (
     NP_DTYPE,
+    SOURCES,
     EmitCtx,
     GraphSource,
     StepSignature,
@@ -56,6 +57,12 @@ class CpuCodegen(GraphSource):
 
     FLOAT32_SCALARS = True
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # runs of nodes one kernel call updates, by first node (`_update_runs`, set by
+        # `generate`; none in a loop body)
+        self._runs: dict[int, list[int]] = {}
+
     # ------------------------------------------------------------ values
     def _bind_output(self, name: str, t: TensorType, ctx: EmitCtx) -> list[str]:
         shape = ctx.shape_tuple(tuple(dim_expr(d) for d in t.shape))
@@ -68,6 +75,7 @@ class CpuCodegen(GraphSource):
     def generate(self) -> tuple[str, StepSignature]:
         g = self.g
         self._declare_sources()
+        self._runs = self._update_runs()
         body = self._walk(EmitCtx(self))
         rets = [self.var[g.outputs[k]] for k in self.sig.outputs]
         body = self._chunked(body, rets)
@@ -176,6 +184,9 @@ class CpuCodegen(GraphSource):
     # stay whole.
     CHUNK_STATEMENTS = 40
     CHUNK_MIN = 400
+    # most updates one multi-tensor call makes (`_update_runs`): each adds about four
+    # statements (its in-place views) to the call's chunk
+    RUN_NODES = CHUNK_STATEMENTS // 4
 
     def _chunk_key(self, comment: str | None):
         m = re.match(r"# %(\d+)\b", comment or "")
@@ -230,6 +241,63 @@ class CpuCodegen(GraphSource):
 
     def _keep_view(self, v: Value, ctx: EmitCtx) -> list[str]:
         return [f"{self.var[v]} = {self.var[v]}.copy()"]
+
+    # ------------------------------------------------------------ multi-tensor updates
+    def _emit_node(self, nid: int, ctx: EmitCtx) -> list[str]:
+        """A node as the common walk emits it, except the first of a run of updates one
+        kernel call makes (`_update_runs`): the others' comments and buffers, then that
+        call; the walk then skips them."""
+        run = self._runs.get(nid)
+        if run is None:
+            return super()._emit_node(nid, ctx)
+        g = self.g
+        lines = []
+        for other in run[1:]:
+            lines.append(self._node_comment(other) + "  (in the call below)")
+            for i in range(g.num_outputs(other)):
+                lines += self._allocate(Value(other, i), ctx)
+            self.emitted.add(other)
+        group = [(g.inputs_of(m), [Value(m, i) for i in range(g.num_outputs(m))]) for m in run]
+        nd = g.node(nid)
+        return lines + get_op(nd["op"]).emit_cpu_group(ctx, nd["attrs"], group)
+
+    def _update_runs(self) -> dict[int, list[int]]:
+        """Runs of two or more nodes one after another in the schedule that one kernel
+        call updates (`OpDef.emit_cpu_group`: an optimiser's multi-tensor update): the
+        same op, attributes, dtype and values in the op's ``group_by`` slots (learning
+        rate, step count), every output planned in its input's buffer (so no member's
+        copy can overwrite what another reads). A run holds at most `RUN_NODES` nodes: a
+        call with its members' views stays within one chunk (`_chunked`). By first node
+        id."""
+        g = self.g
+        plan = g.meta["memory_plan"]["values"]
+
+        def key(nid: int):
+            nd = g.node(nid)
+            op = get_op(nd["op"])
+            if op.emit_cpu_group is None or not all(
+                    "inplace" in plan.get(f"{nid}:{i}", {}) for i in range(g.num_outputs(nid))):
+                return None
+            ins = g.inputs_of(nid)
+            return (nd["op"], repr(sorted(nd["attrs"].items())), g.type_of(ins[0]).dtype,
+                    tuple(ins[i] for i in op.group_by))
+
+        runs: dict[int, list[int]] = {}
+        current: list[int] = []
+        current_key = None
+        for nid in self.order:
+            if g.node(nid)["op"] in SOURCES:
+                continue
+            k = key(nid)
+            if k is not None and k == current_key and len(current) < self.RUN_NODES:
+                current.append(nid)
+                continue
+            if len(current) > 1:
+                runs[current[0]] = current
+            current, current_key = ([nid], k) if k is not None else ([], None)
+        if len(current) > 1:
+            runs[current[0]] = current
+        return runs
 
     def _emit_scan(self, nid: int, ctx: EmitCtx) -> list[str]:
         """A scan's loop as a function of its own (`_as_function`), called by the step; a
