@@ -42,6 +42,19 @@ _spread_seed = device_function(spread_seed, wraps=True)
 _uniform53 = device_function(uniform53)
 
 
+
+def _unravel(k, c, h, w):
+    """The (a, b, i, j) of element k of a C-contiguous [N, C, H, W] array."""
+    j = k % w
+    q = k // w
+    i = q % h
+    q //= h
+    return q // c, q % c, i, j
+
+
+_unravel4 = device_function(_unravel)
+
+
 # --------------------------------------------------------------------------- resize
 
 
@@ -53,12 +66,7 @@ def resize_bilinear_cuda(x, out):
     sy = float64(hi) / float64(ho)
     sx = float64(wi) / float64(wo)
     for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        j = k % wo
-        q = k // wo
-        i = q % ho
-        q //= ho
-        b = q % c
-        a = q // c
+        a, b, i, j = _unravel4(k, c, ho, wo)
         # the taps of `_linear_taps`: half-pixel centres, clamped at 0 and at the edge
         s = (float64(i) + 0.5) * sy - 0.5
         s = max(s, 0.0)
@@ -81,12 +89,7 @@ def resize_nearest_cuda(x, out):
     _n, c, hi, wi = x.shape
     ho, wo = out.shape[2], out.shape[3]
     for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        j = k % wo
-        q = k // wo
-        i = q % ho
-        q //= ho
-        b = q % c
-        a = q // c
+        a, b, i, j = _unravel4(k, c, ho, wo)
         yy = min(math.floor((float64(i) + 0.5) * (float64(hi) / float64(ho))), hi - 1)
         xx = min(math.floor((float64(j) + 0.5) * (float64(wi) / float64(wo))), wi - 1)
         out[a, b, i, j] = x[a, b, yy, xx]
@@ -106,10 +109,7 @@ def _emit_resize(ctx, attrs, ins, outs):
 def grayscale_cuda(x, out):
     n, _, h, w = x.shape
     for k in range(cuda.grid(1), n * h * w, cuda.gridsize(1)):
-        j = k % w
-        q = k // w
-        i = q % h
-        a = q // h
+        a, _, i, j = _unravel4(k, 1, h, w)
         out[a, 0, i, j] = (0.299 * float64(x[a, 0, i, j]) + 0.587 * float64(x[a, 1, i, j])
                            + 0.114 * float64(x[a, 2, i, j]))
 
@@ -119,10 +119,7 @@ def grayscale_cuda(x, out):
 def rgb_to_yuv_cuda(x, out, u_scale, v_scale):
     n, _, h, w = x.shape
     for k in range(cuda.grid(1), n * h * w, cuda.gridsize(1)):
-        j = k % w
-        q = k // w
-        i = q % h
-        a = q // h
+        a, _, i, j = _unravel4(k, 1, h, w)
         r = float64(x[a, 0, i, j])
         b = float64(x[a, 2, i, j])
         y = 0.299 * r + 0.587 * float64(x[a, 1, i, j]) + 0.114 * b
@@ -236,12 +233,7 @@ def gaussian_blur_rows_cuda(x, tmp, ksize, sigma):
     r = ksize // 2
     total = _blur_total_d(ksize, sigma)
     for k in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        j = k % w
-        q = k // w
-        i = q % h
-        q //= h
-        b = q % c
-        a = q // c
+        a, b, i, j = _unravel4(k, c, h, w)
         s = 0.0
         for t in range(ksize):
             s += _blur_weight_d(t, r, sigma, total) * float64(x[a, b, _reflect_d(i + t - r, h), j])
@@ -256,12 +248,7 @@ def gaussian_blur_cols_cuda(tmp, out, ksize, sigma):
     r = ksize // 2
     total = _blur_total_d(ksize, sigma)
     for k in range(cuda.grid(1), tmp.size, cuda.gridsize(1)):
-        j = k % w
-        q = k // w
-        i = q % h
-        q //= h
-        b = q % c
-        a = q // c
+        a, b, i, j = _unravel4(k, c, h, w)
         s = 0.0
         for t in range(ksize):
             s += _blur_weight_d(t, r, sigma, total) * tmp[a, b, i, _reflect_d(j + t - r, w)]
@@ -289,12 +276,7 @@ def median_filter_cuda(x, out, ksize):
     r = ksize // 2
     half = (ksize * ksize) // 2
     for k in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        j = k % w
-        q = k // w
-        i = q % h
-        q //= h
-        b = q % c
-        a = q // c
+        a, b, i, j = _unravel4(k, c, h, w)
         med = 0.0
         found = False
         for p in range(ksize * ksize):
@@ -366,10 +348,7 @@ def random_rotation_cuda(x, u_apply, u_angle, out, p, degrees, fill):
     cy = 0.5 * float64(h - 1)
     cx = 0.5 * float64(w - 1)
     for k in range(cuda.grid(1), n * h * w, cuda.gridsize(1)):
-        j = k % w
-        q = k // w
-        i = q % h
-        a = q // h
+        a, _, i, j = _unravel4(k, 1, h, w)
         if not u_apply[a] < p:
             for b in range(c):
                 out[a, b, i, j] = x[a, b, i, j]
@@ -425,12 +404,7 @@ def _emit_rotation(ctx, attrs, ins, outs):
 def random_flip_cuda(x, u_flip, out, p, horizontal, vertical):
     _n, c, h, w = x.shape
     for k in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        j = k % w
-        q = k // w
-        i = q % h
-        q //= h
-        b = q % c
-        a = q // c
+        a, b, i, j = _unravel4(k, c, h, w)
         si = i
         sj = j
         if vertical and u_flip[2 * a + 1] < p:
@@ -520,12 +494,7 @@ def salt_pepper_cuda(x, u_apply, u_elem, lo_hi, out, p, amount):
     minimum (pepper) or maximum (salt)."""
     _n, c, h, w = x.shape
     for k in range(cuda.grid(1), x.size, cuda.gridsize(1)):
-        j = k % w
-        q = k // w
-        i = q % h
-        q //= h
-        b = q % c
-        a = q // c
+        a, b, i, j = _unravel4(k, c, h, w)
         v = x[a, b, i, j]
         if u_apply[a] < p:
             e = 2 * ((a * h + i) * w + j)
