@@ -844,7 +844,8 @@ def gaussian_noise_nm(x, u_apply, seed, salt, out, p, std):
     The two uniforms of each element are hashed here, in the blocks, from the element
     stream's key: no per-step buffer of 2 float64 per value (800 KB for 64 images)."""
     n = x.shape[0]
-    key = stream_key(seed[0], salt, STREAM_ELEMENT)
+    # an int64, not the bare constant: stream_key then shares draw_uniforms' compilation
+    key = stream_key(seed[0], salt, np.int64(STREAM_ELEMENT))
     nblk = min(PAR_BLOCKS, n)
     for t in prange(nblk):
         _gaussian_noise_rows(x, u_apply, key, out, p, std, n * t // nblk, n * (t + 1) // nblk)
