@@ -43,6 +43,7 @@ class Model:
         self.class_names: list[str] | None = None
         self.init_report = None  # what model.init loaded (transfer learning)
         self.first_step_at: float | None = None
+        self.first_step_cpu: float | None = None
         self.trainer = None  # the Trainer of the latest fit: its state says how far it got
         self._decoder = None  # graphdl.runtime.decode.Decoder, made on first use
 
@@ -189,6 +190,7 @@ class Model:
         history = trainer.fit()
         self.last_run_dir = run_dir
         self.first_step_at = trainer.first_step_at
+        self.first_step_cpu = trainer.first_step_cpu
         return history
 
     def default_run_dir(self) -> Path:

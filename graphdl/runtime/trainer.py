@@ -105,6 +105,7 @@ class Trainer:
         self.state = TrainState()
         self.lr_schedule: LRSchedule | None = None  # made by fit(), once epochs is final
         self.first_step_at: float | None = None  # perf_counter() after the first step
+        self.first_step_cpu: float | None = None  # process_time() then (every thread's CPU)
 
     # ------------------------------------------------------------ checkpoints
     def _tensors(self) -> dict[str, np.ndarray]:
@@ -205,6 +206,7 @@ class Trainer:
                 out = program(feeds)
                 if self.first_step_at is None:
                     self.first_step_at = time.perf_counter()
+                    self.first_step_cpu = time.process_time()
                 loss = float(out["data_loss"][0])
                 if not math.isfinite(loss):
                     self._non_finite(snapshot, feeds_fields, order, epoch, b, step0,

@@ -68,6 +68,9 @@ def test_results_json(trained_run):
     assert 0.0 < test["loss"] < math.log(10)
     assert results["epochs_run"] == 2
     assert results["weights"] == "best"
+    # to the end of the first training step: wall seconds from the command's start, and
+    # the CPU seconds of the process by then (the compile work, every thread)
+    assert results["seconds_to_first_step"] > 0 and results["cpu_seconds_to_first_step"] > 0
 
 
 def test_resolved_spec_loads_as_the_same_model(trained_run):
