@@ -4,7 +4,8 @@
   op, the module loaded, every launch configured (on a GPU: compiled by a warm-up);
 - an op without a CUDA kernel is E708 from that command, naming the op and the spec line,
   exit code 2, no traceback;
-- the first training step's loss on the device equals the CPU's semantics for every spec,
+- the first training step's loss (``data_loss``, which every train step returns; a step with
+  penalties does not compute their value) on the device equals the CPU's semantics for every spec,
   and LeNet, LeNet + batch norm and the augmentation spec (lenet_digits augments with
   random rotations and Gaussian noise) give the same loss at each of 3 steps.
 
@@ -177,9 +178,9 @@ def _losses_equal_the_reference(spec, steps: int) -> list[tuple[float, float]]:
         feeds = _feeds(gpu, c.program, n, step)
         feeds["lr"] = np.float32(spec.train["optimizer"]["lr"])
         feeds["step_seed"] = step_seed(spec.seed, step)
-        got = float(c.program(feeds)["loss"][0])
+        got = float(c.program(feeds)["data_loss"][0])
         out, updates, _ = run_reference(step_graph, feeds, params, state)
-        want = float(np.asarray(out["loss"]).reshape(-1)[0])
+        want = float(np.asarray(out["data_loss"]).reshape(-1)[0])
         for name, value in updates.items():
             (params if name in params else state)[name] = value
         losses.append((got, want))
