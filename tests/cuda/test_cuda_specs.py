@@ -14,7 +14,8 @@ reference, the ground truth the CPU backend is itself tested against) run on the
 train graph (as autodiff builds it) with the same feeds, parameters and step seeds, its updates applied
 between steps. Compiling every spec's CPU step with Numba would take minutes; the reference
 takes milliseconds. The batches are tiny (1 image, 2 of anything else) and short (the
-shortest sequences of a ragged split; the last MAX_STEPS steps of a window) because the
+shortest sequences of a ragged split, cut to MAX_STEPS steps where the label is one per
+sequence; the last MAX_STEPS steps of a window) because the
 simulator runs every CUDA thread as Python; the programs are compiled for a symbolic batch
 and sequence length, so the spec's sizes are only overridden, not changed in the graph.
 """
@@ -36,13 +37,17 @@ SPECS = sorted(p.stem for p in SPECS_DIR.glob("*.yaml"))
 # LeNet, LeNet + batch norm; lenet_digits is also the augmentation spec
 THREE_STEPS = ("lenet_digits", "lenet_bn_digits")
 FINETUNE = "lenet_finetune_5to9"
-# The benchmark twins (random inputs of the declared shapes) with shorter fixed sequences:
-# the same layers and ops over 4 steps, not 32 (the LSTM's scans of 32 steps each way, in two
-# layers, forward and backward, take minutes of Python threads)
+# Specs with fixed sequence lengths, from a copy with shorter ones; the benchmark twins
+# (random inputs of the declared shapes; the LSTM also narrower): the same layers and ops over 4 steps, not 32 (the LSTM's scans of
+# 32 steps each way, in two layers, forward and backward, take minutes of Python threads)
 SHRINK = {
-    "bench_lstm": [("x: {shape: [32, 16]", "x: {shape: [4, 16]")],
+    "bench_lstm": [("x: {shape: [32, 16]", "x: {shape: [4, 16]"), ("hidden: 128", "hidden: 16")],
     "bench_transformer": [("src:    {shape: [31]", "src:    {shape: [3]"),
                           ("tgt_in: {shape: [32]", "tgt_in: {shape: [4]")],
+    # the reversal task's synthetic sequences of at most 5 tokens, not 12
+    **{name: [("max_len: 12", "max_len: 5"), ("src:    {shape: [12]", "src:    {shape: [5]"),
+              ("tgt_in: {shape: [13]", "tgt_in: {shape: [6]")]
+       for name in ("seq2seq_attention_reverse", "transformer_reverse")},
 }
 MAX_STEPS = 4  # a sequence input of symbolic length keeps its last steps (windows of a series)  # model.init reads the pretraining run's checkpoint
 
@@ -145,6 +150,14 @@ def _feeds(model, program, n: int, step: int) -> dict:
     if ragged:  # the shortest sequences: a batch is cut to its longest one
         order = np.argsort(train.fields[train.ragged.lengths], kind="stable")
     feeds = train.batch(order[step * n:(step + 1) * n], fields)
+    target = model.spec.train["target"]
+    if ragged and target not in train.ragged.pads:
+        # a label per sequence: keep each sequence's first MAX_STEPS steps
+        lengths = np.minimum(feeds[train.ragged.lengths], MAX_STEPS)
+        feeds[train.ragged.lengths] = lengths
+        for name in train.ragged.pads:
+            if name in feeds:
+                feeds[name] = np.ascontiguousarray(feeds[name][:, :int(lengths.max())])
     for name, inp in model.spec.model.inputs.items():
         if not ragged and any(isinstance(d, str) for d in inp.shape):
             feeds[name] = np.ascontiguousarray(feeds[name][:, -MAX_STEPS:])  # the last steps
