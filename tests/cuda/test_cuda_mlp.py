@@ -65,7 +65,7 @@ def test_mlp_trains_with_the_cpu_loss_trajectory(mlp):
         for k in want:
             assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape
             np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=f"step {step} {k}")
-        losses.append(float(got["loss"][0]))
+        losses.append(float(got["data_loss"][0]))
     assert len(set(losses)) == STEPS  # the weights moved between steps
     # the host arrays are stale until synced: the device holds the weights
     for k in params:
