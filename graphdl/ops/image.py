@@ -660,6 +660,8 @@ def _draw_units(ctx, x, stream: int) -> str:
 # ---------------------------------------------------------------- random_rotation
 
 
+# The CUDA kernels (graphdl/backends/cuda/kernels/image.py) repeat these kernels' arithmetic
+# in the same order, deliberately, so both devices give the same bits: change them together.
 @cpu_kernel
 def random_rotation_nchw(x, u_apply, u_angle, out, p, degrees, fill):
     n, c, h, w = x.shape
