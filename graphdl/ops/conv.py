@@ -603,7 +603,9 @@ def conv2d_fwd(x, w, b, out, sh, sw, pt, pl, dh, dw, groups, has_bias):
     """out = conv2d(x, w) (+ b): per sample and group, im2col then BLAS (np.dot)."""
     n_img = x.shape[0]
     if n_img == 1:  # one sample (inference): no thread hand-off at all
-        _fwd_block(x, w, b, out, 0, 1, sh, sw, pt, pl, dh, dw, groups, has_bias)
+        # samples n_img - 1 .. n_img, not the literals 0, 1: Numba compiles a callee once
+        # more for literal arguments (a second _fwd_block, ~1 s of a cold start)
+        _fwd_block(x, w, b, out, n_img - 1, n_img, sh, sw, pt, pl, dh, dw, groups, has_bias)
         return
     nblk = min(PAR_BLOCKS, n_img)
     for t in prange(nblk):
