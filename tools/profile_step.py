@@ -37,8 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from graphdl.api import Model
 from graphdl.bench import random_feeds
-from graphdl.ir.graph import Value
-from graphdl.ops.cost import op_flops
+from graphdl.ops.cost import node_flops
 from graphdl.spec import load_spec
 
 _NODE_COMMENT = re.compile(r"^\s*# %(\d+) (\w+)\s+\[(\w+)\]\s+layer=(\S+)")
@@ -91,40 +90,6 @@ def instrumented_step(source: str):
     return "\n".join(out), nodes
 
 
-def _step_args(program, feeds) -> list:
-    """The arguments `Program.__call__` passes to the compiled step."""
-    bindings = program._check_feeds(feeds)
-    args = []
-    for info in program.inputs:
-        x = feeds[info.name]
-        if info.scalar:
-            buf = program._scalar_bufs[info.name]
-            buf[0] = x
-            args.append(buf)
-        else:
-            args.append(x)
-    program._ensure_arenas(bindings)
-    return args + program._params_state + program.consts + program._arenas + [program._offsets_array]
-
-
-def node_flops(graph, nid: int, bindings: dict) -> int:
-    nd = graph.node(nid)
-    ins = [graph.type_of(v) for v in graph.inputs_of(nid)]
-    if nd["op"] == "fused":
-        from graphdl.ir.types import TensorType
-
-        total, vals = 0, []
-        for m in nd["attrs"]["members"]:
-            mins = [ins[r[1]] if r[0] == "input" else vals[r[1]] for r in m["inputs"]]
-            t = TensorType.from_json(m["type"])
-            total += op_flops(m["op"], m["attrs"], mins, t, bindings)
-            vals.append(t)
-        return total
-    if nd["op"] == "scan":
-        return 0
-    return op_flops(nd["op"], nd["attrs"], ins, graph.type_of(Value(nid)), bindings)
-
-
 def _fused_label(graph, nid: int) -> str:
     nd = graph.node(nid)
     if nd["op"] != "fused":
@@ -171,7 +136,7 @@ def profile(spec_path: str, mode: str, batch: int | None, repeat: int, seconds: 
     # the generated step's own statements, as Python (nothing else is executed)
     exec(compile(src, f"<profiled step of {program.source_path}>", "exec"), ns)  # noqa: S102
     fn = ns["step_profiled"]
-    args = _step_args(program, feeds)
+    args = program.step_args(feeds)
     totals: dict[int, list[float]] = defaultdict(list)
     for r in range(repeat + 3):
         marks: list = []

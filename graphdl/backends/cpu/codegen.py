@@ -225,19 +225,32 @@ class CpuCodegen(GraphSource):
         keep = {"np", "K", "prange"} | set(dir(builtins))
         local = [n for n in names if n not in keep and not _MODULE_NAME.fullmatch(n)]
         params = [n for n in local if n in free]
-        rename = {n: f"v{i}" for i, n in enumerate(params + [n for n in local if n not in free])}
+        name = self._outline("chunk", text, params, local,
+                             "a part of the step (graphdl.backends.cpu.codegen: chunks)")
+        args = [offsets.get(n, n) for n in params]
+        return step + [f"{name}({', '.join(args)})"]
+
+    def _outline(self, kind: str, text: str, params: list[str], local: list[str], what: str,
+                 drop_comments: bool = False) -> str:
+        """The name of a module-level njit function ``<kind>_<i>`` running ``text`` with
+        ``params`` as its parameters; every name of ``local`` is renamed by its order
+        (params first: ``v0``, ``v1``...), and node comments dropped when asked, so blocks
+        that compute the same thing under other names share one function, emitted (and
+        compiled by Numba) once."""
+        first = set(params)
+        rename = {n: f"v{i}" for i, n in enumerate(params + [n for n in local if n not in first])}
         body = _rename(text, rename)
+        if drop_comments:
+            body = "\n".join(line for line in body.split("\n") if not line.lstrip().startswith("# %"))
         sig = ", ".join(rename[n] for n in params)
-        key = f"chunk|{sig}|{body}"
+        key = f"{kind}|{sig}|{body}"
         if key not in self.loop_kernels:
-            name = f"chunk_{sum(k.startswith('chunk|') for k in self.loop_kernels)}"
+            name = f"{kind}_{sum(k.startswith(kind + '|') for k in self.loop_kernels)}"
             self.loop_kernels[key] = name
-            src = ["@njit(cache=True, error_model='numpy')", f"def {name}({sig}):",
-                   "    # a part of the step (graphdl.backends.cpu.codegen: chunks)"]
+            src = ["@njit(cache=True, error_model='numpy')", f"def {name}({sig}):", f"    # {what}"]
             src += ["    " + line if line else "" for line in body.split("\n")]
             self.loop_sources.append("\n".join(src))
-        args = [offsets.get(n, n) for n in params]
-        return step + [f"{self.loop_kernels[key]}({', '.join(args)})"]
+        return self.loop_kernels[key]
 
     def _keep_view(self, v: Value, ctx: EmitCtx) -> list[str]:
         return [f"{self.var[v]} = {self.var[v]}.copy()"]
@@ -355,19 +368,9 @@ class CpuCodegen(GraphSource):
         keep = {"np", "K"} | set(dir(builtins))
         local = [n for n in names if n not in keep and not _MODULE_NAME.fullmatch(n)]
         free = [n for n in local if n not in bound]
-        rename = {n: f"v{i}" for i, n in enumerate(free + [n for n in local if n in bound])}
-        body = "\n".join(line for line in _rename(text, rename).split("\n")
-                         if not line.lstrip().startswith("# %"))
-        params = ", ".join(rename[n] for n in free)
-        key = f"scan|{params}|{body}"
-        if key not in self.loop_kernels:
-            name = f"scan_{sum(k.startswith('scan|') for k in self.loop_kernels)}"
-            self.loop_kernels[key] = name
-            src = ["@njit(cache=True, error_model='numpy')", f"def {name}({params}):",
-                   "    # a scan's loop over time (graphdl.ir.scan)"]
-            src += ["    " + line if line else "" for line in body.split("\n")]
-            self.loop_sources.append("\n".join(src))
-        return [f"{self.loop_kernels[key]}({', '.join(free)})"]
+        name = self._outline("scan", text, free, local, "a scan's loop over time (graphdl.ir.scan)",
+                             drop_comments=True)
+        return [f"{name}({', '.join(free)})"]
 
     def _copy_into(self, dst: str, src: str, t: TensorType) -> list[str]:
         return [f"K.copy_flat({src}, {dst})"]

@@ -61,6 +61,12 @@ class Program(CompiledProgram):
 
     # ------------------------------------------------------------ calling
     def __call__(self, feeds: dict) -> dict[str, np.ndarray]:
+        result = self.step_fn(*self.step_args(feeds))
+        return dict(zip(self.sig.outputs, result))
+
+    def step_args(self, feeds: dict) -> list:
+        """The compiled step's arguments for ``feeds`` (checked, arenas grown to fit):
+        the inputs, then parameters and state, constants, arenas and arena offsets."""
         bindings = self._check_feeds(feeds)  # before any kernel: shapes, dtypes, symbols
         args = []
         for info in self.inputs:
@@ -75,5 +81,4 @@ class Program(CompiledProgram):
         if self._bound_tail is None:
             self._bound_tail = (self._params_state + self.consts + self._arenas
                                 + [self._offsets_array])
-        result = self.step_fn(*args, *self._bound_tail)
-        return dict(zip(self.sig.outputs, result))
+        return args + self._bound_tail
