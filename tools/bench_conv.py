@@ -164,7 +164,7 @@ def candidates():
         return _CANDIDATES
     from numba import njit, prange
 
-    from graphdl.ops.registry import FASTMATH as fm
+    from graphdl.backends.cpu.library import FASTMATH as fm
 
     jit = njit(cache=False, error_model="numpy", fastmath=fm)
     pjit = njit(cache=False, error_model="numpy", fastmath=fm, parallel=True)
@@ -380,21 +380,22 @@ def candidates():
                     gw[f, c, kh, kw] = s
 
     _CANDIDATES = {
-        "wide rows always": _graphdl_variant(10**9),
-        "segments always": _graphdl_variant(-1),
+        "wide rows always": _graphdl_variant(WIDE_LIMIT=10**9),
+        "segments always": _graphdl_variant(WIDE_LIMIT=-1),
         "batch GEMM": (batch_fwd, batch_bwd_input, batch_bwd_weight),
         "direct prange": (direct_fwd, direct_bwd_input, direct_bwd_weight),
     }
     return _CANDIDATES
 
 
-def _graphdl_variant(wide_limit: int):
-    """graphdl's own kernels, compiled here with another WIDE_LIMIT (the wide / segment
-    choice), called like the candidates below."""
+def _graphdl_variant(**consts):
+    """graphdl's own kernels, compiled here with other module constants (WIDE_LIMIT: the
+    wide / segment choice), called like the
+    candidates below."""
     from graphdl.ops import conv
 
     fwd, bin_, bw = (
-        _recompiled(fn, {"WIDE_LIMIT": wide_limit}, {})
+        _recompiled(fn, consts, {})
         for fn in (conv.conv2d_fwd, conv.conv2d_bwd_input, conv.conv2d_bwd_weight)
     )
     return (
@@ -405,25 +406,30 @@ def _graphdl_variant(wide_limit: int):
 
 
 def _recompiled(fn, consts: dict, memo: dict):
-    """A jitted copy of a kernel (plain function) or helper (Numba dispatcher) whose module
-    constants are overridden by ``consts``, with the helpers it calls copied the same way."""
+    """A jitted copy of a kernel or helper (plain functions, as graphdl.ops registers
+    them) whose module constants are overridden by ``consts``, with the helpers it calls
+    copied the same way and graphdl's `prange` marker bound to Numba's."""
     import types
 
+    import numba
     from numba import njit
 
-    from graphdl.ops.registry import FASTMATH, is_parallel_kernel
+    from graphdl.backends.cpu.library import FASTMATH
+    from graphdl.ops.registry import is_cpu_helper, is_parallel_kernel, prange
 
-    py = getattr(fn, "py_func", fn)
-    if py in memo:
-        return memo[py]
-    glb = {**py.__globals__, **consts}
-    for name in py.__code__.co_names:
-        if hasattr(glb.get(name), "py_func"):
-            glb[name] = _recompiled(glb[name], consts, memo)
-    copy = types.FunctionType(py.__code__, glb, py.__name__, py.__defaults__)
-    memo[py] = njit(error_model="numpy", fastmath=FASTMATH,
-                    parallel=is_parallel_kernel(py.__name__))(copy)
-    return memo[py]
+    if fn in memo:
+        return memo[fn]
+    glb = {**fn.__globals__, **consts}
+    for name in fn.__code__.co_names:
+        v = glb.get(name)
+        if v is prange:
+            glb[name] = numba.prange
+        elif is_cpu_helper(v):
+            glb[name] = _recompiled(v, consts, memo)
+    copy = types.FunctionType(fn.__code__, glb, fn.__name__, fn.__defaults__)
+    memo[fn] = njit(error_model="numpy", fastmath=FASTMATH,
+                    parallel=is_parallel_kernel(fn.__name__))(copy)
+    return memo[fn]
 
 
 def _pads(x, y, w):
