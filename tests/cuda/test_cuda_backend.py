@@ -105,3 +105,58 @@ def test_warmup_compiles_without_touching_bound_weights():
     assert seconds >= 0 and prog.cold_seconds is not None
     x = np.ones((2, 3), np.float32)
     np.testing.assert_allclose(prog({"x": x})["y"], x @ wv)
+
+
+# numba.cuda for the kernels below, set by their test (the simulator swaps a kernel's module
+# global `cuda` for the running launch's, so they must name it as a global)
+cuda = None
+
+
+def _exchange(x, out, meta):
+    sh = cuda.shared.array(8, dtype=np.float64)
+    t = cuda.threadIdx.x
+    if t >= 6:
+        return  # two threads leave before the first barrier
+    for rnd in range(3):
+        sh[t] = x[t] * (rnd + 1)
+        cuda.syncthreads()
+        out[rnd, t] = sh[5 - t]  # another thread's write of this round
+        cuda.syncthreads()  # read before the next round overwrites it
+    if t == 0:
+        meta[0] = x.shape[0]
+        meta[1] = x.size
+        meta[2] = x.dtype.itemsize
+        meta[3] = x.ndim
+
+
+def _failing(x):
+    t = cuda.threadIdx.x
+    cuda.syncthreads()
+    if t == 2:
+        x[t + 100] = 1.0  # out of bounds: NumPy raises in the simulated thread
+    cuda.syncthreads()
+    x[t] = 1.0
+
+
+def test_the_simulators_patched_barrier_and_array_attributes(cuda_device):
+    """Under the simulator graphdl replaces its polling block manager with a barrier and
+    its array attribute lookup with a direct one (device.py): a thread that returns leaves
+    the barrier, a barrier orders the block's shared-memory writes before its reads, an
+    array's attributes are NumPy's, and a thread's exception reaches the launch."""
+    global cuda
+    if not cuda_device.SIMULATOR:
+        pytest.skip("the patches are of the CUDA simulator; a GPU runs the kernels itself")
+    from numba.cuda.simulator import kernel as simulated
+
+    assert getattr(simulated.BlockManager, "_graphdl_barrier", False)
+    cuda = cuda_device.cuda
+    x = np.arange(1.0, 9.0)
+    out = np.zeros((3, 8))
+    meta = np.zeros(4)
+    cuda.jit(_exchange)[1, 8](x, out, meta)
+    want = np.zeros((3, 8))
+    want[:, :6] = np.outer([1, 2, 3], x[5::-1])
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(meta, [8, 8, 8, 1])
+    with pytest.raises(IndexError, match=r"tid=\[2, 0, 0\]"):
+        cuda.jit(_failing)[1, 4](np.zeros(4))

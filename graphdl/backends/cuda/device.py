@@ -6,10 +6,12 @@ numba-cuda-mlir) is a change to this file. Works with NVIDIA's maintained ``numb
 package (the ``graphdl[cuda]`` extra) and with the CUDA target built into numba 0.68.
 
 The CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) runs kernels on the CPU with one Python
-thread per CUDA thread and a polling block manager, so its cost grows with the threads of a
-block. The launch constants below are therefore smaller under the simulator: the kernels
-are the same code (the constants are compile-time constants of every kernel either way),
-only the tile and block sizes shrink.
+thread per CUDA thread, so its cost grows with the threads of a block. The launch constants
+below are therefore smaller under the simulator: the kernels are the same code (the
+constants are compile-time constants of every kernel either way), only the tile and block
+sizes shrink. Three patches of the simulator itself (applied only to the structure they
+replace) make it thread-safe and cheaper without changing what a kernel computes: shared
+arrays, array attributes, and a barrier in place of its polling block manager.
 """
 
 from __future__ import annotations
@@ -231,10 +233,156 @@ def _patch_simulator_shared_arrays() -> None:
     cls._graphdl_locked = True
 
 
+def _patch_simulator_array_attributes() -> None:
+    """Make an array attribute (``a.dtype``, ``a.shape``) cheap in a simulated kernel.
+
+    The simulator's in-kernel array looks every attribute up in ``dir()`` of the NumPy array
+    it wraps, about 20 us a time; ``b.dtype.type(0)`` in a device function called per
+    element made that half of a LeNet step. The replacement answers NumPy's own attributes
+    (``dir(np.ndarray)``: what ``dir()`` of a plain array lists) from the array directly and
+    leaves every other name to the simulator, so the values are the same. Applied only
+    when the installed simulator has the structure it replaces."""
+    import inspect
+
+    try:
+        from numba.cuda.simulator.cudadrv import devicearray
+    except ImportError:
+        return
+    cls = getattr(devicearray, "FakeWithinKernelCUDAArray", None)
+    fake = getattr(devicearray, "FakeCUDAArray", None)
+    if cls is None or fake is None or getattr(cls, "_graphdl_fast_attrs", False):
+        return
+    original = cls.__getattr__
+    try:
+        text = inspect.getsource(original)
+    except (OSError, TypeError):
+        return
+    if "dir(self._item._ary)" not in text:
+        return
+    numpy_attrs = frozenset(dir(np.ndarray))
+
+    def __getattr__(self, name):
+        if name in numpy_attrs:
+            value = getattr(self.__dict__["_item"]._ary, name)
+            return cls(value) if isinstance(value, fake) else value
+        return original(self, name)
+
+    cls.__getattr__ = __getattr__
+    cls._graphdl_fast_attrs = True
+
+
+def _patch_simulator_block_manager() -> None:
+    """Run a simulated block without the simulator's polling loop.
+
+    The simulator's block manager spins in the launching thread, checking whether every
+    thread of the block waits at a barrier, so the launching thread takes the GIL from
+    the block's threads: half of the time of a one-thread block, a fifth of a four-thread
+    one. Here ``syncthreads`` is a barrier over the block's live threads (a thread that
+    returns leaves it, as the simulator's manager counts only live threads): the last
+    thread to arrive releases the others, and the launching thread sleeps until the block
+    is done or a thread raised. The threads, their indices and the order-free
+    interleaving are the simulator's own (``BlockThread``); a thread's exception aborts
+    the block as there (threads at a barrier raise "abort flag set") and is re-raised.
+    Applied only when the installed simulator has the structure it replaces."""
+    import threading
+
+    try:
+        from numba.cuda.simulator import kernel
+    except ImportError:
+        return
+    thread_cls = getattr(kernel, "BlockThread", None)
+    manager_cls = getattr(kernel, "BlockManager", None)
+    if thread_cls is None or manager_cls is None or getattr(manager_cls, "_graphdl_barrier", False):
+        return
+    try:
+        import inspect
+
+        text = inspect.getsource(kernel.FakeCUDAKernel.__call__)
+        run_text = inspect.getsource(manager_cls.run)
+    except (AttributeError, OSError, TypeError):
+        return
+    if "BlockManager(self.fn, grid_dim, block_dim, self._debug)" not in text or (
+            "BlockThread(target, self, grid_point, block_point, self._debug)" not in run_text):
+        return
+
+    class Barrier:
+        """The block's barrier: its live threads, how many wait, the round, the abort."""
+
+        def __init__(self, threads: int):
+            self.cond = threading.Condition()
+            self.live = threads
+            self.waiting = 0
+            self.round = 0
+            self.failed = None  # the first thread that raised
+
+        def release(self) -> None:  # with cond held: every live thread waits
+            self.waiting = 0
+            self.round += 1
+            self.cond.notify_all()
+
+    class Thread(thread_cls):
+        barrier: Barrier
+
+        def run(self):
+            try:
+                super().run()  # the simulator's: an exception is kept in self.exception
+            finally:
+                b = self.barrier
+                with b.cond:
+                    b.live -= 1
+                    if self.exception is not None and b.failed is None:
+                        b.failed = self
+                    elif b.waiting and b.waiting == b.live:
+                        b.release()
+                    b.cond.notify_all()  # the launching thread counts live threads
+
+        def syncthreads(self):
+            b = self.barrier
+            with b.cond:
+                if b.failed is not None:
+                    raise RuntimeError("abort flag set on syncthreads call")
+                b.waiting += 1
+                if b.waiting == b.live:
+                    b.release()
+                else:
+                    round_ = b.round
+                    while round_ == b.round and b.failed is None:
+                        b.cond.wait()
+                if b.failed is not None:
+                    raise RuntimeError("abort flag set on syncthreads clear")
+
+    class Manager(manager_cls):
+        _graphdl_barrier = True
+
+        def run(self, grid_point, *args):
+            points = list(np.ndindex(*self._block_dim))
+            barrier = Barrier(len(points))
+            threads = []
+            for block_point in points:
+                def target():
+                    self._f(*args)
+
+                t = Thread(target, self, grid_point, block_point, self._debug)
+                t.barrier = barrier
+                threads.append(t)
+            for t in threads:
+                t.start()
+            with barrier.cond:
+                while barrier.live and barrier.failed is None:
+                    barrier.cond.wait()
+                failed = barrier.failed
+            if failed is not None:
+                raise failed.exception[0].with_traceback(failed.exception[1])
+
+    kernel.BlockManager = Manager
+
+
 if SIMULATOR:
     from numba.cuda.simulator import kernel as _simulated_kernel
 
     _patch_simulator_shared_arrays()
+    _patch_simulator_array_attributes()
+    _patch_simulator_block_manager()
 
     class _RunningLaunch:
         """``cuda`` in a block function under the simulator: the simulated module of the
@@ -243,9 +391,11 @@ if SIMULATOR:
         def __getattr__(self, name):
             return getattr(_simulated_kernel._get_kernel_context(), name)
 
-    # The simulator's block manager polls its threads while they wait at a barrier; with
-    # Python's default 5 ms switch interval every syncthreads() costs about 5 ms. A launch
-    # runs with a short interval (restored afterwards, so nothing else sees it).
+    # The simulator's own block manager (where _patch_simulator_block_manager does not
+    # apply) polls its threads while they wait at a barrier; with Python's default 5 ms
+    # switch interval every syncthreads() costs about 5 ms there. With either manager the
+    # short interval interleaves a block's threads finely (what can show a missing
+    # barrier). A launch runs with it, restored afterwards, so nothing else sees it.
     _SIM_SWITCH_INTERVAL = 1e-4
 
     def configure(kernel, grid, block):
