@@ -422,23 +422,32 @@ class Model:
             self.class_names = meta["class_names"]
 
 
-# a CPU program's first compile, in seconds, when the cache remembers none to go by
+# a program's first compile, in seconds, when its backend has no model of the cost
 _COLD_SECONDS = 15.0
 
 
 def _cold_estimate(program) -> float:
-    """A rough first-compile time for ``program``: the mean of the cold compile times
-    remembered beside the cached sources of its directory (the latest few), else
-    `_COLD_SECONDS`."""
+    """A rough first-compile time for ``program``: its backend's model of the cost (the CPU
+    backend's `cold_compile_estimate`), scaled by how this machine did before (the median
+    ratio of the cold compile times remembered beside the latest cached sources to the
+    model's estimates of those sources, within 1/4..4); `_COLD_SECONDS` without a model."""
+    if program.device != "cpu":
+        return _COLD_SECONDS
+    from graphdl.backends.cpu.cache import cold_compile_estimate
+
     sides = sorted(Path(program.source_path).parent.glob("*.json"),
                    key=lambda p: p.stat().st_mtime)[-8:]
-    seen = []
+    ratios = []
     for side in sides:
         try:
-            seen.append(float(json.loads(side.read_text(encoding="utf-8"))["cold_seconds"]))
+            seen = float(json.loads(side.read_text(encoding="utf-8"))["cold_seconds"])
+            model = cold_compile_estimate(side.with_suffix(".py").read_text(encoding="utf-8"))
         except (OSError, ValueError, KeyError, TypeError):
             continue
-    return sum(seen) / len(seen) if seen else _COLD_SECONDS
+        if model > 0.5:
+            ratios.append(seen / model)
+    scale = min(4.0, max(0.25, float(np.median(ratios)))) if ratios else 1.0
+    return scale * max(1.0, cold_compile_estimate(program.source))
 
 
 def _attention_sources(spec, name: str) -> tuple[str | None, str]:

@@ -54,3 +54,30 @@ def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
     if any(is_parallel_kernel(name) for name in set(re.findall(r"\bK\.(\w+)", source))):
         library.start_thread_pool()
     return import_generated(source, source_key(source), "cpu")
+
+
+# What a first compile of a generated CPU module costs, roughly, for the "compiling…" line
+# of `graphdl run` when nothing is cached: a plain library kernel ~0.6 s, a parallel one
+# ~4 s (Numba's parfor lowering links the kernel's helpers a second time; the row-split
+# GEMMs, with small bodies, ~1.5 s), and the module's own functions ~0.04 s a line beyond
+# the first 150. Fitted to fresh-cache compiles of the MLP, LeNet, RNN and transformer
+# digits/vowels train programs on a 2-core machine (5.4, 27.3, 10.4, 71.3 s; this model:
+# 5.5, 28.8, 14.6, 54.7 s). The caller scales it by what this machine took before.
+_PLAIN_KERNEL_S, _PARALLEL_KERNEL_S, _SMALL_PARALLEL_KERNEL_S = 0.6, 4.0, 1.5
+_LINE_S, _FREE_LINES = 0.04, 150
+
+
+def cold_compile_estimate(source: str) -> float:
+    """Seconds a first compile of ``source`` takes with empty caches (a rough model)."""
+    code = code_of(source)
+    seconds = 0.0
+    for name in set(re.findall(r"\bK\.(\w+)", code)):
+        if name.startswith(("s_", "s32_")):  # scalar functions inlined into the loops
+            continue
+        if not is_parallel_kernel(name):
+            seconds += _PLAIN_KERNEL_S
+        elif name.startswith("gemm"):
+            seconds += _SMALL_PARALLEL_KERNEL_S
+        else:
+            seconds += _PARALLEL_KERNEL_S
+    return seconds + _LINE_S * max(0, code.count("\n") - _FREE_LINES)
