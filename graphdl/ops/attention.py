@@ -91,8 +91,13 @@ BLOCK_K = 64  # keys of one online-softmax step (and of a backward key block)
 # (one np.dot for the scores, one for the weighted values); below, its loops are faster
 BLAS_KEYS = 16
 # below this many multiply-adds (visible pairs x (D + Dv)) a kernel runs on the calling
-# thread: handing work to the pool costs more than the work (a decoding step, say)
-SERIAL_WORK = 1 << 15
+# thread: handing work to the pool costs more than the work (a decoding step, a batch-1
+# forward pass). Waking the pool's sleeping threads (they spin only briefly, see
+# `graphdl.backends.cpu.library.short_thread_spin`) took ~80 us on these 2-core machines: at
+# 1 << 15 each of the batch-1 transformer's 6 attention calls (4 heads of 32 x 32, 131K)
+# took ~100 us, the whole forward pass 0.85 ms; at 1 << 18 they run serially, 0.33 ms
+# (tools/profile_step.py specs/bench_transformer.yaml --mode predict --batch 1).
+SERIAL_WORK = 1 << 18
 # a head with at most this many queries and keys is one work item of the forward and the
 # backward pass, its products BLAS calls on the whole head and its softmax a loop over rows
 # (`_fwd_heads_small`, `_bwd_heads_small`)
