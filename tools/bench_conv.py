@@ -19,12 +19,14 @@ printed: on a shared 2-core machine a busy neighbour halves what 2 threads can d
 
 `--candidates` compares the strategies measured before choosing (stride 1, dilation 1,
 groups 1):
-- graphdl (chosen): im2col + BLAS per sample, the batch split into blocks of samples run
-  on Numba's threads; with stride 1 and few filters per group the GEMM runs over the
-  padded width, so each im2col row is one contiguous copy ("wide rows"), otherwise each
-  tap copies OH row segments (graphdl/ops/conv.py, WIDE_LIMIT);
-- wide rows always / segments always: graphdl's kernels compiled here with either choice
-  forced;
+- graphdl (chosen): the forward pass on vector tiles (conv2d_fwd_vec: direct convolution,
+  the filters' multiply-adds over vectors of 16 output positions in registers); the
+  gradients im2col + BLAS per sample, the batch split into blocks of samples run on
+  Numba's threads; with stride 1 and few filters per group the GEMM runs over the padded
+  width, so each im2col row is one contiguous copy ("wide rows"), otherwise each tap
+  copies OH row segments (graphdl/ops/conv.py, WIDE_LIMIT);
+- wide rows always / segments always: graphdl's im2col kernels (the forward pass too)
+  compiled here with either choice forced;
 - batch GEMM: im2col of the whole batch and one BLAS call (plus transposing copies; the
   unfolding on one thread, the GEMM on the threads SciPy's BLAS is allowed, which graphdl
   sets to one);
@@ -103,7 +105,7 @@ def graphdl_fns(d, pad):
 
     x, w, b, gy, out, gx, gw = (d[k] for k in ("x", "w", "b", "gy", "out", "gx", "gw"))
     return {
-        "forward": lambda: K.conv2d_fwd(x, w, b, out, 1, 1, pad, pad, 1, 1, 1, False),
+        "forward": lambda: K.conv2d_fwd_vec(x, w, b, out, pad, pad, False),
         "backward-input": lambda: K.conv2d_bwd_input(gy, w, gx, 1, 1, pad, pad, 1, 1, 1),
         "backward-weight": lambda: K.conv2d_bwd_weight(x, gy, gw, 1, 1, pad, pad, 1, 1, 1),
     }

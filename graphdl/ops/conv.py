@@ -52,6 +52,7 @@ from graphdl.ops.registry import (
     cpu_kernel,
     prange,
     register,
+    vector_tile,
 )
 
 FLOATS = ("float32", "float64")
@@ -771,12 +772,142 @@ def conv2d_bwd_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
                          sh, sw, pt, pl, dh, dw, groups)
 
 
+# ----------------------------------------------------------------------- vector kernels
+# The forward pass in float32 with stride 1, dilation 1 and one group (LeNet's
+# convolutions and most others) is a direct convolution on register-blocked vector tiles
+# (`vector_tile`, lowered to LLVM vectors by the CPU backend): no im2col matrix, no BLAS.
+# For each sample, the output over the padded width ("wide" positions q = oh * Wp + ow, as
+# above) in vectors of LANES positions; a tile holds up to 16 filters' vectors and runs over
+# the taps (c, kh, kw): one vector load of the padded image at q + offset(tap), one
+# broadcast weight and one fused multiply-add per filter. The wide rows are copied out with
+# the bias added. Measured on one core against im2col + BLAS (2026-12-07, a busy machine,
+# best of alternated blocks): LeNet conv1 1.15-1.25x, conv2 1.3-1.9x, 32->64 3x3 1.0-1.5x.
+# The backward passes stay im2col + BLAS: the same tiles measured slower there (input
+# gradient 0.55-0.8x, weight gradient 0.4-1.6x with filters as lanes).
+
+LANES = 16
+tile_16x16_bt = vector_tile(LANES, 16, b_table=True)
+tile_16x8_bt = vector_tile(LANES, 8, b_table=True)
+tile_16x4_bt = vector_tile(LANES, 4, b_table=True)
+tile_16x2_bt = vector_tile(LANES, 2, b_table=True)
+tile_16x1_bt = vector_tile(LANES, 1, b_table=True)
+
+
+@cpu_helper
+def _rows_b_table(a, abase, a_js, b, bbase, boff, nt, out, ooff, ostride, rows):
+    """`rows` tile rows (A rows abase + r * a_js, out rows ooff + r * ostride), B at the
+    offsets of the table boff: tiles of 16, 8, 4, 2 and 1 rows."""
+    r = 0
+    while r < rows:
+        left = rows - r
+        ab = abase + r * a_js
+        ob = ooff + r * ostride
+        if left >= 16:
+            tile_16x16_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
+            r += 16
+        elif left >= 8:
+            tile_16x8_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
+            r += 8
+        elif left >= 4:
+            tile_16x4_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
+            r += 4
+        elif left >= 2:
+            tile_16x2_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
+            r += 2
+        else:
+            tile_16x1_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
+            r += 1
+
+
+@cpu_helper
+def _padded_rows(rows):
+    """Tile rows for `rows` filters or channels: up to 16 a count that one tile covers
+    (1, 2, 4, 8, 16) stays, another is rounded up to the next with zero rows (6 filters:
+    one tile of 8 streams the image once, where 4 + 2 streams it twice)."""
+    if rows > 16 or rows in (1, 2, 4, 8, 16):
+        return rows
+    return 4 if rows < 4 else (8 if rows < 8 else 16)
+
+
+@cpu_helper
+def _tap_offsets(n_ch, khs, kws, plane, wp):
+    """Offsets of the taps (c, kh, kw) in a flat [C, Hp, Wp] image (plane = Hp * Wp)."""
+    offs = np.empty(n_ch * khs * kws, np.int64)
+    for c in range(n_ch):
+        for kh in range(khs):
+            for kw in range(kws):
+                offs[(c * khs + kh) * kws + kw] = c * plane + kh * wp + kw
+    return offs
+
+
+@cpu_helper
+def _vfwd_block(x, w, b, out, n0, n1, pt, pl, has_bias):
+    """Samples n0..n1 of the vector forward pass, with this block's own scratch."""
+    n_ch, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    nf, _, khs, kws = w.shape
+    oh, ow = out.shape[2], out.shape[3]
+    ntap = n_ch * khs * kws
+    hp, wp = oh + khs - 1, ow + kws - 1  # the padded rows and columns the windows read
+    plane = hp * wp
+    r1, c1 = min(h, hp - pt), min(wd, wp - pl)
+    nvec = (oh * wp + LANES - 1) // LANES
+    ostride = nvec * LANES
+    boff = _tap_offsets(n_ch, khs, kws, plane, wp)
+    # the padded image, flat, with a zero tail for the last vector's overhang
+    xp = np.zeros(n_ch * plane + kws + 2 * LANES, x.dtype)
+    rows = _padded_rows(nf)
+    owide = np.empty(rows * ostride, x.dtype)
+    wf = np.zeros(rows * ntap, x.dtype)  # the weights, zero rows to a whole tile
+    wf[:nf * ntap] = w.reshape(nf * ntap)
+    zero = out.dtype.type(0)
+    for n in range(n0, n1):
+        for c in range(n_ch):
+            for ih in range(r1):
+                src = x[n, c, ih, 0:c1]
+                dst = xp[c * plane + (ih + pt) * wp + pl:c * plane + (ih + pt) * wp + pl + c1]
+                for j in range(c1):
+                    dst[j] = src[j]
+        for q0 in range(0, ostride, LANES):
+            _rows_b_table(wf, 0, ntap, xp, q0, boff, ntap, owide, q0, ostride, rows)
+        for f in range(nf):
+            bv = b[f] if has_bias else zero
+            for i in range(oh):
+                src = owide[f * ostride + i * wp:f * ostride + i * wp + ow]
+                dst = out[n, f, i]
+                for j in range(ow):
+                    dst[j] = src[j] + bv
+
+
+@cpu_kernel(parallel=True)
+def conv2d_fwd_vec(x, w, b, out, pt, pl, has_bias):
+    """out = conv2d(x, w) (+ b), float32, stride 1, dilation 1, one group: vector tiles."""
+    n_img = x.shape[0]
+    if n_img == 1:  # one sample: no thread hand-off (run-time bounds, see conv2d_fwd)
+        _vfwd_block(x, w, b, out, n_img - 1, n_img, pt, pl, has_bias)
+        return
+    nblk = min(PAR_BLOCKS, n_img)
+    for t in prange(nblk):
+        _vfwd_block(x, w, b, out, n_img * t // nblk, n_img * (t + 1) // nblk, pt, pl,
+                    has_bias)
+
+
 # ----------------------------------------------------------------------- emitters
 
 
 def _args(ctx, attrs) -> str:
     (sh, sw), (pt, _, pl, _), (dh, dw), groups = conv_params(attrs)
     return ctx.runtime(sh, sw, pt, pl, dh, dw, groups)
+
+
+def _vector_case(ctx, attrs, x) -> bool:
+    """float32, stride 1, dilation 1, one group: the vector kernels."""
+    (sh, sw), _, (dh, dw), groups = conv_params(attrs)
+    return ctx.type(x).dtype == "float32" and (sh, sw, dh, dw, groups) == (1, 1, 1, 1, 1)
+
+
+def _vector_args(ctx, attrs) -> str:
+    _, (pt, _, pl, _), _, _ = conv_params(attrs)
+    return ctx.runtime(pt, pl)
 
 
 def _emit_conv2d(ctx, attrs, ins, outs):
@@ -786,6 +917,9 @@ def _emit_conv2d(ctx, attrs, ins, outs):
         b = ctx.var(ins[2])
     else:  # the kernel reads no bias: any 1-D array of the dtype will do
         b = f"{w}.reshape(({math.prod(ctx.type(ins[1]).shape)},))"
+    if _vector_case(ctx, attrs, ins[0]):
+        return [ctx.call("conv2d_fwd_vec", x, w, b, outs[0], _vector_args(ctx, attrs),
+                         ctx.runtime(has_bias))]
     return [
         ctx.call("conv2d_fwd", x, w, b, outs[0], _args(ctx, attrs), ctx.runtime(has_bias))
     ]

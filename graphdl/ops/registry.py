@@ -195,6 +195,52 @@ def cpu_helper(fn: Callable) -> Callable:
     return fn
 
 
+class VectorTile:
+    """A register-blocked multiply-add loop a CPU kernel calls by its global name:
+
+        acc[j] (+)= sum over t < nt of A[ia(t, j)] * B[ib(t) : ib(t) + lanes]    j < rows
+        out[ooff + j * ostride : + lanes] = acc[j]
+
+    ia(t, j) = abase + (aoff[t] if a_table else t * a_tstride) + j * a_jstride and
+    ib(t) = bbase + (boff[t] if b_table else t * b_tstride); with ``accumulate`` the
+    accumulators start from out. float32 arrays, flat. The CPU backend lowers it to LLVM
+    vectors (`graphdl.backends.cpu.simd`); in plain Python it runs as written here."""
+
+    def __init__(self, name: str, lanes: int, rows: int, a_table: bool, b_table: bool,
+                 accumulate: bool):
+        self.__name__ = name
+        self.config = (lanes, rows, a_table, b_table, accumulate)
+
+    def __call__(self, a, abase, aoff, a_tstride, a_jstride, b, bbase, boff, b_tstride, nt,
+                 out, ooff, ostride):
+        lanes, rows, a_table, b_table, accumulate = self.config
+        for j in range(rows):
+            o = ooff + j * ostride
+            acc = out[o:o + lanes].copy() if accumulate else np.zeros(lanes, out.dtype)
+            for t in range(nt):
+                ia = abase + (aoff[t] if a_table else t * a_tstride) + j * a_jstride
+                ib = bbase + (boff[t] if b_table else t * b_tstride)
+                acc += a[ia] * b[ib:ib + lanes]
+            out[o:o + lanes] = acc
+
+
+_VECTOR_TILES: dict[str, VectorTile] = {}
+
+
+def vector_tile(lanes: int, rows: int, *, a_table: bool = False, b_table: bool = False,
+                accumulate: bool = False) -> VectorTile:
+    """The `VectorTile` of one configuration (one object per configuration, named after
+    it: bind it to that name in the kernel's module)."""
+    name = (f"tile_{lanes}x{rows}{'_at' if a_table else ''}{'_bt' if b_table else ''}"
+            f"{'_acc' if accumulate else ''}")
+    return _VECTOR_TILES.setdefault(name, VectorTile(name, lanes, rows, a_table, b_table,
+                                                     accumulate))
+
+
+def is_vector_tile(fn: object) -> bool:
+    return isinstance(fn, VectorTile)
+
+
 def prange(*args: int) -> range:
     """A parallel range for kernels registered with ``parallel=True``: the CPU backend
     compiles it as Numba's ``prange`` (graphdl/ops/conv.py, "Threads"); in plain Python it

@@ -104,6 +104,54 @@ def test_kernels_match_reference(K, case):
     np.testing.assert_allclose(gw, want, rtol=1e-5, atol=1e-5)
 
 
+# float32, stride 1, dilation 1, one group: the vector forward kernel (conv2d_fwd_vec).
+# Filter counts around the tile sizes (1, 2, 4, 8, 16 rows; others padded with zero rows
+# or split), asymmetric padding, batches that do not divide into the blocks.
+VECTOR_CASES = [c for c in CASES if c[7] == (1, 1) and c[9] == (1, 1) and c[10] == 1] + [
+    (3, 1, 28, 28, 6, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), 1, True),  # LeNet conv1
+    (5, 6, 14, 14, 16, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1, True),  # LeNet conv2
+    (2, 5, 7, 9, 20, 3, 3, (1, 1), (1, 0, 2, 1), (1, 1), 1, False),
+    (17, 3, 6, 11, 33, 1, 3, (1, 1), (0, 1, 1, 0), (1, 1), 1, True),
+    (1, 7, 5, 5, 3, 5, 5, (1, 1), (0, 0, 0, 0), (1, 1), 1, False),  # one output pixel
+    (2, 17, 4, 6, 1, 2, 2, (1, 1), (1, 1, 1, 1), (1, 1), 1, True),
+]
+
+
+@pytest.mark.parametrize("case", VECTOR_CASES, ids=[f"v{i}" for i in range(len(VECTOR_CASES))])
+def test_vector_forward_matches_reference(K, case):
+    x, w, b, gy = _data(case)
+    attrs = _attrs(case)
+    bias = case[-1]
+    pt, pl = attrs["padding"][0], attrs["padding"][2]
+    y = np.full(gy.shape, np.nan, np.float32)
+    K.conv2d_fwd_vec(x, w, b, y, pt, pl, bias)
+    want = _ref("conv2d", attrs, x, w, *([b] if bias else []))
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("n", [1, 37])
+def test_vector_forward_gives_the_same_bits_on_any_number_of_threads(K, n):
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba has one thread here")
+    case = (n, 3, 10, 9, 6, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, True)
+    x, w, b, gy = _data(case, seed=4)
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            y = np.empty(gy.shape, np.float32)
+            K.conv2d_fwd_vec(x, w, b, y, 1, 1, True)
+            runs.append((y,))
+    finally:
+        numba.set_num_threads(before)
+    for one, two in zip(*runs):
+        np.testing.assert_array_equal(one, two)
+
+
 @pytest.mark.parametrize("n", [1, 5, 37])
 def test_kernels_give_the_same_bits_on_any_number_of_threads(K, n):
     """The conv and max-pool kernels split the batch into blocks run with prange; the

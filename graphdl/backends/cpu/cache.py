@@ -34,7 +34,8 @@ def _toolchain_fingerprint() -> str:
     here = Path(__file__).parent
     return toolchain_fingerprint(
         f"graphdl={__version__};numba={numba.__version__};numpy={np.__version__}",
-        [here / "library.py", here / "codegen.py", here.parent / "common" / "codegen.py"],
+        [here / "library.py", here / "simd.py", here / "codegen.py",
+         here.parent / "common" / "codegen.py"],
         repr(sorted(library.FASTMATH)),
     )
 

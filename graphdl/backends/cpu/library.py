@@ -7,8 +7,9 @@ folder, OpenMP's spin time and BLAS's thread count. Importing this module change
 Kernels and helpers are plain functions registered beside their ops
 (`graphdl.ops.registry.cpu_kernel` / `cpu_helper`); scalar functions come from elementwise
 OpDefs and are exposed as ``s_<op>``, their float32 versions (`OpDef.scalar_f32`) as
-``s32_<op>``. Each kernel is compiled against the jitted helpers and Numba's ``prange``
-(`_bind_globals`). `njit` without a signature compiles on first call, so loading the
+``s32_<op>``. Each kernel is compiled against the jitted helpers, Numba's ``prange``
+and the vector tiles it calls (`graphdl.ops.registry.VectorTile`, lowered to LLVM vectors
+by `graphdl.backends.cpu.simd`) (`_bind_globals`). `njit` without a signature compiles on first call, so loading the
 library costs no compilation, and `cache=True` keeps the machine code on disk.
 """
 
@@ -20,7 +21,15 @@ import types
 from collections.abc import Callable
 
 from graphdl.backends.common.cache import use_graphdl_numba_cache
-from graphdl.ops.registry import all_ops, cpu_kernels, is_cpu_helper, is_parallel_kernel, prange
+from graphdl.backends.cpu.simd import lower_tile
+from graphdl.ops.registry import (
+    all_ops,
+    cpu_kernels,
+    is_cpu_helper,
+    is_parallel_kernel,
+    is_vector_tile,
+    prange,
+)
 
 # LLVM fast-math flags of every CPU kernel and helper: all but "nnan" / "ninf", so NaN and
 # inf still propagate (and non-finite checks still see them)
@@ -83,6 +92,8 @@ def _bind_globals(fn: Callable, jitted: dict, inline: bool = False) -> Callable:
         v = fn.__globals__[k]
         if v is prange:
             rebound[k] = numba.prange
+        elif is_vector_tile(v):
+            rebound[k] = lower_tile(*v.config)
         elif is_cpu_helper(v):
             if v not in jitted:
                 options = {"inline": "always"} if inline else {"fastmath": FASTMATH}
