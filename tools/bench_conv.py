@@ -20,8 +20,9 @@ printed: on a shared 2-core machine a busy neighbour halves what 2 threads can d
 `--candidates` compares the strategies measured before choosing (stride 1, dilation 1,
 groups 1):
 - graphdl (chosen): the forward pass on vector tiles (conv2d_fwd_vec: direct convolution,
-  the filters' multiply-adds over vectors of 16 output positions in registers); the
-  gradients im2col + BLAS per sample, the batch split into blocks of samples run on
+  the filters' multiply-adds over vectors of 16 output positions in registers), the weight
+  gradient on outer tiles (conv2d_bwd_weight_vec); the input gradient im2col + BLAS per
+  sample, the batch split into blocks of samples run on
   Numba's threads; with stride 1 and few filters per group the GEMM runs over the padded
   width, so each im2col row is one contiguous copy ("wide rows"), otherwise each tap
   copies OH row segments (graphdl/ops/conv.py, WIDE_LIMIT);
@@ -107,7 +108,7 @@ def graphdl_fns(d, pad):
     return {
         "forward": lambda: K.conv2d_fwd_vec(x, w, b, out, pad, pad, False),
         "backward-input": lambda: K.conv2d_bwd_input(gy, w, gx, 1, 1, pad, pad, 1, 1, 1),
-        "backward-weight": lambda: K.conv2d_bwd_weight(x, gy, gw, 1, 1, pad, pad, 1, 1, 1),
+        "backward-weight": lambda: K.conv2d_bwd_weight_vec(x, gy, gw, pad, pad),
     }
 
 

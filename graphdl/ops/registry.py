@@ -224,6 +224,47 @@ class VectorTile:
             out[o:o + lanes] = acc
 
 
+class OuterTile:
+    """A register-blocked outer product of vectors a CPU kernel calls by its global name:
+
+        for i < arows, j < brows: out[ooff + (i * brows + j) * lanes : + lanes] +=
+            sum over t < nt of A[abase + i * a_rstride + a_toff[t] : + lanes]
+                             * B[bbase + boff[j] + b_toff[t] : + lanes]
+
+    (lane-wise products: the caller sums the lanes). float32 arrays, flat. The CPU backend
+    lowers it to LLVM vectors (`graphdl.backends.cpu.simd.lower_outer`); in plain Python it
+    runs as written here."""
+
+    def __init__(self, name: str, lanes: int, arows: int, brows: int):
+        self.__name__ = name
+        self.config = (lanes, arows, brows)
+
+    def __call__(self, a, abase, a_rstride, a_toff, b, bbase, boff, b_toff, nt, out, ooff):
+        lanes, arows, brows = self.config
+        for i in range(arows):
+            for j in range(brows):
+                o = ooff + (i * brows + j) * lanes
+                acc = out[o:o + lanes].copy()
+                for t in range(nt):
+                    ia = abase + i * a_rstride + a_toff[t]
+                    ib = bbase + boff[j] + b_toff[t]
+                    acc += a[ia:ia + lanes] * b[ib:ib + lanes]
+                out[o:o + lanes] = acc
+
+
+_OUTER_TILES: dict[str, OuterTile] = {}
+
+
+def outer_tile(lanes: int, arows: int, brows: int) -> OuterTile:
+    """The `OuterTile` of one configuration (one object per configuration, named after it)."""
+    name = f"outer_{lanes}x{arows}x{brows}"
+    return _OUTER_TILES.setdefault(name, OuterTile(name, lanes, arows, brows))
+
+
+def is_outer_tile(fn: object) -> bool:
+    return isinstance(fn, OuterTile)
+
+
 _VECTOR_TILES: dict[str, VectorTile] = {}
 
 

@@ -104,8 +104,8 @@ def test_kernels_match_reference(K, case):
     np.testing.assert_allclose(gw, want, rtol=1e-5, atol=1e-5)
 
 
-# float32, stride 1, dilation 1, one group: the vector forward kernel (conv2d_fwd_vec).
-# Filter counts around the tile sizes (1, 2, 4, 8, 16 rows; others padded with zero rows
+# float32, stride 1, dilation 1, one group: the vector kernels (conv2d_fwd_vec,
+# conv2d_bwd_weight_vec). Filter counts around the tile sizes (1, 2, 4, 8, 16 rows; others padded with zero rows
 # or split), asymmetric padding, batches that do not divide into the blocks.
 VECTOR_CASES = [c for c in CASES if c[7] == (1, 1) and c[9] == (1, 1) and c[10] == 1] + [
     (3, 1, 28, 28, 6, 5, 5, (1, 1), (2, 2, 2, 2), (1, 1), 1, True),  # LeNet conv1
@@ -118,7 +118,7 @@ VECTOR_CASES = [c for c in CASES if c[7] == (1, 1) and c[9] == (1, 1) and c[10] 
 
 
 @pytest.mark.parametrize("case", VECTOR_CASES, ids=[f"v{i}" for i in range(len(VECTOR_CASES))])
-def test_vector_forward_matches_reference(K, case):
+def test_vector_kernels_match_reference(K, case):
     x, w, b, gy = _data(case)
     attrs = _attrs(case)
     bias = case[-1]
@@ -128,10 +128,14 @@ def test_vector_forward_matches_reference(K, case):
     want = _ref("conv2d", attrs, x, w, *([b] if bias else []))
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
+    gw = np.full(w.shape, np.nan, np.float32)
+    K.conv2d_bwd_weight_vec(x, gy, gw, pt, pl)
+    want = _ref("conv2d_grad_weight", {**attrs, "kernel_size": w.shape[2:]}, x, gy)
+    np.testing.assert_allclose(gw, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("n", [1, 37])
-def test_vector_forward_gives_the_same_bits_on_any_number_of_threads(K, n):
+def test_vector_kernels_give_the_same_bits_on_any_number_of_threads(K, n):
     import numba
 
     if numba.config.NUMBA_NUM_THREADS < 2:
@@ -143,9 +147,10 @@ def test_vector_forward_gives_the_same_bits_on_any_number_of_threads(K, n):
     try:
         for threads in (1, 2):
             numba.set_num_threads(threads)
-            y = np.empty(gy.shape, np.float32)
+            y, gw = np.empty(gy.shape, np.float32), np.empty_like(w)
             K.conv2d_fwd_vec(x, w, b, y, 1, 1, True)
-            runs.append((y,))
+            K.conv2d_bwd_weight_vec(x, gy, gw, 1, 1)
+            runs.append((y, gw))
     finally:
         numba.set_num_threads(before)
     for one, two in zip(*runs):

@@ -21,11 +21,12 @@ import types
 from collections.abc import Callable
 
 from graphdl.backends.common.cache import use_graphdl_numba_cache
-from graphdl.backends.cpu.simd import lower_tile
+from graphdl.backends.cpu.simd import lower_outer, lower_tile
 from graphdl.ops.registry import (
     all_ops,
     cpu_kernels,
     is_cpu_helper,
+    is_outer_tile,
     is_parallel_kernel,
     is_vector_tile,
     prange,
@@ -94,6 +95,8 @@ def _bind_globals(fn: Callable, jitted: dict, inline: bool = False) -> Callable:
             rebound[k] = numba.prange
         elif is_vector_tile(v):
             rebound[k] = lower_tile(*v.config)
+        elif is_outer_tile(v):
+            rebound[k] = lower_outer(*v.config)
         elif is_cpu_helper(v):
             if v not in jitted:
                 options = {"inline": "always"} if inline else {"fastmath": FASTMATH}

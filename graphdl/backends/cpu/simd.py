@@ -92,3 +92,67 @@ def lower_tile(lanes: int, rows: int, a_table: bool, b_table: bool, accumulate: 
         return sig, codegen
 
     return tile
+
+
+@cache
+def lower_outer(lanes: int, arows: int, brows: int):
+    """The Numba intrinsic of one `OuterTile` configuration (one per configuration)."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core import cgutils
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def outer(typingctx, a, abase, a_rstride, a_toff, b, bbase, boff, b_toff, nt, out, ooff):
+        if not all(isinstance(x, types.Array) and x.dtype == types.float32
+                   for x in (a, b, out)):
+            return None
+        sig = types.void(a, types.int64, types.int64, a_toff, b, types.int64, boff, b_toff,
+                         types.int64, out, types.int64)
+
+        def codegen(context, builder, signature, args):
+            a_, abase_, ars_, atoff_, b_, bbase_, boff_, btoff_, nt_, out_, ooff_ = args
+            st = signature.args
+            a_arr, at_arr, b_arr, bo_arr, bt_arr, o_arr = (
+                context.make_array(st[k])(context, builder, v)
+                for k, v in ((0, a_), (3, atoff_), (4, b_), (6, boff_), (7, btoff_), (9, out_)))
+            i64 = ir.IntType(64)
+            vt = ir.VectorType(ir.FloatType(), lanes)
+            vptr = vt.as_pointer()
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{lanes}f32")
+
+            def vec_at(data, index):
+                return builder.bitcast(builder.gep(data, [index]), vptr)
+
+            def out_ptr(i, j):
+                return vec_at(o_arr.data,
+                              builder.add(ooff_, ir.Constant(i64, (i * brows + j) * lanes)))
+
+            accs = [[cgutils.alloca_once_value(builder, builder.load(out_ptr(i, j), align=4))
+                     for j in range(brows)] for i in range(arows)]
+            a_rows = [builder.add(abase_, builder.mul(ars_, ir.Constant(i64, i)))
+                      for i in range(arows)]
+            b_rows = [builder.add(bbase_, builder.load(builder.gep(bo_arr.data,
+                                                                   [ir.Constant(i64, j)])))
+                      for j in range(brows)]
+            with cgutils.for_range(builder, nt_) as loop:
+                t = loop.index
+                ta = builder.load(builder.gep(at_arr.data, [t]))
+                tb = builder.load(builder.gep(bt_arr.data, [t]))
+                av = [builder.load(vec_at(a_arr.data, builder.add(r, ta)), align=4)
+                      for r in a_rows]
+                bv = [builder.load(vec_at(b_arr.data, builder.add(r, tb)), align=4)
+                      for r in b_rows]
+                for i in range(arows):
+                    for j in range(brows):
+                        acc = builder.load(accs[i][j])
+                        builder.store(builder.call(fma, [av[i], bv[j], acc]), accs[i][j])
+            for i in range(arows):
+                for j in range(brows):
+                    builder.store(builder.load(accs[i][j]), out_ptr(i, j), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return outer
