@@ -781,57 +781,53 @@ def conv2d_bwd_input(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
 # above) in vectors of LANES positions; a tile holds up to 16 filters' vectors and runs over
 # the taps (c, kh, kw): one vector load of the padded image at q + offset(tap), one
 # broadcast weight and one fused multiply-add per filter. The wide rows are copied out with
-# the bias added. Measured on one core against im2col + BLAS (2026-12-07, a busy machine,
-# best of alternated blocks): LeNet conv1 1.15-1.25x, conv2 1.3-1.9x, 32->64 3x3 1.0-1.5x.
+# the bias added. Measured against im2col + BLAS (2026-12-07, quiet machine, best of
+# alternated blocks, 2 threads): LeNet conv1 81 -> 92 GFLOP/s, conv2 77 -> 132, 32->64 3x3
+# 162 -> 200 (one thread 1.19-1.70x).
 # The weight gradient in the same case runs on outer tiles (`outer_tile`): per sample, the
 # lane-wise products of 4 filters' wide gy rows with the padded image at 4 taps' offsets,
 # summed over the vectors of positions into partial sums that the kernel adds up at the
-# end (blocks, then lanes, in order). Measured as above: LeNet conv1 1.31x, conv2
-# 1.29-1.38x, 32->64 3x3 1.22x. The input gradient stays im2col + BLAS: the forward tiles
-# over gy (the flipped weights as rows) measured 0.55-0.8x of it.
+# end (blocks, then lanes, in order). Measured as above: LeNet conv1 76 -> 100 GFLOP/s,
+# conv2 69 -> 89, 32->64 3x3 114 -> 140 (one thread 1.22-1.38x). The input gradient stays
+# im2col + BLAS: the forward tiles over gy (the flipped weights as rows) measured 0.55-0.8x
+# of it.
 
 LANES = 16
-tile_16x16_bt = vector_tile(LANES, 16, b_table=True)
-tile_16x8_bt = vector_tile(LANES, 8, b_table=True)
-tile_16x4_bt = vector_tile(LANES, 4, b_table=True)
-tile_16x2_bt = vector_tile(LANES, 2, b_table=True)
-tile_16x1_bt = vector_tile(LANES, 1, b_table=True)
+tile_16x16 = vector_tile(LANES, 16)
+tile_16x8 = vector_tile(LANES, 8)
+tile_16x4 = vector_tile(LANES, 4)
 
 
 @cpu_helper
-def _rows_b_table(a, abase, a_js, b, bbase, boff, nt, out, ooff, ostride, rows):
-    """`rows` tile rows (A rows abase + r * a_js, out rows ooff + r * ostride), B at the
-    offsets of the table boff: tiles of 16, 8, 4, 2 and 1 rows."""
+def _tile_rows(a, a_rstride, b, boff, nt, out, q0, ostride, rows):
+    """The vector of positions q0..q0 + LANES for `rows` (a multiple of 4, `_padded_rows`)
+    rows: row r of A at r * a_rstride, B at q0 + boff[t], out row r at r * ostride + q0;
+    tiles of 16, 8 and 4 rows."""
     r = 0
     while r < rows:
         left = rows - r
-        ab = abase + r * a_js
-        ob = ooff + r * ostride
         if left >= 16:
-            tile_16x16_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
+            tile_16x16(a, r * a_rstride, a_rstride, b, q0, boff, nt, out, r * ostride + q0,
+                       ostride)
             r += 16
         elif left >= 8:
-            tile_16x8_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
+            tile_16x8(a, r * a_rstride, a_rstride, b, q0, boff, nt, out, r * ostride + q0,
+                      ostride)
             r += 8
-        elif left >= 4:
-            tile_16x4_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
-            r += 4
-        elif left >= 2:
-            tile_16x2_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
-            r += 2
         else:
-            tile_16x1_bt(a, ab, boff, 1, a_js, b, bbase, boff, 0, nt, out, ob, ostride)
-            r += 1
+            tile_16x4(a, r * a_rstride, a_rstride, b, q0, boff, nt, out, r * ostride + q0,
+                      ostride)
+            r += 4
 
 
 @cpu_helper
 def _padded_rows(rows):
-    """Tile rows for `rows` filters or channels: up to 16 a count that one tile covers
-    (1, 2, 4, 8, 16) stays, another is rounded up to the next with zero rows (6 filters:
-    one tile of 8 streams the image once, where 4 + 2 streams it twice)."""
-    if rows > 16 or rows in (1, 2, 4, 8, 16):
-        return rows
-    return 4 if rows < 4 else (8 if rows < 8 else 16)
+    """Tile rows for `rows` filters: one tile's worth (4, 8, 16) up to 16, else a multiple of
+    4, with zero rows (6 filters: one tile of 8 streams the image once, where 4 + 2 would
+    stream it twice)."""
+    if rows > 16:
+        return (rows + 3) // 4 * 4
+    return 4 if rows <= 4 else (8 if rows <= 8 else 16)
 
 
 @cpu_helper
@@ -865,15 +861,11 @@ def _vfwd_block(x, w, b, out, n0, n1, pt, pl, has_bias):
     wf = np.zeros(rows * ntap, x.dtype)  # the weights, zero rows to a whole tile
     wf[:nf * ntap] = w.reshape(nf * ntap)
     zero = out.dtype.type(0)
+    xp3 = xp[:n_ch * plane].reshape((n_ch, hp, wp))
     for n in range(n0, n1):
-        for c in range(n_ch):
-            for ih in range(r1):
-                src = x[n, c, ih, 0:c1]
-                dst = xp[c * plane + (ih + pt) * wp + pl:c * plane + (ih + pt) * wp + pl + c1]
-                for j in range(c1):
-                    dst[j] = src[j]
+        _pad_sample(x, n, xp3, pt, pl, r1, c1)
         for q0 in range(0, ostride, LANES):
-            _rows_b_table(wf, 0, ntap, xp, q0, boff, ntap, owide, q0, ostride, rows)
+            _tile_rows(wf, ntap, xp, boff, ntap, owide, q0, ostride, rows)
         for f in range(nf):
             bv = b[f] if has_bias else zero
             for i in range(oh):
@@ -920,19 +912,11 @@ def _vbwd_weight_block(x, gy, part, n0, n1, pt, pl, khs, kws):
     ntg = tpad // 4
     xp = np.zeros(n_ch * plane + kws + 2 * LANES, x.dtype)
     gyw = np.zeros(fpad * glen, x.dtype)
-    toff = np.empty(nvec, np.int64)  # the vectors of a row / an image
-    for v in range(nvec):
-        toff[v] = v * LANES
     boff = np.zeros(tpad, np.int64)  # taps past the last read offset 0 (discarded)
     boff[:ntap] = _tap_offsets(n_ch, khs, kws, plane, wp)
+    xp3 = xp[:n_ch * plane].reshape((n_ch, hp, wp))
     for n in range(n0, n1):
-        for c in range(n_ch):
-            for ih in range(r1):
-                at = c * plane + (ih + pt) * wp + pl
-                src = x[n, c, ih, 0:c1]
-                dst = xp[at:at + c1]
-                for j in range(c1):
-                    dst[j] = src[j]
+        _pad_sample(x, n, xp3, pt, pl, r1, c1)
         for f in range(nf):
             for i in range(oh):
                 at = f * glen + i * wp
@@ -942,8 +926,8 @@ def _vbwd_weight_block(x, gy, part, n0, n1, pt, pl, khs, kws):
                     dst[j] = src[j]
         for f0 in range(0, fpad, 4):
             for t0 in range(0, tpad, 4):
-                outer_16x4x4(gyw, f0 * glen, glen, toff, xp, 0, boff[t0:t0 + 4], toff, nvec,
-                             part, ((f0 // 4) * ntg + t0 // 4) * 16 * LANES)
+                outer_16x4x4(gyw, f0 * glen, glen, xp, 0, boff[t0:t0 + 4], nvec, part,
+                             ((f0 // 4) * ntg + t0 // 4) * 16 * LANES)
 
 
 @cpu_kernel(parallel=True)

@@ -198,88 +198,69 @@ def cpu_helper(fn: Callable) -> Callable:
 class VectorTile:
     """A register-blocked multiply-add loop a CPU kernel calls by its global name:
 
-        acc[j] (+)= sum over t < nt of A[ia(t, j)] * B[ib(t) : ib(t) + lanes]    j < rows
-        out[ooff + j * ostride : + lanes] = acc[j]
+        out[ooff + j * ostride : + lanes] =
+            sum over t < nt of A[abase + j * a_rstride + t] * B[bbase + boff[t] : + lanes]
 
-    ia(t, j) = abase + (aoff[t] if a_table else t * a_tstride) + j * a_jstride and
-    ib(t) = bbase + (boff[t] if b_table else t * b_tstride); with ``accumulate`` the
-    accumulators start from out. float32 arrays, flat. The CPU backend lowers it to LLVM
-    vectors (`graphdl.backends.cpu.simd`); in plain Python it runs as written here."""
+    for j < rows (a scalar of A's row j times a vector of B). float32 arrays, flat; boff
+    int64. The CPU backend lowers it to LLVM vectors (`graphdl.backends.cpu.simd`); in
+    plain Python it runs as written here."""
 
-    def __init__(self, name: str, lanes: int, rows: int, a_table: bool, b_table: bool,
-                 accumulate: bool):
+    def __init__(self, name: str, lanes: int, rows: int):
         self.__name__ = name
-        self.config = (lanes, rows, a_table, b_table, accumulate)
+        self.config = (lanes, rows)
 
-    def __call__(self, a, abase, aoff, a_tstride, a_jstride, b, bbase, boff, b_tstride, nt,
-                 out, ooff, ostride):
-        lanes, rows, a_table, b_table, accumulate = self.config
+    def __call__(self, a, abase, a_rstride, b, bbase, boff, nt, out, ooff, ostride):
+        lanes, rows = self.config
         for j in range(rows):
-            o = ooff + j * ostride
-            acc = out[o:o + lanes].copy() if accumulate else np.zeros(lanes, out.dtype)
+            acc = np.zeros(lanes, out.dtype)
             for t in range(nt):
-                ia = abase + (aoff[t] if a_table else t * a_tstride) + j * a_jstride
-                ib = bbase + (boff[t] if b_table else t * b_tstride)
-                acc += a[ia] * b[ib:ib + lanes]
-            out[o:o + lanes] = acc
+                ib = bbase + boff[t]
+                acc += a[abase + j * a_rstride + t] * b[ib:ib + lanes]
+            out[ooff + j * ostride:ooff + j * ostride + lanes] = acc
 
 
 class OuterTile:
     """A register-blocked outer product of vectors a CPU kernel calls by its global name:
 
-        for i < arows, j < brows: out[ooff + (i * brows + j) * lanes : + lanes] +=
-            sum over t < nt of A[abase + i * a_rstride + a_toff[t] : + lanes]
-                             * B[bbase + boff[j] + b_toff[t] : + lanes]
+        out[ooff + (i * brows + j) * lanes : + lanes] += sum over t < nt of
+            A[abase + i * a_rstride + t * lanes : + lanes] * B[bbase + boff[j] + t * lanes : + lanes]
 
-    (lane-wise products: the caller sums the lanes). float32 arrays, flat. The CPU backend
-    lowers it to LLVM vectors (`graphdl.backends.cpu.simd.lower_outer`); in plain Python it
-    runs as written here."""
+    for i < arows, j < brows (lane-wise products: the caller sums the lanes). float32
+    arrays, flat; boff int64. Lowered like `VectorTile`."""
 
     def __init__(self, name: str, lanes: int, arows: int, brows: int):
         self.__name__ = name
         self.config = (lanes, arows, brows)
 
-    def __call__(self, a, abase, a_rstride, a_toff, b, bbase, boff, b_toff, nt, out, ooff):
+    def __call__(self, a, abase, a_rstride, b, bbase, boff, nt, out, ooff):
         lanes, arows, brows = self.config
         for i in range(arows):
             for j in range(brows):
                 o = ooff + (i * brows + j) * lanes
-                acc = out[o:o + lanes].copy()
                 for t in range(nt):
-                    ia = abase + i * a_rstride + a_toff[t]
-                    ib = bbase + boff[j] + b_toff[t]
-                    acc += a[ia:ia + lanes] * b[ib:ib + lanes]
-                out[o:o + lanes] = acc
+                    ia = abase + i * a_rstride + t * lanes
+                    ib = bbase + boff[j] + t * lanes
+                    out[o:o + lanes] += a[ia:ia + lanes] * b[ib:ib + lanes]
 
 
-_OUTER_TILES: dict[str, OuterTile] = {}
+_TILES: dict[str, VectorTile | OuterTile] = {}
+
+
+def vector_tile(lanes: int, rows: int) -> VectorTile:
+    """The `VectorTile` of one configuration (one object per configuration, named after
+    it: bind it to that name in the kernel's module)."""
+    name = f"tile_{lanes}x{rows}"
+    return _TILES.setdefault(name, VectorTile(name, lanes, rows))
 
 
 def outer_tile(lanes: int, arows: int, brows: int) -> OuterTile:
     """The `OuterTile` of one configuration (one object per configuration, named after it)."""
     name = f"outer_{lanes}x{arows}x{brows}"
-    return _OUTER_TILES.setdefault(name, OuterTile(name, lanes, arows, brows))
+    return _TILES.setdefault(name, OuterTile(name, lanes, arows, brows))
 
 
-def is_outer_tile(fn: object) -> bool:
-    return isinstance(fn, OuterTile)
-
-
-_VECTOR_TILES: dict[str, VectorTile] = {}
-
-
-def vector_tile(lanes: int, rows: int, *, a_table: bool = False, b_table: bool = False,
-                accumulate: bool = False) -> VectorTile:
-    """The `VectorTile` of one configuration (one object per configuration, named after
-    it: bind it to that name in the kernel's module)."""
-    name = (f"tile_{lanes}x{rows}{'_at' if a_table else ''}{'_bt' if b_table else ''}"
-            f"{'_acc' if accumulate else ''}")
-    return _VECTOR_TILES.setdefault(name, VectorTile(name, lanes, rows, a_table, b_table,
-                                                     accumulate))
-
-
-def is_vector_tile(fn: object) -> bool:
-    return isinstance(fn, VectorTile)
+def is_tile(fn: object) -> bool:
+    return isinstance(fn, (VectorTile, OuterTile))
 
 
 def prange(*args: int) -> range:

@@ -1,5 +1,6 @@
-"""Vector tiles (graphdl.ops.registry.VectorTile): the LLVM-vector lowering of the CPU
-backend (graphdl/backends/cpu/simd.py) computes what the plain-Python definition does."""
+"""Tiles (graphdl.ops.registry.VectorTile / OuterTile): the LLVM-vector lowering of the CPU
+backend (graphdl/backends/cpu/simd.py) computes what the plain-Python definition does, and
+writes nothing else."""
 
 from __future__ import annotations
 
@@ -7,66 +8,48 @@ import numpy as np
 import pytest
 from numba import njit
 
-from graphdl.backends.cpu.simd import lower_outer, lower_tile
+from graphdl.backends.cpu.simd import lower
 from graphdl.ops.registry import outer_tile, vector_tile
 
-CONFIGS = [(16, r, at, bt, acc) for r in (1, 2, 4, 8, 16)
-           for at, bt, acc in ((False, True, False), (True, False, True))] + [
-    (8, 3, True, True, True), (16, 5, False, False, False)]
 
-
-@pytest.mark.parametrize("config", CONFIGS, ids=[str(c) for c in CONFIGS])
-def test_lowered_tile_matches_its_definition(config):
-    lanes, rows, a_table, b_table, accumulate = config
-    tile = vector_tile(lanes, rows, a_table=a_table, b_table=b_table, accumulate=accumulate)
-    lowered = lower_tile(*tile.config)
+def _lowered_equals_definition(tile, inputs: tuple, ooff: int, written: list[slice]):
+    lowered = lower(tile)
 
     @njit
     def call(*args):
         lowered(*args)
 
+    out_py = np.random.default_rng(1).standard_normal(1000).astype(np.float32)
+    out_vec = out_py.copy()
+    tile(*inputs, out_py, *ooff)
+    call(*inputs, out_vec, *ooff)
+    np.testing.assert_allclose(out_vec, out_py, rtol=1e-5, atol=1e-5)
+    untouched = np.ones(out_py.size, bool)
+    for s in written:
+        untouched[s] = False
+    assert np.array_equal(out_vec[untouched], out_py[untouched])  # nothing else is written
+
+
+@pytest.mark.parametrize("lanes, rows", [(16, 4), (16, 8), (16, 16), (8, 3)])
+def test_lowered_vector_tile_matches_its_definition(lanes, rows):
     r = np.random.default_rng(rows)
     nt = 23
     a = r.standard_normal(400).astype(np.float32)
     b = r.standard_normal(600).astype(np.float32)
-    aoff = r.integers(0, 300, nt).astype(np.int64)
     boff = r.integers(0, 500, nt).astype(np.int64)
-    # A index abase + (aoff[t] | 3 t) + 5 j; B index bbase + (boff[t] | 7 t); out rows 40 apart
-    args = (a, 7, aoff, 3, 5, b, 11, boff, 7, nt)
-    out_py = r.standard_normal(1000).astype(np.float32)
-    out_vec = out_py.copy()
-    tile(*args, out_py, 9, 40)
-    call(*args, out_vec, 9, 40)
-    np.testing.assert_allclose(out_vec, out_py, rtol=1e-5, atol=1e-5)
-    untouched = np.ones(1000, bool)
-    for j in range(rows):
-        untouched[9 + 40 * j:9 + 40 * j + lanes] = False
-    assert np.array_equal(out_vec[untouched], out_py[untouched])  # nothing else is written
+    # A row j at 7 + 5 j; B at 11 + boff[t]; out rows 40 apart from 9
+    written = [slice(9 + 40 * j, 9 + 40 * j + lanes) for j in range(rows)]
+    _lowered_equals_definition(vector_tile(lanes, rows), (a, 7, 5, b, 11, boff, nt), (9, 40),
+                               written)
 
 
-@pytest.mark.parametrize("config", [(16, 4, 4), (16, 2, 3), (8, 1, 1)])
-def test_lowered_outer_tile_matches_its_definition(config):
-    tile = outer_tile(*config)
-    lowered = lower_outer(*tile.config)
-
-    @njit
-    def call(*args):
-        lowered(*args)
-
-    lanes, arows, brows = config
+@pytest.mark.parametrize("lanes, arows, brows", [(16, 4, 4), (16, 2, 3), (8, 1, 1)])
+def test_lowered_outer_tile_matches_its_definition(lanes, arows, brows):
     r = np.random.default_rng(arows)
     nt = 9
     a = r.standard_normal(800).astype(np.float32)
     b = r.standard_normal(900).astype(np.float32)
-    a_toff = r.integers(0, 500, nt).astype(np.int64)
-    b_toff = r.integers(0, 500, nt).astype(np.int64)
     boff = r.integers(0, 300, brows).astype(np.int64)
-    args = (a, 5, 60, a_toff, b, 3, boff, b_toff, nt)
-    out_py = r.standard_normal(400).astype(np.float32)
-    out_vec = out_py.copy()
-    tile(*args, out_py, 7)
-    call(*args, out_vec, 7)
-    np.testing.assert_allclose(out_vec, out_py, rtol=1e-5, atol=1e-5)
-    n = arows * brows * lanes
-    assert np.array_equal(out_vec[:7], out_py[:7])
-    assert np.array_equal(out_vec[7 + n:], out_py[7 + n:])  # nothing else is written
+    written = [slice(7, 7 + arows * brows * lanes)]
+    _lowered_equals_definition(outer_tile(lanes, arows, brows), (a, 5, 60, b, 3, boff, nt),
+                               (7,), written)

@@ -8,9 +8,9 @@ Kernels and helpers are plain functions registered beside their ops
 (`graphdl.ops.registry.cpu_kernel` / `cpu_helper`); scalar functions come from elementwise
 OpDefs and are exposed as ``s_<op>``, their float32 versions (`OpDef.scalar_f32`) as
 ``s32_<op>``. Each kernel is compiled against the jitted helpers, Numba's ``prange``
-and the vector tiles it calls (`graphdl.ops.registry.VectorTile`, lowered to LLVM vectors
-by `graphdl.backends.cpu.simd`) (`_bind_globals`). `njit` without a signature compiles on first call, so loading the
-library costs no compilation, and `cache=True` keeps the machine code on disk.
+and the tiles it calls (`graphdl.ops.registry.VectorTile` / `OuterTile`, lowered to LLVM
+vectors by `graphdl.backends.cpu.simd`) (`_bind_globals`). `njit` without a signature
+compiles on first call, so loading the library costs no compilation, and `cache=True` keeps the machine code on disk.
 """
 
 from __future__ import annotations
@@ -21,14 +21,13 @@ import types
 from collections.abc import Callable
 
 from graphdl.backends.common.cache import use_graphdl_numba_cache
-from graphdl.backends.cpu.simd import lower_outer, lower_tile
+from graphdl.backends.cpu.simd import lower as lower_tile
 from graphdl.ops.registry import (
     all_ops,
     cpu_kernels,
     is_cpu_helper,
-    is_outer_tile,
     is_parallel_kernel,
-    is_vector_tile,
+    is_tile,
     prange,
 )
 
@@ -93,10 +92,8 @@ def _bind_globals(fn: Callable, jitted: dict, inline: bool = False) -> Callable:
         v = fn.__globals__[k]
         if v is prange:
             rebound[k] = numba.prange
-        elif is_vector_tile(v):
-            rebound[k] = lower_tile(*v.config)
-        elif is_outer_tile(v):
-            rebound[k] = lower_outer(*v.config)
+        elif is_tile(v):
+            rebound[k] = lower_tile(v)
         elif is_cpu_helper(v):
             if v not in jitted:
                 options = {"inline": "always"} if inline else {"fastmath": FASTMATH}

@@ -1,92 +1,116 @@
-"""Vector tiles: the register-blocked multiply-add loop kernels call as `VectorTile`s
-(graphdl.ops.registry), lowered here to LLVM IR with explicit vectors.
+"""Tiles: the register-blocked multiply-add loops kernels call as `VectorTile`s and
+`OuterTile`s (graphdl.ops.registry, where each is defined in plain Python), lowered here to
+LLVM IR with explicit vectors.
 
 Numba leaves such a loop scalar: written in Python its accumulators are array elements
 (memory), and with constant trip counts LLVM unrolls the lanes before Numba's pipeline
 (which runs no SLP vectorizer) could pack them; measured on LeNet's second convolution,
 direct loops ran at ~11 GFLOP/s on one core against ~35 for im2col + BLAS. Here the
-``rows`` accumulators are ``<lanes x float>`` values held in registers across the loop
-(allocas that LLVM's mem2reg promotes), each step loads one vector of B, broadcasts one
-scalar of A per row and issues one fused multiply-add per row:
+accumulators are ``<lanes x float>`` values held in registers across the loop (allocas
+that LLVM's mem2reg promotes) and every step issues one ``llvm.fma`` per accumulator:
 
-    acc[j] (+)= sum over t < nt of A[ia(t, j)] * B[ib(t) : ib(t) + lanes]    j < rows
-    out[ooff + j * ostride : + lanes] = acc[j]
+- vector tile: ``rows`` accumulators; a step loads one vector of B (at an offset from a
+  table) and broadcasts one scalar of A per row;
+- outer tile: ``arows x brows`` accumulators; a step loads ``arows`` vectors of A and
+  ``brows`` of B and multiplies every pair lane by lane.
 
-with ia(t, j) = abase + (aoff[t] if a_table else t * a_tstride) + j * a_jstride and
-ib(t) = bbase + (boff[t] if b_table else t * b_tstride); with ``accumulate`` the
-accumulators start from ``out``. No bounds are checked: the kernels size their buffers.
+No bounds are checked: the kernels size their buffers.
 """
 
 from __future__ import annotations
 
 from functools import cache
 
+from graphdl.ops.registry import OuterTile, VectorTile
+
+
+def lower(tile: VectorTile | OuterTile):
+    """The Numba intrinsic of a `VectorTile` or `OuterTile` (one per configuration)."""
+    if isinstance(tile, VectorTile):
+        return _lower_vector(*tile.config)
+    if isinstance(tile, OuterTile):
+        return _lower_outer(*tile.config)
+    raise TypeError(f"not a tile: {tile!r}")
+
+
+class _Lowering:
+    """What both tiles' code generation needs: float32 vectors of ``lanes``, pointers into
+    the arrays' data and the fused multiply-add."""
+
+    def __init__(self, context, builder, lanes: int):
+        from llvmlite import ir
+        from numba.core import cgutils
+
+        self.ir, self.cgutils, self.context, self.builder = ir, cgutils, context, builder
+        self.i64 = ir.IntType(64)
+        self.vt = ir.VectorType(ir.FloatType(), lanes)
+        self.fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(self.vt, [self.vt] * 3), f"llvm.fma.v{lanes}f32")
+
+    def data(self, ty, value):
+        return self.context.make_array(ty)(self.context, self.builder, value).data
+
+    def const(self, n: int):
+        return self.ir.Constant(self.i64, n)
+
+    def vector_at(self, data, index):
+        """A pointer to the vector that starts at element ``index``."""
+        return self.builder.bitcast(self.builder.gep(data, [index]), self.vt.as_pointer())
+
+    def load_vector(self, data, index):
+        return self.builder.load(self.vector_at(data, index), align=4)
+
+    def accumulator(self, init):
+        return self.cgutils.alloca_once_value(self.builder, init)
+
+    def fma_into(self, acc, x, y):
+        b = self.builder
+        b.store(b.call(self.fma, [x, y, b.load(acc)]), acc)
+
+
+def _float32_arrays(*arrays) -> bool:
+    from numba import types
+
+    return all(isinstance(x, types.Array) and x.dtype == types.float32 for x in arrays)
+
 
 @cache
-def lower_tile(lanes: int, rows: int, a_table: bool, b_table: bool, accumulate: bool):
-    """The Numba intrinsic of one `VectorTile` configuration (one per configuration)."""
-    from llvmlite import ir
+def _lower_vector(lanes: int, rows: int):
     from numba import types
-    from numba.core import cgutils
     from numba.extending import intrinsic
 
     @intrinsic
-    def tile(typingctx, a, abase, aoff, a_tstride, a_jstride, b, bbase, boff, b_tstride, nt,
-             out, ooff, ostride):
-        if not all(isinstance(x, types.Array) and x.dtype == types.float32
-                   for x in (a, b, out)):
+    def tile(typingctx, a, abase, a_rstride, b, bbase, boff, nt, out, ooff, ostride):
+        if not _float32_arrays(a, b, out):
             return None
-        sig = types.void(a, types.int64, aoff, types.int64, types.int64, b, types.int64, boff,
-                         types.int64, types.int64, out, types.int64, types.int64)
+        i = types.int64
+        sig = types.void(a, i, i, b, i, boff, i, out, i, i)
 
         def codegen(context, builder, signature, args):
-            (a_, abase_, aoff_, ats_, ajs_, b_, bbase_, boff_, bts_, nt_, out_, ooff_,
-             ostr_) = args
+            a_, abase_, ars_, b_, bbase_, boff_, nt_, out_, ooff_, ostr_ = args
             st = signature.args
-            a_arr = context.make_array(st[0])(context, builder, a_)
-            b_arr = context.make_array(st[5])(context, builder, b_)
-            o_arr = context.make_array(st[10])(context, builder, out_)
-            i64 = ir.IntType(64)
-            vt = ir.VectorType(ir.FloatType(), lanes)
-            vptr = vt.as_pointer()
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{lanes}f32")
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-            undef = ir.Constant(vt, ir.Undefined)
-            lane0 = ir.Constant(ir.IntType(32), 0)
-
-            def out_ptr(j):
-                at = builder.add(ooff_, builder.mul(ostr_, ir.Constant(i64, j)))
-                return builder.bitcast(builder.gep(o_arr.data, [at]), vptr)
-
-            accs = []
-            for j in range(rows):
-                init = (builder.load(out_ptr(j), align=4) if accumulate
-                        else ir.Constant(vt, [0.0] * lanes))
-                accs.append(cgutils.alloca_once_value(builder, init))
-            if a_table:
-                at_arr = context.make_array(st[2])(context, builder, aoff_)
-            if b_table:
-                bt_arr = context.make_array(st[7])(context, builder, boff_)
-            with cgutils.for_range(builder, nt_) as loop:
+            low = _Lowering(context, builder, lanes)
+            a_data, b_data = low.data(st[0], a_), low.data(st[3], b_)
+            boff_data, out_data = low.data(st[5], boff_), low.data(st[7], out_)
+            zero = low.ir.Constant(low.vt, [0.0] * lanes)
+            accs = [low.accumulator(zero) for _ in range(rows)]
+            a_rows = [builder.add(abase_, builder.mul(ars_, low.const(j))) for j in range(rows)]
+            lane_ty = low.ir.IntType(32)
+            undef = low.ir.Constant(low.vt, low.ir.Undefined)
+            splat = low.ir.Constant(low.ir.VectorType(lane_ty, lanes), [0] * lanes)
+            with low.cgutils.for_range(builder, nt_) as loop:
                 t = loop.index
-                if b_table:
-                    ib = builder.add(bbase_, builder.load(builder.gep(bt_arr.data, [t])))
-                else:
-                    ib = builder.add(bbase_, builder.mul(t, bts_))
-                bv = builder.load(builder.bitcast(builder.gep(b_arr.data, [ib]), vptr), align=4)
-                if a_table:
-                    ia = builder.add(abase_, builder.load(builder.gep(at_arr.data, [t])))
-                else:
-                    ia = builder.add(abase_, builder.mul(t, ats_))
+                ib = builder.add(bbase_, builder.load(builder.gep(boff_data, [t])))
+                bv = low.load_vector(b_data, ib)
                 for j in range(rows):
-                    idx = builder.add(ia, builder.mul(ajs_, ir.Constant(i64, j)))
-                    x = builder.load(builder.gep(a_arr.data, [idx]), align=4)
-                    xv = builder.shuffle_vector(builder.insert_element(undef, x, lane0), undef,
-                                                splat)
-                    builder.store(builder.call(fma, [xv, bv, builder.load(accs[j])]), accs[j])
+                    x = builder.load(builder.gep(a_data, [builder.add(a_rows[j], t)]), align=4)
+                    xv = builder.shuffle_vector(
+                        builder.insert_element(undef, x, low.ir.Constant(lane_ty, 0)), undef,
+                        splat)
+                    low.fma_into(accs[j], xv, bv)
             for j in range(rows):
-                builder.store(builder.load(accs[j]), out_ptr(j), align=4)
+                at = builder.add(ooff_, builder.mul(ostr_, low.const(j)))
+                builder.store(builder.load(accs[j]), low.vector_at(out_data, at), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -95,62 +119,43 @@ def lower_tile(lanes: int, rows: int, a_table: bool, b_table: bool, accumulate: 
 
 
 @cache
-def lower_outer(lanes: int, arows: int, brows: int):
-    """The Numba intrinsic of one `OuterTile` configuration (one per configuration)."""
-    from llvmlite import ir
+def _lower_outer(lanes: int, arows: int, brows: int):
     from numba import types
-    from numba.core import cgutils
     from numba.extending import intrinsic
 
     @intrinsic
-    def outer(typingctx, a, abase, a_rstride, a_toff, b, bbase, boff, b_toff, nt, out, ooff):
-        if not all(isinstance(x, types.Array) and x.dtype == types.float32
-                   for x in (a, b, out)):
+    def outer(typingctx, a, abase, a_rstride, b, bbase, boff, nt, out, ooff):
+        if not _float32_arrays(a, b, out):
             return None
-        sig = types.void(a, types.int64, types.int64, a_toff, b, types.int64, boff, b_toff,
-                         types.int64, out, types.int64)
+        i = types.int64
+        sig = types.void(a, i, i, b, i, boff, i, out, i)
 
         def codegen(context, builder, signature, args):
-            a_, abase_, ars_, atoff_, b_, bbase_, boff_, btoff_, nt_, out_, ooff_ = args
+            a_, abase_, ars_, b_, bbase_, boff_, nt_, out_, ooff_ = args
             st = signature.args
-            a_arr, at_arr, b_arr, bo_arr, bt_arr, o_arr = (
-                context.make_array(st[k])(context, builder, v)
-                for k, v in ((0, a_), (3, atoff_), (4, b_), (6, boff_), (7, btoff_), (9, out_)))
-            i64 = ir.IntType(64)
-            vt = ir.VectorType(ir.FloatType(), lanes)
-            vptr = vt.as_pointer()
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fma.v{lanes}f32")
+            low = _Lowering(context, builder, lanes)
+            a_data, b_data = low.data(st[0], a_), low.data(st[3], b_)
+            boff_data, out_data = low.data(st[5], boff_), low.data(st[7], out_)
 
-            def vec_at(data, index):
-                return builder.bitcast(builder.gep(data, [index]), vptr)
+            def out_at(i, j):
+                return builder.add(ooff_, low.const((i * brows + j) * lanes))
 
-            def out_ptr(i, j):
-                return vec_at(o_arr.data,
-                              builder.add(ooff_, ir.Constant(i64, (i * brows + j) * lanes)))
-
-            accs = [[cgutils.alloca_once_value(builder, builder.load(out_ptr(i, j), align=4))
+            accs = [[low.accumulator(low.load_vector(out_data, out_at(i, j)))
                      for j in range(brows)] for i in range(arows)]
-            a_rows = [builder.add(abase_, builder.mul(ars_, ir.Constant(i64, i)))
-                      for i in range(arows)]
-            b_rows = [builder.add(bbase_, builder.load(builder.gep(bo_arr.data,
-                                                                   [ir.Constant(i64, j)])))
+            a_rows = [builder.add(abase_, builder.mul(ars_, low.const(i))) for i in range(arows)]
+            b_rows = [builder.add(bbase_, builder.load(builder.gep(boff_data, [low.const(j)])))
                       for j in range(brows)]
-            with cgutils.for_range(builder, nt_) as loop:
-                t = loop.index
-                ta = builder.load(builder.gep(at_arr.data, [t]))
-                tb = builder.load(builder.gep(bt_arr.data, [t]))
-                av = [builder.load(vec_at(a_arr.data, builder.add(r, ta)), align=4)
-                      for r in a_rows]
-                bv = [builder.load(vec_at(b_arr.data, builder.add(r, tb)), align=4)
-                      for r in b_rows]
+            with low.cgutils.for_range(builder, nt_) as loop:
+                step = builder.mul(loop.index, low.const(lanes))
+                av = [low.load_vector(a_data, builder.add(r, step)) for r in a_rows]
+                bv = [low.load_vector(b_data, builder.add(r, step)) for r in b_rows]
                 for i in range(arows):
                     for j in range(brows):
-                        acc = builder.load(accs[i][j])
-                        builder.store(builder.call(fma, [av[i], bv[j], acc]), accs[i][j])
+                        low.fma_into(accs[i][j], av[i], bv[j])
             for i in range(arows):
                 for j in range(brows):
-                    builder.store(builder.load(accs[i][j]), out_ptr(i, j), align=4)
+                    builder.store(builder.load(accs[i][j]),
+                                  low.vector_at(out_data, out_at(i, j)), align=4)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -184,6 +184,18 @@ def block_function(fn):
     return cuda.jit(fn, device=True)
 
 
+def _source_has(fn, *markers: str) -> bool:
+    """Whether the source of ``fn`` (a simulator function a patch below replaces) contains
+    every marker: a patch applies only to the structure it was written against."""
+    import inspect
+
+    try:
+        text = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return False
+    return all(m in text for m in markers)
+
+
 def _patch_simulator_shared_arrays() -> None:
     """Make the simulator's ``cuda.shared.array`` thread-safe (and cheaper).
 
@@ -193,7 +205,6 @@ def _patch_simulator_shared_arrays() -> None:
     the tests). This replacement does the same lookup under a lock, keyed by the caller's
     frame instead of a full ``traceback.extract_stack``. Applied only when the installed
     simulator has the structure it replaces; otherwise the simulator is left as it is."""
-    import inspect
     import threading
 
     try:
@@ -204,11 +215,7 @@ def _patch_simulator_shared_arrays() -> None:
     if cls is None or getattr(cls, "_graphdl_locked", False):
         return
     original = cls.array
-    try:
-        text = inspect.getsource(original)
-    except (OSError, TypeError):
-        return
-    if "_allocations" not in text or "extract_stack" not in text:
+    if not _source_has(original, "_allocations", "extract_stack"):
         return
     lock = threading.Lock()
 
@@ -242,8 +249,6 @@ def _patch_simulator_array_attributes() -> None:
     (``dir(np.ndarray)``: what ``dir()`` of a plain array lists) from the array directly and
     leaves every other name to the simulator, so the values are the same. Applied only
     when the installed simulator has the structure it replaces."""
-    import inspect
-
     try:
         from numba.cuda.simulator.cudadrv import devicearray
     except ImportError:
@@ -253,11 +258,7 @@ def _patch_simulator_array_attributes() -> None:
     if cls is None or fake is None or getattr(cls, "_graphdl_fast_attrs", False):
         return
     original = cls.__getattr__
-    try:
-        text = inspect.getsource(original)
-    except (OSError, TypeError):
-        return
-    if "dir(self._item._ary)" not in text:
+    if not _source_has(original, "dir(self._item._ary)"):
         return
     numpy_attrs = frozenset(dir(np.ndarray))
 
@@ -292,17 +293,14 @@ def _patch_simulator_block_manager() -> None:
         return
     thread_cls = getattr(kernel, "BlockThread", None)
     manager_cls = getattr(kernel, "BlockManager", None)
-    if thread_cls is None or manager_cls is None or getattr(manager_cls, "_graphdl_barrier", False):
+    fake_kernel = getattr(kernel, "FakeCUDAKernel", None)
+    if (thread_cls is None or manager_cls is None or fake_kernel is None
+            or getattr(manager_cls, "_graphdl_barrier", False)):
         return
-    try:
-        import inspect
-
-        text = inspect.getsource(kernel.FakeCUDAKernel.__call__)
-        run_text = inspect.getsource(manager_cls.run)
-    except (AttributeError, OSError, TypeError):
-        return
-    if "BlockManager(self.fn, grid_dim, block_dim, self._debug)" not in text or (
-            "BlockThread(target, self, grid_point, block_point, self._debug)" not in run_text):
+    if not (_source_has(fake_kernel.__call__,
+                        "BlockManager(self.fn, grid_dim, block_dim, self._debug)")
+            and _source_has(manager_cls.run,
+                            "BlockThread(target, self, grid_point, block_point, self._debug)")):
         return
 
     class Barrier:
