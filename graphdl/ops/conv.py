@@ -859,7 +859,9 @@ def _vfwd_block(x, w, b, out, n0, n1, pt, pl, has_bias):
     rows = _padded_rows(nf)
     owide = np.empty(rows * ostride, x.dtype)
     wf = np.zeros(rows * ntap, x.dtype)  # the weights, zero rows to a whole tile
-    wf[:nf * ntap] = w.reshape(nf * ntap)
+    wflat = w.reshape(nf * ntap)
+    for k in range(nf * ntap):  # a loop: Numba's slice assignment compiles its error text (2 s)
+        wf[k] = wflat[k]
     zero = out.dtype.type(0)
     xp3 = xp[:n_ch * plane].reshape((n_ch, hp, wp))
     for n in range(n0, n1):
@@ -913,7 +915,9 @@ def _vbwd_weight_block(x, gy, part, n0, n1, pt, pl, khs, kws):
     xp = np.zeros(n_ch * plane + kws + 2 * LANES, x.dtype)
     gyw = np.zeros(fpad * glen, x.dtype)
     boff = np.zeros(tpad, np.int64)  # taps past the last read offset 0 (discarded)
-    boff[:ntap] = _tap_offsets(n_ch, khs, kws, plane, wp)
+    taps = _tap_offsets(n_ch, khs, kws, plane, wp)
+    for k in range(ntap):  # a loop: Numba's slice assignment compiles its error text (2 s)
+        boff[k] = taps[k]
     xp3 = xp[:n_ch * plane].reshape((n_ch, hp, wp))
     for n in range(n0, n1):
         _pad_sample(x, n, xp3, pt, pl, r1, c1)

@@ -28,7 +28,8 @@ from graphdl.ops.registry import all_ops, cpu_kernels, is_cpu_helper
 
 # the files that hold the flags and constants kernels are compiled with: the CPU library's
 # fast-math flags and parallel options, the ops' PAR_BLOCKS (paths inside the package)
-FLAG_FILES = ("backends/cpu/library.py", "backends/cpu/simd.py", "ops/registry.py")
+FLAG_FILES = (
+    "backends/cpu/library.py", "backends/cpu/linking.py", "backends/cpu/simd.py", "ops/registry.py")
 PACKAGE = "graphdl_gen"
 
 

@@ -20,7 +20,7 @@ from graphdl.backends.common.cache import (
     import_generated,
     toolchain_fingerprint,
 )
-from graphdl.backends.cpu import library
+from graphdl.backends.cpu import library, linking
 from graphdl.ops.registry import is_parallel_kernel
 from graphdl.version import __version__
 
@@ -34,7 +34,7 @@ def _toolchain_fingerprint() -> str:
     here = Path(__file__).parent
     return toolchain_fingerprint(
         f"graphdl={__version__};numba={numba.__version__};numpy={np.__version__}",
-        [here / "library.py", here / "simd.py", here / "codegen.py",
+        [here / "library.py", here / "linking.py", here / "simd.py", here / "codegen.py",
          here.parent / "common" / "codegen.py"],
         repr(sorted(library.FASTMATH)),
     )
@@ -42,7 +42,8 @@ def _toolchain_fingerprint() -> str:
 
 def source_key(source: str) -> str:
     """The key of a generated CPU module: every library function it calls (``K.<kernel>``,
-    ``K.s_<op>``) counts, since Numba's cache of the step holds their machine code. The
+    ``K.s_<op>``) counts, since Numba's cache of the step holds their machine code or (large
+    kernels, `graphdl.backends.cpu.linking`) calls them by symbol. The
     header docstring does not (`code_of`)."""
     code = code_of(source)
     return content_key(_toolchain_fingerprint(), code, re.findall(r"\bK\.(\w+)", code))
@@ -54,7 +55,13 @@ def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
     `graphdl.backends.cpu.library.start_thread_pool`)."""
     if any(is_parallel_kernel(name) for name in set(re.findall(r"\bK\.(\w+)", source))):
         library.start_thread_pool()
-    return import_generated(source, source_key(source), "cpu")
+    from numba.core.dispatcher import Dispatcher
+
+    module, path, was_cached = import_generated(source, source_key(source), "cpu")
+    for name, fn in vars(module).items():  # its loops, chunks and scans (not the step)
+        if isinstance(fn, Dispatcher) and name != "step":
+            linking.register(fn, f"gen:{module.__name__}.{name}")
+    return module, path, was_cached
 
 
 # What a first compile of a generated CPU module costs, roughly, for the "compiling…" line

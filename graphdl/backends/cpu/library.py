@@ -21,6 +21,7 @@ import types
 from collections.abc import Callable
 
 from graphdl.backends.common.cache import use_graphdl_numba_cache
+from graphdl.backends.cpu import linking
 from graphdl.backends.cpu.simd import lower as lower_tile
 from graphdl.ops.registry import (
     all_ops,
@@ -53,6 +54,7 @@ def load_library() -> types.ModuleType:
         use_graphdl_numba_cache()
         short_thread_spin()
         limit_blas_threads()
+        linking.install()
         _install()
     return sys.modules[__name__]
 
@@ -65,10 +67,10 @@ def _install() -> None:
     # `_geometry`, `_im2col`) compiles once per signature, not once per calling kernel
     helpers: dict = {}
     for name, fn in cpu_kernels().items():
-        g[name] = njit(
+        g[name] = linking.register(njit(
             cache=True, error_model="numpy", fastmath=FASTMATH,
             parallel=PRANGE_ONLY if is_parallel_kernel(name) else False,
-        )(_bind_globals(fn, helpers))
+        )(_bind_globals(fn, helpers)), f"kernel:{name}")
     inlined: dict = {}
     for name, op in all_ops().items():
         if op.scalar is not None:
@@ -99,6 +101,8 @@ def _bind_globals(fn: Callable, jitted: dict, inline: bool = False) -> Callable:
                 options = {"inline": "always"} if inline else {"fastmath": FASTMATH}
                 jitted[v] = njit(cache=True, error_model="numpy", **options)(
                     _bind_globals(v, jitted, inline))
+                if not inline:
+                    linking.register(jitted[v], f"helper:{v.__module__}.{v.__qualname__}")
             rebound[k] = jitted[v]
     if not rebound:
         return fn
