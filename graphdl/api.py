@@ -34,6 +34,7 @@ class Model:
         self._device: str | None = None
         self.device_note = ""
         self._compiled: dict = {}
+        self._helpers: dict = {}  # mode -> the process compiling its kernels beside this one
         self.params: dict[str, np.ndarray] = {}
         self.state: dict[str, np.ndarray] = {}
         self.splits = None
@@ -114,9 +115,34 @@ class Model:
         cold = [c.program for c in built if not c.jit_seconds and not c.program.was_cached]
         if cold and on_cold is not None:
             on_cold(len(cold), sum(_cold_estimate(p) for p in cold))
-        for m in modes:
-            self.compiled(m)
+        from graphdl.backends.cpu import prefetch
+
+        for m, c in zip(modes, built):
+            if c.program in cold and c.program.device == "cpu" and m not in self._helpers:
+                # a second process compiles its kernels from the other end
+                self._helpers[m] = prefetch.start(c.program)
+        try:
+            for m in modes:
+                self.compiled(m)
+        finally:
+            for m in modes:
+                prefetch.stop(self._helpers.pop(m, None))
         return self
+
+    def stop_compile_helpers(self) -> None:
+        from graphdl.backends.cpu import prefetch
+
+        while self._helpers:
+            prefetch.stop(self._helpers.popitem()[1])
+
+    def start_compile_helper(self, mode: str) -> None:
+        """Start the process that compiles the ``mode`` program's kernels beside this one
+        (`graphdl.backends.cpu.prefetch`) now, before this process has built the program:
+        `graphdl run` loads the data meanwhile. `compile` stops it."""
+        from graphdl.backends.cpu import prefetch
+
+        if self.device == "cpu" and mode not in self._helpers and Path(self.spec.path).is_file():
+            self._helpers[mode] = prefetch.start_spec(self.spec.path, mode)
 
     def train_program(self):
         return self.compiled("train").program

@@ -352,6 +352,8 @@ def cmd_run(args) -> int:
     stage = "loading the data"
     try:
         with _ctrl_c_guard() as ctrl_c:
+            if not args.resume:  # its kernels compile beside the data loading
+                model.start_compile_helper("train")
             # the data against model.inputs first: a wrong input shape is E503 naming both
             # shapes, not the shape error of the first layer it reaches when lowering
             model.data()
@@ -376,6 +378,8 @@ def cmd_run(args) -> int:
             m = model.evaluate(split)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(_interrupted(model, run_dir, stage, overrides, time.perf_counter() - t0)) from None
+    finally:
+        model.stop_compile_helpers()  # one still running when the data or the compile failed
     results = {"status": "complete", split: m, "weights": weights, "epochs_run": len(history),
                "seconds": round(time.perf_counter() - t0, 3)}
     if model.first_step_at is not None:

@@ -23,6 +23,9 @@ import pytest
 os.environ.setdefault(
     "GRAPHDL_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".graphdl_cache")
 )
+# no second compile process beside a cold compile (graphdl.backends.cpu.prefetch): the
+# suite's workers keep every core busy already
+os.environ["GRAPHDL_COMPILE_HELPER"] = "0"
 
 # the libraries the cross-checks compare against, and the TensorBoard writer (the test
 # extra in pyproject.toml)
