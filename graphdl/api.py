@@ -35,6 +35,7 @@ class Model:
         self.device_note = ""
         self._compiled: dict = {}
         self._helpers: dict = {}  # mode -> the process compiling its kernels beside this one
+        self._prebuilt: dict = {}  # mode -> a program built before the data was loaded
         self.params: dict[str, np.ndarray] = {}
         self.state: dict[str, np.ndarray] = {}
         self.splits = None
@@ -89,7 +90,8 @@ class Model:
             if mode in ("train", "eval"):
                 require_train(self.spec, f"the {mode} program")
 
-            c = compile_spec(self.spec, mode, device=self.device, warmup=False)
+            c = self._prebuilt.pop(mode, None) or compile_spec(
+                self.spec, mode, device=self.device, warmup=False)
             self._compiled[mode] = c
             fresh = init_params(c.graph, self.spec.seed)
             added = [k for k in fresh if k not in self.params]
@@ -136,13 +138,22 @@ class Model:
             prefetch.stop(self._helpers.popitem()[1])
 
     def start_compile_helper(self, mode: str) -> None:
-        """Start the process that compiles the ``mode`` program's kernels beside this one
-        (`graphdl.backends.cpu.prefetch`) now, before this process has built the program:
-        `graphdl run` loads the data meanwhile. `compile` stops it."""
+        """Build the ``mode`` program now and, if its kernels are not cached, start the
+        process that compiles them beside this one (`graphdl.backends.cpu.prefetch`):
+        `graphdl run` loads the data meanwhile. A spec error here is left for the later
+        build, which reports it in its usual order; `compile` stops the helper."""
         from graphdl.backends.cpu import prefetch
+        from graphdl.compiler import compile_spec
 
-        if self.device == "cpu" and mode not in self._helpers and Path(self.spec.path).is_file():
-            self._helpers[mode] = prefetch.start_spec(self.spec.path, mode)
+        if self.device != "cpu" or mode in self._compiled or mode in self._helpers:
+            return
+        try:
+            built = compile_spec(self.spec, mode, device=self.device, warmup=False)
+        except Exception:  # noqa: BLE001  (raised again, in order, by `compiled`)
+            return
+        self._prebuilt[mode] = built
+        if not built.program.was_cached:
+            self._helpers[mode] = prefetch.start(built.program)
 
     def train_program(self):
         return self.compiled("train").program

@@ -40,12 +40,18 @@ def test_recorded_calls_are_the_signatures_the_step_compiles():
     assert checked >= 3
 
 
-def test_the_helper_process_fills_the_kernel_cache(tmp_path):
-    env = dict(os.environ, GRAPHDL_CACHE_DIR=str(tmp_path), NUMBA_CACHE_DIR=str(tmp_path / "numba"))
-    done = subprocess.run([sys.executable, "-m", "graphdl.backends.cpu.prefetch", "--spec",
-                           str(SPEC), "train"], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_the_helper_process_fills_the_kernel_cache(tmp_path, monkeypatch):
+    program = load(SPEC).compiled("train", warmup=False).program
+    monkeypatch.setenv("GRAPHDL_COMPILE_HELPER", "1")
+    monkeypatch.setenv("GRAPHDL_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    helper = prefetch.start(program)
+    assert helper is not None
+    assert helper.wait(timeout=600) == 0
+    scratch = Path(helper.graphdl_scratch)
+    assert scratch.is_file()
+    prefetch.stop(helper)
+    assert not scratch.exists()
     cached = {p.name.split(".")[1].split("-")[0] for p in tmp_path.rglob("*.nbi")}
     assert {"softmax_ce_fwd", "softmax_ce_bwd", "adam_multi"} <= cached, sorted(cached)
 
@@ -58,6 +64,6 @@ def test_graphdl_run_with_the_helper_trains_and_leaves_no_process(tmp_path):
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "run" / "results.json").is_file()
-    helpers = subprocess.run(["pgrep", "-f", f"prefetch --spec {SPEC}"], capture_output=True,
+    helpers = subprocess.run(["pgrep", "-f", f"prefetch {tmp_path}"], capture_output=True,
                              text=True, check=False)
     assert helpers.stdout.strip() == ""

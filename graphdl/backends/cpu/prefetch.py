@@ -3,7 +3,7 @@
 Numba compiles on one thread, under one lock: a cold LeNet training program is ~18 s of
 one core while the machine's other core idles. When a program's kernels are not in the
 cache, `start` launches ``python -m graphdl.backends.cpu.prefetch`` with the generated
-module and the step's arguments (zeros of the real shapes). That process runs the step's
+module and the step's arguments (zeros of the real shapes, in a scratch .npz). That process runs the step's
 Python source once with every kernel and generated function replaced by a recorder, which
 notes the argument types of each call (the types Numba infers inside the step: the same
 arrays, views and scalars), then compiles the recorded calls *last first*, each into
@@ -47,14 +47,7 @@ def start(program) -> subprocess.Popen | None:
     fd, path = tempfile.mkstemp(suffix=".npz", prefix="graphdl-prefetch-")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, *[np.asarray(a) for a in args])
-    return _launch(["--source", str(program.source_path), path], path)
-
-
-def start_spec(spec_path: str, mode: str) -> subprocess.Popen | None:
-    """Launch the helper for the ``mode`` program of the spec file ``spec_path`` before
-    this process has built it (`graphdl run` does, and loads the data meanwhile). The
-    helper builds the program itself and stops at once if its module is cached."""
-    return _launch(["--spec", spec_path, mode], None) if wanted() else None
+    return _launch([str(program.source_path), path], path)
 
 
 def _launch(argv: list[str], scratch: str | None) -> subprocess.Popen:
@@ -108,21 +101,11 @@ def main(argv: list[str]) -> int:
     from graphdl.backends.cpu.cache import load_generated
     from graphdl.backends.cpu.library import load_library
 
+    source_path, args_path = argv
     load_library()
-    if argv[0] == "--spec":
-        from graphdl.backends.common.program import dummy_feeds
-        from graphdl.compiler import compile_spec
-        from graphdl.spec import load_spec
-
-        program = compile_spec(load_spec(argv[1]), argv[2], device="cpu", warmup=False).program
-        if program.was_cached:
-            return 0
-        program.bind_params(*program.scratch_params())
-        module, args = program.module, program.step_args(dummy_feeds(program, 1))
-    else:
-        module, _, _ = load_generated(Path(argv[1]).read_text(encoding="utf-8"))
-        with np.load(argv[2]) as data:
-            args = [data[f"arr_{i}"] for i in range(len(data.files))]
+    module, _, _ = load_generated(Path(source_path).read_text(encoding="utf-8"))
+    with np.load(args_path) as data:
+        args = [data[f"arr_{i}"] for i in range(len(data.files))]
     seen = set()
     for dispatcher, sig in reversed(record_calls(module, args)):
         if (id(dispatcher), sig) not in seen:
