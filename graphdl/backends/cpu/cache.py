@@ -20,7 +20,7 @@ from graphdl.backends.common.cache import (
     import_generated,
     toolchain_fingerprint,
 )
-from graphdl.backends.cpu import library, linking
+from graphdl.backends.cpu import library, linking, prefetch
 from graphdl.ops.registry import is_parallel_kernel
 from graphdl.version import __version__
 
@@ -64,14 +64,17 @@ def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
     return module, path, was_cached
 
 
-# What a first compile of a generated CPU module costs, roughly, for the "compiling…" line
-# of `graphdl run` when nothing is cached: a plain library kernel ~0.6 s, a parallel one
-# ~4 s (Numba's parfor lowering links the kernel's helpers a second time; the row-split
-# GEMMs, with small bodies, ~1.5 s), and the module's own functions ~0.04 s a line beyond
-# the first 150. Fitted to fresh-cache compiles of the MLP, LeNet, RNN and transformer
-# digits/vowels train programs on a 2-core machine (5.4, 27.3, 10.4, 71.3 s; this model:
-# 5.5, 28.8, 14.6, 54.7 s). The caller scales it by what this machine took before.
-_PLAIN_KERNEL_S, _PARALLEL_KERNEL_S, _SMALL_PARALLEL_KERNEL_S = 0.6, 4.0, 1.5
+# What a first compile of a generated CPU module costs in one process, roughly, for the
+# "compiling…" line of `graphdl run` when nothing is cached: a plain library kernel ~0.6 s,
+# a parallel one ~2.5 s (Numba's parfor lowering; the row-split GEMMs, with small bodies,
+# ~1 s), and the module's own functions ~0.04 s a line beyond the first 150. Fitted to
+# fresh-cache compiles of the MLP, LeNet and transformer train programs on a 2-core
+# machine with large kernels called by symbol (5.6, 18-19, ~115 s; this model: 5.1, 20.9,
+# 121 s). With the compile helper (`graphdl.backends.cpu.prefetch`) LeNet's took 12.9 s:
+# the estimate is scaled by HELPER_SPEEDUP when the helper runs, then by the caller by
+# what this machine took before.
+_PLAIN_KERNEL_S, _PARALLEL_KERNEL_S, _SMALL_PARALLEL_KERNEL_S = 0.6, 2.5, 1.0
+HELPER_SPEEDUP = 0.7
 _LINE_S, _FREE_LINES = 0.04, 150
 
 
@@ -88,4 +91,5 @@ def cold_compile_estimate(source: str) -> float:
             seconds += _SMALL_PARALLEL_KERNEL_S
         else:
             seconds += _PARALLEL_KERNEL_S
-    return seconds + _LINE_S * max(0, code.count("\n") - _FREE_LINES)
+    seconds += _LINE_S * max(0, code.count("\n") - _FREE_LINES)
+    return seconds * (HELPER_SPEEDUP if prefetch.wanted() else 1.0)
