@@ -353,7 +353,9 @@ def cmd_run(args) -> int:
     try:
         with _ctrl_c_guard() as ctrl_c:
             if not args.resume:  # its kernels compile beside the data loading
+                stage = "compiling"
                 model.start_compile_helper("train")
+                stage = "loading the data"
             # the data against model.inputs first: a wrong input shape is E503 naming both
             # shapes, not the shape error of the first layer it reaches when lowering
             model.data()
