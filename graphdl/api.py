@@ -120,8 +120,9 @@ class Model:
         from graphdl.backends.cpu import prefetch
 
         for m, c in zip(modes, built):
-            if c.program in cold and c.program.device == "cpu" and m not in self._helpers:
-                # a second process compiles its kernels from the other end
+            if c.program in cold and c.program.device == "cpu" and not any(self._helpers.values()):
+                # a second process compiles the first cold program's kernels from the other
+                # end (one: two cores are the usual machine, and the helper needs one)
                 self._helpers[m] = prefetch.start(c.program)
         try:
             for m in modes:
