@@ -8,7 +8,7 @@ every kernel of the model: in a cold LeNet compile, LLVM's final-module work was
 39 s. A callee too large for LLVM to inline gains nothing from the copies.
 
 So a registered kernel or helper (`register`, from `graphdl.backends.cpu.library`) whose
-compiled function has more than MIN_INSTRUCTIONS LLVM instructions is *called by
+compiled function has more than about 200 LLVM instructions (MIN_LINES) is *called by
 symbol*: the caller keeps only a declaration, and the symbol resolves to the callee's
 machine code, compiled once, through llvmlite's process symbol table. Small callees
 (random-number mixers, index helpers, fused elementwise loops) are linked as before, so
@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import inspect
 
-# a callee with more instructions than this (its own function, after its optimisation) is
-# called by symbol; LLVM's inliner would not inline a function this large into a caller
-MIN_INSTRUCTIONS = 200
+# a callee whose function (after its own optimisation) prints to more LLVM IR lines than
+# this (about 200 instructions: a line per instruction, label and declaration) is called
+# by symbol; LLVM's inliner would not inline a function this large into a caller
+MIN_LINES = 250
 
 _REGISTRY: dict[str, object] = {}  # registry key -> dispatcher
 _installed = False
@@ -125,9 +126,9 @@ def _large(library, name: str) -> bool:
     size = getattr(library, "_graphdl_size", None)
     if size is None:
         fn = library._get_module_for_linking().get_function(name)
-        size = sum(len(list(block.instructions)) for block in fn.blocks)
+        size = str(fn).count("\n")  # about one line per instruction; printed by LLVM, fast
         library._graphdl_size = size
-    return size > MIN_INSTRUCTIONS
+    return size > MIN_LINES
 
 
 def _all_deps(library) -> list:
