@@ -34,7 +34,7 @@ class Model:
         self._device: str | None = None
         self.device_note = ""
         self._compiled: dict = {}
-        self._helpers: dict = {}  # mode -> the process compiling its kernels beside this one
+        self._helpers: dict = {}  # the processes compiling kernels beside this one (prefetch)
         self._prebuilt: dict = {}  # mode -> a program built before the data was loaded
         self.params: dict[str, np.ndarray] = {}
         self.state: dict[str, np.ndarray] = {}
@@ -119,17 +119,16 @@ class Model:
             on_cold(len(cold), sum(_cold_estimate(p) for p in cold))
         from graphdl.backends.cpu import prefetch
 
-        for m, c in zip(modes, built):
-            if c.program in cold and c.program.device == "cpu" and not any(self._helpers.values()):
-                # a second process compiles the first cold program's kernels from the other
-                # end (one: two cores are the usual machine, and the helper needs one)
-                self._helpers[m] = prefetch.start(c.program)
+        first = next((p for p in cold if p.device == "cpu"), None)
+        if first is not None and not any(self._helpers.values()):
+            # a second process compiles the first cold program's kernels from the other end
+            # (one: two cores are the usual machine, and the helper needs one)
+            self._helpers["compile"] = prefetch.start(first)
         try:
             for m in modes:
                 self.compiled(m)
         finally:
-            for m in modes:
-                prefetch.stop(self._helpers.pop(m, None))
+            self.stop_compile_helpers()
         return self
 
     def stop_compile_helpers(self) -> None:

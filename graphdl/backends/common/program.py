@@ -8,6 +8,7 @@ memory, one Numba-compiled ``step``) and `graphdl.backends.cuda.program.CudaProg
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from abc import ABC, abstractmethod
@@ -166,13 +167,11 @@ class CompiledProgram(ABC):
     def warmup(self) -> float:
         """Compile every kernel (or load it from the disk cache) by one call on scratch
         parameters and zero inputs; seconds. The bound parameters are kept."""
-        saved = self._save_binding()
-        self.bind_params(*self.scratch_params())
-        t0 = time.perf_counter()
-        self(dummy_feeds(self, 1))
-        self._synchronize()
-        seconds = time.perf_counter() - t0
-        self._restore_binding(saved)
+        with self.scratch_binding():
+            t0 = time.perf_counter()
+            self(dummy_feeds(self, 1))
+            self._synchronize()
+            seconds = time.perf_counter() - t0
         self.jit_seconds = seconds
         self.cold_seconds = remember_cold_time(self.source_path, seconds, self.was_cached)
         return seconds
@@ -183,9 +182,20 @@ class CompiledProgram(ABC):
         state = {n: np.zeros(t.shape or (1,), t.dtype) for n, t in self.state_types.items()}
         return params, state
 
+    @contextlib.contextmanager
+    def scratch_binding(self):
+        """Scratch parameters bound for the block (calls that only compile or configure);
+        the bound parameters afterwards."""
+        saved = self._save_binding()
+        self.bind_params(*self.scratch_params())
+        try:
+            yield
+        finally:
+            self._restore_binding(saved)
+
     @abstractmethod
     def _save_binding(self):
-        """The current binding, for `warmup` to restore after its scratch call."""
+        """The current binding, for `scratch_binding` to restore."""
 
     @abstractmethod
     def _restore_binding(self, saved) -> None:

@@ -40,22 +40,14 @@ def start(program) -> subprocess.Popen | None:
         return None
     from graphdl.backends.common.program import dummy_feeds
 
-    saved = program._save_binding()
-    program.bind_params(*program.scratch_params())
-    args = program.step_args(dummy_feeds(program, 1))
-    program._restore_binding(saved)
     fd, path = tempfile.mkstemp(suffix=".npz", prefix="graphdl-prefetch-")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, *[np.asarray(a) for a in args])
-    return _launch([str(program.source_path), path], path)
-
-
-def _launch(argv: list[str], scratch: str | None) -> subprocess.Popen:
+    with program.scratch_binding(), os.fdopen(fd, "wb") as f:
+        np.savez(f, *[np.asarray(a) for a in program.step_args(dummy_feeds(program, 1))])
     helper = subprocess.Popen(
-        [sys.executable, "-m", "graphdl.backends.cpu.prefetch", *argv],
+        [sys.executable, "-m", "graphdl.backends.cpu.prefetch", str(program.source_path), path],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         env=dict(os.environ, GRAPHDL_COMPILE_HELPER="0"))
-    helper.graphdl_scratch = scratch
+    helper.graphdl_scratch = path
     return helper
 
 
@@ -65,8 +57,7 @@ def stop(helper: subprocess.Popen | None) -> None:
     if helper.poll() is None:
         helper.kill()
     helper.wait()
-    if helper.graphdl_scratch:
-        Path(helper.graphdl_scratch).unlink(missing_ok=True)
+    Path(helper.graphdl_scratch).unlink(missing_ok=True)
 
 
 def record_calls(module: types.ModuleType, args: list) -> list[tuple[object, tuple]]:

@@ -153,11 +153,9 @@ class CudaProgram(CompiledProgram):
         buffer carved and every launch configured (what `graphdl compile --device cuda`
         does on the simulator, where a warm-up would run the kernels as Python). The bound
         parameters are kept."""
-        saved = self._save_binding()
-        self.bind_params(*self.scratch_params())
-        feeds = dummy_feeds(self, batch)
-        self._setup(self._check_feeds(feeds), feeds)
-        self._restore_binding(saved)
+        with self.scratch_binding():
+            feeds = dummy_feeds(self, batch)
+            self._setup(self._check_feeds(feeds), feeds)
 
     def _save_binding(self):
         return self._host_bound, self._dev_bound
