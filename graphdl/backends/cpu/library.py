@@ -42,6 +42,19 @@ PRANGE_ONLY = {
     "numpy": False, "stencil": False, "fusion": False, "inplace_binop": False,
 }
 
+
+def prange_only():
+    """PRANGE_ONLY as the options object Numba keeps. Numba's `ParallelOptions` *pops* the
+    keys of a dict it is given, at every compile: a dict shared by the kernels (or kept by
+    one kernel for its next signature) is empty from the second compile on, and the kernels
+    compiled after it got every automatic parallelisation. Measured: a layer norm gradient's
+    ``np.zeros`` became a parallel fill, a parallel region entered at every call even where
+    the rows run on one thread (92-123 us instead of 47-52 for 992 rows of 64, from
+    waking the second thread); which kernels were hit depended on what compiled first."""
+    from numba.core.cpu import ParallelOptions
+
+    return ParallelOptions(dict(PRANGE_ONLY))
+
 _loaded = False
 
 
@@ -69,7 +82,7 @@ def _install() -> None:
     for name, fn in cpu_kernels().items():
         g[name] = linking.register(njit(
             cache=True, error_model="numpy", fastmath=FASTMATH,
-            parallel=PRANGE_ONLY if is_parallel_kernel(name) else False,
+            parallel=prange_only() if is_parallel_kernel(name) else False,
         )(_bind_globals(fn, helpers)), f"kernel:{name}")
     inlined: dict = {}
     for name, op in all_ops().items():
