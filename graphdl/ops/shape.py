@@ -228,14 +228,23 @@ def transpose_4d(x, out, p0, p1, p2, p3):
 
 
 # Deliberate parallel of copy_from_3d (split), its adjoint: the same loops, the offset on
-# the other side (kept apart so each inner loop stays a plain strided copy).
+# the other side (kept apart so each inner loop stays a plain contiguous copy).
 @cpu_kernel
 def copy_into_3d(src, dst, offset):
+    """dst[:, offset:offset + M, :] = src for C-contiguous src [A, M, B] and dst [A, MD, B]:
+    per a, one contiguous run of M * B elements on both sides (a loop over b alone does
+    not vectorise when B is 1 or small, as in a split of features: 88 us against 22 for
+    992 rows of 64 of 192 floats)."""
     na, nm, nb = src.shape
+    md = dst.shape[1]
+    run = nm * nb
+    s = src.reshape(src.size)
+    d = dst.reshape(dst.size)
     for a in range(na):
-        for m in range(nm):
-            for b in range(nb):
-                dst[a, offset + m, b] = src[a, m, b]
+        sb = a * run
+        db = (a * md + offset) * nb
+        for i in range(run):
+            d[db + i] = s[sb + i]
 
 
 def _split3(ctx, v, axis):
@@ -306,11 +315,18 @@ def _g_slice(g, attrs, ins, outs, gouts):
 # the other side.
 @cpu_kernel
 def copy_from_3d(src, dst, offset):
+    """dst = src[:, offset:offset + M, :] for C-contiguous src [A, MS, B] and dst [A, M, B],
+    in contiguous runs of M * B (as copy_into_3d)."""
     na, nm, nb = dst.shape
+    ms = src.shape[1]
+    run = nm * nb
+    s = src.reshape(src.size)
+    d = dst.reshape(dst.size)
     for a in range(na):
-        for m in range(nm):
-            for b in range(nb):
-                dst[a, m, b] = src[a, offset + m, b]
+        sb = (a * ms + offset) * nb
+        db = a * run
+        for i in range(run):
+            d[db + i] = s[sb + i]
 
 
 def _slice_dims(ctx, attrs, src, dst) -> tuple[str, str, str, str]:
