@@ -1,6 +1,7 @@
 """simplify: constant folding, algebraic identities, CSE and dead-code elimination, to a
 fixed point. The backward graph produces plenty of all four (x * 1, reshape of a reshape,
-the same sum twice, gradients nobody reads)."""
+the same sum twice, gradients nobody reads), and sums of slice gradients that are
+concatenations."""
 
 from __future__ import annotations
 
@@ -98,6 +99,64 @@ def identities(g: Graph) -> bool:
     return changed
 
 
+def _sum_leaves(g: Graph, v: Value, t) -> list[Value]:
+    """The terms of a tree of ``add`` nodes of type ``t`` rooted at ``v``; an inner add
+    counts only where its value is read by the tree alone."""
+    nd = g.node(v.node)
+    if nd["op"] != "add" or nd["types"][0] != t:
+        return [v]
+    out = []
+    for x in g.inputs_of(v.node):
+        inner = g.node(x.node)
+        if inner["op"] == "add" and len(g.consumers(x)) == 1 and inner["types"][0] == t:
+            out += _sum_leaves(g, x, t)
+        else:
+            out.append(x)
+    return out
+
+
+def slice_grads_to_concat(g: Graph) -> bool:
+    """A sum of slice gradients that tile their axis is the concatenation of the pieces:
+    the gradient of the gate slices of an LSTM or GRU step, or of the q/k/v split of an
+    attention projection, was zeros + copy per piece, then the pieces' sum; now one copy
+    of each piece."""
+    changed = False
+    for nid in g.topo_order():
+        if nid not in g or g.op_of(nid) != "add":
+            continue
+        t = g.node(nid)["types"][0]
+        if t is None:
+            continue
+        leaves = _sum_leaves(g, Value(nid), t)
+        if len(leaves) < 2 or any(g.op_of(v.node) != "slice_grad" for v in leaves):
+            continue
+        pieces = []
+        for v in leaves:
+            a = g.attrs(v.node)
+            src_t = g.type_of(g.inputs_of(v.node)[0])
+            axis = a["axis"] % t.rank
+            if g.type_of(v) != t or a["size"] != t.shape[axis]:
+                break
+            pieces.append((axis, a["start"], src_t.shape[axis], g.inputs_of(v.node)[0]))
+        else:
+            axes = {p[0] for p in pieces}
+            pieces.sort(key=lambda p: p[1])
+            at = 0
+            for _, start, size, _ in pieces:
+                if start != at:
+                    break
+                at += size
+            else:
+                if len(axes) == 1 and at == t.shape[pieces[0][0]]:
+                    nd = g.node(nid)
+                    new = g.add_node("concat", [p[3] for p in pieces], {"axis": pieces[0][0]},
+                                     types=[t], layer=nd["layer"], line=nd["line"],
+                                     phase=nd["phase"])
+                    g.replace_all_uses(Value(nid), Value(new))
+                    changed = True
+    return changed
+
+
 def _key(g: Graph, nid: int):
     nd = g.node(nid)
     return (
@@ -177,6 +236,7 @@ def simplify(graph: Graph) -> Graph:
     for _ in range(20):
         changed = fold_constants(g)
         changed |= identities(g)
+        changed |= slice_grads_to_concat(g)
         changed |= dead_scan_outputs(g)
         changed |= dce(g)
         changed |= cse(g)

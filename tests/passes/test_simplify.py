@@ -189,3 +189,35 @@ def test_a_scan_stops_writing_the_outputs_nothing_reads():
     for n in scans[2:]:
         body = out.attrs(n)["body"]
         assert list(body.outputs) == ["c0"]
+
+
+def _slice_grad_sum(g, x, pieces, size=8):
+    total = None
+    for start, stop in pieces:
+        sg = g.op("slice_grad", g.op("slice", x, axis=1, start=start, stop=stop), axis=1,
+                  start=start, size=size)
+        total = sg if total is None else g.op("add", total, sg)
+    return total
+
+
+def test_a_sum_of_slice_gradients_that_tile_the_axis_is_a_concat():
+    """The gradient of an LSTM's gate slices: zeros + copy per piece and a sum, now one
+    concatenation of the pieces (in axis order, whatever order they were added in)."""
+    g, x = _x_graph("N", 8)
+    g.outputs["y"] = _slice_grad_sum(g, g.op("exp", x), [(5, 8), (0, 2), (2, 5)])
+    s = simplify(g)
+    assert "slice_grad" not in _ops(s) and "add" not in _ops(s)
+    (cat,) = s.nodes_by_op("concat")
+    starts = [s.attrs(v.node)["start"] for v in s.inputs_of(cat)]
+    assert starts == [0, 2, 5]
+    assert_same_behaviour(g, s, _feeds(3, 8))
+
+
+@pytest.mark.parametrize("pieces", [[(0, 3), (4, 8)], [(0, 4), (3, 8)], [(0, 4), (0, 4), (4, 8)]])
+def test_slice_gradients_that_do_not_tile_stay_a_sum(pieces):
+    """A gap (zeros left), an overlap or a repeated piece (added twice) is not a concat."""
+    g, x = _x_graph("N", 8)
+    g.outputs["y"] = _slice_grad_sum(g, x, pieces)
+    s = simplify(g)
+    assert "concat" not in _ops(s) and "slice_grad" in _ops(s)
+    assert_same_behaviour(g, s, _feeds(3, 8))
