@@ -118,6 +118,36 @@ def test_next_carries_are_written_into_the_carry_buffers():
     np.testing.assert_allclose(got["ys"], np.stack(ys), rtol=1e-5, atol=1e-6)
 
 
+def test_per_step_outputs_are_computed_into_their_slice():
+    """A value of the body that is a per-step output is computed straight into ``out[t]``
+    (the slice is bound at each step): only the carry as it entered the step (a body
+    input, saved for BPTT) and the next carry (read from its slice) are copied."""
+    g = Graph()
+    x = g.input("x", T("T", "N", H))
+    h0 = g.input("h0", T("N", H))
+    u = g.param("U", T(H, H))
+    body, (h,), (xt,), (ub,) = S.new_body([T("N", H)], [T("N", H)], [T(H, H)])
+    a = body.op("tanh", body.op("add", body.op("matmul", h, ub), xt))
+    b = body.op("mul", a, a)
+    S.set_body_outputs(body, [a], [h, a, b])
+    nid = S.add_scan(g, body, [h0], [x], [u])
+    g.outputs["h"], g.outputs["hs_in"], g.outputs["as"], g.outputs["bs"] = (
+        Value(nid, i) for i in range(4))
+    prog = compile_graph(g, "cpu")
+    (loop,) = [src for src in prog.source.split("@njit") if "def scan_" in src]
+    steps = loop[loop.index("for "):]
+    assert steps.count("K.copy_flat(") == 2, loop
+    r = rng(4)
+    xs = r.standard_normal((5, 3, H)).astype(np.float32)
+    hh = r.standard_normal((3, H)).astype(np.float32)
+    uu = (0.5 * r.standard_normal((H, H))).astype(np.float32)
+    prog.bind_params({"U": uu}, {})
+    got = prog({"x": xs, "h0": hh})
+    want = run_reference(g, {"x": xs, "h0": hh}, {"U": uu})[0]
+    for name in ("h", "hs_in", "as", "bs"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+
+
 def test_scan_types_its_outputs_and_refuses_mismatches():
     g = forward_graph()
     nid = g.outputs["h"].node

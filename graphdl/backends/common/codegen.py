@@ -134,6 +134,9 @@ class GraphSource:
     # whether float32 loop members call their op's float32 scalar function (``K.s32_<op>``,
     # `OpDef.scalar_f32`) where it has one
     FLOAT32_SCALARS = False
+    # whether a scan's body computes a per-step output straight into its slice ``out[t]``
+    # (`_outputs_in_place`; a view per step), else into a buffer copied there
+    STEP_OUTPUTS_IN_PLACE = True
 
     def __init__(self, g: Graph, title: str = "program", parent: GraphSource | None = None):
         self.g = g
@@ -147,6 +150,7 @@ class GraphSource:
         self._taken: set[str] = set()
         self.emitted: set[int] = set()  # nodes a backend emitted early (with a paired node)
         self.bound: dict[Value, str] = {}  # values written into a buffer named beforehand
+        self.step_views: set[Value] = set()  # a body's values bound to ``out[t]`` each step
         self.parent = parent
         if parent is not None:  # a scan's body: one namespace and one set of loop kernels
             self.loop_kernels = parent.loop_kernels
@@ -290,6 +294,9 @@ class GraphSource:
         if v in self.bound:  # a scan's next carry, written into the carry's buffer
             self.var[v] = self.bound[v]
             return []
+        if v in self.step_views:  # a per-step output: bound to out[t] at each step
+            self.var[v] = self.names[v]
+            return []
         plan = self.g.meta["memory_plan"]["values"].get(f"{v.node}:{v.index}")
         t = self.g.type_of(v)
         name = self.names[v]
@@ -405,6 +412,11 @@ class GraphSource:
             lines += self._step_buffer(sub.var[Value(b)], body.type_of(Value(b)), ctx)
         for v, i in _carries_in_place(body, c_ids).items():
             sub.bound[v] = self.var[outs[i]]
+        names = body_output_names(body, k)
+        in_place = (_outputs_in_place(body, k, sub.bound) if self.STEP_OUTPUTS_IN_PLACE
+                    else {})
+        for v in in_place:
+            sub.step_views.add(v)
         sub_ctx._fresh = ctx._fresh
         pre, step_lines = sub._walk_body(sub_ctx)
         ctx._fresh = sub_ctx._fresh
@@ -414,12 +426,15 @@ class GraphSource:
         loop = [f"{t} = {steps} - 1 - {it}" if attrs["reverse"] else f"{t} = {it}"]
         for b, s in zip(x_ids, seqs):
             loop += self._read_step(sub.var[Value(b)], self.var[s], t, body.type_of(Value(b)), ctx)
+        for v, j in in_place.items():  # the body writes these straight into out[t]
+            loop.append(f"{sub.var[v]} = {self.var[outs[j]]}{_step_index(t, body.type_of(v))}")
         loop += step_lines
-        names = body_output_names(body, k)
         # the outputs first: one may be a carry as it entered the step (saved for BPTT)
         loop.append("# this step's outputs, the next carries")
-        for out, name in zip(outs[k:], names[k:]):
+        for j, (out, name) in enumerate(zip(outs[k:], names[k:]), start=k):
             src = body.outputs[name]
+            if in_place.get(src) == j:
+                continue
             loop += self._write_step(self.var[out], t, sub.var[src], body.type_of(src), ctx)
         # a carry whose next value is another carry as it entered the step (a swap) goes
         # through a buffer of its own, copied before any carry is overwritten
@@ -704,6 +719,25 @@ def _carries_in_place(body: Graph, c_ids: list[int]) -> dict[Value, int]:
         if v.node in readers and not _reads_elementwise(body, v.node, old):
             continue
         found[v] = i
+    return found
+
+
+def _outputs_in_place(body: Graph, k: int, bound: dict) -> dict[Value, int]:
+    """The per-step outputs a scan's body can compute straight into their slot ``out[t]``
+    (value -> the scan's output index), saving a copy per output at every step (an LSTM's
+    forward step returns seven values for BPTT): a value of its own (not a body input, not
+    a view), returned once per step, not already written into a carry's buffer (`bound`;
+    a next carry that is not is copied from ``out[t]``)."""
+    plan = body.meta["memory_plan"]["values"]
+    names = body_output_names(body, k)
+    returned = [body.outputs[n] for n in names]
+    found: dict[Value, int] = {}
+    for j in range(k, len(names)):
+        v = returned[j]
+        if (body.op_of(v.node) in SOURCES or returned[k:].count(v) != 1 or v in bound
+                or not plan.get(f"{v.node}:{v.index}", {}).get("output")):
+            continue
+        found[v] = j
     return found
 
 

@@ -155,6 +155,8 @@ class CudaEmitCtx(EmitCtx):
 
 class CudaCodegen(GraphSource):
     SHAPE_READ = "int({})"
+    # the views are bound once, before any step: a step's outputs are copied out (`_write_step`)
+    STEP_OUTPUTS_IN_PLACE = False
 
     def __init__(self, g: Graph, title: str = "program", parent: CudaCodegen | None = None):
         super().__init__(g, title, parent)
