@@ -120,8 +120,8 @@ def gemm_nt(a, b, out):
 def _split(ctx) -> bool:
     """Whether a GEMM over every step's rows goes to the kernels that split its rows
     between two threads (from SPLIT_ROWS rows on, decided at run time): in the step itself
-    only, not in a scan's body, which may run beside another loop."""
-    return ctx.gen.parent is None
+    only, not in a scan's body or a paired scan's prologue, which run beside another loop."""
+    return ctx.gen.parent is None and not getattr(ctx.gen, "in_thread", False)
 
 
 def _mk(t: TensorType, transposed: bool):

@@ -30,8 +30,16 @@ def plan_memory(graph: Graph) -> Graph:
     map_bodies(g, plan_body)
     order = g.meta.get("schedule") or g.topo_order()
     pos = {n: i for i, n in enumerate(order)}
-    for a, b in g.meta.get("parallel", []):  # run together: live together
-        pos[b] = pos[a]
+    # a pair of scans and their prologues (graphdl.passes.schedule) run together on two
+    # threads: their values live together (one position), so a node of theirs writes in
+    # place only over a value no other node reads (`_sole_reader`)
+    thread_of: dict[int, int] = {}
+    prologue = {s: nodes for s, nodes in g.meta.get("prologues", [])}
+    for a, b in g.meta.get("parallel", []):
+        for s in (a, b):
+            for n in [s, *prologue.get(s, [])]:
+                pos[n] = pos[a]
+                thread_of[n] = s
     outputs = set(g.outputs.values())
     update_of = {v: pid for pid, v in g.updates.items()}  # new value -> param/state node
 
@@ -106,7 +114,8 @@ def plan_memory(graph: Graph) -> Graph:
                     # at other positions while the loop overwrites it
                     others = [owner(o) for k, o in enumerate(ins) if k != slot_in and o != ins[slot_in]]
                     if (x in slot_of and end_of_owner.get(x) == pos[n]
-                            and g.type_of(ins[slot_in]) == t and x not in others):
+                            and g.type_of(ins[slot_in]) == t and x not in others
+                            and (n not in thread_of or _sole_reader(g, x, n, owner))):
                         reuse = slot_of[x]
                         break
             if reuse is None:
@@ -139,6 +148,13 @@ def plan_body(body: Graph) -> Graph:
             plan[_vkey(v)] = {"alias": _vkey(g.inputs_of(n)[0])} if view else {"output": True}
     g.meta["memory_plan"] = {"values": plan, "slots": []}
     return g
+
+
+def _sole_reader(g: Graph, x: Value, n: int, owner) -> bool:
+    """Whether node ``n`` is the only reader of buffer ``x`` and of every view of it."""
+    readers = {c for v in [x, *(Value(m, i) for m in g.nodes() for i in range(g.num_outputs(m)))]
+               if owner(v) == x for c, _ in g.consumers(v)}
+    return readers == {n}
 
 
 def _can_inplace(g: Graph, n: int, opdef) -> bool:

@@ -1,7 +1,7 @@
 """schedule: fix the execution order the memory plan and the code generator follow.
 
 Update-phase nodes run last (see `priority`). Independent scans are paired to run on two
-threads (`pair_loops`).
+threads (`pair_loops`), each with the nodes only it needs (`pair_prologues`).
 A topological order that runs each node as soon as its inputs are ready, preferring the
 node that frees the most bytes (its inputs' last use), which keeps the peak lower than a
 plain topological sort on wide backward graphs.
@@ -53,9 +53,14 @@ def schedule(graph: Graph) -> Graph:
             if indeg[succ] == 0:
                 heapq.heappush(ready, priority(succ))
     order, pairs = pair_loops(g, order)
+    prologues: list[list] = []
+    if pairs:
+        order, prologues = pair_prologues(g, order, pairs)
     g.meta["schedule"] = order
     if pairs:
         g.meta["parallel"] = pairs
+    if prologues:
+        g.meta["prologues"] = prologues
     return g
 
 
@@ -88,3 +93,44 @@ def pair_loops(g: Graph, order: list[int]) -> tuple[list[int], list[list[int]]]:
             paired |= {a, b}
             break
     return order, pairs
+
+
+def _prologue(g: Graph, s: int, order: list[int], pos: dict[int, int]) -> list[int]:
+    """The nodes only scan ``s`` needs (its input projection and bias, say): ancestors of
+    ``s`` that run before it, are no scan, no update and no output, and whose every value is
+    read by ``s`` or another of them; in schedule order."""
+    roots = set(g.roots()) | set(g.updates.values())
+    mine: set[int] = set()
+    for n in sorted(nx.ancestors(g.nx, s), key=lambda n: -pos[n]):
+        nd = g.node(n)
+        if nd["op"] in SOURCES or nd["op"] == "scan" or nd["phase"] == "update":
+            continue
+        outs = [Value(n, i) for i in range(g.num_outputs(n))]
+        readers = {c for v in outs for c, _ in g.consumers(v)}
+        if readers and readers <= mine | {s} and not any(v in roots for v in outs):
+            mine.add(n)
+    return sorted(mine, key=pos.__getitem__)
+
+
+def pair_prologues(g: Graph, order: list[int], pairs: list[list[int]]
+                   ) -> tuple[list[int], list[list]]:
+    """Each paired scan's prologue (`_prologue`) joins it on its thread: the prologues and
+    the pair run as one parallel region, so the second thread is woken once per pair, not
+    also for each input projection (a GEMM splits its rows between the threads, a region
+    of its own), and a projection runs beside the other direction's. The prologues move
+    right before the pair (the pair's other inputs already run before it, `pair_loops`).
+    Returns the order and ``[[scan, [prologue nodes]], ...]`` for the scans that have one.
+    """
+    order = list(order)
+    out: list[list] = []
+    for a, b in pairs:
+        pos = {n: i for i, n in enumerate(order)}
+        pa, pb = _prologue(g, a, order, pos), _prologue(g, b, order, pos)
+        if not pa and not pb:
+            continue
+        moved = set(pa) | set(pb)
+        order = [n for n in order if n not in moved]
+        at = order.index(a)
+        order[at:at] = pa + pb
+        out += [[s, p] for s, p in ((a, pa), (b, pb)) if p]
+    return order, out

@@ -47,7 +47,7 @@ from graphdl.backends.cpu.library import FASTMATH as _FASTMATH_FLAGS
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Value
 from graphdl.ir.types import TensorType
-from graphdl.ops.registry import get_op
+from graphdl.ops.registry import get_op, is_parallel_kernel
 
 # the kernels' fast-math flags, as a literal in generated code (NaN checks keep working)
 FASTMATH = "{" + ", ".join(f'"{f}"' for f in sorted(_FASTMATH_FLAGS)) + "}"
@@ -62,6 +62,14 @@ class CpuCodegen(GraphSource):
         # runs of nodes one kernel call updates, by first node (`_update_runs`, set by
         # `generate`; none in a loop body)
         self._runs: dict[int, list[int]] = {}
+        # the nodes a paired scan runs on its own thread before its loop, by scan
+        # (`graphdl.passes.schedule.pair_prologues`): emitted with it, not in order
+        self.prologue: dict[int, list[int]] = {}
+        self.in_thread = False  # emitting a prologue: no kernel that splits between threads
+        if self.parent is None:
+            self.prologue = {s: list(nodes) for s, nodes in self.g.meta.get("prologues", [])}
+            for nodes in self.prologue.values():
+                self.emitted |= set(nodes)
 
     # ------------------------------------------------------------ values
     def _bind_output(self, name: str, t: TensorType, ctx: EmitCtx) -> list[str]:
@@ -315,17 +323,39 @@ class CpuCodegen(GraphSource):
     def _emit_scan(self, nid: int, ctx: EmitCtx) -> list[str]:
         """A scan's loop as a function of its own (`_as_function`), called by the step; a
         scan the schedule paired with it (`graphdl.passes.schedule.pair_loops`) is emitted
-        here too, and the two run on two threads (`_parallel`)."""
-        call = self._as_function(super()._emit_scan(nid, ctx))
+        here too, and the two run on two threads (`_parallel`), each after its prologue
+        (`_prologue_lines`) unless a prologue calls a parallel kernel."""
         partner = dict(self.g.meta.get("parallel", [])).get(nid) if self.parent is None else None
         if partner is None:
-            return call
+            return self._as_function(super()._emit_scan(nid, ctx))
+        pro, pro_other = self._prologue_lines(nid, ctx), self._prologue_lines(partner, ctx)
         lines = [self._node_comment(partner) + "  (beside the scan above, on a second thread)"]
         for i in range(self.g.num_outputs(partner)):
             lines += self._allocate(Value(partner, i), ctx)
-        other = self._as_function(super()._emit_scan(partner, ctx))
+        scan, other = super()._emit_scan(nid, ctx), super()._emit_scan(partner, ctx)
         self.emitted.add(partner)
-        return lines + self._parallel(call + other)
+        if _calls_parallel_kernel(pro + pro_other):
+            # a kernel that starts a parallel region of its own stays on the calling thread
+            return (pro + pro_other + lines
+                    + self._parallel(self._as_function(scan) + self._as_function(other)))
+        return lines + self._parallel(self._as_function(pro + scan)
+                                      + self._as_function(pro_other + other))
+
+    def _prologue_lines(self, nid: int, ctx: EmitCtx) -> list[str]:
+        """The lines of the nodes scan ``nid`` runs before its loop on its own thread
+        (`prologue`), emitted as `_walk` would, with the thread-splitting GEMM kernels
+        replaced by single-thread ones (`in_thread`)."""
+        lines: list[str] = []
+        self.in_thread = True
+        try:
+            for n in self.prologue.get(nid, []):
+                lines.append(self._node_comment(n) + "  (on the scan's thread)")
+                for i in range(self.g.num_outputs(n)):
+                    lines += self._allocate(Value(n, i), ctx)
+                lines += self._emit_node(n, ctx)
+        finally:
+            self.in_thread = False
+        return lines
 
     def _parallel(self, calls: list[str]) -> list[str]:
         """One call that runs the loop calls ``calls`` (``scan_<i>(args)``) at the same time:
@@ -694,3 +724,10 @@ def _free_names(stmts) -> set[str]:
                 load(s)
     run(stmts)
     return free
+
+
+def _calls_parallel_kernel(lines: list[str]) -> bool:
+    """Whether generated ``lines`` call a library kernel registered parallel (one that
+    opens a parallel region itself: not to be run on one of a pair's threads)."""
+    return any(is_parallel_kernel(name) for line in lines
+               for name in re.findall(r"\bK\.(\w+)\(", line))
