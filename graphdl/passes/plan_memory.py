@@ -30,14 +30,15 @@ def plan_memory(graph: Graph) -> Graph:
     map_bodies(g, plan_body)
     order = g.meta.get("schedule") or g.topo_order()
     pos = {n: i for i, n in enumerate(order)}
-    # a pair of scans and their prologues (graphdl.passes.schedule) run together on two
+    # a pair of scans with their prologues and epilogues (graphdl.passes.schedule) run on two
     # threads: their values live together (one position), so a node of theirs writes in
     # place only over a value no other node reads (`_sole_reader`)
     thread_of: dict[int, int] = {}
     prologue = {s: nodes for s, nodes in g.meta.get("prologues", [])}
+    epilogue = {s: nodes for s, nodes in g.meta.get("epilogues", [])}
     for a, b in g.meta.get("parallel", []):
         for s in (a, b):
-            for n in [s, *prologue.get(s, [])]:
+            for n in [*prologue.get(s, []), s, *epilogue.get(s, [])]:
                 pos[n] = pos[a]
                 thread_of[n] = s
     outputs = set(g.outputs.values())

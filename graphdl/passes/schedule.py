@@ -1,7 +1,8 @@
 """schedule: fix the execution order the memory plan and the code generator follow.
 
 Update-phase nodes run last (see `priority`). Independent scans are paired to run on two
-threads (`pair_loops`), each with the nodes only it needs (`pair_prologues`).
+threads (`pair_loops`), each with the nodes only it needs and those that need only it
+(`pair_prologues`).
 A topological order that runs each node as soon as its inputs are ready, preferring the
 node that frees the most bytes (its inputs' last use), which keeps the peak lower than a
 plain topological sort on wide backward graphs.
@@ -54,13 +55,16 @@ def schedule(graph: Graph) -> Graph:
                 heapq.heappush(ready, priority(succ))
     order, pairs = pair_loops(g, order)
     prologues: list[list] = []
+    epilogues: list[list] = []
     if pairs:
-        order, prologues = pair_prologues(g, order, pairs)
+        order, prologues, epilogues = pair_prologues(g, order, pairs)
     g.meta["schedule"] = order
     if pairs:
         g.meta["parallel"] = pairs
     if prologues:
         g.meta["prologues"] = prologues
+    if epilogues:
+        g.meta["epilogues"] = epilogues
     return g
 
 
@@ -95,7 +99,8 @@ def pair_loops(g: Graph, order: list[int]) -> tuple[list[int], list[list[int]]]:
     return order, pairs
 
 
-def _prologue(g: Graph, s: int, order: list[int], pos: dict[int, int]) -> list[int]:
+def _prologue(g: Graph, s: int, order: list[int], pos: dict[int, int],
+              taken: set[int]) -> list[int]:
     """The nodes only scan ``s`` needs (its input projection and bias, say): ancestors of
     ``s`` that run before it, are no scan, no update and no output, and whose every value is
     read by ``s`` or another of them; in schedule order."""
@@ -103,7 +108,7 @@ def _prologue(g: Graph, s: int, order: list[int], pos: dict[int, int]) -> list[i
     mine: set[int] = set()
     for n in sorted(nx.ancestors(g.nx, s), key=lambda n: -pos[n]):
         nd = g.node(n)
-        if nd["op"] in SOURCES or nd["op"] == "scan" or nd["phase"] == "update":
+        if nd["op"] in SOURCES or nd["op"] == "scan" or nd["phase"] == "update" or n in taken:
             continue
         outs = [Value(n, i) for i in range(g.num_outputs(n))]
         readers = {c for v in outs for c, _ in g.consumers(v)}
@@ -112,25 +117,61 @@ def _prologue(g: Graph, s: int, order: list[int], pos: dict[int, int]) -> list[i
     return sorted(mine, key=pos.__getitem__)
 
 
+def _epilogue(g: Graph, s: int, thread: set[int], before: set[int],
+              after: list[int], taken: set[int]) -> list[int]:
+    """The nodes after a pair that read only values from before it and from scan ``s``'s
+    thread (``thread``: its prologue and itself) or its other epilogue nodes, at least one
+    of them from there: a backward loop's weight and bias gradients, its input gradient
+    GEMM. No scan, no update, no output; in schedule order."""
+    roots = set(g.roots())
+    mine: list[int] = []
+    own = set(thread)
+    for n in after:
+        nd = g.node(n)
+        if nd["op"] in SOURCES or nd["op"] == "scan" or nd["phase"] == "update" or n in taken:
+            continue
+        producers = {v.node for v in g.inputs_of(n)}
+        if (producers & own and producers <= own | before
+                and not any(Value(n, i) in roots for i in range(g.num_outputs(n)))):
+            mine.append(n)
+            own.add(n)
+    return mine
+
+
 def pair_prologues(g: Graph, order: list[int], pairs: list[list[int]]
-                   ) -> tuple[list[int], list[list]]:
-    """Each paired scan's prologue (`_prologue`) joins it on its thread: the prologues and
-    the pair run as one parallel region, so the second thread is woken once per pair, not
-    also for each input projection (a GEMM splits its rows between the threads, a region
-    of its own), and a projection runs beside the other direction's. The prologues move
-    right before the pair (the pair's other inputs already run before it, `pair_loops`).
-    Returns the order and ``[[scan, [prologue nodes]], ...]`` for the scans that have one.
+                   ) -> tuple[list[int], list[list], list[list]]:
+    """Each paired scan takes to its thread the nodes only it needs (`_prologue`: its
+    input projection and bias) and the nodes that need only it (`_epilogue`: in BPTT, its
+    weight and bias gradients and its share of the input gradient): the whole runs as one
+    parallel region, so the second thread is woken once per pair, not also for each GEMM
+    that splits its rows between the threads (a region of its own each), and one
+    direction's GEMMs run beside the other's. The prologues move right before the pair
+    (the pair's other inputs already run before it, `pair_loops`), the epilogues right
+    after it. Returns the order and ``[[scan, [nodes]], ...]`` of the prologues and of the
+    epilogues, for the scans that have one.
     """
     order = list(order)
-    out: list[list] = []
+    pro: list[list] = []
+    epi: list[list] = []
+    taken: set[int] = set()  # a node joins one thread
     for a, b in pairs:
         pos = {n: i for i, n in enumerate(order)}
-        pa, pb = _prologue(g, a, order, pos), _prologue(g, b, order, pos)
-        if not pa and not pb:
-            continue
+        pa = _prologue(g, a, order, pos, taken)
+        pb = _prologue(g, b, order, pos, taken | set(pa))
         moved = set(pa) | set(pb)
         order = [n for n in order if n not in moved]
         at = order.index(a)
         order[at:at] = pa + pb
-        out += [[s, p] for s, p in ((a, pa), (b, pb)) if p]
-    return order, out
+        first = order.index(pa[0] if pa else pb[0] if pb else a)
+        before = set(order[:first])
+        after = order[order.index(b) + 1:]
+        ea = _epilogue(g, a, set(pa) | {a}, before, after, taken)
+        eb = _epilogue(g, b, set(pb) | {b}, before, after, taken | set(ea))
+        moved = set(ea) | set(eb)
+        taken |= set(pa) | set(pb) | moved
+        order = [n for n in order if n not in moved]
+        at = order.index(b) + 1
+        order[at:at] = ea + eb
+        pro += [[s, p] for s, p in ((a, pa), (b, pb)) if p]
+        epi += [[s, e] for s, e in ((a, ea), (b, eb)) if e]
+    return order, pro, epi

@@ -188,6 +188,28 @@ def cse(g: Graph) -> bool:
     return changed
 
 
+def duplicate_scan_outputs(g: Graph) -> bool:
+    """Read a scan's per-step output that repeats another (the same body value stacked
+    twice: a BPTT loop returns its gate gradient once for the input weights' gradient and
+    once for the recurrent weights') from the first; `dead_scan_outputs` then drops the
+    copy, and CSE merges what was computed from both (the two bias gradients)."""
+    changed = False
+    for nid in g.nodes_by_op("scan"):
+        attrs = g.attrs(nid)
+        body = attrs["body"]
+        k = attrs["num_carry"]
+        names = body_output_names(body, k)
+        first: dict[Value, int] = {}
+        for i in range(k, len(names)):
+            v = body.outputs[names[i]]
+            if v not in first:
+                first[v] = i
+            elif g.consumers(Value(nid, i)) or Value(nid, i) in set(g.roots()):
+                g.replace_all_uses(Value(nid, i), Value(nid, first[v]))
+                changed = True
+    return changed
+
+
 def dead_scan_outputs(g: Graph) -> bool:
     """Drop the per-step outputs of a scan that nothing reads (the sequence of a layer whose
     final state alone is used): the loop stops writing them. Carries stay: the loop needs
@@ -237,6 +259,7 @@ def simplify(graph: Graph) -> Graph:
         changed = fold_constants(g)
         changed |= identities(g)
         changed |= slice_grads_to_concat(g)
+        changed |= duplicate_scan_outputs(g)
         changed |= dead_scan_outputs(g)
         changed |= dce(g)
         changed |= cse(g)

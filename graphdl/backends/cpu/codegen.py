@@ -65,10 +65,13 @@ class CpuCodegen(GraphSource):
         # the nodes a paired scan runs on its own thread before its loop, by scan
         # (`graphdl.passes.schedule.pair_prologues`): emitted with it, not in order
         self.prologue: dict[int, list[int]] = {}
-        self.in_thread = False  # emitting a prologue: no kernel that splits between threads
+        # the nodes it runs after its loop on its thread (`pair_prologues` too)
+        self.epilogue: dict[int, list[int]] = {}
+        self.in_thread = False  # emitting for a thread: no kernel that splits between threads
         if self.parent is None:
             self.prologue = {s: list(nodes) for s, nodes in self.g.meta.get("prologues", [])}
-            for nodes in self.prologue.values():
+            self.epilogue = {s: list(nodes) for s, nodes in self.g.meta.get("epilogues", [])}
+            for nodes in [*self.prologue.values(), *self.epilogue.values()]:
                 self.emitted |= set(nodes)
 
     # ------------------------------------------------------------ values
@@ -323,35 +326,46 @@ class CpuCodegen(GraphSource):
     def _emit_scan(self, nid: int, ctx: EmitCtx) -> list[str]:
         """A scan's loop as a function of its own (`_as_function`), called by the step; a
         scan the schedule paired with it (`graphdl.passes.schedule.pair_loops`) is emitted
-        here too, and the two run on two threads (`_parallel`), each after its prologue
-        (`_prologue_lines`) unless a prologue calls a parallel kernel."""
+        here too, and the two run on two threads (`_parallel`), each with its prologue and
+        epilogue (`_thread_lines`) unless one of those calls a parallel kernel."""
         partner = dict(self.g.meta.get("parallel", [])).get(nid) if self.parent is None else None
         if partner is None:
             return self._as_function(super()._emit_scan(nid, ctx))
-        pro, pro_other = self._prologue_lines(nid, ctx), self._prologue_lines(partner, ctx)
+        threads = [self._thread_lines(self.prologue, s, ctx, True) for s in (nid, partner)]
         lines = [self._node_comment(partner) + "  (beside the scan above, on a second thread)"]
         for i in range(self.g.num_outputs(partner)):
             lines += self._allocate(Value(partner, i), ctx)
+        # what a thread computes for later nodes is bound in the step, before the threads
+        for n in self.epilogue.get(nid, []) + self.epilogue.get(partner, []):
+            for i in range(self.g.num_outputs(n)):
+                lines += self._allocate(Value(n, i), ctx)
         scan, other = super()._emit_scan(nid, ctx), super()._emit_scan(partner, ctx)
         self.emitted.add(partner)
-        if _calls_parallel_kernel(pro + pro_other):
+        after = [self._thread_lines(self.epilogue, s, ctx, True) for s in (nid, partner)]
+        if _calls_parallel_kernel([x for t in threads + after for x in t]):
             # a kernel that starts a parallel region of its own stays on the calling thread
-            return (pro + pro_other + lines
-                    + self._parallel(self._as_function(scan) + self._as_function(other)))
-        return lines + self._parallel(self._as_function(pro + scan)
-                                      + self._as_function(pro_other + other))
+            return (self._thread_lines(self.prologue, nid, ctx, False)
+                    + self._thread_lines(self.prologue, partner, ctx, False) + lines
+                    + self._parallel(self._as_function(scan) + self._as_function(other))
+                    + self._thread_lines(self.epilogue, nid, ctx, False)
+                    + self._thread_lines(self.epilogue, partner, ctx, False))
+        return lines + self._parallel(self._as_function(threads[0] + scan + after[0])
+                                      + self._as_function(threads[1] + other + after[1]))
 
-    def _prologue_lines(self, nid: int, ctx: EmitCtx) -> list[str]:
-        """The lines of the nodes scan ``nid`` runs before its loop on its own thread
-        (`prologue`), emitted as `_walk` would, with the thread-splitting GEMM kernels
-        replaced by single-thread ones (`in_thread`)."""
+    def _thread_lines(self, nodes: dict[int, list[int]], nid: int, ctx: EmitCtx,
+                      in_thread: bool) -> list[str]:
+        """The lines of the nodes scan ``nid`` runs on its own thread before its loop
+        (``nodes`` = `prologue`, their values bound here) or after it (`epilogue`, bound
+        in the step), emitted as `_walk` would; ``in_thread``: with single-thread GEMM
+        kernels, not those that split between threads."""
         lines: list[str] = []
-        self.in_thread = True
+        self.in_thread = in_thread
         try:
-            for n in self.prologue.get(nid, []):
+            for n in nodes.get(nid, []):
                 lines.append(self._node_comment(n) + "  (on the scan's thread)")
-                for i in range(self.g.num_outputs(n)):
-                    lines += self._allocate(Value(n, i), ctx)
+                if nodes is self.prologue:
+                    for i in range(self.g.num_outputs(n)):
+                        lines += self._allocate(Value(n, i), ctx)
                 lines += self._emit_node(n, ctx)
         finally:
             self.in_thread = False
