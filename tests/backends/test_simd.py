@@ -1,4 +1,4 @@
-"""Tiles (graphdl.ops.registry.VectorTile / OuterTile): the LLVM-vector lowering of the CPU
+"""Tiles (graphdl.ops.registry.VectorTile / OuterTile / VectorCopy): the LLVM-vector lowering of the CPU
 backend (graphdl/backends/cpu/simd.py) computes what the plain-Python definition does, and
 writes nothing else."""
 
@@ -9,7 +9,7 @@ import pytest
 from numba import njit
 
 from graphdl.backends.cpu.simd import lower
-from graphdl.ops.registry import outer_tile, vector_tile
+from graphdl.ops.registry import outer_tile, vector_copy, vector_tile
 
 
 def _lowered_equals_definition(tile, inputs: tuple, ooff: int, written: list[slice]):
@@ -53,3 +53,9 @@ def test_lowered_outer_tile_matches_its_definition(lanes, arows, brows):
     written = [slice(7, 7 + arows * brows * lanes)]
     _lowered_equals_definition(outer_tile(lanes, arows, brows), (a, 5, 60, b, 3, boff, nt),
                                (7,), written)
+
+
+@pytest.mark.parametrize("lanes", [16, 8])
+def test_lowered_vector_copy_matches_its_definition(lanes):
+    src = np.random.default_rng(lanes).standard_normal(300).astype(np.float32)
+    _lowered_equals_definition(vector_copy(lanes), (src, 37), (101,), [slice(101, 101 + lanes)])

@@ -17,6 +17,12 @@ KERNEL_CASES = [
     ("reshape", [("N", 6)], {"shape": ("N", 3, -1)}),
     ("transpose", [("N", 3, 4)], {"perm": (0, 2, 1)}),
     ("transpose", [("N", 3, 4)], {"perm": (2, 0, 1)}),
+    # rank 4, last axis kept and a multiple of 16 floats: the vector-copy kernel
+    ("transpose", [("N", 3, 2, 32)], {"perm": (0, 2, 1, 3)}),
+    ("transpose", [("N", 3, 2, 16)], {"perm": (2, 1, 0, 3)}),
+    # rank 4 otherwise: the element loop
+    ("transpose", [("N", 3, 2, 5)], {"perm": (0, 2, 1, 3)}),
+    ("transpose", [("N", 3, 2, 16)], {"perm": (0, 3, 1, 2)}),
     ("broadcast_to", [("N", 1, 4)], {"shape": ("N", 3, 4)}),
     ("broadcast_to", [(3, 1)], {"shape": (2, 3, 4)}),
     ("concat", [("N", 2), ("N", 3), ("N", 1)], {"axis": -1}),
@@ -96,3 +102,20 @@ def test_rank0_reference_keeps_rank(op, attrs):
 
 def test_sum_of_scalar_grad_has_scalar_shape():
     gradcheck("sum", [np.asarray(1.5)])
+
+
+def test_float32_transpose_that_keeps_the_last_axis_uses_vector_copies():
+    """The emitter picks the vector-copy kernel for float32 with the last axis kept and a
+    multiple of 16 long, and the element loop otherwise (float64, a short last axis)."""
+    from graphdl.compiler import compile_graph
+    from graphdl.ir.graph import Graph
+
+    def source(shape, dtype):
+        g = Graph()
+        x = g.input("x", T(*shape, dtype=dtype))
+        g.outputs["y"] = g.op("transpose", x, perm=(0, 2, 1, 3))
+        return compile_graph(g, "cpu").source
+
+    assert "transpose_4d_vec" in source(("N", 3, 2, 32), "float32")
+    assert "transpose_4d_vec" not in source(("N", 3, 2, 32), "float64")
+    assert "transpose_4d_vec" not in source(("N", 3, 2, 8), "float32")

@@ -12,7 +12,8 @@ that LLVM's mem2reg promotes) and every step issues one ``llvm.fma`` per accumul
 - vector tile: ``rows`` accumulators; a step loads one vector of B (at an offset from a
   table) and broadcasts one scalar of A per row;
 - outer tile: ``arows x brows`` accumulators; a step loads ``arows`` vectors of A and
-  ``brows`` of B and multiplies every pair lane by lane.
+  ``brows`` of B and multiplies every pair lane by lane;
+- vector copy: one vector load and one store.
 
 No bounds are checked: the kernels size their buffers.
 """
@@ -21,15 +22,18 @@ from __future__ import annotations
 
 from functools import cache
 
-from graphdl.ops.registry import OuterTile, VectorTile
+from graphdl.ops.registry import OuterTile, VectorCopy, VectorTile
 
 
-def lower(tile: VectorTile | OuterTile):
-    """The Numba intrinsic of a `VectorTile` or `OuterTile` (one per configuration)."""
+def lower(tile: VectorTile | OuterTile | VectorCopy):
+    """The Numba intrinsic of a `VectorTile`, `OuterTile` or `VectorCopy` (one per
+    configuration)."""
     if isinstance(tile, VectorTile):
         return _lower_vector(*tile.config)
     if isinstance(tile, OuterTile):
         return _lower_outer(*tile.config)
+    if isinstance(tile, VectorCopy):
+        return _lower_copy(*tile.config)
     raise TypeError(f"not a tile: {tile!r}")
 
 
@@ -161,3 +165,28 @@ def _lower_outer(lanes: int, arows: int, brows: int):
         return sig, codegen
 
     return outer
+
+
+@cache
+def _lower_copy(lanes: int):
+    from numba import types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def copy(typingctx, src, soff, dst, doff):
+        if not _float32_arrays(src, dst):
+            return None
+        i = types.int64
+        sig = types.void(src, i, dst, i)
+
+        def codegen(context, builder, signature, args):
+            src_, soff_, dst_, doff_ = args
+            st = signature.args
+            low = _Lowering(context, builder, lanes)
+            v = low.load_vector(low.data(st[0], src_), soff_)
+            builder.store(v, low.vector_at(low.data(st[2], dst_), doff_), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return copy
