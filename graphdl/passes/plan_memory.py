@@ -41,6 +41,9 @@ def plan_memory(graph: Graph) -> Graph:
             for n in [*prologue.get(s, []), s, *epilogue.get(s, [])]:
                 pos[n] = pos[a]
                 thread_of[n] = s
+    for a, b in g.meta.get("parallel_gemms", []):
+        pos[b] = pos[a]
+        thread_of[a], thread_of[b] = a, b
     outputs = set(g.outputs.values())
     update_of = {v: pid for pid, v in g.updates.items()}  # new value -> param/state node
 

@@ -2,7 +2,7 @@
 
 Update-phase nodes run last (see `priority`). Independent scans are paired to run on two
 threads (`pair_loops`), each with the nodes only it needs and those that need only it
-(`pair_prologues`).
+(`pair_prologues`); so are independent row-split GEMMs close in the order (`pair_gemms`).
 A topological order that runs each node as soon as its inputs are ready, preferring the
 node that frees the most bytes (its inputs' last use), which keeps the peak lower than a
 plain topological sort on wide backward graphs.
@@ -58,6 +58,10 @@ def schedule(graph: Graph) -> Graph:
     epilogues: list[list] = []
     if pairs:
         order, prologues, epilogues = pair_prologues(g, order, pairs)
+    grouped = {n for _, nodes in prologues + epilogues for n in nodes}
+    order, gemm_pairs = pair_gemms(g, order, grouped)
+    if gemm_pairs:
+        g.meta["parallel_gemms"] = gemm_pairs
     g.meta["schedule"] = order
     if pairs:
         g.meta["parallel"] = pairs
@@ -175,3 +179,72 @@ def pair_prologues(g: Graph, order: list[int], pairs: list[list[int]]
         pro += [[s, p] for s, p in ((a, pa), (b, pb)) if p]
         epi += [[s, e] for s, e in ((a, ea), (b, eb)) if e]
     return order, pro, epi
+
+
+# how far after a GEMM `pair_gemms` looks for another (schedule positions)
+GEMM_WINDOW = 16
+
+
+def gemm_rows(g: Graph, n: int) -> Value | None:
+    """The first input of node ``n`` if it is a GEMM over every row of a batch (and of a
+    sequence) that the CPU splits between two threads (a `matmul` of a rank-3+ value by a
+    2-D weight, a `matmul_rows`; or a fused group headed by one), else None."""
+    nd = g.node(n)
+    op, attrs, ins = nd["op"], nd["attrs"], g.inputs_of(n)
+    if op == "fused":
+        if attrs["kind"] != "epilogue":
+            return None
+        head = attrs["members"][0]
+        op, attrs = head["op"], head["attrs"]
+        refs = head["inputs"]
+        if not all(r[0] == "input" for r in refs):
+            return None
+        ins = [ins[r[1]] for r in refs]
+    if op == "matmul_rows":
+        return ins[0]
+    if (op == "matmul" and g.type_of(ins[0]).rank >= 3 and g.type_of(ins[1]).rank == 2
+            and not attrs["transpose_a"]):
+        return ins[0]
+    return None
+
+
+def pair_gemms(g: Graph, order: list[int], taken: set[int]) -> tuple[list[int], list[list[int]]]:
+    """Pairs of independent row-split GEMMs (`gemm_rows`) close in the schedule: in a
+    backward pass a dense layer's weight gradient and its input gradient. A pair runs as
+    one parallel region, each GEMM whole on one thread, instead of two regions that each
+    split one GEMM's rows (and wake the second thread once more); below the split's rows
+    both run on the calling thread, as before. The second moves right after the first,
+    with what it needs that ran between them moved before the first (none of it depends
+    on the first, since the second does not)."""
+    order = list(order)
+    pairs: list[list[int]] = []
+    paired: set[int] = set(taken)
+    i = 0
+    while i < len(order):
+        a = order[i]
+        if a in paired or gemm_rows(g, a) is None or g.node(a)["phase"] == "update":
+            i += 1
+            continue
+        after_a = None
+        for b in order[i + 1:i + 1 + GEMM_WINDOW]:
+            if (b in paired or gemm_rows(g, b) is None
+                    or g.node(b)["phase"] != g.node(a)["phase"]):
+                continue
+            if after_a is None:
+                after_a = nx.descendants(g.nx, a)
+            if b in after_a:
+                continue
+            at_b = order.index(b)
+            ancestors = nx.ancestors(g.nx, b)
+            needs = [n for n in order[i + 1:at_b] if n in ancestors]
+            if any(n in taken or g.op_of(n) == "scan" for n in needs):
+                continue  # a scan's pair or thread group stays as it is
+            for n in needs + [b]:
+                order.remove(n)
+            order[i:i + 1] = needs + [a, b]
+            pairs.append([a, b])
+            paired |= {a, b}
+            i += len(needs)
+            break
+        i += 1
+    return order, pairs

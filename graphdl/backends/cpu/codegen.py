@@ -73,6 +73,10 @@ class CpuCodegen(GraphSource):
             self.epilogue = {s: list(nodes) for s, nodes in self.g.meta.get("epilogues", [])}
             for nodes in [*self.prologue.values(), *self.epilogue.values()]:
                 self.emitted |= set(nodes)
+        # independent row-split GEMMs run side by side (`graphdl.passes.schedule.pair_gemms`)
+        self.gemm_partner: dict[int, int] = {}
+        if self.parent is None:
+            self.gemm_partner = {a: b for a, b in self.g.meta.get("parallel_gemms", [])}
 
     # ------------------------------------------------------------ values
     def _bind_output(self, name: str, t: TensorType, ctx: EmitCtx) -> list[str]:
@@ -271,6 +275,8 @@ class CpuCodegen(GraphSource):
         """A node as the common walk emits it, except the first of a run of updates one
         kernel call makes (`_update_runs`): the others' comments and buffers, then that
         call; the walk then skips them."""
+        if nid in self.gemm_partner:
+            return self._emit_gemm_pair(nid, self.gemm_partner[nid], ctx)
         run = self._runs.get(nid)
         if run is None:
             return super()._emit_node(nid, ctx)
@@ -284,6 +290,31 @@ class CpuCodegen(GraphSource):
         group = [(g.inputs_of(m), [Value(m, i) for i in range(g.num_outputs(m))]) for m in run]
         nd = g.node(nid)
         return lines + get_op(nd["op"]).emit_cpu_group(ctx, nd["attrs"], group)
+
+    def _emit_gemm_pair(self, nid: int, partner: int, ctx: EmitCtx) -> list[str]:
+        """Two independent GEMMs (`gemm_partner`): from SPLIT_ROWS rows on (both), one
+        parallel region with each GEMM whole on a thread; below, both on the calling
+        thread, each one BLAS call (what the row-split kernels do there)."""
+        from graphdl.ops.matmul import SPLIT_ROWS
+        from graphdl.passes.schedule import gemm_rows
+
+        lines = [self._node_comment(partner) + "  (beside the node above, on a second thread)"]
+        for i in range(self.g.num_outputs(partner)):
+            lines += self._allocate(Value(partner, i), ctx)
+        self.emitted.add(partner)
+        self.in_thread = True
+        try:
+            one, two = super()._emit_node(nid, ctx), super()._emit_node(partner, ctx)
+        finally:
+            self.in_thread = False
+        if _calls_parallel_kernel(one + two):
+            return lines + super()._emit_node(nid, ctx) + super()._emit_node(partner, ctx)
+        rows = [" * ".join(ctx.shape(gemm_rows(self.g, n))[:-1]) or "1" for n in (nid, partner)]
+        small = self.unique("small")
+        lines.append(f"{small} = min({rows[0]}, {rows[1]}) < {SPLIT_ROWS}")
+        what = "a GEMM on a thread of its own (graphdl.passes.schedule.pair_gemms)"
+        return lines + self._parallel(self._as_function(one, "gemm", what)
+                                      + self._as_function(two, "gemm", what), serial_if=small)
 
     def _update_runs(self) -> dict[int, list[int]]:
         """Runs of two or more nodes one after another in the schedule that one kernel
@@ -371,18 +402,25 @@ class CpuCodegen(GraphSource):
             self.in_thread = False
         return lines
 
-    def _parallel(self, calls: list[str]) -> list[str]:
+    def _parallel(self, calls: list[str], serial_if: str | None = None) -> list[str]:
         """One call that runs the loop calls ``calls`` (``scan_<i>(args)``) at the same time:
         a module-level ``par_<i>`` whose prange gives each call a thread (deduplicated by its
-        text, as the loops)."""
+        text, as the loops); where the boolean ``serial_if`` (a name in the step) is true,
+        the calls run one after the other on the calling thread instead."""
         parsed = [re.fullmatch(r"(\w+)\((.*)\)", c).groups() for c in calls]
-        names: list[str] = []
+        names: list[str] = [serial_if] if serial_if else []
         for _, args in parsed:
             for a in (x.strip() for x in args.split(",")):
                 if a not in names:
                     names.append(a)
         rename = {n: f"v{i}" for i, n in enumerate(names)}
-        body = [f"for i in prange({len(calls)}):"]
+        body = []
+        if serial_if:
+            body.append(f"if {rename[serial_if]}:")
+            for fn, args in parsed:
+                body.append(f"    {fn}({', '.join(rename[a.strip()] for a in args.split(','))})")
+            body.append("    return")
+        body.append(f"for i in prange({len(calls)}):")
         for k, (fn, args) in enumerate(parsed):
             body.append(f"    {'if' if k == 0 else 'elif'} i == {k}:")
             body.append(f"        {fn}({', '.join(rename[a.strip()] for a in args.split(','))})")
@@ -397,7 +435,8 @@ class CpuCodegen(GraphSource):
             self.loop_sources.append("\n".join(src + ["    " + b for b in body]))
         return [f"{self.loop_kernels[key]}({', '.join(names)})"]
 
-    def _as_function(self, lines: list[str]) -> list[str]:
+    def _as_function(self, lines: list[str], kind: str = "scan",
+                     what: str = "a scan's loop over time (graphdl.ir.scan)") -> list[str]:
         """The block ``lines`` as a module-level njit function ``scan_<i>`` and the line
         that calls it. Its parameters are the names the block reads but does not bind (the
         step's buffers, the symbols' sizes); inside, every name is renamed by its first
@@ -412,8 +451,7 @@ class CpuCodegen(GraphSource):
         keep = {"np", "K"} | set(dir(builtins))
         local = [n for n in names if n not in keep and not _MODULE_NAME.fullmatch(n)]
         free = [n for n in local if n not in bound]
-        name = self._outline("scan", text, free, local, "a scan's loop over time (graphdl.ir.scan)",
-                             drop_comments=True)
+        name = self._outline(kind, text, free, local, what, drop_comments=True)
         return [f"{name}({', '.join(free)})"]
 
     def _copy_into(self, dst: str, src: str, t: TensorType) -> list[str]:
