@@ -18,6 +18,18 @@ step's own time, so the sum of the nodes can be compared with it.
 
 FLOPs per node come from `graphdl.ops.cost` (a fused node counts its members); GFLOP/s is
 shown for nodes that compute more than 1 MFLOP.
+
+A large step is split into chunk functions (`chunk_<i>`) whose calls the per-node report
+cannot look into. ``--calls`` times every jitted call instead, summed per callee: the step
+and its chunks run as Python, every kernel (``K.<name>``) and generated function
+(``loop_<i>``, ``scan_<i>``, ``par_<i>``, ``gemm_<i>``) is timed around its call:
+
+    python tools/profile_step.py specs/bench_transformer.yaml --calls
+    python tools/profile_step.py specs/bench_lstm.yaml --calls --into-loops   # inside scans
+
+``--into-loops`` also runs the scans and parallel pairs as Python (their pairs one after
+the other), so the kernels they call are timed; the step-level kernels' times are then
+less trustworthy (the threads sleep where the pairs would have kept them busy).
 """
 
 from __future__ import annotations
@@ -158,6 +170,69 @@ def profile(spec_path: str, mode: str, batch: int | None, repeat: int, seconds: 
     return program, graph, step_s, med, nodes, binding, calls
 
 
+_GENERATED = re.compile(r"(loop|scan|par|gemm|chunk)_\d+$")
+
+
+def profile_calls(spec_path: str, mode: str, batch: int | None, repeat: int, seconds: float,
+                  into_loops: bool, top: int) -> None:
+    """Every jitted call of one step timed and summed per callee (`--calls`)."""
+    import types
+
+    spec = load_spec(spec_path)
+    program = Model(spec).compiled(mode).program
+    batch = int(batch or spec.train["batch_size"])
+    feeds = random_feeds(spec, program, batch, np.random.default_rng(0))
+    for _ in range(10):
+        program(feeds)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        program(feeds)
+        n += 1
+    step_s = (time.perf_counter() - t0) / n
+    module = program.module
+    totals: dict[str, float] = defaultdict(float)
+    counts: dict[str, int] = defaultdict(int)
+
+    def timed(name, fn):
+        def call(*a):
+            t = time.perf_counter()
+            out = fn(*a)
+            totals[name] += time.perf_counter() - t
+            counts[name] += 1
+            return out
+        return call
+
+    ns = dict(vars(module))
+    ns["K"] = types.SimpleNamespace(**{k: timed(k, getattr(module.K, k)) for k in dir(module.K)
+                                       if not k.startswith("_") and callable(getattr(module.K, k))})
+    ns["prange"] = range
+    for name, fn in vars(module).items():
+        if not _GENERATED.match(name):
+            continue
+        as_python = name.startswith("chunk") or (into_loops and name.split("_")[0] in
+                                                 ("scan", "par", "gemm"))
+        ns[name] = (types.FunctionType(fn.py_func.__code__, ns, name) if as_python
+                    else timed(name, fn))
+    step = types.FunctionType(module.step.py_func.__code__, ns, "step")
+    args = program.step_args(feeds)
+    for _ in range(3):  # kernels not yet called with these types load from the cache
+        step(*args)
+    totals.clear()
+    counts.clear()
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        step(*args)
+    wall = (time.perf_counter() - t0) / repeat
+    inside = sum(totals.values()) / repeat
+    print(f"compiled step: {step_s * 1e3:.2f} ms ({1 / step_s:.1f} steps/s); run from Python: "
+          f"{wall * 1e3:.2f} ms, {inside * 1e3:.2f} ms of it in the timed calls")
+    print(f"\n{'share':>6} {'ms':>8} {'calls':>6}  callee")
+    rows = sorted(totals.items(), key=lambda kv: -kv[1])
+    for name, t in rows[:top]:
+        print(f"{100 * t / repeat / inside:5.1f}% {t / repeat * 1e3:8.3f} "
+              f"{counts[name] // repeat:6d}  {name}")
+
+
 def _kernel_calls(source: str) -> dict[int, int]:
     """Kernel calls per node in the step (``K.<name>(`` and ``loop_<i>(``)."""
     fn, lines = _step_function(source)
@@ -251,8 +326,16 @@ def main() -> int:
     ap.add_argument("--by", action="append", choices=("op", "kernel", "node", "phase", "layer"),
                     help="group by (repeatable; default: op, kernel and phase)")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--calls", action="store_true",
+                    help="time every jitted call, chunks included, summed per callee")
+    ap.add_argument("--into-loops", action="store_true",
+                    help="with --calls: also time the calls inside scans and parallel pairs")
     args = ap.parse_args()
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    if args.calls:
+        profile_calls(args.spec, args.mode, args.batch, args.repeat, args.seconds,
+                      args.into_loops, args.top)
+        return 0
     program, graph, step_s, med, nodes, binding, calls = profile(
         args.spec, args.mode, args.batch, args.repeat, args.seconds)
     summary(program, graph, step_s, med, binding, calls)

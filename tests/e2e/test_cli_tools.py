@@ -243,3 +243,23 @@ def test_no_command_prints_help(cli):
     assert rc == 0
     for command in ("validate", "compile", "run", "predict", "gradcheck", "bench", "schema"):
         assert command in out
+
+
+def test_profile_step_calls_counts_each_kernel_call():
+    """tools/profile_step.py --calls: every jitted call of a step timed per callee, with the
+    number of calls per step (the MLP's Adam: one multi-tensor call; its two hidden GEMMs
+    of the backward pass: gemm_nt)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, str(root / "tools" / "profile_step.py"), str(root / "specs" / "bench_mlp.yaml"),
+         "--calls", "--repeat", "3", "--seconds", "0.2"],
+        capture_output=True, text=True, timeout=600, check=True).stdout
+    assert "compiled step:" in out and "in the timed calls" in out
+    rows = {line.split()[-1]: int(line.split()[-2]) for line in out.splitlines()
+            if re.match(r"^\s*[0-9.]+%\s", line)}
+    assert rows["adam_multi"] == 1
+    assert rows["gemm_nt"] == 2
