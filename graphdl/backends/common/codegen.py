@@ -54,7 +54,7 @@ _RESERVED = (
     | {"np", "K", "R", "cuda", "jit", "njit", "math", "off", "step", "setup", "run", "layout"}
     | {f"arena_{d}" for d in NP_DTYPE}
 )
-_LOOP_NAME = re.compile(r"(loop|scan|par|chunk)_\d+")  # module-level kernels and loops
+_LOOP_NAME = re.compile(r"(loop|scan|par|gemm|chunk)_\d+")  # module-level kernels and loops
 
 
 @dataclass

@@ -551,7 +551,7 @@ class CpuCodegen(GraphSource):
         return "\n".join(header + ["\n\n".join(self.loop_sources), "", ""] + step) + "\n"
 
 
-_MODULE_NAME = re.compile(r"(loop|scan|par|chunk)_\d+")
+_MODULE_NAME = re.compile(r"(loop|scan|par|gemm|chunk)_\d+")
 
 
 def _names_in_order(text: str) -> list[str]:
