@@ -126,6 +126,17 @@ def _dispatch_cost() -> float:
     return (time.perf_counter() - t0) / (2 * n)
 
 
+def _step_seconds(program, feeds: dict, seconds: float) -> float:
+    """The compiled step's own time per call (as graphdl bench measures it)."""
+    for _ in range(10):
+        program(feeds)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        program(feeds)
+        n += 1
+    return (time.perf_counter() - t0) / n
+
+
 def profile(spec_path: str, mode: str, batch: int | None, repeat: int, seconds: float):
     spec = load_spec(spec_path)
     model = Model(spec)
@@ -134,14 +145,7 @@ def profile(spec_path: str, mode: str, batch: int | None, repeat: int, seconds: 
     graph = c.graph
     batch = int(batch or spec.train["batch_size"])
     feeds = random_feeds(spec, program, batch, np.random.default_rng(0))
-    # the compiled step's own rate (as graphdl bench measures it)
-    for _ in range(10):
-        program(feeds)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        program(feeds)
-        n += 1
-    step_s = (time.perf_counter() - t0) / n
+    step_s = _step_seconds(program, feeds, seconds)
 
     src, nodes = instrumented_step(program.source)
     ns = dict(vars(program.module))
@@ -182,13 +186,7 @@ def profile_calls(spec_path: str, mode: str, batch: int | None, repeat: int, sec
     program = Model(spec).compiled(mode).program
     batch = int(batch or spec.train["batch_size"])
     feeds = random_feeds(spec, program, batch, np.random.default_rng(0))
-    for _ in range(10):
-        program(feeds)
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        program(feeds)
-        n += 1
-    step_s = (time.perf_counter() - t0) / n
+    step_s = _step_seconds(program, feeds, seconds)
     module = program.module
     totals: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)

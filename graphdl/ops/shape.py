@@ -11,6 +11,7 @@ from graphdl.ops.registry import (
     OpDef,
     Pattern,
     ShapeError,
+    cpu_helper,
     cpu_kernel,
     register,
     vector_copy,
@@ -212,11 +213,10 @@ def transpose_3d(x, out, p0, p1, p2):
                 out[i, j, k] = flat[i * s0 + j * s1 + k * s2]
 
 
-@cpu_kernel
-def transpose_4d(x, out, p0, p1, p2, p3):
-    """out = np.transpose(x, (p0, p1, p2, p3)) for any rank-4 x and a C-contiguous out:
-    reads x in order, writes out at its element strides (contiguous runs where the last
-    axis stays last)."""
+@cpu_helper
+def _out_strides(out, p0, p1, p2, p3):
+    """The element strides in C-contiguous ``out`` = np.transpose(x, (p0, p1, p2, p3)) of
+    x's axes 0..3 (where a step along each of x's axes lands in out)."""
     n1, n2, n3 = out.shape[1], out.shape[2], out.shape[3]
     s = (n1 * n2 * n3, n2 * n3, n3, 1)
     inv = [0, 0, 0, 0]
@@ -224,7 +224,15 @@ def transpose_4d(x, out, p0, p1, p2, p3):
     inv[p1] = 1
     inv[p2] = 2
     inv[p3] = 3
-    t0, t1, t2, t3 = s[inv[0]], s[inv[1]], s[inv[2]], s[inv[3]]
+    return s[inv[0]], s[inv[1]], s[inv[2]], s[inv[3]]
+
+
+@cpu_kernel
+def transpose_4d(x, out, p0, p1, p2, p3):
+    """out = np.transpose(x, (p0, p1, p2, p3)) for any rank-4 x and a C-contiguous out:
+    reads x in order, writes out at its element strides (contiguous runs where the last
+    axis stays last)."""
+    t0, t1, t2, t3 = _out_strides(out, p0, p1, p2, p3)
     o = out.reshape(out.size)
     d0, d1, d2, d3 = x.shape
     for a in range(d0):
@@ -251,14 +259,7 @@ def transpose_4d_vec(x, out, p0, p1, p2, p3):
     vector load and store (`copy_16`). A loop over a run of 16 (a head's features, the
     split of attention's heads) ran one element at a time: 28 -> 7.5 us for [32, 31, 4, 16]
     -> [32, 4, 31, 16]."""
-    n1, n2, n3 = out.shape[1], out.shape[2], out.shape[3]
-    s = (n1 * n2 * n3, n2 * n3, n3, 1)
-    inv = [0, 0, 0, 0]
-    inv[p0] = 0
-    inv[p1] = 1
-    inv[p2] = 2
-    inv[p3] = 3
-    t0, t1, t2 = s[inv[0]], s[inv[1]], s[inv[2]]
+    t0, t1, t2, _ = _out_strides(out, p0, p1, p2, p3)
     o = out.reshape(out.size)
     xf = x.reshape(x.size)
     d0, d1, d2, d3 = x.shape

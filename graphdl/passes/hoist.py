@@ -34,6 +34,7 @@ from graphdl.ir.scan import (
     split_inputs,
 )
 from graphdl.ops.registry import Pattern, get_op
+from graphdl.passes.simplify import cse, dce, dead_scan_outputs, duplicate_scan_outputs
 
 SOURCES = ("input", "param", "state", "const")
 SEQ, INV = "seq", "inv"
@@ -51,8 +52,6 @@ def hoist_grads(graph: Graph) -> Graph:
     """Move the per-step accumulations of weight and bias gradients after the loop; a
     per-step value emitted for two of them (an LSTM's gate gradient, for W_ih and for
     W_hh) is stacked once, and the sums over it computed once (the two biases')."""
-    from graphdl.passes.simplify import cse, dce, dead_scan_outputs, duplicate_scan_outputs
-
     g = graph.copy()
     for nid in sorted(g.nodes_by_op("scan")):
         _hoist_accumulators(g, nid)

@@ -194,6 +194,7 @@ def duplicate_scan_outputs(g: Graph) -> bool:
     once for the recurrent weights') from the first; `dead_scan_outputs` then drops the
     copy, and CSE merges what was computed from both (the two bias gradients)."""
     changed = False
+    roots = set(g.roots())
     for nid in g.nodes_by_op("scan"):
         attrs = g.attrs(nid)
         body = attrs["body"]
@@ -204,7 +205,7 @@ def duplicate_scan_outputs(g: Graph) -> bool:
             v = body.outputs[names[i]]
             if v not in first:
                 first[v] = i
-            elif g.consumers(Value(nid, i)) or Value(nid, i) in set(g.roots()):
+            elif g.consumers(Value(nid, i)) or Value(nid, i) in roots:
                 g.replace_all_uses(Value(nid, i), Value(nid, first[v]))
                 changed = True
     return changed

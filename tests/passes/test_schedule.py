@@ -188,39 +188,52 @@ def test_an_update_hoisted_before_a_reader_of_its_parameter_is_caught():
         assert_plan_keeps_behaviour(before, hoisted, *inputs)
 
 
+def _bidirectional_graph(kind: str) -> Graph:
+    """x [N, T, 3] -> a 2-layer bidirectional ``kind`` layer (hidden 4) -> y."""
+    from types import SimpleNamespace
+
+    from graphdl.ir.types import TensorType
+    from graphdl.layers import LAYERS
+    from graphdl.layers.lower import LayerCtx
+
+    g = Graph()
+    x = g.input("x", TensorType(("N", "T", 3), "float32"))
+    layer = SimpleNamespace(name="rnn", type=kind, trainable=True, lr_mult=1.0,
+                            regularizer=None, params={"hidden": 4, "bidirectional": True,
+                                                      "num_layers": 2})
+    ctx = LayerCtx(g, None, layer, LAYERS[kind], False, None, salt=1, values={"x": x})
+    g.outputs["y"] = LAYERS[kind].build(ctx, [x])
+    return g
+
+
+def _params_and_feeds(planned: Graph):
+    """Random parameters of ``planned`` and an x of 2 samples of 5 steps."""
+    import numpy as np
+
+    r = np.random.default_rng(0)
+    params = {name: (0.3 * r.standard_normal(planned.type_of(Value(nid)).shape)).astype(np.float32)
+              for name, nid in planned.named("param").items()}
+    return params, {"x": r.standard_normal((2, 5, 3)).astype(np.float32)}
+
+
 def test_independent_scans_are_paired_and_planned_as_running_together():
     """The two directions of a bidirectional layer run on two threads: the schedule puts
     them side by side, the plan keeps every buffer one of them reads or writes apart from
     the other's, and the planned interpreter (sequential) computes what the graph does."""
-    from types import SimpleNamespace
-
     import numpy as np
 
     from graphdl.backends.reference import run_planned, run_reference
     from graphdl.compiler import compile_graph
-    from graphdl.ir.graph import Graph
-    from graphdl.ir.types import TensorType
-    from graphdl.layers import LAYERS
-    from graphdl.layers.lower import LayerCtx
     from graphdl.passes.pipeline import PassContext
 
-    g = Graph()
-    x = g.input("x", TensorType(("N", "T", 3), "float32"))
-    layer = SimpleNamespace(name="rnn", type="gru", trainable=True, lr_mult=1.0,
-                            regularizer=None, params={"hidden": 4, "bidirectional": True,
-                                                      "num_layers": 2})
-    ctx = LayerCtx(g, None, layer, LAYERS["gru"], False, None, salt=1, values={"x": x})
-    g.outputs["y"] = LAYERS["gru"].build(ctx, [x])
+    g = _bidirectional_graph("gru")
     planned = PassContext().run(g, training=False)
     pairs = planned.meta["parallel"]
     assert len(pairs) == 2  # one pair per layer
     order = planned.meta["schedule"]
     for a, b in pairs:
         assert order.index(b) == order.index(a) + 1
-    r = np.random.default_rng(0)
-    params = {name: (0.3 * r.standard_normal(planned.type_of(Value(nid)).shape)).astype(np.float32)
-              for name, nid in planned.named("param").items()}
-    feeds = {"x": r.standard_normal((2, 5, 3)).astype(np.float32)}
+    params, feeds = _params_and_feeds(planned)
     want = run_reference(g, feeds, params)[0]["y"]
     np.testing.assert_allclose(run_planned(planned, feeds, params)[0]["y"], want, rtol=1e-5,
                                atol=1e-6)
@@ -243,23 +256,12 @@ def test_paired_scans_take_their_prologues_to_their_threads():
     direction's thread, in the same parallel region as the loop (one region per layer);
     no buffer a thread writes is read or written by the other thread, and the program
     computes what the graph does."""
-    from types import SimpleNamespace
-
     import numpy as np
 
     from graphdl.backends.reference import run_reference
     from graphdl.compiler import compile_graph
-    from graphdl.ir.types import TensorType
-    from graphdl.layers import LAYERS
-    from graphdl.layers.lower import LayerCtx
 
-    g = Graph()
-    x = g.input("x", TensorType(("N", "T", 3), "float32"))
-    layer = SimpleNamespace(name="rnn", type="lstm", trainable=True, lr_mult=1.0,
-                            regularizer=None, params={"hidden": 4, "bidirectional": True,
-                                                      "num_layers": 2})
-    ctx = LayerCtx(g, None, layer, LAYERS["lstm"], False, None, salt=1, values={"x": x})
-    g.outputs["y"] = LAYERS["lstm"].build(ctx, [x])
+    g = _bidirectional_graph("lstm")
     planned = PassContext().run(g, training=False)
     prologues = {s: nodes for s, nodes in planned.meta["prologues"]}
     pairs = planned.meta["parallel"]
@@ -285,10 +287,7 @@ def test_paired_scans_take_their_prologues_to_their_threads():
     source = prog.source_path.read_text()
     step = source[source.index("def step("):]
     assert step.count("par_") == 2 and "gemm_rows_split" not in step.split("par_1")[0]
-    r = np.random.default_rng(0)
-    params = {name: (0.3 * r.standard_normal(planned.type_of(Value(nid)).shape)).astype(np.float32)
-              for name, nid in planned.named("param").items()}
-    feeds = {"x": r.standard_normal((2, 5, 3)).astype(np.float32)}
+    params, feeds = _params_and_feeds(planned)
     prog.bind_params(params, {})
     np.testing.assert_allclose(prog(feeds)["y"], run_reference(g, feeds, params)[0]["y"],
                                rtol=1e-5, atol=1e-6)

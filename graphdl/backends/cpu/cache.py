@@ -53,7 +53,7 @@ def load_generated(source: str) -> tuple[types.ModuleType, Path, bool]:
     """Write (if new) and import a generated CPU module; returns (module, path, was_cached).
     A module that calls a parallel kernel gets Numba's thread pool started first (see
     `graphdl.backends.cpu.library.start_thread_pool`)."""
-    if any(is_parallel_kernel(name) for name in set(re.findall(r"\bK\.(\w+)", source))):
+    if library.calls_parallel_kernel(source):
         library.start_thread_pool()
     from numba.core.dispatcher import Dispatcher
 

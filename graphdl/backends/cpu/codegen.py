@@ -44,10 +44,11 @@ from graphdl.backends.common.codegen import (
     is_flat_loop,
 )
 from graphdl.backends.cpu.library import FASTMATH as _FASTMATH_FLAGS
+from graphdl.backends.cpu.library import calls_parallel_kernel
 from graphdl.errors import Diagnostic, GraphdlError
 from graphdl.ir.graph import Value
 from graphdl.ir.types import TensorType
-from graphdl.ops.registry import get_op, is_parallel_kernel
+from graphdl.ops.registry import get_op
 
 # the kernels' fast-math flags, as a literal in generated code (NaN checks keep working)
 FASTMATH = "{" + ", ".join(f'"{f}"' for f in sorted(_FASTMATH_FLAGS)) + "}"
@@ -307,7 +308,7 @@ class CpuCodegen(GraphSource):
             one, two = super()._emit_node(nid, ctx), super()._emit_node(partner, ctx)
         finally:
             self.in_thread = False
-        if _calls_parallel_kernel(one + two):
+        if calls_parallel_kernel("\n".join(one + two)):
             return lines + super()._emit_node(nid, ctx) + super()._emit_node(partner, ctx)
         rows = [" * ".join(ctx.shape(gemm_rows(self.g, n))[:-1]) or "1" for n in (nid, partner)]
         small = self.unique("small")
@@ -373,7 +374,7 @@ class CpuCodegen(GraphSource):
         scan, other = super()._emit_scan(nid, ctx), super()._emit_scan(partner, ctx)
         self.emitted.add(partner)
         after = [self._thread_lines(self.epilogue, s, ctx, True) for s in (nid, partner)]
-        if _calls_parallel_kernel([x for t in threads + after for x in t]):
+        if calls_parallel_kernel("\n".join(x for t in threads + after for x in t)):
             # a kernel that starts a parallel region of its own stays on the calling thread
             return (self._thread_lines(self.prologue, nid, ctx, False)
                     + self._thread_lines(self.prologue, partner, ctx, False) + lines
@@ -776,10 +777,3 @@ def _free_names(stmts) -> set[str]:
                 load(s)
     run(stmts)
     return free
-
-
-def _calls_parallel_kernel(lines: list[str]) -> bool:
-    """Whether generated ``lines`` call a library kernel registered parallel (one that
-    opens a parallel region itself: not to be run on one of a pair's threads)."""
-    return any(is_parallel_kernel(name) for line in lines
-               for name in re.findall(r"\bK\.(\w+)\(", line))

@@ -16,6 +16,7 @@ compiles on first call, so loading the library costs no compilation, and `cache=
 from __future__ import annotations
 
 import os
+import re
 import sys
 import types
 from collections.abc import Callable
@@ -124,6 +125,12 @@ def _bind_globals(fn: Callable, jitted: dict, inline: bool = False) -> Callable:
     copy.__qualname__, copy.__module__, copy.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
     copy.__kwdefaults__ = fn.__kwdefaults__
     return copy
+
+
+def calls_parallel_kernel(source: str) -> bool:
+    """Whether generated ``source`` calls a kernel registered parallel (``K.<name>``: one
+    that opens a parallel region of its own)."""
+    return any(is_parallel_kernel(name) for name in set(re.findall(r"\bK\.(\w+)", source)))
 
 
 def short_thread_spin() -> None:
