@@ -48,6 +48,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from graphdl.api import Model
+from graphdl.backends.cpu import fpenv
 from graphdl.bench import random_feeds
 from graphdl.ops.cost import node_flops
 from graphdl.spec import load_spec
@@ -148,7 +149,7 @@ def profile(spec_path: str, mode: str, batch: int | None, repeat: int, seconds: 
     step_s = _step_seconds(program, feeds, seconds)
 
     src, nodes = instrumented_step(program.source)
-    ns = dict(vars(program.module))
+    ns = {**vars(program.module), **fpenv.python_standins(run=True)}
     # the generated step's own statements, as Python (nothing else is executed)
     exec(compile(src, f"<profiled step of {program.source_path}>", "exec"), ns)  # noqa: S102
     fn = ns["step_profiled"]
@@ -200,7 +201,7 @@ def profile_calls(spec_path: str, mode: str, batch: int | None, repeat: int, sec
             return out
         return call
 
-    ns = dict(vars(module))
+    ns = {**vars(module), **fpenv.python_standins(run=True)}
     ns["K"] = types.SimpleNamespace(**{k: timed(k, getattr(module.K, k)) for k in dir(module.K)
                                        if not k.startswith("_") and callable(getattr(module.K, k))})
     ns["prange"] = range

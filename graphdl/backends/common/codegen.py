@@ -52,6 +52,7 @@ def _ident(name: str) -> str:
 _RESERVED = (
     set(keyword.kwlist) | set(dir(builtins))
     | {"np", "K", "R", "cuda", "jit", "njit", "math", "off", "step", "setup", "run", "layout"}
+    | {"flush_subnormals", "restore_fp", "fp_word"}  # the CPU step's float mode (fpenv)
     | {f"arena_{d}" for d in NP_DTYPE}
 )
 _LOOP_NAME = re.compile(r"(loop|scan|par|gemm|chunk)_\d+")  # module-level kernels and loops

@@ -35,6 +35,7 @@ def _toolchain_fingerprint() -> str:
     return toolchain_fingerprint(
         f"graphdl={__version__};numba={numba.__version__};numpy={np.__version__}",
         [here / "library.py", here / "linking.py", here / "simd.py", here / "codegen.py",
+         here / "fpenv.py",
          here.parent / "common" / "codegen.py"],
         repr(sorted(library.FASTMATH)),
     )

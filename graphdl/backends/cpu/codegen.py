@@ -94,8 +94,9 @@ class CpuCodegen(GraphSource):
         self._runs = self._update_runs()
         body = self._walk(EmitCtx(self))
         rets = [self.var[g.outputs[k]] for k in self.sig.outputs]
-        body = self._chunked(body, rets)
-        body.append("return (" + "".join(r + ", " for r in rets) + ")")
+        # subnormals flushed on the calling thread while the step runs (fpenv)
+        body = (["fp_word = flush_subnormals()"] + self._chunked(body, rets)
+                + ["restore_fp(fp_word)", "return (" + "".join(r + ", " for r in rets) + ")"])
         return self._module(body), self.sig
 
     # ------------------------------------------------------------ chunks
@@ -544,6 +545,7 @@ class CpuCodegen(GraphSource):
             "from numba import njit" + (", prange" if any(
                 k.startswith("par|") for k in self.loop_kernels) else ""),
             "from graphdl.backends.cpu import library as K",
+            "from graphdl.backends.cpu.fpenv import flush_subnormals, restore_fp",
             "",
         ]
         step = ["@njit(cache=True, error_model='numpy')", f"def step({', '.join(args)}):"]

@@ -22,7 +22,7 @@ import types
 from collections.abc import Callable
 
 from graphdl.backends.common.cache import use_graphdl_numba_cache
-from graphdl.backends.cpu import linking
+from graphdl.backends.cpu import fpenv, linking
 from graphdl.backends.cpu.simd import lower as lower_tile
 from graphdl.ops.registry import (
     all_ops,
@@ -57,6 +57,7 @@ def prange_only():
     return ParallelOptions(dict(PRANGE_ONLY))
 
 _loaded = False
+_workers_flushed = False
 
 
 def load_library() -> types.ModuleType:
@@ -157,9 +158,13 @@ def start_thread_pool() -> None:
     region of a pool that was never started, and crash. `numba.get_num_threads` starts the
     pool (idempotent, cheap after the first time).
     """
+    global _workers_flushed
     import numba
 
     numba.get_num_threads()
+    if not _workers_flushed:  # the workers compute with subnormals flushed, as steps do
+        _workers_flushed = True
+        fpenv.flush_subnormals_on_workers()
 
 
 def limit_blas_threads(threads: int = 1) -> None:

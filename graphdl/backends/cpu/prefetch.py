@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from graphdl.backends.cpu import fpenv
+
 
 def wanted() -> bool:
     return os.environ.get("GRAPHDL_COMPILE_HELPER", "1") != "0" and (os.cpu_count() or 1) >= 2
@@ -81,6 +83,7 @@ def record_calls(module: types.ModuleType, args: list) -> list[tuple[object, tup
     scope = {name: recorder(v) if isinstance(v, Dispatcher) else v
              for name, v in vars(module).items()}
     scope["K"] = fake_k
+    scope.update(fpenv.python_standins(run=False))  # intrinsics: not jitted calls
     step = module.step.py_func
     fn = types.FunctionType(step.__code__, scope, step.__name__, step.__defaults__)
     with contextlib.suppress(Exception):  # a result the step used: what was recorded stands

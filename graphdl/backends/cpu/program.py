@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphdl.backends.common.program import CompiledProgram
+from graphdl.backends.cpu import fpenv
 from graphdl.backends.cpu.cache import load_generated
 from graphdl.backends.cpu.codegen import CpuCodegen
 from graphdl.backends.cpu.library import load_library
@@ -61,7 +62,12 @@ class Program(CompiledProgram):
 
     # ------------------------------------------------------------ calling
     def __call__(self, feeds: dict) -> dict[str, np.ndarray]:
-        result = self.step_fn(*self.step_args(feeds))
+        args = self.step_args(feeds)
+        try:
+            result = self.step_fn(*args)
+        except BaseException:
+            fpenv.clear_flush()  # the step set FTZ / DAZ and could not put them back
+            raise
         return dict(zip(self.sig.outputs, result))
 
     def step_args(self, feeds: dict) -> list:
