@@ -262,7 +262,58 @@ class VectorCopy:
         dst[doff:doff + lanes] = src[soff:soff + lanes]
 
 
-_TILES: dict[str, VectorTile | OuterTile | VectorCopy] = {}
+class MaxPoolTile:
+    """``lanes`` 2x2 / stride-2 max-pooling windows side by side, a CPU kernel calls by its
+    global name. The windows' top row starts at ``x[xoff]``, their bottom row at
+    ``x[xoff + w]`` (w: the image width); window j covers columns 2j and 2j + 1.
+
+    - forward (``grad=False``): ``tile(x, xoff, w, out, ooff)`` writes each window's max to
+      ``out[ooff + j]``;
+    - gradient (``grad=True``): ``tile(x, xoff, w, gy, goff, gx, positive)`` routes
+      ``gy[goff + j]`` to its window's argmax cell of gx (the cells of x, same offsets) and
+      writes 0 to the other three. With ``positive`` the routed value is ``g if max > 0
+      else g * 0``: the gradient of relu then max pooling, relu's gradient folded in.
+
+    Strictly greater wins, so a tie keeps the first cell in the order (top-left, top-right,
+    bottom-left, bottom-right); the first NaN wins. float32 or float64 arrays (one dtype),
+    flat. It reads and writes 2 * lanes values of each row whatever the image's width: the
+    caller orders its calls so that what lands past a row is written again
+    (graphdl/ops/pool.py). Lowered to LLVM vectors and shuffles like `VectorTile`."""
+
+    def __init__(self, name: str, lanes: int, grad: bool):
+        self.__name__ = name
+        self.config = (lanes, grad)
+
+    def __call__(self, *args):
+        lanes, grad = self.config
+        if grad:
+            x, xoff, w, gy, goff, gx, positive = args
+        else:
+            x, xoff, w, out, ooff = args
+        routed = []
+        for j in range(lanes):
+            cells = [x[xoff + 2 * j], x[xoff + 2 * j + 1], x[xoff + w + 2 * j],
+                     x[xoff + w + 2 * j + 1]]
+            best, m = 0, cells[0]
+            for cell in range(1, 4):
+                v = cells[cell]
+                if v > m or (v != v and m == m):  # noqa: PLR0124
+                    best, m = cell, v
+            if not grad:
+                out[ooff + j] = m
+                continue
+            g = gy[goff + j]
+            if positive and not m > 0:
+                g = g * 0
+            routed.append((best, g))
+        # the top row's 2 * lanes values, then the bottom row's
+        for row, at in ((0, xoff), (1, xoff + w)):
+            for j, (best, g) in enumerate(routed):
+                for side in range(2):
+                    gx[at + 2 * j + side] = g if best == 2 * row + side else 0
+
+
+_TILES: dict[str, VectorTile | OuterTile | VectorCopy | MaxPoolTile] = {}
 
 
 def vector_tile(lanes: int, rows: int) -> VectorTile:
@@ -284,8 +335,14 @@ def vector_copy(lanes: int) -> VectorCopy:
     return _TILES.setdefault(name, VectorCopy(name, lanes))
 
 
+def max_pool_tile(lanes: int, grad: bool) -> MaxPoolTile:
+    """The `MaxPoolTile` of ``lanes`` windows, forward or gradient (one object each)."""
+    name = f"maxpool_{lanes}{'_grad' if grad else ''}"
+    return _TILES.setdefault(name, MaxPoolTile(name, lanes, grad))
+
+
 def is_tile(fn: object) -> bool:
-    return isinstance(fn, (VectorTile, OuterTile, VectorCopy))
+    return isinstance(fn, (VectorTile, OuterTile, VectorCopy, MaxPoolTile))
 
 
 def prange(*args: int) -> range:

@@ -157,6 +157,26 @@ def slice_grads_to_concat(g: Graph) -> bool:
     return changed
 
 
+def relu_into_max_pool_grad(g: Graph) -> bool:
+    """relu_grad(max_pool2d_grad(gy, y), y), the pooling gradient read by nothing else, is
+    max_pool2d_grad(gy, y, relu=True): relu then max pooling (a CNN's every block) gets its
+    input gradient in one pass over the image, not a pass that routes gy and a second that
+    masks it."""
+    changed = False
+    for nid in g.nodes_by_op("relu_grad"):
+        pooled, y = g.inputs_of(nid)
+        nd = g.node(pooled.node)
+        if (nd["op"] != "max_pool2d_grad" or g.attrs(pooled.node).get("relu")
+                or g.inputs_of(pooled.node)[1] != y or len(g.consumers(pooled)) != 1):
+            continue
+        new = g.add_node("max_pool2d_grad", list(g.inputs_of(pooled.node)),
+                         {**g.attrs(pooled.node), "relu": True}, types=[g.type_of(Value(nid))],
+                         layer=nd["layer"], line=nd["line"], phase=nd["phase"])
+        g.replace_all_uses(Value(nid), Value(new))
+        changed = True
+    return changed
+
+
 def _key(g: Graph, nid: int):
     nd = g.node(nid)
     return (
@@ -260,6 +280,7 @@ def simplify(graph: Graph) -> Graph:
         changed = fold_constants(g)
         changed |= identities(g)
         changed |= slice_grads_to_concat(g)
+        changed |= relu_into_max_pool_grad(g)
         changed |= duplicate_scan_outputs(g)
         changed |= dead_scan_outputs(g)
         changed |= dce(g)

@@ -9,7 +9,7 @@ import pytest
 from numba import njit
 
 from graphdl.backends.cpu.simd import lower
-from graphdl.ops.registry import outer_tile, vector_copy, vector_tile
+from graphdl.ops.registry import max_pool_tile, outer_tile, vector_copy, vector_tile
 
 
 def _lowered_equals_definition(tile, inputs: tuple, ooff: int, written: list[slice]):
@@ -59,3 +59,33 @@ def test_lowered_outer_tile_matches_its_definition(lanes, arows, brows):
 def test_lowered_vector_copy_matches_its_definition(lanes):
     src = np.random.default_rng(lanes).standard_normal(300).astype(np.float32)
     _lowered_equals_definition(vector_copy(lanes), (src, 37), (101,), [slice(101, 101 + lanes)])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("grad, positive", [(False, False), (True, False), (True, True)])
+def test_lowered_max_pool_tile_matches_its_definition(dtype, grad, positive):
+    """16 windows of a row pair 28 wide (the tile reads and writes past the row: its
+    definition does the same), with ties, NaN and negative windows."""
+    tile = max_pool_tile(16, grad)
+    lowered = lower(tile)
+
+    @njit
+    def call(*args):
+        lowered(*args)
+
+    r = np.random.default_rng(int(grad) + 2 * int(positive))
+    x = np.round(r.standard_normal(120) * 2).astype(dtype) / 2
+    x[7] = np.nan
+    x[40:44] = -2.0
+    x[40 + 28:44 + 28] = -2.0
+    gy = r.standard_normal(40).astype(dtype)
+    gy[4] = np.inf
+    if grad:
+        want, got = np.full(120, 9, dtype), np.full(120, 9, dtype)
+        tile(x, 3, 28, gy, 5, want, positive)
+        call(x, 3, 28, gy, 5, got, positive)
+    else:
+        want, got = np.full(40, 9, dtype), np.full(40, 9, dtype)
+        tile(x, 3, 28, want, 5)
+        call(x, 3, 28, got, 5)
+    np.testing.assert_array_equal(got, want)

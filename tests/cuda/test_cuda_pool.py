@@ -42,6 +42,17 @@ def test_max_pool_and_its_gradient(name):
     check_kernel("max_pool2d_grad", [T("N", *y.shape[1:]), T("N", *SHAPE)], [_gy(y, 1), x], attrs)
 
 
+@pytest.mark.parametrize("name", ["2x2", "3x3_overlap_padded"])
+def test_max_pool_gradient_with_relu_folded_in(name):
+    """relu=True (simplify's fold of relu_grad into the pooling gradient): windows whose
+    max is negative, zero (a tie of zeros) or positive."""
+    attrs = {**WINDOWS[name], "relu": True}
+    x = _x(9)
+    x[0, 0] = np.maximum(x[0, 0], 0)  # a plane of relu output, with ties at 0
+    (y,) = check_kernel("max_pool2d", [T("N", *SHAPE)], [x], WINDOWS[name])
+    check_kernel("max_pool2d_grad", [T("N", *y.shape[1:]), T("N", *SHAPE)], [_gy(y, 5), x], attrs)
+
+
 def test_max_pool_ties_and_nan_pick_the_reference_cell():
     x = np.round(_x(2) * 2) / 2  # many ties
     x[0, 1, 2, 2] = np.nan

@@ -185,7 +185,7 @@ def test_kernels_give_the_same_bits_on_any_number_of_threads(K, n):
             K.conv2d_bwd_weight(x, gy, gw, *args)
             K.max_pool2d_fwd(y, pooled, 2, 2, 2, 2, 0, 0)
             gpool = np.empty(y.shape, np.float32)
-            K.max_pool2d_bwd(pooled, y, gpool, 2, 2, 2, 2, 0, 0)
+            K.max_pool2d_bwd(pooled, y, gpool, 2, 2, 2, 2, 0, 0, False)
             runs.append((y, gx, gw, pooled.copy(), gpool))
     finally:
         numba.set_num_threads(before)

@@ -74,7 +74,7 @@ def test_max_pool_kernels(K, case):
     K.max_pool2d_fwd(x, y, *_kargs(case))
     np.testing.assert_array_equal(y, _ref("max_pool2d", _attrs(case), x))
     gx = np.full(x.shape, np.nan, np.float32)
-    K.max_pool2d_bwd(gy, x, gx, *_kargs(case))
+    K.max_pool2d_bwd(gy, x, gx, *_kargs(case), False)
     want = _ref("max_pool2d_grad", _attrs(case), gy, x)
     assert want.dtype == np.float32
     np.testing.assert_allclose(gx, want, rtol=1e-6, atol=1e-6)
@@ -165,7 +165,7 @@ def test_max_pool_ties_go_to_the_first_cell_and_nan_wins(K, extra, stride):
     np.testing.assert_array_equal(y[0, 0], [[5.0, 0.0], [0.0, np.nan]])
     np.testing.assert_array_equal(y, _ref("max_pool2d", attrs, x))
     gx = np.full_like(x, np.nan)
-    K.max_pool2d_bwd(gy, x, gx, 2, 2, 2, sw, 0, 0)
+    K.max_pool2d_bwd(gy, x, gx, 2, 2, 2, sw, 0, 0, False)
     c0 = 2 if stride else 3  # first column of the right windows
     want = np.zeros_like(x)
     want[0, 0, 0, 1] = 1.0
@@ -174,6 +174,45 @@ def test_max_pool_ties_go_to_the_first_cell_and_nan_wins(K, extra, stride):
     want[0, 0, 2, c0] = 4.0  # the first NaN
     np.testing.assert_array_equal(gx, want)
     np.testing.assert_array_equal(_ref("max_pool2d_grad", attrs, gy, x), want)
+
+
+# even sizes run on MaxPoolTiles of 16 windows: a row of fewer windows (LeNet's 14 and 5),
+# exactly 16, more than 16 (a full chunk and a partial one), and a single window
+@pytest.mark.parametrize("w", [28, 10, 32, 36, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("relu", [False, True])
+def test_even_max_pool_on_tiles(K, w, dtype, relu):
+    """Both kernels against the references, in samples that the backward pass splits into
+    blocks (each block's last rows run the scalar loop: a tile writes past its row); ties
+    (relu's zeros), NaN and windows whose max is negative."""
+    r = rng(w)
+    x = np.round(r.standard_normal((5, 3, 6, w)) * 2).astype(dtype) / 2
+    x[0, 0] = np.maximum(x[0, 0], 0)
+    x[1, 2, 0, :2] = np.nan
+    x[2, 1, :2, :4] = -3.0
+    gy = r.standard_normal((5, 3, 3, w // 2)).astype(dtype)
+    gy[3, 0, 0, 0] = np.inf
+    attrs = {"kernel": (2, 2), "stride": None, "padding": (0, 0, 0, 0)}
+    y = np.full(gy.shape, 7, dtype)
+    K.max_pool2d_fwd(x, y, 2, 2, 2, 2, 0, 0)
+    np.testing.assert_array_equal(y, _ref("max_pool2d", attrs, x))
+    gx = np.full(x.shape, 7, dtype)
+    K.max_pool2d_bwd(gy, x, gx, 2, 2, 2, 2, 0, 0, relu)
+    np.testing.assert_array_equal(gx, _ref("max_pool2d_grad", {**attrs, "relu": relu}, gy, x))
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_max_pool_grad_with_relu_folded_in(K, case):
+    """relu=True on every window geometry (the scalar and scattering paths too): relu's
+    gradient after the pooling gradient, x being relu's output (here any x)."""
+    x, gy = _data(case, seed=3)
+    x[0, 0, 0] = 0.0
+    gx = np.full(x.shape, np.nan, np.float32)
+    K.max_pool2d_bwd(gy, x, gx, *_kargs(case), True)
+    want = _ref("max_pool2d_grad", _attrs(case, relu=True), gy, x)
+    plain = _ref("max_pool2d_grad", _attrs(case), gy, x)
+    np.testing.assert_array_equal(want, np.where(x > 0, plain, plain * 0))
+    np.testing.assert_allclose(gx, want, rtol=1e-6, atol=1e-6)
 
 
 def test_max_pool_padding_never_wins(K):

@@ -221,3 +221,37 @@ def test_slice_gradients_that_do_not_tile_stay_a_sum(pieces):
     s = simplify(g)
     assert "concat" not in _ops(s) and "slice_grad" in _ops(s)
     assert_same_behaviour(g, s, _feeds(3, 8))
+
+
+def _relu_pool_graph(other_reader: bool) -> Graph:
+    """y = relu(x), p = max_pool(y), and the gradient of sum(p * r) wrt x written out as
+    autodiff writes it: relu_grad(max_pool2d_grad(r, y), y)."""
+    g = Graph()
+    x = g.input("x", T("N", 2, 6, 8))
+    r = g.input("r", T("N", 2, 3, 4))
+    y = g.op("relu", x)
+    attrs = {"kernel": (2, 2), "stride": None, "padding": (0, 0, 0, 0)}
+    g.outputs["p"] = g.op("max_pool2d", y, **attrs)
+    pooled = g.op("max_pool2d_grad", r, y, **attrs)
+    g.outputs["gx"] = g.op("relu_grad", pooled, y)
+    if other_reader:
+        g.outputs["pooled"] = g.op("exp", pooled)
+    return g
+
+
+def test_relu_grad_of_a_max_pool_grad_folds_into_it():
+    g = _relu_pool_graph(other_reader=False)
+    s = simplify(g)
+    assert "relu_grad" not in _ops(s)
+    (pg,) = s.nodes_by_op("max_pool2d_grad")
+    assert s.attrs(pg)["relu"] is True
+    feeds = {"x": np.random.default_rng(0).standard_normal((3, 2, 6, 8)).astype(np.float32),
+             "r": np.random.default_rng(1).standard_normal((3, 2, 3, 4)).astype(np.float32)}
+    feeds["x"][0, 0, :2, :2] = -1.0  # a window with no positive cell
+    assert_same_behaviour(g, s, feeds)
+
+
+def test_a_max_pool_grad_read_elsewhere_keeps_its_relu_grad():
+    s = simplify(_relu_pool_graph(other_reader=True))
+    assert "relu_grad" in _ops(s)
+    assert all(not s.attrs(n)["relu"] for n in s.nodes_by_op("max_pool2d_grad"))

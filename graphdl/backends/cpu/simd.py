@@ -22,18 +22,20 @@ from __future__ import annotations
 
 from functools import cache
 
-from graphdl.ops.registry import OuterTile, VectorCopy, VectorTile
+from graphdl.ops.registry import MaxPoolTile, OuterTile, VectorCopy, VectorTile
 
 
-def lower(tile: VectorTile | OuterTile | VectorCopy):
-    """The Numba intrinsic of a `VectorTile`, `OuterTile` or `VectorCopy` (one per
-    configuration)."""
+def lower(tile: VectorTile | OuterTile | VectorCopy | MaxPoolTile):
+    """The Numba intrinsic of a `VectorTile`, `OuterTile`, `VectorCopy` or `MaxPoolTile`
+    (one per configuration)."""
     if isinstance(tile, VectorTile):
         return _lower_vector(*tile.config)
     if isinstance(tile, OuterTile):
         return _lower_outer(*tile.config)
     if isinstance(tile, VectorCopy):
         return _lower_copy(*tile.config)
+    if isinstance(tile, MaxPoolTile):
+        return _lower_max_pool(*tile.config)
     raise TypeError(f"not a tile: {tile!r}")
 
 
@@ -190,3 +192,97 @@ def _lower_copy(lanes: int):
         return sig, codegen
 
     return copy
+
+
+def _float_arrays(*arrays) -> bool:
+    """Arrays of one float dtype, float32 or float64."""
+    from numba import types
+
+    return (all(isinstance(x, types.Array) for x in arrays)
+            and len({x.dtype for x in arrays}) == 1
+            and arrays[0].dtype in (types.float32, types.float64))
+
+
+@cache
+def _lower_max_pool(lanes: int, grad: bool):
+    """`MaxPoolTile`: the two rows of ``lanes`` windows as vectors of 2 * lanes, split into
+    the windows' four cells by shuffles, the argmax as vector compares and selects, and (the
+    gradient) the four cells' values interleaved back into two rows."""
+    from numba import types
+    from numba.extending import intrinsic
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        st = signature.args
+        f64 = st[0].dtype == types.float64
+        elem = ir.DoubleType() if f64 else ir.FloatType()
+        align = 8 if f64 else 4
+        vt, wt = ir.VectorType(elem, lanes), ir.VectorType(elem, 2 * lanes)
+        i32 = ir.IntType(32)
+
+        def data(k):
+            return context.make_array(st[k])(context, builder, args[k]).data
+
+        def ptr(base, index, ty):
+            return builder.bitcast(builder.gep(base, [index]), ty.as_pointer())
+
+        def pick(v, idx):
+            return builder.shuffle_vector(v, ir.Constant(wt, ir.Undefined),
+                                          ir.Constant(ir.VectorType(i32, lanes), idx))
+
+        def wins(v, m):  # v > m, or v the first NaN
+            return builder.or_(builder.fcmp_ordered(">", v, m),
+                               builder.and_(builder.fcmp_unordered("uno", v, v),
+                                            builder.fcmp_ordered("ord", m, m)))
+
+        x, xoff, w = data(0), args[1], args[2]
+        top = builder.load(ptr(x, xoff, wt), align=align)
+        bottom = builder.load(ptr(x, builder.add(xoff, w), wt), align=align)
+        even, odd = list(range(0, 2 * lanes, 2)), list(range(1, 2 * lanes, 2))
+        a, b, c, d = pick(top, even), pick(top, odd), pick(bottom, even), pick(bottom, odd)
+        t1 = wins(b, a)
+        m = builder.select(t1, b, a)
+        t2 = wins(c, m)
+        m = builder.select(t2, c, m)
+        t3 = wins(d, m)
+        m = builder.select(t3, d, m)
+        if not grad:
+            builder.store(m, ptr(data(3), args[4], vt), align=align)
+            return context.get_dummy_value()
+        zero = ir.Constant(vt, [0.0] * lanes)
+        g = builder.load(ptr(data(3), args[4], vt), align=align)
+        positive = builder.icmp_unsigned("!=", args[6], ir.Constant(args[6].type, 0))
+        relu = builder.select(builder.fcmp_ordered(">", m, zero), g, builder.fmul(g, zero))
+        g = builder.select(positive, relu, g)
+        n2, n3 = builder.not_(t2), builder.not_(t3)
+        cells = [builder.select(builder.or_(t1, builder.or_(t2, t3)), zero, g),
+                 builder.select(builder.and_(t1, builder.and_(n2, n3)), g, zero),
+                 builder.select(builder.and_(t2, n3), g, zero),
+                 builder.select(t3, g, zero)]
+        weave = ir.Constant(ir.VectorType(i32, 2 * lanes),
+                            [j // 2 + (lanes if j % 2 else 0) for j in range(2 * lanes)])
+        gx = data(5)
+        builder.store(builder.shuffle_vector(cells[0], cells[1], weave), ptr(gx, xoff, wt),
+                      align=align)
+        builder.store(builder.shuffle_vector(cells[2], cells[3], weave),
+                      ptr(gx, builder.add(xoff, w), wt), align=align)
+        return context.get_dummy_value()
+
+    i = types.int64
+    if grad:
+        @intrinsic
+        def pool_grad(typingctx, x, xoff, w, gy, goff, gx, positive):
+            if not _float_arrays(x, gy, gx):
+                return None
+            return types.void(x, i, i, gy, i, gx, types.boolean), codegen
+
+        return pool_grad
+
+    @intrinsic
+    def pool(typingctx, x, xoff, w, out, ooff):
+        if not _float_arrays(x, out):
+            return None
+        return types.void(x, i, i, out, i), codegen
+
+    return pool

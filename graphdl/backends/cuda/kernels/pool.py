@@ -118,9 +118,10 @@ def avg_pool2d_cuda(x, out, geo):
 
 @cuda_kernel
 @jit
-def pool2d_grad_cuda(gy, x, gx, geo, is_max):
+def pool2d_grad_cuda(gy, x, gx, geo, is_max, relu):
     """gx[n, c, h, w] = the sum over the windows that cover cell (h, w) of gy where the cell
-    wins its window (``is_max``), or of gy / the window's divisor (average pooling, the
+    wins its window (``is_max``; with ``relu`` gy * 0 where the cell is not positive:
+    relu's gradient folded in), or of gy / the window's divisor (average pooling, the
     adjoint of `avg_pool2d_cuda`; x is not read)."""
     nb, nc, h, w = gx.shape
     oh, ow = gy.shape[2], gy.shape[3]
@@ -135,7 +136,10 @@ def pool2d_grad_cuda(gy, x, gx, geo, is_max):
                 if is_max:
                     r, s = _window_argmax(x, n, c, i, j, geo)
                     if r == a and s == b:
-                        acc += gy[n, c, i, j]
+                        g = gy[n, c, i, j]
+                        if relu and not x[n, c, a, b] > 0:
+                            g = g * gx.dtype.type(0)
+                        acc += g
                 else:
                     acc += gy[n, c, i, j] * (one / gx.dtype.type(_window_count(h, w, i, j, geo)))
         gx[n, c, a, b] = acc
@@ -171,7 +175,8 @@ def _emit_grad(ctx, attrs, ins, outs):
     is_max = len(ins) == 2
     gy = ctx.var(ins[0])
     x = ctx.var(ins[1]) if is_max else gy
-    args = [gy, x, ctx.var(outs[0]), _geometry(ctx, attrs), str(is_max)]
+    args = [gy, x, ctx.var(outs[0]), _geometry(ctx, attrs), str(is_max),
+            str(bool(attrs.get("relu", False)))]
     return ctx.launch1d(ctx.kernel("pool2d_grad_cuda"), ctx.size(outs[0]), args)
 
 
