@@ -106,7 +106,7 @@ def graphdl_fns(d, pad):
 
     x, w, b, gy, out, gx, gw = (d[k] for k in ("x", "w", "b", "gy", "out", "gx", "gw"))
     return {
-        "forward": lambda: K.conv2d_fwd_vec(x, w, b, out, pad, pad, False),
+        "forward": lambda: K.conv2d_fwd_vec(x, w, b, out, pad, pad, False, False),
         "backward-input": lambda: K.conv2d_bwd_input(gy, w, gx, 1, 1, pad, pad, 1, 1, 1),
         "backward-weight": lambda: K.conv2d_bwd_weight_vec(x, gy, gw, pad, pad),
     }

@@ -842,8 +842,9 @@ def _tap_offsets(n_ch, khs, kws, plane, wp):
 
 
 @cpu_helper
-def _vfwd_block(x, w, b, out, n0, n1, pt, pl, has_bias):
-    """Samples n0..n1 of the vector forward pass, with this block's own scratch."""
+def _vfwd_block(x, w, b, out, n0, n1, pt, pl, has_bias, relu):
+    """Samples n0..n1 of the vector forward pass, with this block's own scratch; with
+    ``relu``, relu applied as the rows are copied out (a fused epilogue)."""
     n_ch, h, wd = x.shape[1], x.shape[2], x.shape[3]
     nf, _, khs, kws = w.shape
     oh, ow = out.shape[2], out.shape[3]
@@ -873,21 +874,27 @@ def _vfwd_block(x, w, b, out, n0, n1, pt, pl, has_bias):
             for i in range(oh):
                 src = owide[f * ostride + i * wp:f * ostride + i * wp + ow]
                 dst = out[n, f, i]
-                for j in range(ow):
-                    dst[j] = src[j] + bv
+                if relu:  # graphdl's relu: x if x > 0 else x * 0 (NaN stays NaN)
+                    for j in range(ow):
+                        v = src[j] + bv
+                        dst[j] = v if v > zero else v * zero
+                else:
+                    for j in range(ow):
+                        dst[j] = src[j] + bv
 
 
 @cpu_kernel(parallel=True)
-def conv2d_fwd_vec(x, w, b, out, pt, pl, has_bias):
-    """out = conv2d(x, w) (+ b), float32, stride 1, dilation 1, one group: vector tiles."""
+def conv2d_fwd_vec(x, w, b, out, pt, pl, has_bias, relu):
+    """out = conv2d(x, w) (+ b), float32, stride 1, dilation 1, one group: vector tiles;
+    with ``relu``, relu(out) (a fused epilogue the kernel applies)."""
     n_img = x.shape[0]
     if n_img == 1:  # one sample: no thread hand-off (run-time bounds, see conv2d_fwd)
-        _vfwd_block(x, w, b, out, n_img - 1, n_img, pt, pl, has_bias)
+        _vfwd_block(x, w, b, out, n_img - 1, n_img, pt, pl, has_bias, relu)
         return
     nblk = min(PAR_BLOCKS, n_img)
     for t in prange(nblk):
         _vfwd_block(x, w, b, out, n_img * t // nblk, n_img * (t + 1) // nblk, pt, pl,
-                    has_bias)
+                    has_bias, relu)
 
 
 outer_16x4x4 = outer_tile(LANES, 4, 4)
@@ -986,7 +993,7 @@ def _vector_args(ctx, attrs) -> str:
     return ctx.runtime(pt, pl)
 
 
-def _emit_conv2d(ctx, attrs, ins, outs):
+def _emit_conv2d(ctx, attrs, ins, outs, relu: bool = False):
     x, w = ctx.var(ins[0]), ctx.var(ins[1])
     has_bias = len(ins) == 3
     if has_bias:
@@ -995,10 +1002,21 @@ def _emit_conv2d(ctx, attrs, ins, outs):
         b = f"{w}.reshape(({math.prod(ctx.type(ins[1]).shape)},))"
     if _vector_case(ctx, attrs, ins[0]):
         return [ctx.call("conv2d_fwd_vec", x, w, b, outs[0], _vector_args(ctx, attrs),
-                         ctx.runtime(has_bias))]
+                         ctx.runtime(has_bias), ctx.runtime(relu))]
     return [
         ctx.call("conv2d_fwd", x, w, b, outs[0], _args(ctx, attrs), ctx.runtime(has_bias))
     ]
+
+
+def _emit_conv2d_epilogue(ctx, attrs, ins, outs, rest):
+    """conv2d + relu as one vector-kernel call that applies relu as it writes its rows (in
+    the kernel's threads: the group's loop ran on the calling thread alone, and the pool's
+    threads went to sleep while it did); other epilogues keep their loop."""
+    relu_only = (len(rest) == 1 and rest[0]["op"] == "relu"
+                 and [list(r) for r in rest[0]["inputs"]] == [["member", 0, 0]])
+    if relu_only and _vector_case(ctx, attrs, ins[0]):
+        return _emit_conv2d(ctx, attrs, ins, outs, relu=True)
+    return None
 
 
 def _emit_backward(kernel: str, vector: str | None = None):
@@ -1037,6 +1055,7 @@ register(
         attrs=_conv_attr_defs(),
         grad=_g_conv2d,
         emit_cpu=_emit_conv2d,
+        emit_cpu_epilogue=_emit_conv2d_epilogue,
         doc="2-D convolution of [N, C, H, W] by [F, C/groups, KH, KW] (+ bias [F]); "
         "stride (sh, sw), padding (top, bottom, left, right), dilation (dh, dw), groups",
     )

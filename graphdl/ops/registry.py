@@ -99,6 +99,10 @@ class OpDef:
     # input's buffer: ``emit_cpu_group(ctx, attrs, [(ins, outs), ...]) -> lines``
     emit_cpu_group: Callable | None = None
     group_by: tuple[int, ...] = ()
+    # optional: the head of a fused epilogue group finishing the epilogue itself, inside its
+    # kernel: ``emit_cpu_epilogue(ctx, attrs, ins, outs, members) -> lines | None`` with the
+    # group's members after the head (None: it cannot, the group's loop runs after it)
+    emit_cpu_epilogue: Callable | None = None
     body: bool = False  # higher-order: attrs["body"] is a Graph run by the op (scan)
     view: bool = False  # output aliases input 0's buffer (reshape of a contiguous value)
     inplace_ok: tuple[int, ...] = ()  # input slots whose buffer the output may overwrite

@@ -124,9 +124,12 @@ def test_vector_kernels_match_reference(K, case):
     bias = case[-1]
     pt, pl = attrs["padding"][0], attrs["padding"][2]
     y = np.full(gy.shape, np.nan, np.float32)
-    K.conv2d_fwd_vec(x, w, b, y, pt, pl, bias)
+    K.conv2d_fwd_vec(x, w, b, y, pt, pl, bias, False)
     want = _ref("conv2d", attrs, x, w, *([b] if bias else []))
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    relu = np.full(gy.shape, np.nan, np.float32)  # relu applied by the kernel (an epilogue)
+    K.conv2d_fwd_vec(x, w, b, relu, pt, pl, bias, True)
+    np.testing.assert_array_equal(relu, np.where(y > 0, y, y * 0))
 
     gw = np.full(w.shape, np.nan, np.float32)
     K.conv2d_bwd_weight_vec(x, gy, gw, pt, pl)
@@ -148,7 +151,7 @@ def test_vector_kernels_give_the_same_bits_on_any_number_of_threads(K, n):
         for threads in (1, 2):
             numba.set_num_threads(threads)
             y, gw = np.empty(gy.shape, np.float32), np.empty_like(w)
-            K.conv2d_fwd_vec(x, w, b, y, 1, 1, True)
+            K.conv2d_fwd_vec(x, w, b, y, 1, 1, True, True)
             K.conv2d_bwd_weight_vec(x, gy, gw, 1, 1)
             runs.append((y, gw))
     finally:
@@ -261,6 +264,32 @@ def test_bias_and_relu_fuse_into_the_conv_epilogue(n):
     assert not planned.nodes_by_op("conv2d") and not planned.nodes_by_op("relu")
     prog.bind_params({}, {})
     xv, wv, bv, _ = _data(case, seed=3)
+    out = prog({"x": xv, "w": wv, "b": bv})
+    want = np.maximum(_ref("conv2d", attrs, xv, wv, bv), 0)
+    np.testing.assert_allclose(out["y1"], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["y2"], want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_vector_kernel_applies_a_relu_epilogue_itself():
+    """conv2d + relu in float32, stride 1 (LeNet's): one conv2d_fwd_vec call with relu on,
+    no loop after it; a bias-add epilogue keeps its loop."""
+    case = (3,) + VECTOR_CASES[-5][1:]  # LeNet conv2
+    _, c, h, wd, f, kh, kw, *_ = case
+    attrs = _attrs(case)
+    g = Graph()
+    x = g.input("x", T("N", c, h, wd))
+    w = g.input("w", T(f, c, kh, kw))
+    b = g.input("b", T(f))
+    g.outputs["y1"] = g.op("relu", g.op("conv2d", x, w, b, **attrs))
+    g.outputs["y2"] = g.op("relu", g.op("add", g.op("conv2d", x, w, **attrs),
+                                        g.op("reshape", b, shape=(f, 1, 1))))
+    prog = compile_graph(g, title="test_conv_relu_in_kernel")
+    calls = [line for line in prog.source.splitlines() if "conv2d_fwd_vec(" in line]
+    assert len(calls) == 2
+    assert sum(line.endswith("np.bool_(True), np.bool_(True))") for line in calls) == 1
+    assert prog.source.count("loop_") >= 1  # the add + relu group's loop
+    prog.bind_params({}, {})
+    xv, wv, bv, _ = _data(case, seed=5)
     out = prog({"x": xv, "w": wv, "b": bv})
     want = np.maximum(_ref("conv2d", attrs, xv, wv, bv), 0)
     np.testing.assert_allclose(out["y1"], want, rtol=1e-5, atol=1e-5)

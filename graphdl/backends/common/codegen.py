@@ -361,6 +361,9 @@ class GraphSource:
             if nd["attrs"]["kind"] == "epilogue":
                 head = members[0]
                 head_ins = [ins[r[1]] for r in head["inputs"]]
+                absorbed = self._absorbed_epilogue(head, members[1:], head_ins, outs[0], ctx)
+                if absorbed is not None:  # the head's kernel finishes the epilogue itself
+                    return absorbed
                 # the head writes the fused output; the loop then finishes it in place
                 lines += self._emitter(head["op"])(ctx, head["attrs"], head_ins, [outs[0]])
                 in_vars = in_vars + [self.var[outs[0]]]
@@ -382,6 +385,12 @@ class GraphSource:
             return self._call_loop([member], [self.var[v] for v in ins],
                                    [g.type_of(v) for v in ins], outs[0], ctx)
         raise self._missing_kernel(nd)
+
+    def _absorbed_epilogue(self, head: dict, rest: list[dict], ins: list, out,
+                           ctx) -> list[str] | None:
+        """The lines of an epilogue group whose head's kernel applies the rest itself, or
+        None: here none does (the head's call, then a loop); see the CPU backend's."""
+        return None
 
     # ------------------------------------------------------------ loops
     def _emit_scan(self, nid: int, ctx) -> list[str]:

@@ -79,6 +79,10 @@ class CpuCodegen(GraphSource):
         if self.parent is None:
             self.gemm_partner = {a: b for a, b in self.g.meta.get("parallel_gemms", [])}
 
+    def _absorbed_epilogue(self, head: dict, rest: list[dict], ins: list, out, ctx):
+        emit = get_op(head["op"]).emit_cpu_epilogue
+        return None if emit is None else emit(ctx, head["attrs"], ins, [out], rest)
+
     # ------------------------------------------------------------ values
     def _bind_output(self, name: str, t: TensorType, ctx: EmitCtx) -> list[str]:
         shape = ctx.shape_tuple(tuple(dim_expr(d) for d in t.shape))
