@@ -280,27 +280,48 @@ def _tiled_rows(xf, w, out, gy, gx, grad, rows, ow, positive):
     return stop
 
 
-@cpu_kernel
+@cpu_helper
+def _even_max_pool_rows(xf, of, w, ow, rows):
+    """2x2 / stride-2 max pooling of ``rows`` row pairs of an even-sized flat batch:
+    tiles, then the rows they leave to a scalar loop."""
+    first_scalar = _tiled_rows(xf, w, of, of, of, False, rows, ow, False)
+    for r in range(first_scalar, rows):  # deliberate parallel of the loop below
+        for j in range(ow):
+            at = r * 2 * w + 2 * j
+            m = xf[at]
+            v = xf[at + 1]
+            m = v if (v > m or v != v) else m  # noqa: PLR0124
+            v = xf[at + w]
+            m = v if (v > m or v != v) else m  # noqa: PLR0124
+            v = xf[at + w + 1]
+            m = v if (v > m or v != v) else m  # noqa: PLR0124
+            of[r * ow + j] = m
+
+
+# below this many input values the even-sized forward pass stays on the calling thread
+POOL_SERIAL = 1 << 16
+
+
+@cpu_kernel(parallel=True)
 def max_pool2d_fwd(x, out, kh, kw, sh, sw, pt, pl):
     n_img, n_ch, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     ninf = out.dtype.type(-np.inf)
     fast = kh == 2 and kw == 2 and sh == 2 and sw == 2 and pt == 0 and pl == 0
     if fast and h == 2 * oh and w == 2 * ow:  # even sizes: vector tiles, see _tiled_rows
-        rows = n_img * n_ch * oh
         xf, of = x.reshape(x.size), out.reshape(out.size)
-        first_scalar = _tiled_rows(xf, w, of, of, of, False, rows, ow, False)
-        for r in range(first_scalar, rows):  # deliberate parallel of the loop below
-            for j in range(ow):
-                at = r * 2 * w + 2 * j
-                m = xf[at]
-                v = xf[at + 1]
-                m = v if (v > m or v != v) else m  # noqa: PLR0124
-                v = xf[at + w]
-                m = v if (v > m or v != v) else m  # noqa: PLR0124
-                v = xf[at + w + 1]
-                m = v if (v > m or v != v) else m  # noqa: PLR0124
-                of[r * ow + j] = m
+        if n_img == 1 or x.size < POOL_SERIAL:
+            _even_max_pool_rows(xf, of, w, ow, n_img * n_ch * oh)
+            return
+        # in blocks of samples, on the pool's threads: right after a convolution (whose
+        # threads still spin) and before the next, where a pass on the calling thread
+        # alone let them fall asleep, and the next convolution waited to wake them
+        nblk = min(PAR_BLOCKS, n_img)
+        xs, os_ = n_ch * h * w, n_ch * oh * ow
+        for t in prange(nblk):
+            n0, n1 = n_img * t // nblk, n_img * (t + 1) // nblk
+            _even_max_pool_rows(xf[n0 * xs:n1 * xs], of[n0 * os_:n1 * os_], w, ow,
+                                (n1 - n0) * n_ch * oh)
         return
     if fast and 2 * oh <= h and 2 * ow <= w:  # (bottom / right padding may add a window)
         # the common 2x2 / stride 2 window, unrolled; a NaN wins (v != v)

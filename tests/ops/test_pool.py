@@ -201,6 +201,20 @@ def test_even_max_pool_on_tiles(K, w, dtype, relu):
     np.testing.assert_array_equal(gx, _ref("max_pool2d_grad", {**attrs, "relu": relu}, gy, x))
 
 
+@pytest.mark.parametrize("w", [28, 10])
+def test_even_max_pool_forward_in_blocks_of_samples(K, w):
+    """A batch large enough (POOL_SERIAL) for the forward pass to split into blocks of
+    samples on the pool's threads."""
+    from graphdl.ops.pool import POOL_SERIAL
+
+    x = rng(w).standard_normal((37, 4, 12, w)).astype(np.float32)
+    n = POOL_SERIAL // x[0].size + 1
+    x = np.concatenate([x] * (n // 37 + 1))[:n]
+    y = np.full((n, 4, 6, w // 2), 7, np.float32)
+    K.max_pool2d_fwd(x, y, 2, 2, 2, 2, 0, 0)
+    np.testing.assert_array_equal(y, _ref("max_pool2d", {"kernel": (2, 2)}, x))
+
+
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_max_pool_grad_with_relu_folded_in(K, case):
     """relu=True on every window geometry (the scalar and scattering paths too): relu's
