@@ -1,7 +1,6 @@
 """schedule: fix the execution order the memory plan and the code generator follow.
 
-Update-phase nodes run last (see `priority`), the sums only they read just before them
-(`defer_update_sums`). Independent scans are paired to run on two
+Update-phase nodes run last (see `priority`). Independent scans are paired to run on two
 threads (`pair_loops`), each with the nodes only it needs and those that need only it
 (`pair_prologues`); so are independent row-split GEMMs close in the order (`pair_gemms`).
 A topological order that runs each node as soon as its inputs are ready, preferring the
@@ -54,7 +53,6 @@ def schedule(graph: Graph) -> Graph:
             indeg[succ] -= g.nx.number_of_edges(n, succ)
             if indeg[succ] == 0:
                 heapq.heappush(ready, priority(succ))
-    order = defer_update_sums(g, order)
     order, pairs = pair_loops(g, order)
     prologues: list[list] = []
     epilogues: list[list] = []
@@ -72,29 +70,6 @@ def schedule(graph: Graph) -> Graph:
     if epilogues:
         g.meta["epilogues"] = epilogues
     return g
-
-
-def defer_update_sums(g: Graph, order: list[int]) -> list[int]:
-    """Sums that only the parameter updates read (bias gradients, directly or through
-    another such sum) run just before the updates, in their order. Run where they become
-    ready, they are short passes on the calling thread between two parallel kernels (a
-    convolution's weight gradient and the next layer's pooling gradient), long enough for
-    the pool's threads to fall asleep, so that the next kernel waits to wake them (~75 us
-    each on these VMs); at the end they run between the last parallel kernel and the
-    updates, serial anyway."""
-    first_update = next((i for i, n in enumerate(order) if g.node(n)["phase"] == "update"),
-                        len(order))
-    deferred: set[int] = set()
-    for n in reversed(order[:first_update]):
-        if g.op_of(n) != "sum":
-            continue
-        readers = [c for v in range(g.num_outputs(n)) for c, _ in g.consumers(Value(n, v))]
-        if readers and all(c in deferred or g.node(c)["phase"] == "update" for c in readers):
-            deferred.add(n)
-    if not deferred:
-        return order
-    kept = [n for n in order[:first_update] if n not in deferred]
-    return kept + [n for n in order[:first_update] if n in deferred] + order[first_update:]
 
 
 def pair_loops(g: Graph, order: list[int]) -> tuple[list[int], list[list[int]]]:

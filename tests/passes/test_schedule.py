@@ -324,18 +324,3 @@ def test_independent_row_split_gemms_run_side_by_side():
         got = prog({"x": xs})
         np.testing.assert_allclose(got["y1"], xs @ params["w1"], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(got["y2"], xs @ params["w2"].T, rtol=1e-5, atol=1e-5)
-
-
-def test_sums_only_the_updates_read_run_just_before_them():
-    """Bias gradients (sums the optimiser alone reads) wait until the rest of the backward
-    pass is done: between two parallel kernels they let the pool's threads fall asleep."""
-    g = mlp()
-    g.meta["optimizer"] = {"type": "adam", "lr": 1e-3}
-    s = PassContext().run(g, training=True, stop_after="schedule")
-    order = s.meta["schedule"]
-    first_update = next(i for i, n in enumerate(order) if s.node(n)["phase"] == "update")
-    update_sums = [n for n in order[:first_update] if s.op_of(n) == "sum"
-                   and all(s.node(c)["phase"] == "update" for c, _ in s.consumers(Value(n)))]
-    assert len(update_sums) >= 2  # the hidden layers' bias gradients
-    assert order[first_update - len(update_sums):first_update] == update_sums
-    assert_valid_order(s, order)
