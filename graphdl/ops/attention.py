@@ -70,7 +70,7 @@ import numpy as np
 
 from graphdl.ir.graph import Graph, Value
 from graphdl.ir.types import TensorType
-from graphdl.ops.elementwise import exp_nonpositive_f32
+from graphdl.ops.elementwise import exp_shifted, is_f32
 from graphdl.ops.random import hash_counters, mix64, python_seed_key, seed_key, uniform24
 from graphdl.ops.registry import (
     PAR_BLOCKS,
@@ -382,24 +382,6 @@ def _visible_end(i, k1, tq, tk, causal):
 
 
 @cpu_helper
-def _is_f32(a):
-    """Whether array ``a`` holds float32, as a constant the compiler folds (2^24 + 1 rounds
-    to 2^24 in float32 only; ``a.itemsize`` is read from the array at run time)."""
-    return a.dtype.type(16777217.0) == a.dtype.type(16777216.0)
-
-
-@cpu_helper
-def _exp_shifted(x, fast):
-    """e^x for a score minus its row's max (x <= 0, or a rounding above): with ``fast``
-    (float32; `exp_nonpositive_f32`, plain arithmetic, so the loops over a row vectorise),
-    else libm's exp. Kernels pass ``fast = _is_f32(q)``, a constant of the compiled
-    function, so the branch is folded away."""
-    if fast:
-        return exp_nonpositive_f32(x)
-    return math.exp(x)
-
-
-@cpu_helper
 def _dots(a, b, i, k0, k1, out, scale):
     """out[j - k0] = scale * (a[i] . b[j]) for j in k0..k1 (a [T, D], b [S, D]): four keys at
     a time, so each load of a[i] serves four products."""
@@ -480,7 +462,7 @@ def _fwd_items(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_mask, r
     dropout = rate > 0.0
     key = seed_key(seed[0], salt)
     keep_scale = q.dtype.type(1.0 / (1.0 - rate))
-    fast = _is_f32(q)
+    fast = is_f32(q)
     for item in range(lo, hi):
         bh = item // nqb
         i0 = (item - bh * nqb) * BLOCK_Q
@@ -530,7 +512,7 @@ def _fwd_items(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_mask, r
                 m = run_max[r]
                 total = zero
                 for j in range(jend - k0):
-                    w = _exp_shifted(s[j] - m, fast)  # 0 for a padding key
+                    w = exp_shifted(s[j] - m, fast)  # 0 for a padding key
                     s[j] = w
                     total += w
                 run_sum[r] += total
@@ -648,7 +630,7 @@ def _fwd_heads_small(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_m
     tkp = (tk + LANE - 1) // LANE * LANE
     zero = q.dtype.type(0)
     ninf = q.dtype.type(-np.inf)
-    fast = _is_f32(q)
+    fast = is_f32(q)
     kt = np.zeros((d, tkp), q.dtype)
     vp = np.zeros((tkp, ndv), q.dtype)
     sc = np.empty((tq, tkp), q.dtype)
@@ -683,7 +665,7 @@ def _fwd_heads_small(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_m
                 continue
             t = zero
             for j in range(tkp):
-                w = _exp_shifted(sc[i, j] - top, fast)  # 0 where not seen
+                w = exp_shifted(sc[i, j] - top, fast)  # 0 where not seen
                 sc[i, j] = w
                 t += w
             total[i] = t
@@ -748,7 +730,7 @@ def _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, i0, i
     dropout = rate > 0.0
     key = seed_key(seed[0], salt)
     keep_scale = q.dtype.type(1.0 / (1.0 - rate))
-    fast = _is_f32(q)
+    fast = is_f32(q)
     nq = i1 - i0
     nk = k1 - k0
     qb, kb, vb, gb, ob = q[n, h, i0:i1], k[n, h, k0:k1], v[n, h, k0:k1], gout[n, h, i0:i1], out[n, h, i0:i1]
@@ -774,7 +756,7 @@ def _bwd_tile(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, n, h, i0, i
                 dr[j] = zero
             continue
         for j in range(jend):
-            wr[j] = _exp_shifted(wr[j] * scale - li, fast)
+            wr[j] = exp_shifted(wr[j] * scale - li, fast)
         for j in range(jend, nk):  # past the causal limit
             wr[j] = zero
         if has_mask:
@@ -880,7 +862,7 @@ def _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, 
     tkp = (tk + LANE - 1) // LANE * LANE
     zero = q.dtype.type(0)
     ninf = q.dtype.type(-np.inf)
-    fast = _is_f32(q)
+    fast = is_f32(q)
     kp = np.zeros((tkp, d), q.dtype)
     kt = np.zeros((d, tkp), q.dtype)
     vt = np.zeros((ndv, tkp), q.dtype)
@@ -912,7 +894,7 @@ def _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, 
             if has_glse:
                 delta -= glse[n, h, i]
             for j in range(tkp):
-                x = _exp_shifted(pw[i, j] * scale - li, fast)
+                x = exp_shifted(pw[i, j] * scale - li, fast)
                 if j >= jend:
                     x = zero
                 pw[i, j] = x
@@ -993,7 +975,7 @@ def _weights_rows(q, k, mask, p, lo, hi, causal, scale, has_mask):
     tk = k.shape[2]
     zero = q.dtype.type(0)
     ninf = q.dtype.type(-np.inf)
-    fast = _is_f32(q)
+    fast = is_f32(q)
     for bh in range(lo, hi):
         n = bh // heads
         h = bh - n * heads
@@ -1013,7 +995,7 @@ def _weights_rows(q, k, mask, p, lo, hi, causal, scale, has_mask):
                 continue
             total = zero
             for j in range(jend):
-                e = _exp_shifted(row[j] - top, fast)
+                e = exp_shifted(row[j] - top, fast)
                 row[j] = e
                 total += e
             inv = q.dtype.type(1) / total

@@ -215,6 +215,24 @@ def exp_nonpositive_f32(x):
     return x if math.isnan(x) else y  # NaN in, NaN out (k is meaningless then)
 
 
+@cpu_helper
+def is_f32(a):
+    """Whether array ``a`` holds float32, as a constant the compiler folds (2^24 + 1 rounds
+    to 2^24 in float32 only; ``a.itemsize`` is read from the array at run time)."""
+    return a.dtype.type(16777217.0) == a.dtype.type(16777216.0)
+
+
+@cpu_helper
+def exp_shifted(x, fast):
+    """e^x for a score minus its row's max (x <= 0, or a rounding above): with ``fast``
+    (float32; `exp_nonpositive_f32`, plain arithmetic, so the loops over a row vectorise),
+    else libm's exp. Kernels pass ``fast = is_f32(q)``, a constant of the compiled
+    function, so the branch is folded away."""
+    if fast:
+        return exp_nonpositive_f32(x)
+    return math.exp(x)
+
+
 def _sigmoid_f32(x):
     # e = e^-|x| never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below
     e = exp_nonpositive_f32(-abs(x))

@@ -18,6 +18,7 @@ import math
 import numpy as np
 
 from graphdl.ir.types import TensorType
+from graphdl.ops.elementwise import exp_shifted, is_f32
 from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
 
 
@@ -83,6 +84,7 @@ def _ref_ce_grad(attrs, g, logits, labels):
 @cpu_kernel
 def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
     n, c = logits.shape
+    fast = is_f32(logits)  # float32: exponentials in float32 arithmetic (they vectorise)
     total = 0.0
     count = 0
     for i in range(n):
@@ -101,7 +103,7 @@ def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
         zsum = 0.0
         for j in range(c):
             z = logits[i, j] - m
-            s += math.exp(z)
+            s += exp_shifted(z, fast)
             zsum += z
         lse = math.log(s)
         nll = lse - (logits[i, lab] - m)
@@ -116,6 +118,7 @@ def softmax_ce_fwd(logits, labels, out, smoothing, ignore):
 @cpu_kernel
 def softmax_ce_bwd(g, logits, labels, out, smoothing, ignore):
     n, c = logits.shape
+    fast = is_f32(logits)  # as softmax_ce_fwd
     count = 0
     for i in range(n):
         if labels[i] != ignore:
@@ -133,13 +136,14 @@ def softmax_ce_bwd(g, logits, labels, out, smoothing, ignore):
             if logits[i, j] > m:  # noqa: PLR1730  (as the CUDA kernel: no max())
                 m = logits[i, j]
         s = 0.0
-        for j in range(c):
-            s += math.exp(logits[i, j] - m)
+        for j in range(c):  # each exponential once, kept in the row of out
+            e = exp_shifted(logits[i, j] - m, fast)
+            out[i, j] = e
+            s += e
         inv = 1.0 / s
         for j in range(c):
-            p = math.exp(logits[i, j] - m) * inv
             t = off + (1.0 - smoothing) if j == lab else off
-            out[i, j] = (p - t) * scale
+            out[i, j] = (out[i, j] * inv - t) * scale
 
 
 _CE_ATTRS = {"label_smoothing": Attr(float, 0.0), "ignore_index": Attr(int, -100)}
