@@ -6,10 +6,22 @@ by a transpose when they are not) collapse into R, the axes before into A, after
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from graphdl.ir.types import TensorType
-from graphdl.ops.registry import Attr, OpDef, Pattern, ShapeError, cpu_kernel, register
+from graphdl.ops.registry import (
+    PAR_BLOCKS,
+    Attr,
+    OpDef,
+    Pattern,
+    ShapeError,
+    cpu_helper,
+    cpu_kernel,
+    prange,
+    register,
+)
 
 
 def normalize_axes(axes, rank: int) -> tuple[int, ...]:
@@ -94,10 +106,29 @@ def emit_reduce(kernel: str, flag: bool):
             lines.append(f"{tmp} = np.ascontiguousarray(np.transpose({x}, {perm}))")
             x = tmp
         out = ctx.var(outs[0])
+        if (kernel == "reduce_sum_arb" and b == "1" and _static(a) == 0 and _static(r) >= 64
+                and _in_step(ctx)):
+            # long row sums (a convolution's bias gradient, over H x W): split between
+            # threads when large, decided at run time
+            lines.append(ctx.call("reduce_rows_split", f"{x}.reshape(({a}, {r}))",
+                                  f"{out}.reshape(({a},))", flag))
+            return lines
         lines.append(ctx.call(kernel, f"{x}.reshape(({a}, {r}, {b}))", f"{out}.reshape(({a}, {b}))", flag))
         return lines
 
     return emit
+
+
+def _static(expr: str) -> int:
+    """The value of a product of dims written as source (``10 * 10``); 0 if a symbol is in it."""
+    factors = expr.split(" * ")
+    return math.prod(int(f) for f in factors) if all(f.isdigit() for f in factors) else 0
+
+
+def _in_step(ctx) -> bool:
+    """Emitting into the step itself: not a scan's body or a paired scan's thread, which
+    run beside another loop (a kernel there must not open a parallel region)."""
+    return ctx.gen.parent is None and not getattr(ctx.gen, "in_thread", False)
 
 
 def arb_layout(shape: tuple[str, ...], axes: tuple[int, ...]):
@@ -154,6 +185,39 @@ def reduce_sum_arb(x, out, mean):
         for a in range(na):
             for b in range(nb):
                 out[a, b] *= scale
+
+
+@cpu_helper
+def _row_sums(x, out, a0, a1, mean):
+    """out[a] = sum (or mean) of row a of x [A, R], for a0 <= a < a1: a register accumulator
+    per row (it vectorises, reassoc), as `reduce_sum_arb` does."""
+    nr = x.shape[1]
+    scale = out.dtype.type(1.0) / out.dtype.type(nr)  # as reduce_sum_arb's mean
+    for a in range(a0, a1):
+        row = x[a]
+        s = out.dtype.type(0)
+        for r in range(nr):
+            s += row[r]
+        out[a] = s * scale if mean else s
+
+
+# from this many values, row sums split between the threads (each row summed by one
+# thread, so the bits do not depend on the number of threads)
+ROWS_SPLIT = 1 << 16
+
+
+@cpu_kernel(parallel=True)
+def reduce_rows_split(x, out, mean):
+    """Row sums (or means) of x [A, R] into out [A]: in PAR_BLOCKS blocks of rows on the
+    pool's threads from ROWS_SPLIT values on. A convolution's bias gradient (LeNet's: 1024
+    rows of 100, 384 of 784) ran on the calling thread between two parallel kernels, long
+    enough for the pool's threads to fall asleep."""
+    na = x.shape[0]
+    if x.size < ROWS_SPLIT or na < 2 * PAR_BLOCKS:
+        _row_sums(x, out, 0, na, mean)
+        return
+    for t in prange(PAR_BLOCKS):
+        _row_sums(x, out, na * t // PAR_BLOCKS, na * (t + 1) // PAR_BLOCKS, mean)
 
 
 @cpu_kernel

@@ -25,3 +25,25 @@ def test_column_mean_over_many_rows():
                           rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(out.reshape(1, 1, 5), x.mean(axis=(0, 1), keepdims=True),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op", ["sum", "mean"])
+@pytest.mark.parametrize("n", [2, 700])
+def test_long_row_sums_split_between_threads(op, n):
+    """A sum over H x W of [N, C, H, W] (a convolution's bias gradient) in a compiled step
+    runs as reduce_rows_split: serial for a small batch, in blocks of rows from ROWS_SPLIT
+    values on; the same bits as reduce_sum_arb either way."""
+    from graphdl.backends.cpu.library import load_library
+    from graphdl.ops.reduce import ROWS_SPLIT
+
+    x = rng(n).standard_normal((n, 3, 10, 10)).astype(np.float32)
+    assert (n == 700) == (x.size >= ROWS_SPLIT)
+    (out,) = check_kernel(op, [T("N", 3, 10, 10)], [x], {"axes": (2, 3), "keepdims": False},
+                          rtol=1e-5, atol=1e-5)
+    K = load_library()
+    split = np.empty(n * 3, np.float32)
+    K.reduce_rows_split(x.reshape(n * 3, 100), split, op == "mean")
+    arb = np.empty((n * 3, 1), np.float32)
+    K.reduce_sum_arb(x.reshape(n * 3, 100, 1), arb, op == "mean")
+    np.testing.assert_array_equal(split, arb[:, 0])
+    np.testing.assert_array_equal(out.reshape(-1), split)
