@@ -169,8 +169,9 @@ def _ref_max_pool_grad(attrs, gy, x):
     for t, (rs, cs) in enumerate(_taps(attrs, *x.shape[2:])):
         gxp[:, :, rs, cs] += np.where(tap == t, g64, 0.0)
     gx = gxp[:, :, pt:pt + x.shape[2], pl:pl + x.shape[3]]
-    if attrs.get("relu"):  # relu's gradient after it (x its output)
-        gx = np.where(x > 0, gx, gx * 0.0)
+    if attrs.get("relu"):  # relu's gradient after it (x its output); inf * 0 is NaN
+        with np.errstate(invalid="ignore"):
+            gx = np.where(x > 0, gx, gx * 0.0)
     return gx.astype(x.dtype)
 
 
