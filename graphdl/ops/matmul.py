@@ -117,13 +117,6 @@ def gemm_nt(a, b, out):
             j += 1
 
 
-def _split(ctx) -> bool:
-    """Whether a GEMM over every step's rows goes to the kernels that split its rows
-    between two threads (from SPLIT_ROWS rows on, decided at run time): in the step itself
-    only, not in a scan's body or a paired scan's prologue, which run beside another loop."""
-    return ctx.gen.parent is None and not getattr(ctx.gen, "in_thread", False)
-
-
 def _mk(t: TensorType, transposed: bool):
     m, k = t.shape[-2], t.shape[-1]
     return (k, m) if transposed else (m, k)
@@ -196,7 +189,7 @@ def _emit(ctx, attrs, ins, outs):
         k = ctx.shape(ins[0])[-1]
         n = ctx.shape(outs[0])[-1]
         rows = " * ".join(ctx.shape(ins[0])[:-1])
-        if _split(ctx):
+        if ctx.in_step():
             return [ctx.call("gemm_rows_split", f"{a}.reshape(({rows}, {k}))", b,
                              f"{out}.reshape(({rows}, {n}))",
                              ctx.runtime(bool(attrs["transpose_b"])))]
@@ -273,7 +266,7 @@ def _grad_rows(g, attrs, ins, outs, gouts):
 def _emit_rows(ctx, attrs, ins, outs):
     k, m = ctx.shape(ins[0])[-1], ctx.shape(ins[1])[-1]
     rows = " * ".join(ctx.shape(ins[0])[:-1])
-    if _split(ctx):
+    if ctx.in_step():  # the row-splitting kernels (from SPLIT_ROWS rows on)
         part = ctx.fresh("part")
         dtype = ctx.type(outs[0]).dtype
         return [f"{part} = np.empty((2, {k}, {m}), np.{dtype})",

@@ -107,7 +107,7 @@ def emit_reduce(kernel: str, flag: bool):
             x = tmp
         out = ctx.var(outs[0])
         if (kernel == "reduce_sum_arb" and b == "1" and _static(a) == 0 and _static(r) >= 64
-                and _in_step(ctx)):
+                and ctx.in_step()):
             # long row sums (a convolution's bias gradient, over H x W): split between
             # threads when large, decided at run time
             lines.append(ctx.call("reduce_rows_split", f"{x}.reshape(({a}, {r}))",
@@ -123,12 +123,6 @@ def _static(expr: str) -> int:
     """The value of a product of dims written as source (``10 * 10``); 0 if a symbol is in it."""
     factors = expr.split(" * ")
     return math.prod(int(f) for f in factors) if all(f.isdigit() for f in factors) else 0
-
-
-def _in_step(ctx) -> bool:
-    """Emitting into the step itself: not a scan's body or a paired scan's thread, which
-    run beside another loop (a kernel there must not open a parallel region)."""
-    return ctx.gen.parent is None and not getattr(ctx.gen, "in_thread", False)
 
 
 def arb_layout(shape: tuple[str, ...], axes: tuple[int, ...]):
@@ -157,16 +151,10 @@ def _prod(dims) -> str:
 def reduce_sum_arb(x, out, mean):
     """Sum (or mean, when ``mean``) over the middle axis of (A, R, B)."""
     na, nr, nb = x.shape
+    if nb == 1:  # row sums (`_row_sums`)
+        _row_sums(x.reshape((na, nr)), out.reshape(na), 0, na, mean)
+        return
     for a in range(na):
-        if nb == 1:
-            # a row sum: a register accumulator vectorises (reassoc); accumulating through
-            # out[a, 0] in memory was 40x slower on conv bias gradients
-            row = x[a].reshape(nr)
-            s = out.dtype.type(0)
-            for r in range(nr):
-                s += row[r]
-            out[a, 0] = s
-            continue
         # column sums (a bias gradient: [N*T, C] -> [C]) four rows at a time: a quarter of
         # the loads and stores of out, the loop's cost, when C is a few vectors wide
         for b in range(nb):
@@ -190,7 +178,8 @@ def reduce_sum_arb(x, out, mean):
 @cpu_helper
 def _row_sums(x, out, a0, a1, mean):
     """out[a] = sum (or mean) of row a of x [A, R], for a0 <= a < a1: a register accumulator
-    per row (it vectorises, reassoc), as `reduce_sum_arb` does."""
+    per row vectorises (reassoc); accumulating through out[a] in memory was 40x slower on
+    conv bias gradients."""
     nr = x.shape[1]
     scale = out.dtype.type(1.0) / out.dtype.type(nr)  # as reduce_sum_arb's mean
     for a in range(a0, a1):

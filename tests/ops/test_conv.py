@@ -243,57 +243,52 @@ def test_compiled_backward_ops(n):
                  rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.parametrize("n", [1, 3])
-def test_bias_and_relu_fuse_into_the_conv_epilogue(n):
-    """conv2d(x, w, b) and conv2d(x, w) + b, each then relu: two epilogue kernels."""
-    case = (n,) + CASES[1][1:]
+def _conv_relu_program(case, title: str):
+    """conv2d(x, w, b) and conv2d(x, w) + b, each then relu (outputs y1, y2), compiled."""
     _, c, h, wd, f, kh, kw, *_ = case
     attrs = _attrs(case)
     g = Graph()
     x = g.input("x", T("N", c, h, wd))
     w = g.input("w", T(f, c, kh, kw))
     b = g.input("b", T(f))
-    y1 = g.op("relu", g.op("conv2d", x, w, b, **attrs))  # bias inside the conv
-    y2 = g.op("relu", g.op("add", g.op("conv2d", x, w, **attrs), g.op("reshape", b, shape=(f, 1, 1))))
-    g.outputs.update(y1=y1, y2=y2)
-    prog = compile_graph(g, title="test_conv_epilogue")  # same source: compiled once
+    g.outputs["y1"] = g.op("relu", g.op("conv2d", x, w, b, **attrs))  # bias inside the conv
+    g.outputs["y2"] = g.op("relu", g.op("add", g.op("conv2d", x, w, **attrs),
+                                        g.op("reshape", b, shape=(f, 1, 1))))
+    return compile_graph(g, title=title)
+
+
+def _check_conv_relu_outputs(prog, case, seed: int) -> None:
+    prog.bind_params({}, {})
+    xv, wv, bv, _ = _data(case, seed=seed)
+    out = prog({"x": xv, "w": wv, "b": bv})
+    want = np.maximum(_ref("conv2d", _attrs(case), xv, wv, bv), 0)
+    np.testing.assert_allclose(out["y1"], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["y2"], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_bias_and_relu_fuse_into_the_conv_epilogue(n):
+    """conv2d(x, w, b) and conv2d(x, w) + b, each then relu: two epilogue kernels."""
+    case = (n,) + CASES[1][1:]
+    prog = _conv_relu_program(case, "test_conv_epilogue")  # same source: compiled once
     planned = prog.graph
     fused = [planned.node(n) for n in planned.nodes_by_op("fused")]
     assert len(fused) == 2 and all(nd["attrs"]["kind"] == "epilogue" for nd in fused)
     assert all(nd["attrs"]["members"][0]["op"] == "conv2d" for nd in fused)
     assert not planned.nodes_by_op("conv2d") and not planned.nodes_by_op("relu")
-    prog.bind_params({}, {})
-    xv, wv, bv, _ = _data(case, seed=3)
-    out = prog({"x": xv, "w": wv, "b": bv})
-    want = np.maximum(_ref("conv2d", attrs, xv, wv, bv), 0)
-    np.testing.assert_allclose(out["y1"], want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["y2"], want, rtol=1e-5, atol=1e-5)
+    _check_conv_relu_outputs(prog, case, seed=3)
 
 
 def test_the_vector_kernel_applies_a_relu_epilogue_itself():
     """conv2d + relu in float32, stride 1 (LeNet's): one conv2d_fwd_vec call with relu on,
     no loop after it; a bias-add epilogue keeps its loop."""
     case = (3,) + VECTOR_CASES[-5][1:]  # LeNet conv2
-    _, c, h, wd, f, kh, kw, *_ = case
-    attrs = _attrs(case)
-    g = Graph()
-    x = g.input("x", T("N", c, h, wd))
-    w = g.input("w", T(f, c, kh, kw))
-    b = g.input("b", T(f))
-    g.outputs["y1"] = g.op("relu", g.op("conv2d", x, w, b, **attrs))
-    g.outputs["y2"] = g.op("relu", g.op("add", g.op("conv2d", x, w, **attrs),
-                                        g.op("reshape", b, shape=(f, 1, 1))))
-    prog = compile_graph(g, title="test_conv_relu_in_kernel")
+    prog = _conv_relu_program(case, "test_conv_relu_in_kernel")
     calls = [line for line in prog.source.splitlines() if "conv2d_fwd_vec(" in line]
     assert len(calls) == 2
     assert sum(line.endswith("np.bool_(True), np.bool_(True))") for line in calls) == 1
     assert prog.source.count("loop_") >= 1  # the add + relu group's loop
-    prog.bind_params({}, {})
-    xv, wv, bv, _ = _data(case, seed=5)
-    out = prog({"x": xv, "w": wv, "b": bv})
-    want = np.maximum(_ref("conv2d", attrs, xv, wv, bv), 0)
-    np.testing.assert_allclose(out["y1"], want, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["y2"], want, rtol=1e-5, atol=1e-5)
+    _check_conv_relu_outputs(prog, case, seed=5)
 
 
 def test_training_graph_gradients_compiled_match_reference():

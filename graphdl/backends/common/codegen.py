@@ -77,6 +77,12 @@ class EmitCtx:
         self.gen = gen
         self._fresh = 0
 
+    def in_step(self) -> bool:
+        """Emitting into the step itself: not a scan's body or a paired scan's thread,
+        which run beside another loop (a kernel called there must not split its work
+        between the pool's threads)."""
+        return self.gen.parent is None and not getattr(self.gen, "in_thread", False)
+
     def var(self, v: Value) -> str:
         return self.gen.var[v]
 
