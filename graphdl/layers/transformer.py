@@ -122,24 +122,35 @@ def lower_multihead_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
             k_in, v_in)
         (q,) = _project_qkv(ctx, q_in, k_in, v_in, packed, widths, dim, "q")
         q, k, v, mask = _heads(g, q, heads), kv["k"], kv["v"], kv.get("mask")
+        layout = "nhtd"
     else:
-        q, k, v = (_heads(g, x, heads)
+        # [N, T, heads, dim / heads], a reshape of the projection: the attention op reads
+        # and writes its heads in this layout, so nothing is transposed either way
+        q, k, v = (_split_heads(g, x, heads)
                    for x in _project_qkv(ctx, q_in, k_in, v_in, packed, widths, dim, "qkv"))
         mask = None
+        layout = "nthd"
     if ctx.decode is not None and ctx.layer.name in ctx.decode.plan.cached:
+        if layout == "nthd":  # the caches are [N, heads, steps, dim / heads]
+            q, k, v = (_heads_first(g, x) for x in (q, k, v))
+            layout = "nhtd"
         out = _attend_cached(ctx, q, k, v)
     else:
         if mask is None:
             mask = key_mask(ctx, k_in)
         causal = bool(ctx.arg("causal"))
-        out = attend(ctx, q, k, v, mask, causal=causal, rate=float(ctx.arg("dropout")))
+        out = attend(ctx, q, k, v, mask, causal=causal, rate=float(ctx.arg("dropout")),
+                     layout=layout)
         if ctx.weights is not None:
-            ins = [q, k] + ([mask] if mask is not None else [])
+            qw, kw = (q, k) if layout == "nhtd" else (_heads_first(g, q), _heads_first(g, k))
+            ins = [qw, kw] + ([mask] if mask is not None else [])
             w = g.op("attention_weights", *ins, causal=causal, has_mask=mask is not None)
             kind = "cross" if k_in != q_in else ("causal" if causal else "self")
             ctx.weights[ctx.layer.name] = (w, kind)
     n, steps = tq.shape[0], tq.shape[1]
-    out = g.op("reshape", g.op("transpose", out, perm=(0, 2, 1, 3)), shape=(n, steps, dim))
+    if layout == "nhtd":
+        out = g.op("transpose", out, perm=(0, 2, 1, 3))
+    out = g.op("reshape", out, shape=(n, steps, dim))
     wo = ctx.param("out_proj.weight", (dim, dim), "uniform_hidden", fan_in=dim, fan_out=dim,
                    weight=True)
     return _project(g, out, wo, _bias(ctx, "out_proj.bias", dim))
@@ -221,11 +232,20 @@ def _project(g, x: Value, w: Value, b: Value | None) -> Value:
     return y if b is None else g.op("add", y, b)
 
 
+def _split_heads(g, x: Value, heads: int) -> Value:
+    """[N, T, dim] -> [N, T, heads, dim / heads] (a reshape)."""
+    n, steps, dim = g.type_of(x).shape
+    return g.op("reshape", x, shape=(n, steps, heads, dim // heads))
+
+
+def _heads_first(g, x: Value) -> Value:
+    """[N, T, heads, d] -> [N, heads, T, d]."""
+    return g.op("transpose", x, perm=(0, 2, 1, 3))
+
+
 def _heads(g, x: Value, heads: int) -> Value:
     """[N, T, dim] -> [N, heads, T, dim / heads]."""
-    n, steps, dim = g.type_of(x).shape
-    x = g.op("reshape", x, shape=(n, steps, heads, dim // heads))
-    return g.op("transpose", x, perm=(0, 2, 1, 3))
+    return _heads_first(g, _split_heads(g, x, heads))
 
 
 def key_mask(ctx: LayerCtx, keys: Value) -> Value | None:
@@ -250,12 +270,13 @@ def key_mask(ctx: LayerCtx, keys: Value) -> Value | None:
 
 
 def attend(ctx: LayerCtx, q: Value, k: Value, v: Value, mask: Value | None, *, causal: bool,
-           rate: float) -> Value:
+           rate: float, layout: str = "nhtd") -> Value:
     """The fused attention op over heads: softmax(q k^T / sqrt(d), masked) v, with dropout
-    on the weights in training."""
+    on the weights in training; q, k, v [N, heads, T, d], or [N, T, heads, d] with
+    ``layout="nthd"`` (the output likewise)."""
     g = ctx.g
     ins = [q, k, v]
-    attrs = {"causal": causal, "has_mask": mask is not None}
+    attrs = {"causal": causal, "has_mask": mask is not None, "layout": layout}
     if mask is not None:
         ins.append(mask)
     if ctx.training and rate > 0:

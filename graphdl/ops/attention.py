@@ -2,7 +2,11 @@
 drawing, and the mask op of the unfused composition that is their reference and oracle.
 
 Layout: q [N, H, Tq, D], k [N, H, Tk, D], v [N, H, Tk, Dv] (heads on axis 1; N, Tq and Tk
-may be symbols). A key is *visible* to query i when the optional ``key_mask`` [N, Tk] is
+may be symbols), or with ``layout="nthd"`` q [N, Tq, H, D], k [N, Tk, H, D], v [N, Tk, H, Dv]
+and out, dq, dk, dv likewise: the layout a projection [N, T, H * D] has once reshaped, so a
+multihead_attention needs no transposes to split and merge its heads (four copies of every
+q, k, v and output each way, 12 % of the benchmark transformer's training step). lse is
+[N, H, Tq] in both layouts. A key is *visible* to query i when the optional ``key_mask`` [N, Tk] is
 nonzero there (1.0 = a real key, 0.0 = padding) and, with ``causal``, when j <= i + (Tk -
 Tq): the causal mask is aligned bottom-right, so the last query sees every key and a
 decoder step with a key/value cache (Tq = 1 < Tk) sees its whole prefix.
@@ -181,7 +185,8 @@ def _check_qkv(op: str, attrs: dict, p: Parts) -> None:
     named = [("q", q), ("k", k)] + ([("v", v)] if v is not None else [])
     for name, t in named:
         if t.rank != 4:
-            raise ShapeError(f"{op} expects {name} of rank 4 [N, heads, T, dim], got {t}",
+            raise ShapeError(f"{op} expects {name} of rank 4 ([N, heads, T, dim], or [N, T, "
+                             f"heads, dim] with layout nthd), got {t}",
                              help="split the heads first: [N, T, heads * dim] -> [N, heads, T, dim]")
         if t.dtype not in FLOATS or t.dtype != q.dtype:
             raise ShapeError(f"{op} expects q, k and v of one float dtype, got {name} {t.dtype} "
@@ -207,26 +212,61 @@ def _check_qkv(op: str, attrs: dict, p: Parts) -> None:
         raise ShapeError(f"{op}: dropout rate must be in [0, 1), got {attrs['rate']}")
 
 
+def nthd(attrs: dict) -> bool:
+    """Whether the op's q, k, v (and out, dq, dk, dv) are [N, T, H, D] (heads on axis 2)."""
+    return attrs.get("layout", "nhtd") == "nthd"
+
+
+def _swap_heads(t):
+    """[N, A, B, D] <-> [N, B, A, D]: a type, or an array (as a view)."""
+    if isinstance(t, TensorType):
+        s = t.shape
+        return TensorType((s[0], s[2], s[1], s[3]), t.dtype)
+    return np.swapaxes(t, 1, 2)
+
+
+def heads_first(attrs: dict, p: Parts) -> Parts:
+    """``p`` with q, k, v, gout and out in the [N, H, T, D] layout (views or types): the
+    layout the checks, the references and the costs are written in."""
+    if not nthd(attrs):
+        return p
+    swap = {f: _swap_heads(getattr(p, f)) for f in ("q", "k", "v", "gout", "out")
+            if getattr(p, f) is not None}
+    return Parts(**{**p.__dict__, **swap})
+
+
+def _heads_axis_1(attrs: dict, t):
+    """A type or array of q, k, v, out in the [N, H, T, D] layout."""
+    return _swap_heads(t) if nthd(attrs) else t
+
+
+def _in_layout(attrs: dict, t):
+    """A [N, H, T, D] type or array in the op's layout."""
+    return _swap_heads(t) if nthd(attrs) else t
+
+
 def _out_types(q: TensorType, v: TensorType) -> list[TensorType]:
     n, h, tq = q.shape[:3]
     return [TensorType((n, h, tq, v.shape[3]), q.dtype), TensorType((n, h, tq), q.dtype)]
 
 
 def _infer_attention(attrs, types):
-    p = split_inputs("attention", attrs, types)
+    p = heads_first(attrs, split_inputs("attention", attrs, types))
     _check_qkv("attention", attrs, p)
-    return _out_types(p.q, p.v)
+    out_t, lse_t = _out_types(p.q, p.v)
+    return [_in_layout(attrs, out_t), lse_t]
 
 
 def _infer_attention_grad(attrs, types):
-    p = split_inputs("attention_grad", attrs, types)
+    p = heads_first(attrs, split_inputs("attention_grad", attrs, types))
     _check_qkv("attention_grad", attrs, p)
     out_t, lse_t = _out_types(p.q, p.v)
     for name, t, want in (("gout", p.gout, out_t), ("out", p.out, out_t), ("lse", p.lse, lse_t),
                           ("glse", p.glse, lse_t)):
         if t is not None and t != want:
-            raise ShapeError(f"attention_grad: {name} must be {want}, got {t}")
-    return [p.q, p.k, p.v]
+            raise ShapeError(f"attention_grad: {name} must be {_in_layout(attrs, want)}, got "
+                             f"{_in_layout(attrs, t) if name in ('gout', 'out') else t}")
+    return [_in_layout(attrs, x) for x in (p.q, p.k, p.v)]
 
 
 def _infer_weights(attrs, types):
@@ -302,16 +342,16 @@ def _keep_scale(attrs, shape, seed) -> np.ndarray | float:
 
 
 def _ref_attention(attrs, *ins):
-    p = split_inputs("attention", attrs, ins)
+    p = heads_first(attrs, split_inputs("attention", attrs, ins))
     s = _masked_scores(attrs, p.q, p.k, p.mask)
     w, lse = _softmax_rows(s)
     w = w * _keep_scale(attrs, s.shape, p.seed)
     out = np.matmul(w, p.v.astype(np.float64))
-    return out.astype(p.q.dtype), lse.astype(p.q.dtype)
+    return np.ascontiguousarray(_in_layout(attrs, out.astype(p.q.dtype))), lse.astype(p.q.dtype)
 
 
 def _ref_attention_grad(attrs, *ins):
-    p = split_inputs("attention_grad", attrs, ins)
+    p = heads_first(attrs, split_inputs("attention_grad", attrs, ins))
     dt = p.q.dtype
     q, k, v = (x.astype(np.float64) for x in (p.q, p.k, p.v))
     gout, out, lse = (x.astype(np.float64) for x in (p.gout, p.out, p.lse))
@@ -330,7 +370,7 @@ def _ref_attention_grad(attrs, *ins):
     ds = w * (dw - delta[..., None]) * scale
     dq = np.matmul(ds, k)
     dk = np.matmul(np.swapaxes(ds, -1, -2), q)
-    return dq.astype(dt), dk.astype(dt), dv.astype(dt)
+    return tuple(np.ascontiguousarray(_in_layout(attrs, x.astype(dt))) for x in (dq, dk, dv))
 
 
 def _ref_weights(attrs, *ins):
@@ -577,6 +617,67 @@ def _transposed_copy(src, dst, rows):
 
 
 @cpu_helper
+def _heads_tq_tk(q, k, nthd):
+    """(H, Tq, Tk) of q and k in either layout."""
+    if nthd:
+        return q.shape[2], q.shape[1], k.shape[1]
+    return q.shape[1], q.shape[2], k.shape[2]
+
+
+@cpu_helper
+def _get_head(x, n, h, nthd, dst, rows):
+    """dst[:rows] = head (n, h) of x ([N, H, T, C], or [N, T, H, C] with ``nthd``, where a
+    head's rows are H * C apart); the rest of dst is left as it is (zeros)."""
+    if nthd:
+        for j in range(rows):
+            for c in range(x.shape[3]):
+                dst[j, c] = x[n, j, h, c]
+    else:
+        _padded_copy(x[n, h], dst, rows)
+
+
+@cpu_helper
+def _get_head_t(x, n, h, nthd, dst, rows):
+    """dst[:, :rows] = head (n, h) of x transposed (layouts as `_get_head`)."""
+    if nthd:
+        for j in range(rows):
+            for c in range(x.shape[3]):
+                dst[c, j] = x[n, j, h, c]
+    else:
+        _transposed_copy(x[n, h], dst, rows)
+
+
+@cpu_helper
+def _put_head(src, x, n, h, nthd, rows):
+    """Head (n, h) of x = src[:rows] (layouts as `_get_head`)."""
+    if nthd:
+        for j in range(rows):
+            for c in range(x.shape[3]):
+                x[n, j, h, c] = src[j, c]
+    else:
+        _padded_copy(src[:rows], x[n, h], rows)
+
+
+@cpu_helper
+def _swap_into(src, dst):
+    """dst[n, b, a, c] = src[n, a, b, c]."""
+    for n in range(src.shape[0]):
+        for a in range(src.shape[1]):
+            for b in range(src.shape[2]):
+                for c in range(src.shape[3]):
+                    dst[n, b, a, c] = src[n, a, b, c]
+
+
+@cpu_helper
+def _heads_major(x):
+    """A [N, H, T, C] copy of x [N, T, H, C]: the long-sequence kernels work on heads whose
+    rows are contiguous (the copy is O(T C) per head against their O(T^2 C))."""
+    out = np.empty((x.shape[0], x.shape[2], x.shape[1], x.shape[3]), x.dtype)
+    _swap_into(x, out)
+    return out
+
+
+@cpu_helper
 def _row_max(x, i, n):
     """max(x[i, :n]) for n a multiple of 8, in eight independent running maxima: one
     running max is a chain of dependent instructions (4 cycles each), which the row's
@@ -619,14 +720,15 @@ def _row_dot(a, b, i):
 
 @cpu_helper
 def _fwd_heads_small(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_mask, rate,
-                     salt):
+                     salt, nthd):
     """Forward items lo..hi of heads that fit SMALL_T (one (n, h) each): S = q k^T and
     out = P v from BLAS on the whole head, the softmax a row of S at a time. k and v are
     copied into buffers of ``tkp`` rows (a multiple of LANE, zeros below tk) so that every
     row loop runs over whole vectors, a key the row does not see being -inf there: loops of
-    an odd length (31 keys) would run one element at a time."""
-    heads, tq, d = q.shape[1], q.shape[2], q.shape[3]
-    tk, ndv = k.shape[2], v.shape[3]
+    an odd length (31 keys) would run one element at a time. With ``nthd`` the head's
+    queries and its output go through contiguous buffers too."""
+    heads, tq, tk = _heads_tq_tk(q, k, nthd)
+    d, ndv = q.shape[3], v.shape[3]
     tkp = (tk + LANE - 1) // LANE * LANE
     zero = q.dtype.type(0)
     ninf = q.dtype.type(-np.inf)
@@ -636,15 +738,24 @@ def _fwd_heads_small(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_m
     sc = np.empty((tq, tkp), q.dtype)
     total = np.empty(tq, q.dtype)
     tops = np.empty(tq, q.dtype)
+    qbuf = np.empty((tq, d), q.dtype)
+    obuf = np.empty((tq, ndv), q.dtype)
     dropout = rate > 0.0
     key = seed_key(seed[0], salt)
     keep_scale = q.dtype.type(1.0 / (1.0 - rate))
     for bh in range(lo, hi):
         n = bh // heads
         h = bh - n * heads
-        _transposed_copy(k[n, h], kt, tk)
-        _padded_copy(v[n, h], vp, tk)
-        np.dot(q[n, h], kt, sc)
+        _get_head_t(k, n, h, nthd, kt, tk)
+        _get_head(v, n, h, nthd, vp, tk)
+        if nthd:
+            _get_head(q, n, h, True, qbuf, tq)
+            qh = qbuf
+            ob = obuf
+        else:
+            qh = q[n, h]
+            ob = out[n, h]
+        np.dot(qh, kt, sc)
         for i in range(tq):
             jend = _visible_end(i, tk, tq, tk, causal)
             for j in range(tkp):  # scaled; -inf where not seen
@@ -671,7 +782,6 @@ def _fwd_heads_small(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_m
             total[i] = t
             if dropout:
                 _drop_row(sc[i], key, (bh * tq + i) * tk, 0, jend, rate, keep_scale)
-        ob = out[n, h]
         np.dot(sc, vp, ob)
         for i in range(tq):  # apart from the rows' loops: the logs do not wait for each other
             t = total[i]
@@ -682,34 +792,44 @@ def _fwd_heads_small(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_m
             inv = q.dtype.type(1) / t
             for c in range(ndv):
                 ob[i, c] *= inv
+        if nthd:
+            _put_head(ob, out, n, h, True, tq)
 
 
 @cpu_kernel(parallel=True)
-def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt):
-    """out, lse = attention(q, k, v) for q [N, H, Tq, D], k [N, H, Tk, D], v [N, H, Tk, Dv],
-    mask [N, Tk] (read only with ``has_mask``), seed a 1-element int64 array (read only
-    when ``rate`` > 0); out [N, H, Tq, Dv], lse [N, H, Tq]."""
-    nbh = q.shape[0] * q.shape[1]
-    tq, tk = q.shape[2], k.shape[2]
+def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt, nthd):
+    """out, lse = attention(q, k, v) for q [N, H, Tq, D], k [N, H, Tk, D], v [N, H, Tk, Dv]
+    (with ``nthd``: [N, Tq, H, D], ...), mask [N, Tk] (read only with ``has_mask``), seed a
+    1-element int64 array (read only when ``rate`` > 0); out like q with Dv, lse [N, H, Tq]."""
+    heads, tq, tk = _heads_tq_tk(q, k, nthd)
+    nbh = q.shape[0] * heads
     work = nbh * _pair_work(tq, tk, causal, q.shape[3] + v.shape[3])
     if tq <= SMALL_T and tk <= SMALL_T:
         if nbh <= 1 or work < SERIAL_WORK:
             _fwd_heads_small(q, k, v, mask, seed, out, lse, 0, nbh, causal, scale, has_mask,
-                             rate, salt)
+                             rate, salt, nthd)
             return
         nblk = min(PAR_BLOCKS, nbh)
         for t in prange(nblk):
             _fwd_heads_small(q, k, v, mask, seed, out, lse, nbh * t // nblk,
-                             nbh * (t + 1) // nblk, causal, scale, has_mask, rate, salt)
+                             nbh * (t + 1) // nblk, causal, scale, has_mask, rate, salt, nthd)
         return
+    if nthd:  # long sequences: on heads-major copies
+        qh, kh, vh = _heads_major(q), _heads_major(k), _heads_major(v)
+        oh = np.empty((q.shape[0], heads, tq, v.shape[3]), q.dtype)
+    else:
+        qh, kh, vh, oh = q, k, v, out
     items = nbh * ((tq + BLOCK_Q - 1) // BLOCK_Q)
     if items <= 1 or work < SERIAL_WORK:
-        _fwd_items(q, k, v, mask, seed, out, lse, 0, items, causal, scale, has_mask, rate, salt)
-        return
-    nblk = min(PAR_BLOCKS, items)
-    for t in prange(nblk):
-        _fwd_items(q, k, v, mask, seed, out, lse, items * t // nblk, items * (t + 1) // nblk,
-                   causal, scale, has_mask, rate, salt)
+        _fwd_items(qh, kh, vh, mask, seed, oh, lse, 0, items, causal, scale, has_mask, rate,
+                   salt)
+    else:
+        nblk = min(PAR_BLOCKS, items)
+        for t in prange(nblk):
+            _fwd_items(qh, kh, vh, mask, seed, oh, lse, items * t // nblk,
+                       items * (t + 1) // nblk, causal, scale, has_mask, rate, salt)
+    if nthd:
+        _swap_into(oh, out)
 
 
 @cpu_helper
@@ -850,15 +970,16 @@ def _bwd_blocks(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, hi, f
 
 @cpu_helper
 def _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, hi, causal,
-                     scale, has_mask, rate, salt, has_glse):
+                     scale, has_mask, rate, salt, has_glse, nthd):
     """Backward items lo..hi of heads that fit SMALL_T (one (n, h) each), five BLAS products
     on the whole head: S = q k^T and dP = gout v^T, then per row the weights P = exp(scale S
     - lse) and dS = P (dP - D_i) scale (D_i = gout_i . out_i, less the lse gradient), then
     dv = P^T gout, dk = dS^T q, dq = dS k. k and v are padded to ``tkp`` rows as in
     `_fwd_heads_small` (P and dS are 0 on the padding), and dk, dv are computed into
-    buffers of tkp rows, their first tk copied out."""
-    heads, tq, d = q.shape[1], q.shape[2], q.shape[3]
-    tk, ndv = k.shape[2], v.shape[3]
+    buffers of tkp rows, their first tk copied out (and with ``nthd``, the head's q, gout,
+    out and dq go through contiguous buffers too)."""
+    heads, tq, tk = _heads_tq_tk(q, k, nthd)
+    d, ndv = q.shape[3], v.shape[3]
     tkp = (tk + LANE - 1) // LANE * LANE
     zero = q.dtype.type(0)
     ninf = q.dtype.type(-np.inf)
@@ -870,17 +991,27 @@ def _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, 
     ds = np.empty((tq, tkp), q.dtype)  # dP, then dS
     dkp = np.empty((tkp, d), q.dtype)
     dvp = np.empty((tkp, ndv), q.dtype)
+    qbuf = np.empty((tq, d), q.dtype)
+    dqbuf = np.empty((tq, d), q.dtype)
+    gbuf = np.empty((tq, ndv), q.dtype)
+    obuf = np.empty((tq, ndv), q.dtype)
     dropout = rate > 0.0
     key = seed_key(seed[0], salt)
     keep_scale = q.dtype.type(1.0 / (1.0 - rate))
     for bh in range(lo, hi):
         n = bh // heads
         h = bh - n * heads
-        gb, ob = gout[n, h], out[n, h]
-        _padded_copy(k[n, h], kp, tk)
-        _transposed_copy(k[n, h], kt, tk)
-        _transposed_copy(v[n, h], vt, tk)
-        np.dot(q[n, h], kt, pw)
+        if nthd:
+            _get_head(q, n, h, True, qbuf, tq)
+            _get_head(gout, n, h, True, gbuf, tq)
+            _get_head(out, n, h, True, obuf, tq)
+            qh, gb, ob, dqh = qbuf, gbuf, obuf, dqbuf
+        else:
+            qh, gb, ob, dqh = q[n, h], gout[n, h], out[n, h], dq[n, h]
+        _get_head(k, n, h, nthd, kp, tk)
+        _get_head_t(k, n, h, nthd, kt, tk)
+        _get_head_t(v, n, h, nthd, vt, tk)
+        np.dot(qh, kt, pw)
         np.dot(gb, vt, ds)
         for i in range(tq):
             li = lse[n, h, i]
@@ -918,54 +1049,68 @@ def _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, lo, 
                 for j in range(tkp):
                     ds[i, j] = pw[i, j] * (ds[i, j] - delta) * scale
         np.dot(pw.T, gb, dvp)
-        np.dot(ds.T, q[n, h], dkp)
-        np.dot(ds, kp, dq[n, h])
-        _padded_copy(dkp[:tk], dk[n, h], tk)
-        _padded_copy(dvp[:tk], dv[n, h], tk)
+        np.dot(ds.T, qh, dkp)
+        np.dot(ds, kp, dqh)
+        if nthd:
+            _put_head(dqh, dq, n, h, True, tq)
+        _put_head(dkp, dk, n, h, nthd, tk)
+        _put_head(dvp, dv, n, h, nthd, tk)
 
 
 @cpu_kernel(parallel=True)
 def attention_bwd(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, causal, scale,
-                  has_mask, rate, salt, has_glse):
+                  has_mask, rate, salt, has_glse, nthd):
     """dq, dk, dv of attention from gout (and glse, read with ``has_glse``), recomputing
-    the weights blockwise from q, k and lse (shapes as `attention_fwd`)."""
-    nbh = q.shape[0] * q.shape[1]
-    tq, tk = q.shape[2], k.shape[2]
+    the weights blockwise from q, k and lse (shapes and layouts as `attention_fwd`)."""
+    heads, tq, tk = _heads_tq_tk(q, k, nthd)
+    nbh = q.shape[0] * heads
     work = nbh * _pair_work(tq, tk, causal, 2 * q.shape[3] + 2 * v.shape[3])
     if tq <= SMALL_T and tk <= SMALL_T:
         if nbh <= 1 or work < SERIAL_WORK:
             _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, 0, nbh,
-                             causal, scale, has_mask, rate, salt, has_glse)
+                             causal, scale, has_mask, rate, salt, has_glse, nthd)
             return
         nblk = min(PAR_BLOCKS, nbh)
         for t in prange(nblk):
             _bwd_heads_small(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv,
                              nbh * t // nblk, nbh * (t + 1) // nblk, causal, scale, has_mask,
-                             rate, salt, has_glse)
+                             rate, salt, has_glse, nthd)
         return
+    if nthd:  # long sequences: on heads-major copies
+        gh, qh, kh, vh, oh = (_heads_major(gout), _heads_major(q), _heads_major(k),
+                              _heads_major(v), _heads_major(out))
+        dqh = np.empty(qh.shape, q.dtype)
+        dkh = np.empty(kh.shape, q.dtype)
+        dvh = np.empty(vh.shape, q.dtype)
+    else:
+        gh, qh, kh, vh, oh, dqh, dkh, dvh = gout, q, k, v, out, dq, dk, dv
     if work < SERIAL_WORK:
-        _bwd_heads(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, 0, nbh, causal, scale,
-                   has_mask, rate, salt, has_glse)
-        return
-    if nbh >= PAR_BLOCKS:
+        _bwd_heads(gh, qh, kh, vh, mask, seed, oh, lse, glse, dqh, dkh, dvh, 0, nbh, causal,
+                   scale, has_mask, rate, salt, has_glse)
+    elif nbh >= PAR_BLOCKS:
         for t in prange(PAR_BLOCKS):
-            _bwd_heads(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv,
+            _bwd_heads(gh, qh, kh, vh, mask, seed, oh, lse, glse, dqh, dkh, dvh,
                        nbh * t // PAR_BLOCKS, nbh * (t + 1) // PAR_BLOCKS, causal, scale,
                        has_mask, rate, salt, has_glse)
-        return
-    # few heads (long sequences): a pass over key blocks (dk, dv), then one over query
-    # blocks (dq), each recomputing the weights it needs
-    items = nbh * ((tk + BLOCK_K - 1) // BLOCK_K)
-    nblk = min(PAR_BLOCKS, items)
-    for t in prange(nblk):
-        _bwd_blocks(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, items * t // nblk,
-                    items * (t + 1) // nblk, True, causal, scale, has_mask, rate, salt, has_glse)
-    items = nbh * ((tq + BLOCK_Q - 1) // BLOCK_Q)
-    nblk = min(PAR_BLOCKS, items)
-    for t in prange(nblk):
-        _bwd_blocks(gout, q, k, v, mask, seed, out, lse, glse, dq, dk, dv, items * t // nblk,
-                    items * (t + 1) // nblk, False, causal, scale, has_mask, rate, salt,
-                    has_glse)
+    else:
+        # few heads (long sequences): a pass over key blocks (dk, dv), then one over query
+        # blocks (dq), each recomputing the weights it needs
+        items = nbh * ((tk + BLOCK_K - 1) // BLOCK_K)
+        nblk = min(PAR_BLOCKS, items)
+        for t in prange(nblk):
+            _bwd_blocks(gh, qh, kh, vh, mask, seed, oh, lse, glse, dqh, dkh, dvh,
+                        items * t // nblk, items * (t + 1) // nblk, True, causal, scale,
+                        has_mask, rate, salt, has_glse)
+        items = nbh * ((tq + BLOCK_Q - 1) // BLOCK_Q)
+        nblk = min(PAR_BLOCKS, items)
+        for t in prange(nblk):
+            _bwd_blocks(gh, qh, kh, vh, mask, seed, oh, lse, glse, dqh, dkh, dvh,
+                        items * t // nblk, items * (t + 1) // nblk, False, causal, scale,
+                        has_mask, rate, salt, has_glse)
+    if nthd:
+        _swap_into(dqh, dq)
+        _swap_into(dkh, dk)
+        _swap_into(dvh, dv)
 
 
 @cpu_helper
@@ -1064,7 +1209,7 @@ def _emit_attention(ctx, attrs, ins, outs):
     causal, scale, has_mask = _common_args(ctx, attrs, p.q)
     seed, rate, salt = _dropout_args(ctx, attrs, p)
     return [ctx.call("attention_fwd", p.q, p.k, p.v, _mask_arg(ctx, p, dt), seed, outs[0], outs[1],
-                     causal, scale, has_mask, rate, salt)]
+                     causal, scale, has_mask, rate, salt, ctx.runtime(nthd(attrs)))]
 
 
 def _emit_attention_grad(ctx, attrs, ins, outs):
@@ -1075,7 +1220,7 @@ def _emit_attention_grad(ctx, attrs, ins, outs):
     glse = ctx.var(p.glse) if p.glse is not None else ctx.var(p.lse)  # not read without has_glse
     return [ctx.call("attention_bwd", p.gout, p.q, p.k, p.v, _mask_arg(ctx, p, dt), seed, p.out,
                      p.lse, glse, outs[0], outs[1], outs[2], causal, scale, has_mask, rate, salt,
-                     ctx.runtime(bool(attrs["has_glse"])))]
+                     ctx.runtime(bool(attrs["has_glse"])), ctx.runtime(nthd(attrs)))]
 
 
 def _emit_weights(ctx, attrs, ins, outs):
@@ -1112,7 +1257,7 @@ def visible_pairs(tq: int, tk: int, causal: bool) -> int:
 def _cost_attention(attrs, ins, out, bindings) -> int:
     """2 (D + Dv) per visible pair (scores and the weighted sum), plus the softmax's max,
     exp and sum (and the dropout test)."""
-    q, k = ins[0].bind(bindings), ins[1].bind(bindings)
+    q, k = (_heads_axis_1(attrs, t).bind(bindings) for t in ins[:2])
     dv = out.bind(bindings)[3]
     pairs = q[0] * q[1] * visible_pairs(q[2], k[2], attrs["causal"])
     return pairs * (2 * (q[3] + dv) + 4 + int(has_seed(attrs)))
@@ -1121,7 +1266,7 @@ def _cost_attention(attrs, ins, out, bindings) -> int:
 def _cost_attention_grad(attrs, ins, out, bindings) -> int:
     """Per visible pair: the recomputed score (2D) and weight, gout.v (2Dv), dv (2Dv), dq
     and dk (4D), the softmax's backward; plus D_i (2Dv per row)."""
-    q, k, v = (t.bind(bindings) for t in ins[1:4])
+    q, k, v = (_heads_axis_1(attrs, t).bind(bindings) for t in ins[1:4])
     pairs = q[0] * q[1] * visible_pairs(q[2], k[2], attrs["causal"])
     return pairs * (6 * q[3] + 4 * v[3] + 5) + 2 * q[0] * q[1] * q[2] * v[3]
 
@@ -1143,6 +1288,7 @@ _ATTRS = {
     "rate": Attr(float, 0.0),
     "salt": Attr(int, 0),
     "has_mask": Attr(bool, False),
+    "layout": Attr(str, "nhtd", allowed=("nhtd", "nthd")),
 }
 
 register(
@@ -1189,7 +1335,7 @@ register(
         infer=_infer_weights,
         reference=_ref_weights,
         pattern=Pattern.OPAQUE,
-        attrs={k: _ATTRS[k] for k in ("causal", "scale", "has_mask")},
+        attrs={k: _ATTRS[k] for k in ("causal", "scale", "has_mask")},  # heads on axis 1
         no_grad_reason="the weights are drawn, not trained through (attention differentiates "
                        "its own)",
         cost=_cost_weights,

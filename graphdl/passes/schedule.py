@@ -208,6 +208,14 @@ def gemm_rows(g: Graph, n: int) -> Value | None:
     return None
 
 
+def layer_block(g: Graph, n: int) -> str:
+    """The layer block node ``n`` belongs to (``encoder.1`` for ``encoder.1.dense_3``): the
+    unit the CPU code generator keeps together in one chunk function, so that identical
+    blocks share one (`CpuCodegen._chunk_key`)."""
+    layer = g.node(n)["layer"] or ""
+    return layer.rsplit(".", 1)[0] if "." in layer else layer
+
+
 def pair_gemms(g: Graph, order: list[int], taken: set[int]) -> tuple[list[int], list[list[int]]]:
     """Pairs of independent row-split GEMMs (`gemm_rows`) close in the schedule: in a
     backward pass a dense layer's weight gradient and its input gradient. A pair runs as
@@ -228,7 +236,8 @@ def pair_gemms(g: Graph, order: list[int], taken: set[int]) -> tuple[list[int], 
         after_a = None
         for b in order[i + 1:i + 1 + GEMM_WINDOW]:
             if (b in paired or gemm_rows(g, b) is None
-                    or g.node(b)["phase"] != g.node(a)["phase"]):
+                    or g.node(b)["phase"] != g.node(a)["phase"]
+                    or layer_block(g, b) != layer_block(g, a)):
                 continue
             if after_a is None:
                 after_a = nx.descendants(g.nx, a)

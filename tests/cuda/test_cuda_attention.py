@@ -112,3 +112,22 @@ def test_same_dropout_mask_as_the_cpu_kernel():
     cpu = compile_graph(single_graph("attention", types, attrs), "cpu", title="attention_cpu")
     cpu.bind_params({}, {})
     np.testing.assert_allclose(cuda_out["out0"], cpu(feeds)["out0"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", CASES[2:], ids=[f"{c[1]}x{c[2]}-{c[6]}" for c in CASES[2:]])
+def test_heads_inner_layout(case):
+    """layout="nthd" (q, k, v, out and gradients [N, T, H, D]): forward and backward against
+    the reference, which transposes to [N, H, T, D] and back."""
+    ins, types, attrs = _inputs(case, 4)
+    inner = [np.ascontiguousarray(np.swapaxes(x, 1, 2)) for x in ins[:3]] + ins[3:]
+    inner_types = [T("N", t.shape[2], H, t.shape[3], dtype=t.dtype) for t in types[:3]]
+    inner_types += types[3:]
+    attrs = {**attrs, "layout": "nthd"}
+    out, lse = check_kernel("attention", inner_types, inner, attrs, rtol=1e-5, atol=1e-6)
+    dtype = str(out.dtype)
+    gout = np.random.default_rng(5).standard_normal(out.shape).astype(dtype)
+    out_t = T("N", "Tq", H, DV, dtype=dtype)
+    lse_t = T("N", H, "Tq", dtype=dtype)
+    check_kernel("attention_grad", [out_t, *inner_types, out_t, lse_t, lse_t],
+                 [gout, *inner, out, lse, np.zeros_like(lse)], {**attrs, "has_glse": True},
+                 rtol=1e-5, atol=1e-6)

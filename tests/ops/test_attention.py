@@ -289,6 +289,68 @@ def test_backward_kernel(case):
     assert np.isfinite(dk).all() and np.isfinite(dv).all()
 
 
+# ----------------------------------------------------------------------- heads on axis 2
+
+LAYOUT_CASES = [
+    # (N, heads, Tq, Tk, causal, rate): whole-head kernels serial and on threads (the
+    # transformer benchmark's heads), the blocked kernels (key pass and query pass; heads
+    # on threads)
+    (3, 2, 5, 7, True, 0.2),
+    (24, 4, 32, 31, True, 0.0),
+    (2, 2, 150, 200, True, 0.2),
+    (8, 2, 70, 80, False, 0.1),
+]
+
+
+def _heads_inner(x):
+    return np.ascontiguousarray(np.swapaxes(x, 1, 2))
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES, ids=[f"{c[0]}x{c[2]}x{c[3]}" for c in LAYOUT_CASES])
+def test_heads_inner_layout_gives_the_same_bits(case):
+    """layout="nthd" (q, k, v, out and the gradients [N, T, H, D], as a multihead layer's
+    projections are once reshaped) computes what the [N, H, T, D] kernels compute on the
+    transposed arrays, bit for bit, forward and backward, and matches the reference."""
+    n, heads, tq, tk, causal, rate = case
+    r = rng(n + tq)
+    first = _case(r, n, tq, tk, mask=True, empty_rows=True, d=16, dv=16, heads=heads)
+    first += [np.asarray(5, np.int64)] if rate else []
+    inner = [_heads_inner(x) for x in first[:3]] + first[3:]
+    attrs = _attrs(causal, True, rate, salt=4)
+    types = _types(first, seed=bool(rate))
+    inner_types = [T("N", "Tq", heads, 16), T("N", "Tk", heads, 16), T("N", "Tk", heads, 16),
+                   *types[3:]]
+    lay = {**attrs, "layout": "nthd"}
+    out, lse = check_kernel("attention", inner_types, inner, lay, rtol=1e-4, atol=1e-5)
+    fwd, _ = compile_single("attention", types, attrs)
+    want_out, want_lse = run_compiled(fwd, first)
+    np.testing.assert_array_equal(out, _heads_inner(want_out))
+    np.testing.assert_array_equal(lse, want_lse)
+    gout = r.standard_normal(out.shape).astype(np.float32)
+    glse = np.where(np.isfinite(lse), r.standard_normal(lse.shape), 0).astype(np.float32)
+    lse_t = T("N", heads, "Tq")
+    grads = check_kernel("attention_grad", [inner_types[0], *inner_types, inner_types[0], lse_t,
+                                            lse_t],
+                         [gout, *inner, out, lse, glse], {**lay, "has_glse": True}, rtol=1e-3,
+                         atol=1e-4)
+    bwd, _ = compile_single("attention_grad", [types[0], *types, types[0], lse_t, lse_t],
+                            {**attrs, "has_glse": True})
+    want = run_compiled(bwd, [_heads_inner(gout), *first, want_out, want_lse, glse])
+    for got, w in zip(grads, want):
+        np.testing.assert_array_equal(got, _heads_inner(w))
+
+
+def test_heads_inner_layout_gradient():
+    """Finite differences in float64 through the nthd op (its gradient op keeps the layout)."""
+    r = rng(8)
+    arrays = [_heads_inner(x) for x in _case(r, 2, 3, 4, dtype="float64", mask=True, d=3, dv=2)[:3]]
+    arrays.append((r.random((2, 4)) < 0.7).astype("float64"))
+    arrays[3][:, 0] = 1
+    grads = gradcheck("attention", arrays, _attrs(True, True, layout="nthd"), rtol=1e-5,
+                      atol=1e-8)
+    assert grads[0].shape == (2, 3, H, 3) and grads[2].shape == (2, 4, H, 2)
+
+
 # ----------------------------------------------------------------------- gradients
 
 
@@ -545,6 +607,12 @@ def test_infer_symbolic():
     assert infer("attention_weights", [q, k]) == [T("N", 4, "Tq", "Tk")]
     assert infer("attention_mask", [T("N", 4, "Tq", "Tk"), T("N", "Tk")], has_mask=True) == [
         T("N", 4, "Tq", "Tk")]
+    # heads on axis 2: q, k, v, out and the gradients [N, T, H, D]; lse still [N, H, Tq]
+    qi, ki, vi = T("N", "Tq", 4, 16), T("N", "Tk", 4, 16), T("N", "Tk", 4, 8)
+    assert infer("attention", [qi, ki, vi], layout="nthd") == [T("N", "Tq", 4, 8),
+                                                                T("N", 4, "Tq")]
+    assert infer("attention_grad", [T("N", "Tq", 4, 8), qi, ki, vi, T("N", "Tq", 4, 8),
+                                     T("N", 4, "Tq")], layout="nthd") == [qi, ki, vi]
     # a symbolic dim is fine with an explicit scale
     assert infer("attention", [T("N", 2, "T", "D"), T("N", 2, "T", "D"), T("N", 2, "T", 3)],
                  scale=0.5)[0] == T("N", 2, "T", 3)
@@ -570,6 +638,10 @@ QKV = [T("N", 4, "T", 16), T("N", 4, "T", 16), T("N", 4, "T", 16)]
         ("attention_grad", [T("N", 4, "T", 8), *QKV, T("N", 4, "T", 16), T("N", 4, "T")], {},
          "gout must be"),
         ("attention_weights", [QKV[0], QKV[1], T("N", "T")], {}, "takes 2 inputs"),
+        ("attention", [T("N", "T", 4, 16), T("N", "T", 2, 16), T("N", "T", 4, 16)],
+         {"layout": "nthd"}, r"share \[N, heads\]"),
+        ("attention_grad", [T("N", "T", 4, 8), *[T("N", "T", 4, 16)] * 4, T("N", 4, "T")],
+         {"layout": "nthd"}, r"gout must be float32\[N, T, 4, 16\], got float32\[N, T, 4, 8\]"),
         ("attention_mask", [T("N", 4, "T")], {}, r"float scores \[N, heads, Tq, Tk\]"),
         ("attention_mask", [T("N", 4, "T", "S"), T("N", "T")], {"has_mask": True}, "key_mask must be"),
     ],

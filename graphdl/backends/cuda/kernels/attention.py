@@ -12,7 +12,8 @@
 - attention_weights: per query row, the scores, their max, exp and normalise;
   attention_mask: one thread per element.
 
-The visibility test (key mask, bottom-right causal mask), the order of the online softmax
+With ``layout="nthd"`` (q, k, v and their outputs and gradients [N, T, H, D]) the same
+kernels index rows through `_at`. The visibility test (key mask, bottom-right causal mask), the order of the online softmax
 and the dropout hash (graphdl/ops/random.py: the keep test of weight (n, h, i, j) hashes
 its flat index in [N, H, Tq, Tk]) are the CPU kernels': a deliberate parallel of
 graphdl/ops/attention.py, to change together. The arithmetic is in the input dtype, as
@@ -26,7 +27,7 @@ import math
 from graphdl.backends.cuda.device import cuda, device_function, jit
 from graphdl.backends.cuda.kernels.nn import _mix64, _spread_seed, _uniform24
 from graphdl.backends.cuda.registry import cuda_emitter, cuda_kernel
-from graphdl.ops.attention import resolved_scale, split_inputs
+from graphdl.ops.attention import nthd, resolved_scale, split_inputs
 
 
 @device_function
@@ -35,6 +36,22 @@ def _split_row(row, rows, heads):
     bh = row // rows
     n = bh // heads
     return n, bh - n * heads, row - bh * rows
+
+
+@device_function
+def _at(h, r, nthd):
+    """Axes 1 and 2 of row r of head h: (h, r) in [N, H, T, D], (r, h) in [N, T, H, D]."""
+    if nthd:
+        return r, h
+    return h, r
+
+
+@device_function
+def _htt(q, k, nthd):
+    """(H, Tq, Tk) of q and k in either layout."""
+    if nthd:
+        return q.shape[2], q.shape[1], k.shape[1]
+    return q.shape[1], q.shape[2], k.shape[2]
 
 
 @device_function
@@ -48,11 +65,12 @@ def _keys_seen(i, tq, tk, causal):
 
 @cuda_kernel
 @jit
-def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt):
+def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt, nthd):
     """out [N, H, Tq, Dv], lse [N, H, Tq] of q [N, H, Tq, D], k [N, H, Tk, D], v [N, H,
-    Tk, Dv]; mask [N, Tk] read with ``has_mask``, seed [1] read when ``rate`` > 0."""
-    nb, heads, tq, d = q.shape
-    tk = k.shape[2]
+    Tk, Dv] (q, k, v and out [N, T, H, D] with ``nthd``); mask [N, Tk] read with
+    ``has_mask``, seed [1] read when ``rate`` > 0."""
+    nb, d = q.shape[0], q.shape[3]
+    heads, tq, tk = _htt(q, k, nthd)
     dv = v.shape[3]
     zero = q.dtype.type(0)
     one = q.dtype.type(1)
@@ -63,23 +81,25 @@ def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, 
     key = _mix64(_spread_seed(seed[0]), salt)  # random.seed_key, from its parts
     for row in range(cuda.grid(1), nb * heads * tq, cuda.gridsize(1)):
         n, h, i = _split_row(row, tq, heads)
+        ia, ib = _at(h, i, nthd)
         jend = _keys_seen(i, tq, tk, causal)
         for c in range(dv):
-            out[n, h, i, c] = zero
+            out[n, ia, ib, c] = zero
         run_max = ninf
         run_sum = zero
         for j in range(jend):
             if has_mask and mask[n, j] == zero:
                 continue
+            ja, jb = _at(h, j, nthd)
             s = zero
             for c in range(d):
-                s += q[n, h, i, c] * k[n, h, j, c]
+                s += q[n, ia, ib, c] * k[n, ja, jb, c]
             s *= sc
             if s > run_max:
                 corr = math.exp(run_max - s)  # 0 at the first key
                 run_sum *= corr
                 for c in range(dv):
-                    out[n, h, i, c] *= corr
+                    out[n, ia, ib, c] *= corr
                 run_max = s
             w = math.exp(s - run_max)
             run_sum += w
@@ -89,11 +109,11 @@ def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, 
                 else:
                     w = zero
             for c in range(dv):
-                out[n, h, i, c] += w * v[n, h, j, c]
+                out[n, ia, ib, c] += w * v[n, ja, jb, c]
         if run_sum > zero:
             inv = one / run_sum
             for c in range(dv):
-                out[n, h, i, c] *= inv
+                out[n, ia, ib, c] *= inv
             lse[n, h, i] = run_max + math.log(run_sum)
         else:  # the row sees no key: out stays 0
             lse[n, h, i] = ninf
@@ -101,14 +121,16 @@ def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, 
 
 @cuda_kernel
 @jit
-def attention_delta(gout, out, glse, delta, has_glse):
+def attention_delta(gout, out, glse, delta, has_glse, nthd):
     """delta [N, H, Tq] = sum(gout * out) over the last axis (minus glse with ``has_glse``)."""
-    nb, heads, tq, dv = out.shape
+    nb, dv = out.shape[0], out.shape[3]
+    heads, tq, _tk = _htt(out, out, nthd)
     for row in range(cuda.grid(1), nb * heads * tq, cuda.gridsize(1)):
         n, h, i = _split_row(row, tq, heads)
+        ia, ib = _at(h, i, nthd)
         acc = out.dtype.type(0)
         for c in range(dv):
-            acc += gout[n, h, i, c] * out[n, h, i, c]
+            acc += gout[n, ia, ib, c] * out[n, ia, ib, c]
         if has_glse:
             acc -= glse[n, h, i]
         delta[n, h, i] = acc
@@ -117,11 +139,12 @@ def attention_delta(gout, out, glse, delta, has_glse):
 @cuda_kernel
 @jit
 def attention_bwd(gout, q, k, v, mask, seed, lse, delta, dq, dk, dv, for_keys, causal, scale,
-                  has_mask, rate, salt):
+                  has_mask, rate, salt, nthd):
     """One thread per key row summing dk and dv over the queries that see the key
-    (``for_keys``), or one per query row summing dq over the keys it sees."""
-    nb, heads, tq, d = q.shape
-    tk = k.shape[2]
+    (``for_keys``), or one per query row summing dq over the keys it sees (layouts as
+    `attention_fwd`)."""
+    nb, d = q.shape[0], q.shape[3]
+    heads, tq, tk = _htt(q, k, nthd)
     ndv = v.shape[3]
     zero = q.dtype.type(0)
     ninf = q.dtype.type(-math.inf)
@@ -138,17 +161,19 @@ def attention_bwd(gout, q, k, v, mask, seed, lse, delta, dq, dk, dv, for_keys, c
         lo = 0
         hi = tq
         if for_keys:
+            ja, jb = _at(h, j, nthd)
             for c in range(d):
-                dk[n, h, j, c] = zero
+                dk[n, ja, jb, c] = zero
             for c in range(ndv):
-                dv[n, h, j, c] = zero
+                dv[n, ja, jb, c] = zero
             if has_mask and mask[n, j] == zero:
                 hi = 0
             if causal and j - (tk - tq) > 0:
                 lo = j - (tk - tq)  # the first query that sees key j
         else:
+            ia, ib = _at(h, i, nthd)
             for c in range(d):
-                dq[n, h, i, c] = zero
+                dq[n, ia, ib, c] = zero
             hi = _keys_seen(i, tq, tk, causal)
         for other in range(lo, hi):
             if for_keys:
@@ -160,13 +185,15 @@ def attention_bwd(gout, q, k, v, mask, seed, lse, delta, dq, dk, dv, for_keys, c
             li = lse[n, h, i]
             if li == ninf:  # a query that sees no key has no gradient
                 continue
+            ia, ib = _at(h, i, nthd)
+            ja, jb = _at(h, j, nthd)
             s = zero
             for c in range(d):
-                s += q[n, h, i, c] * k[n, h, j, c]
+                s += q[n, ia, ib, c] * k[n, ja, jb, c]
             w = math.exp(s * sc - li)
             dw = zero  # gout_i . v_j: the gradient of the (dropped) weight
             for c in range(ndv):
-                dw += gout[n, h, i, c] * v[n, h, j, c]
+                dw += gout[n, ia, ib, c] * v[n, ja, jb, c]
             wd = w
             if dropout:
                 if _uniform24(_mix64(key, (bh * tq + i) * tk + j)) >= rate:
@@ -178,12 +205,12 @@ def attention_bwd(gout, q, k, v, mask, seed, lse, delta, dq, dk, dv, for_keys, c
             ds = w * (dw - delta[n, h, i]) * sc
             if for_keys:
                 for c in range(ndv):
-                    dv[n, h, j, c] += wd * gout[n, h, i, c]
+                    dv[n, ja, jb, c] += wd * gout[n, ia, ib, c]
                 for c in range(d):
-                    dk[n, h, j, c] += ds * q[n, h, i, c]
+                    dk[n, ja, jb, c] += ds * q[n, ia, ib, c]
             else:
                 for c in range(d):
-                    dq[n, h, i, c] += ds * k[n, h, j, c]
+                    dq[n, ia, ib, c] += ds * k[n, ja, jb, c]
 
 
 @cuda_kernel
@@ -277,7 +304,7 @@ def _emit_attention(ctx, attrs, ins, outs):
     causal, scale, has_mask = _common(ctx, attrs, p)
     args = [ctx.var(p.q), ctx.var(p.k), ctx.var(p.v), _mask_arg(ctx, p, dt), _seed_arg(ctx, p),
             ctx.var(outs[0]), ctx.var(outs[1]), causal, scale, has_mask,
-            repr(float(attrs["rate"])), str(int(attrs["salt"]))]
+            repr(float(attrs["rate"])), str(int(attrs["salt"])), str(nthd(attrs))]
     return _rows(ctx, "attention_fwd", ctx.size(outs[1]), args)
 
 
@@ -291,9 +318,11 @@ def _emit_attention_grad(ctx, attrs, ins, outs):
     delta = ctx.reshaped(ctx.scratch(dt, rows_q), ctx.shape(p.lse))
     glse = ctx.var(p.glse) if p.glse is not None else ctx.var(p.lse)  # not read without has_glse
     q, k, v, gout, lse = (ctx.var(x) for x in (p.q, p.k, p.v, p.gout, p.lse))
-    rest = [causal, scale, has_mask, repr(float(attrs["rate"])), str(int(attrs["salt"]))]
+    rest = [causal, scale, has_mask, repr(float(attrs["rate"])), str(int(attrs["salt"])),
+            str(nthd(attrs))]
     lines = _rows(ctx, "attention_delta", rows_q,
-                  [gout, ctx.var(p.out), glse, delta, str(bool(attrs["has_glse"]))])
+                  [gout, ctx.var(p.out), glse, delta, str(bool(attrs["has_glse"])),
+                   str(nthd(attrs))])
     grads = [ctx.var(outs[0]), ctx.var(outs[1]), ctx.var(outs[2])]
     lines += _rows(ctx, "attention_bwd", " * ".join(ctx.shape(p.k)[:3]),
                    [gout, q, k, v, mask, seed, lse, delta, *grads, "True", *rest])
