@@ -205,9 +205,9 @@ class VectorTile:
         out[ooff + j * ostride : + lanes] =
             sum over t < nt of A[abase + j * a_rstride + t] * B[bbase + boff[t] : + lanes]
 
-    for j < rows (a scalar of A's row j times a vector of B). float32 arrays, flat; boff
-    int64. The CPU backend lowers it to LLVM vectors (`graphdl.backends.cpu.simd`); in
-    plain Python it runs as written here."""
+    for j < rows (a scalar of A's row j times a vector of B). Flat arrays of one dtype,
+    float32 or float64; boff int64. The CPU backend lowers it to LLVM vectors
+    (`graphdl.backends.cpu.simd`); in plain Python it runs as written here."""
 
     def __init__(self, name: str, lanes: int, rows: int):
         self.__name__ = name

@@ -15,7 +15,7 @@ from graphdl.ir.graph import Graph, Value
 from graphdl.ops.attention import (
     BLOCK_K,
     BLOCK_Q,
-    LANE,
+    LANES,
     SMALL_T,
     build_composition,
     dropout_keep,
@@ -148,9 +148,9 @@ def test_results_do_not_depend_on_the_thread_count(n):
         np.testing.assert_array_equal(one, other)
 
 
-# the whole-head kernels (`_fwd_heads_small`, `_bwd_heads_small`): Tq, Tk <= SMALL_T, rows of
-# scores padded to a multiple of LANE; around both limits, both dtypes, masks and dropout
-HEAD_SIZES = [(31, 31), (32, 32), (33, 31), (LANE + 1, SMALL_T), (SMALL_T, SMALL_T),
+# the whole-head kernels (`_fwd_heads_lanes`, `_bwd_heads_lanes`): Tq, Tk <= SMALL_T, the
+# queries padded to a multiple of LANES; around both limits, both dtypes, masks and dropout
+HEAD_SIZES = [(15, 15), (16, 16), (17, 31), (LANES + 1, SMALL_T), (SMALL_T, SMALL_T),
               (SMALL_T + 1, 20), (20, SMALL_T + 1)]
 
 
@@ -159,10 +159,10 @@ HEAD_SIZES = [(31, 31), (32, 32), (33, 31), (LANE + 1, SMALL_T), (SMALL_T, SMALL
 @pytest.mark.parametrize("size", HEAD_SIZES, ids=[f"{a}x{b}" for a, b in HEAD_SIZES])
 def test_whole_head_kernels_around_their_limits(size, causal, dtype):
     """Forward and backward against the references at the sizes where the whole-head
-    kernels pad a row (Tk = 31, 33: one key more or less than LANE) and where they give way
-    to the blocked kernels (SMALL_T + 1), with a key mask (a sample all padding), dropout
-    and an lse gradient."""
-    assert SMALL_T % LANE == 0
+    kernels pad the queries (Tq = 15, 17: one query more or less than LANES) and where they
+    give way to the blocked kernels (SMALL_T + 1), with a key mask (a sample all padding),
+    dropout and an lse gradient."""
+    assert SMALL_T % LANES == 0
     tq, tk = size
     r = rng(tq * 100 + tk)
     arrays = _case(r, 3, tq, tk, dtype=dtype, mask=True, empty_rows=True) + [np.asarray(4, np.int64)]

@@ -40,18 +40,19 @@ def lower(tile: VectorTile | OuterTile | VectorCopy | MaxPoolTile):
 
 
 class _Lowering:
-    """What both tiles' code generation needs: float32 vectors of ``lanes``, pointers into
-    the arrays' data and the fused multiply-add."""
+    """What both tiles' code generation needs: float32 (``f64``: float64) vectors of
+    ``lanes``, pointers into the arrays' data and the fused multiply-add."""
 
-    def __init__(self, context, builder, lanes: int):
+    def __init__(self, context, builder, lanes: int, f64: bool = False):
         from llvmlite import ir
         from numba.core import cgutils
 
         self.ir, self.cgutils, self.context, self.builder = ir, cgutils, context, builder
         self.i64 = ir.IntType(64)
-        self.vt = ir.VectorType(ir.FloatType(), lanes)
+        self.vt = ir.VectorType(ir.DoubleType() if f64 else ir.FloatType(), lanes)
         self.fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(self.vt, [self.vt] * 3), f"llvm.fma.v{lanes}f32")
+            builder.module, ir.FunctionType(self.vt, [self.vt] * 3),
+            f"llvm.fma.v{lanes}{'f64' if f64 else 'f32'}")
 
     def data(self, ty, value):
         return self.context.make_array(ty)(self.context, self.builder, value).data
@@ -87,7 +88,7 @@ def _lower_vector(lanes: int, rows: int):
 
     @intrinsic
     def tile(typingctx, a, abase, a_rstride, b, bbase, boff, nt, out, ooff, ostride):
-        if not _float32_arrays(a, b, out):
+        if not _float_arrays(a, b, out):
             return None
         i = types.int64
         sig = types.void(a, i, i, b, i, boff, i, out, i, i)
@@ -95,7 +96,7 @@ def _lower_vector(lanes: int, rows: int):
         def codegen(context, builder, signature, args):
             a_, abase_, ars_, b_, bbase_, boff_, nt_, out_, ooff_, ostr_ = args
             st = signature.args
-            low = _Lowering(context, builder, lanes)
+            low = _Lowering(context, builder, lanes, st[0].dtype == types.float64)
             a_data, b_data = low.data(st[0], a_), low.data(st[3], b_)
             boff_data, out_data = low.data(st[5], boff_), low.data(st[7], out_)
             zero = low.ir.Constant(low.vt, [0.0] * lanes)
@@ -139,7 +140,7 @@ def _lower_outer(lanes: int, arows: int, brows: int):
         def codegen(context, builder, signature, args):
             a_, abase_, ars_, b_, bbase_, boff_, nt_, out_, ooff_ = args
             st = signature.args
-            low = _Lowering(context, builder, lanes)
+            low = _Lowering(context, builder, lanes, st[0].dtype == types.float64)
             a_data, b_data = low.data(st[0], a_), low.data(st[3], b_)
             boff_data, out_data = low.data(st[5], boff_), low.data(st[7], out_)
 
