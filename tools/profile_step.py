@@ -317,7 +317,8 @@ def report(program, graph, med, nodes, binding, calls, by: str, top: int) -> Non
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("spec")
-    ap.add_argument("--mode", default="train", choices=("train", "eval", "predict"))
+    ap.add_argument("--mode", default="train",
+                    choices=("train", "eval", "predict", "encode", "decode_step"))
     ap.add_argument("--batch", type=int, default=None, help="default: the spec's batch_size")
     ap.add_argument("--repeat", type=int, default=30, help="profiled steps (median per node)")
     ap.add_argument("--seconds", type=float, default=2.0,

@@ -340,7 +340,7 @@ def _lower_decoding(spec, mode: str) -> Graph:
         if not g.consumers(values[name]):
             g.remove_node(values[name].node)
     enc.meta.update({"spec": spec.name, "mode": "encode", "model_outputs": []})
-    g.meta.update({"spec": spec.name, "mode": "decode_step",
+    g.meta.update({"spec": spec.name, "mode": "decode_step", "decode_input": plan.input,
                    "model_outputs": list(spec.model.outputs)})
     return enc if mode == "encode" else g
 

@@ -75,8 +75,16 @@ class Decoder:
         return np.array(out[self.output]).reshape(len(tokens), -1)
 
     def greedy(self, fields: dict) -> np.ndarray:
-        """The most likely token at each step, fed back: int64 [N, steps]."""
+        """The most likely token at each step, fed back: int64 [N, steps]. On the CPU the
+        loop over tokens is compiled with the decode_step program (`Program.greedy`);
+        elsewhere it runs here, one program call per token."""
         feeds, tok = self._start(fields)
+        if hasattr(self.step.module, "greedy"):
+            return self.step.greedy(feeds, tok.reshape(-1), self.plan.steps, self.eos)
+        return self._greedy_loop(feeds, tok)
+
+    def _greedy_loop(self, feeds: dict, tok: np.ndarray) -> np.ndarray:
+        """`greedy` one program call per token, from the feeds and first tokens of `_start`."""
         n, steps = len(tok), self.plan.steps
         out = np.zeros((n, steps), np.int64)
         done = np.zeros(n, bool)

@@ -175,6 +175,26 @@ def test_the_decode_input_must_be_named_when_two_could_be(tmp_path):
                                                                                  "logits"]
 
 
+@pytest.mark.parametrize("spec", [GRU_SPEC, TRANSFORMER_SPEC], ids=["gru", "transformer"])
+def test_the_compiled_greedy_loop_equals_the_python_loop(tmp_path, spec):
+    """On the CPU greedy decoding runs as a loop compiled beside the decode_step program
+    (`CpuCodegen._greedy`): the same tokens as one program call per token from Python,
+    without an end token and with one that ends some sequences early."""
+    model = graphdl.load(_write(tmp_path, _small(_doc(spec), samples=300)))
+    fields = {n: model.data().test.fields[n][:24] for n in model.spec.model.inputs}
+    plain = Decoder(model, decode_plan(model.spec))
+    assert hasattr(plain.step.module, "greedy")
+    free = plain.greedy(fields)
+    eos = int(np.bincount(free[:, 2]).argmax())  # a token some sequences emit early
+    for eos_token in (None, eos):
+        decoder = Decoder(model, decode_plan(model.spec), eos_token)
+        compiled = decoder.greedy(fields)
+        feeds, tok = decoder._start(fields)
+        np.testing.assert_array_equal(compiled, decoder._greedy_loop(feeds, tok))
+    ended = compiled == eos
+    assert ended.any() and not ended.all()
+
+
 def test_training_then_greedy_and_beam_decoding(tmp_path):
     """A CI-sized run of specs/seq2seq_attention_reverse.yaml (the full spec reaches 99 %
     exact sequences): teacher forcing trains it, greedy decoding scores it, beam search

@@ -70,6 +70,20 @@ class Program(CompiledProgram):
             raise
         return dict(zip(self.sig.outputs, result))
 
+    def greedy(self, feeds: dict, first: np.ndarray, steps: int, eos: int | None) -> np.ndarray:
+        """Greedy decoding with a decode_step program's compiled loop (`CpuCodegen._greedy`):
+        int64 tokens [N, steps]; ``feeds`` as for a call (the caches, the decode input and
+        the position are refilled in place, token by token)."""
+        args = self.step_args(feeds)
+        tokens = np.zeros((len(first), steps), np.int64)
+        try:
+            self.module.greedy(*args, np.ascontiguousarray(first, np.int64), steps,
+                               -1 if eos is None else int(eos), tokens)
+        except BaseException:
+            fpenv.clear_flush()
+            raise
+        return tokens
+
     def step_args(self, feeds: dict) -> list:
         """The compiled step's arguments for ``feeds`` (checked, arenas grown to fit):
         the inputs, then parameters and state, constants, arenas and arena offsets."""
