@@ -9,7 +9,7 @@ the previous tokens). The layers that depend on it are the *decoder*; the others
 - ``encode``: the encoder layers, and what the decoder computes from the encoder alone:
   each decoder attention layer whose keys come from the encoder has its keys and values
   projected there, once per batch, with its own parameters (the same names as in every
-  other program): ``memory_kv.<layer>.k`` / ``.v`` [N, heads, Tk, head_dim] for
+  other program): ``memory_kv.<layer>.k`` / ``.v`` [N, Tk, heads, head_dim] for
   multihead_attention (split into heads, as the fused attention op reads them),
   ``memory_kv.<layer>.k`` [N, 1, Tk, units] (k W_k) for additive_attention, and the key
   mask ``memory_kv.<layer>.mask`` [N, Tk] when there is one. It outputs an encoder value
@@ -20,7 +20,7 @@ the previous tokens). The layers that depend on it are the *decoder*; the others
 - ``decode_step``: the decoder for ONE token: the decode input is [N, 1], ``decode.pos``
   [N] is the token's position, the ``memory_kv`` and ``memory`` values are inputs, and
   every causal self-attention reads and returns its keys and values so far
-  (``cache.<layer>.k`` / ``.v`` [N, heads, steps, head_dim]) and every recurrent layer its
+  (``cache.<layer>.k`` / ``.v`` [N, steps, heads, head_dim]) and every recurrent layer its
   state (``cache.<layer>.l<k>.c<j>``), so a token costs O(T), not a re-run of the prefix,
   and no GEMM of a token runs over the encoder's steps.
 

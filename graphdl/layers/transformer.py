@@ -121,35 +121,28 @@ def lower_multihead_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
             ctx, lambda c, k_e, v_e: _memory_kv(c, k_e, v_e, packed, widths, dim, heads),
             k_in, v_in)
         (q,) = _project_qkv(ctx, q_in, k_in, v_in, packed, widths, dim, "q")
-        q, k, v, mask = _heads(g, q, heads), kv["k"], kv["v"], kv.get("mask")
-        layout = "nhtd"
+        q, k, v, mask = _split_heads(g, q, heads), kv["k"], kv["v"], kv.get("mask")
     else:
-        # [N, T, heads, dim / heads], a reshape of the projection: the attention op reads
-        # and writes its heads in this layout, so nothing is transposed either way
         q, k, v = (_split_heads(g, x, heads)
                    for x in _project_qkv(ctx, q_in, k_in, v_in, packed, widths, dim, "qkv"))
         mask = None
-        layout = "nthd"
+    # q, k, v are [N, T, heads, dim / heads], reshapes of the projections (and the caches
+    # and memory_kv of decoding are kept so): the attention op reads and writes its heads
+    # in this layout (nthd), so nothing is transposed either way
     if ctx.decode is not None and ctx.layer.name in ctx.decode.plan.cached:
-        if layout == "nthd":  # the caches are [N, heads, steps, dim / heads]
-            q, k, v = (_heads_first(g, x) for x in (q, k, v))
-            layout = "nhtd"
         out = _attend_cached(ctx, q, k, v)
     else:
         if mask is None:
             mask = key_mask(ctx, k_in)
         causal = bool(ctx.arg("causal"))
         out = attend(ctx, q, k, v, mask, causal=causal, rate=float(ctx.arg("dropout")),
-                     layout=layout)
-        if ctx.weights is not None:
-            qw, kw = (q, k) if layout == "nhtd" else (_heads_first(g, q), _heads_first(g, k))
-            ins = [qw, kw] + ([mask] if mask is not None else [])
+                     layout="nthd")
+        if ctx.weights is not None:  # drawn [N, heads, Tq, Tk]
+            ins = [_heads_first(g, q), _heads_first(g, k)] + ([mask] if mask is not None else [])
             w = g.op("attention_weights", *ins, causal=causal, has_mask=mask is not None)
             kind = "cross" if k_in != q_in else ("causal" if causal else "self")
             ctx.weights[ctx.layer.name] = (w, kind)
     n, steps = tq.shape[0], tq.shape[1]
-    if layout == "nhtd":
-        out = g.op("transpose", out, perm=(0, 2, 1, 3))
     out = g.op("reshape", out, shape=(n, steps, dim))
     wo = ctx.param("out_proj.weight", (dim, dim), "uniform_hidden", fan_in=dim, fan_out=dim,
                    weight=True)
@@ -219,10 +212,10 @@ def _project_qkv(ctx: LayerCtx, q_in: Value | None, k_in: Value, v_in: Value, pa
 def _memory_kv(ctx: LayerCtx, k_in: Value, v_in: Value, packed: bool, widths: dict, dim: int,
                heads: int) -> dict:
     """What a decoder's cross-attention computes from the encoder alone, built in the encode
-    program: its keys and values split into heads [N, heads, Tk, dim / heads] (the layout
+    program: its keys and values split into heads [N, Tk, heads, dim / heads] (the layout
     the attention op reads) and its key mask [N, Tk] (None when every key is real)."""
     k, v = _project_qkv(ctx, None, k_in, v_in, packed, widths, dim, "kv")
-    return {"k": _heads(ctx.g, k, heads), "v": _heads(ctx.g, v, heads),
+    return {"k": _split_heads(ctx.g, k, heads), "v": _split_heads(ctx.g, v, heads),
             "mask": key_mask(ctx, k_in)}
 
 
@@ -241,11 +234,6 @@ def _split_heads(g, x: Value, heads: int) -> Value:
 def _heads_first(g, x: Value) -> Value:
     """[N, T, heads, d] -> [N, heads, T, d]."""
     return g.op("transpose", x, perm=(0, 2, 1, 3))
-
-
-def _heads(g, x: Value, heads: int) -> Value:
-    """[N, T, dim] -> [N, heads, T, dim / heads]."""
-    return _heads_first(g, _split_heads(g, x, heads))
 
 
 def key_mask(ctx: LayerCtx, keys: Value) -> Value | None:
@@ -286,26 +274,26 @@ def attend(ctx: LayerCtx, q: Value, k: Value, v: Value, mask: Value | None, *, c
 
 
 def _attend_cached(ctx: LayerCtx, q: Value, k: Value, v: Value) -> Value:
-    """Causal self-attention of one new token in a decode_step program: its key and value
-    go into the caches (inputs ``cache.<layer>.k`` / ``.v`` [N, heads, steps, head_dim],
-    returned as outputs of the same names) at its position, and it attends to the cache's
-    positions up to its own."""
+    """Causal self-attention of one new token in a decode_step program (q, k, v [N, 1,
+    heads, head_dim]): its key and value go into the caches (inputs ``cache.<layer>.k`` /
+    ``.v`` [N, steps, heads, head_dim], returned as outputs of the same names) at its
+    position, and it attends to the cache's positions up to its own."""
     g, plan, pos = ctx.g, ctx.decode.plan, ctx.decode.pos
-    n, heads, _one, dh = g.type_of(q).shape
+    n, _one, heads, dh = g.type_of(q).shape
     steps, dtype = plan.steps, g.type_of(q).dtype
     where = g.op("reshape", pos, shape=(n, 1))
     slots = g.const(np.arange(steps, dtype=np.int64), "int64")
     at = g.op("cast", g.op("eq", slots, where), dtype=dtype)  # [N, steps]: the new slot
-    at = g.op("reshape", at, shape=(n, 1, steps, 1))
+    at = g.op("reshape", at, shape=(n, steps, 1, 1))
     upto = g.op("cast", g.op("le", slots, where), dtype=dtype)  # [N, steps]: slots so far
     full = []
     for part, new in (("k", k), ("v", v)):
         name = f"cache.{ctx.layer.name}.{part}"
-        cache = g.input(name, TensorType((n, heads, steps, dh), dtype))
+        cache = g.input(name, TensorType((n, steps, heads, dh), dtype))
         value = g.op("add", cache, g.op("mul", at, g.op("sub", new, cache)))
         g.outputs[name] = value
         full.append(value)
-    return attend(ctx, q, full[0], full[1], upto, causal=False, rate=0.0)
+    return attend(ctx, q, full[0], full[1], upto, causal=False, rate=0.0, layout="nthd")
 
 
 # --------------------------------------------------------------------------- RNN attention

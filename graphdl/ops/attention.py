@@ -797,6 +797,73 @@ def _fwd_heads_lanes(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_m
                     out[n, h, i, c] = ot[c, i] * inv
 
 
+# queries per head up to which the forward pass works row by row on the arrays themselves
+# (`_fwd_rows`): a decoding step's single query, where the whole-head kernel's 16 lanes
+# would be 15 of padding and its scratch allocations cost more than the head (a decode
+# step's four attention calls at batch 1: ~30 us)
+ROW_QUERIES = 2
+
+
+@cpu_helper
+def _fwd_rows(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt, nthd):
+    """Forward pass, one query row at a time: its scores against the keys it sees (dot
+    products of contiguous rows, read where they lie in either layout), their softmax,
+    the weighted sum of the values."""
+    heads, tq, tk = _heads_tq_tk(q, k, nthd)
+    d, ndv = q.shape[3], v.shape[3]
+    dt = q.dtype
+    zero = dt.type(0)
+    ninf = dt.type(-np.inf)
+    fast = is_f32(q)
+    qf, kf, vf, of = q.ravel(), k.ravel(), v.ravel(), out.ravel()
+    s = np.empty(tk, dt)
+    acc = np.empty(ndv, dt)
+    dropout = rate > 0.0
+    key = seed_key(seed[0], salt)
+    keep_scale = dt.type(1.0 / (1.0 - rate))
+    for bh in range(q.shape[0] * heads):
+        n = bh // heads
+        h = bh - n * heads
+        qb, qrs = _head_base(q, n, h, nthd)
+        kb, krs = _head_base(k, n, h, nthd)
+        vb, vrs = _head_base(v, n, h, nthd)
+        ob, ors = _head_base(out, n, h, nthd)
+        for i in range(tq):
+            jend = _visible_end(i, tk, tq, tk, causal)
+            top = ninf
+            for j in range(max(jend, 0)):
+                x = zero
+                for c in range(d):
+                    x += qf[qb + i * qrs + c] * kf[kb + j * krs + c]
+                x *= scale
+                if has_mask and mask[n, j] == 0:
+                    x = ninf
+                s[j] = x
+                top = max(top, x)
+            for c in range(ndv):
+                acc[c] = zero
+            if top == ninf:  # the row sees no key
+                lse[n, h, i] = ninf
+                for c in range(ndv):
+                    of[ob + i * ors + c] = zero
+                continue
+            total = zero
+            for j in range(jend):
+                w = exp_shifted(s[j] - top, fast)
+                s[j] = w
+                total += w
+            if dropout:
+                _drop_row(s, key, (bh * tq + i) * tk, 0, jend, rate, keep_scale)
+            for j in range(jend):
+                w = s[j]
+                for c in range(ndv):
+                    acc[c] += w * vf[vb + j * vrs + c]
+            lse[n, h, i] = top + math.log(total)
+            inv = dt.type(1) / total
+            for c in range(ndv):
+                of[ob + i * ors + c] = acc[c] * inv
+
+
 @cpu_kernel(parallel=True)
 def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt, nthd):
     """out, lse = attention(q, k, v) for q [N, H, Tq, D], k [N, H, Tk, D], v [N, H, Tk, Dv]
@@ -805,6 +872,9 @@ def attention_fwd(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, 
     heads, tq, tk = _heads_tq_tk(q, k, nthd)
     nbh = q.shape[0] * heads
     work = nbh * _pair_work(tq, tk, causal, q.shape[3] + v.shape[3])
+    if tq <= ROW_QUERIES and work < SERIAL_WORK:
+        _fwd_rows(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt, nthd)
+        return
     if tq <= SMALL_T and tk <= SMALL_T:
         if nbh <= 1 or work < SERIAL_WORK:
             _fwd_heads_lanes(q, k, v, mask, seed, out, lse, 0, nbh, causal, scale, has_mask,

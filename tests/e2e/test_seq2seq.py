@@ -112,10 +112,10 @@ def test_cross_attention_projects_the_encoder_output_once_per_batch(spec, moved)
     per_token = _per_token(step)
     matmuls = step.nodes_by_op("matmul")
     assert matmuls and all(nid in per_token for nid in matmuls)
-    # the heads layout [N, heads, Tk, head_dim] the fused attention op reads
+    # the heads layout [N, Tk, heads, head_dim] the fused attention op reads (nthd)
     if "transformer" in s.name:
         for name in names:
-            assert enc.type_of(enc.outputs[name]).shape == ("N", 4, 31, 16)
+            assert enc.type_of(enc.outputs[name]).shape == ("N", 31, 4, 16)
         # the transformer's decoder reads the encoder only through its projections
         assert not any(n.startswith("memory.") for n in step_inputs)
         assert not any(n.startswith("memory.") for n in enc.outputs)

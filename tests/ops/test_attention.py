@@ -79,7 +79,8 @@ def _seen_rows(arrays, causal) -> np.ndarray:
 
 # ----------------------------------------------------------------------- forward kernel
 
-SIZES = [(3, 5, 5), (2, 4, 9), (2, 9, 4), (1, 1, 7)]  # (N, Tq, Tk): square, Tq < Tk, Tq > Tk, decoding
+# (N, Tq, Tk): square, Tq < Tk, Tq > Tk, decoding (row by row: Tq <= ROW_QUERIES)
+SIZES = [(3, 5, 5), (2, 4, 9), (2, 9, 4), (1, 1, 7), (3, 2, 6)]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -292,9 +293,10 @@ def test_backward_kernel(case):
 # ----------------------------------------------------------------------- heads on axis 2
 
 LAYOUT_CASES = [
-    # (N, heads, Tq, Tk, causal, rate): whole-head kernels serial and on threads (the
-    # transformer benchmark's heads), the blocked kernels (key pass and query pass; heads
-    # on threads)
+    # (N, heads, Tq, Tk, causal, rate): a decoding step's one query (row by row), whole-head
+    # kernels serial and on threads (the transformer benchmark's heads), the blocked
+    # kernels (key pass and query pass; heads on threads)
+    (3, 2, 1, 9, True, 0.2),
     (3, 2, 5, 7, True, 0.2),
     (24, 4, 32, 31, True, 0.0),
     (2, 2, 150, 200, True, 0.2),
