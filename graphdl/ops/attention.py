@@ -832,12 +832,13 @@ def _fwd_rows(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt
             jend = _visible_end(i, tk, tq, tk, causal)
             top = ninf
             for j in range(max(jend, 0)):
+                if has_mask and mask[n, j] == 0:  # a padding key (or a cache slot not
+                    s[j] = ninf                   # yet written): no product
+                    continue
                 x = zero
                 for c in range(d):
                     x += qf[qb + i * qrs + c] * kf[kb + j * krs + c]
                 x *= scale
-                if has_mask and mask[n, j] == 0:
-                    x = ninf
                 s[j] = x
                 top = max(top, x)
             for c in range(ndv):
@@ -856,8 +857,9 @@ def _fwd_rows(q, k, v, mask, seed, out, lse, causal, scale, has_mask, rate, salt
                 _drop_row(s, key, (bh * tq + i) * tk, 0, jend, rate, keep_scale)
             for j in range(jend):
                 w = s[j]
-                for c in range(ndv):
-                    acc[c] += w * vf[vb + j * vrs + c]
+                if w != zero:
+                    for c in range(ndv):
+                        acc[c] += w * vf[vb + j * vrs + c]
             lse[n, h, i] = top + math.log(total)
             inv = dt.type(1) / total
             for c in range(ndv):
