@@ -135,8 +135,7 @@ def lower_multihead_attention(ctx: LayerCtx, inputs: list[Value]) -> Value:
         if mask is None:
             mask = key_mask(ctx, k_in)
         causal = bool(ctx.arg("causal"))
-        out = attend(ctx, q, k, v, mask, causal=causal, rate=float(ctx.arg("dropout")),
-                     layout="nthd")
+        out = attend(ctx, q, k, v, mask, causal=causal, rate=float(ctx.arg("dropout")))
         if ctx.weights is not None:  # drawn [N, heads, Tq, Tk]
             ins = [_heads_first(g, q), _heads_first(g, k)] + ([mask] if mask is not None else [])
             w = g.op("attention_weights", *ins, causal=causal, has_mask=mask is not None)
@@ -258,13 +257,12 @@ def key_mask(ctx: LayerCtx, keys: Value) -> Value | None:
 
 
 def attend(ctx: LayerCtx, q: Value, k: Value, v: Value, mask: Value | None, *, causal: bool,
-           rate: float, layout: str = "nhtd") -> Value:
+           rate: float) -> Value:
     """The fused attention op over heads: softmax(q k^T / sqrt(d), masked) v, with dropout
-    on the weights in training; q, k, v [N, heads, T, d], or [N, T, heads, d] with
-    ``layout="nthd"`` (the output likewise)."""
+    on the weights in training; q, k, v and the output [N, T, heads, d] (layout nthd)."""
     g = ctx.g
     ins = [q, k, v]
-    attrs = {"causal": causal, "has_mask": mask is not None, "layout": layout}
+    attrs = {"causal": causal, "has_mask": mask is not None, "layout": "nthd"}
     if mask is not None:
         ins.append(mask)
     if ctx.training and rate > 0:
@@ -293,7 +291,7 @@ def _attend_cached(ctx: LayerCtx, q: Value, k: Value, v: Value) -> Value:
         value = g.op("add", cache, g.op("mul", at, g.op("sub", new, cache)))
         g.outputs[name] = value
         full.append(value)
-    return attend(ctx, q, full[0], full[1], upto, causal=False, rate=0.0, layout="nthd")
+    return attend(ctx, q, full[0], full[1], upto, causal=False, rate=0.0)
 
 
 # --------------------------------------------------------------------------- RNN attention

@@ -1,15 +1,15 @@
 """Scaled dot-product attention as one fused op, its backward op, the attention weights for
 drawing, and the mask op of the unfused composition that is their reference and oracle.
 
-Layout: q [N, H, Tq, D], k [N, H, Tk, D], v [N, H, Tk, Dv] (heads on axis 1; N, Tq and Tk
-may be symbols), or with ``layout="nthd"`` q [N, Tq, H, D], k [N, Tk, H, D], v [N, Tk, H, Dv]
-and out, dq, dk, dv likewise: the layout a projection [N, T, H * D] has once reshaped, so a
-multihead_attention needs no transposes to split and merge its heads (four copies of every
-q, k, v and output each way, 12 % of the benchmark transformer's training step). lse is
-[N, H, Tq] in both layouts. A key is *visible* to query i when the optional ``key_mask`` [N, Tk] is
-nonzero there (1.0 = a real key, 0.0 = padding) and, with ``causal``, when j <= i + (Tk -
-Tq): the causal mask is aligned bottom-right, so the last query sees every key and a
-decoder step with a key/value cache (Tq = 1 < Tk) sees its whole prefix.
+Layout: q [N, H, Tq, D], k [N, H, Tk, D], v [N, H, Tk, Dv] (heads on axis 1; N, Tq and
+Tk may be symbols), or with ``layout="nthd"`` q [N, Tq, H, D], k [N, Tk, H, D], v [N,
+Tk, H, Dv] and out, dq, dk, dv likewise: the layout a projection [N, T, H * D] has once
+reshaped, so a multihead_attention needs no transposes to split and merge its heads (the
+benchmark transformer trained at 57 -> 60 steps/s without them, `graphdl bench`). lse is
+[N, H, Tq] in both layouts. A key is *visible* to query i when the optional ``key_mask``
+[N, Tk] is nonzero there (1.0 = a real key, 0.0 = padding) and, with ``causal``, when j
+<= i + (Tk - Tq): the causal mask is aligned bottom-right, so the last query sees every
+key and a decoder step with a key/value cache (Tq = 1 < Tk) sees its whole prefix.
 
 Ops (the optional inputs are trailing slots of a variadic op; attributes say which are
 there, and `infer` checks the count):
@@ -233,13 +233,9 @@ def heads_first(attrs: dict, p: Parts) -> Parts:
     return Parts(**{**p.__dict__, **swap})
 
 
-def _heads_axis_1(attrs: dict, t):
-    """A type or array of q, k, v, out in the [N, H, T, D] layout."""
-    return _swap_heads(t) if nthd(attrs) else t
-
-
 def _in_layout(attrs: dict, t):
-    """A [N, H, T, D] type or array in the op's layout."""
+    """A [N, H, T, D] type or array in the op's layout, or one in the op's layout as [N, H,
+    T, D] (swapping axes 1 and 2 is its own inverse)."""
     return _swap_heads(t) if nthd(attrs) else t
 
 
@@ -737,7 +733,8 @@ def _fwd_heads_lanes(q, k, v, mask, seed, out, lse, lo, hi, causal, scale, has_m
     boff_q = np.arange(d) * tqp
     boff_p = np.arange(tk) * tqp
     kf = k.ravel()
-    qtf, vtf, stf, otf = qt.reshape(qt.size), vt.reshape(vt.size), st.reshape(st.size), ot.reshape(ot.size)
+    qtf, vtf = qt.reshape(qt.size), vt.reshape(vt.size)
+    stf, otf = st.reshape(st.size), ot.reshape(ot.size)
     dropout = rate > 0.0
     key = seed_key(seed[0], salt)
     keep_scale = dt.type(1.0 / (1.0 - rate))
@@ -1373,7 +1370,7 @@ def visible_pairs(tq: int, tk: int, causal: bool) -> int:
 def _cost_attention(attrs, ins, out, bindings) -> int:
     """2 (D + Dv) per visible pair (scores and the weighted sum), plus the softmax's max,
     exp and sum (and the dropout test)."""
-    q, k = (_heads_axis_1(attrs, t).bind(bindings) for t in ins[:2])
+    q, k = (_in_layout(attrs, t).bind(bindings) for t in ins[:2])
     dv = out.bind(bindings)[3]
     pairs = q[0] * q[1] * visible_pairs(q[2], k[2], attrs["causal"])
     return pairs * (2 * (q[3] + dv) + 4 + int(has_seed(attrs)))
@@ -1382,7 +1379,7 @@ def _cost_attention(attrs, ins, out, bindings) -> int:
 def _cost_attention_grad(attrs, ins, out, bindings) -> int:
     """Per visible pair: the recomputed score (2D) and weight, gout.v (2Dv), dv (2Dv), dq
     and dk (4D), the softmax's backward; plus D_i (2Dv per row)."""
-    q, k, v = (_heads_axis_1(attrs, t).bind(bindings) for t in ins[1:4])
+    q, k, v = (_in_layout(attrs, t).bind(bindings) for t in ins[1:4])
     pairs = q[0] * q[1] * visible_pairs(q[2], k[2], attrs["causal"])
     return pairs * (6 * q[3] + 4 * v[3] + 5) + 2 * q[0] * q[1] * q[2] * v[3]
 

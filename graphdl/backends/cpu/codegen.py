@@ -213,9 +213,10 @@ class CpuCodegen(GraphSource):
         m = re.match(r"# %(\d+)\b", comment or "")
         if not m:
             return None
-        nd = self.g.node(int(m.group(1)))
-        layer = nd["layer"] or ""
-        return nd["phase"], layer.rsplit(".", 1)[0] if "." in layer else layer
+        from graphdl.passes.schedule import layer_block
+
+        nid = int(m.group(1))
+        return self.g.node(nid)["phase"], layer_block(self.g, nid)
 
     def _as_chunk(self, nodes, reads_after: set[str]) -> list[str]:
         """One chunk: the step's lines (each node's comment and the lines binding the names

@@ -13,11 +13,11 @@
   attention_mask: one thread per element.
 
 With ``layout="nthd"`` (q, k, v and their outputs and gradients [N, T, H, D]) the same
-kernels index rows through `_at`. The visibility test (key mask, bottom-right causal mask), the order of the online softmax
-and the dropout hash (graphdl/ops/random.py: the keep test of weight (n, h, i, j) hashes
-its flat index in [N, H, Tq, Tk]) are the CPU kernels': a deliberate parallel of
-graphdl/ops/attention.py, to change together. The arithmetic is in the input dtype, as
-there.
+kernels index rows through `_at`. The visibility test (key mask, bottom-right causal
+mask), the order of the online softmax and the dropout hash (graphdl/ops/random.py: the
+keep test of weight (n, h, i, j) hashes its flat index in [N, H, Tq, Tk]) are the CPU
+kernels': a deliberate parallel of graphdl/ops/attention.py, to change together. The
+arithmetic is in the input dtype, as there.
 """
 
 from __future__ import annotations
